@@ -1,0 +1,55 @@
+//! Compiles the classifier (`bpf/probe.c`) and the loader's test fixtures
+//! (`bpf/fixtures/*.c`) with clang into `$OUT_DIR`, where `include_bytes!` embeds them.
+
+use std::env;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn main() {
+    let out = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
+    let clang = env::var("CLANG").unwrap_or_else(|_| "clang".to_string());
+    println!("cargo:rerun-if-env-changed=CLANG");
+    println!("cargo:rerun-if-changed=bpf");
+
+    let mut sources = vec![PathBuf::from("bpf/probe.c")];
+    if let Ok(dir) = std::fs::read_dir("bpf/fixtures") {
+        let mut fixtures: Vec<PathBuf> = dir
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "c"))
+            .collect();
+        fixtures.sort();
+        sources.extend(fixtures);
+    }
+    for src in &sources {
+        compile(&clang, src, &out);
+    }
+}
+
+fn compile(clang: &str, src: &Path, out: &Path) {
+    let stem = src.file_stem().and_then(|s| s.to_str()).unwrap_or("probe");
+    let obj = out.join(format!("{stem}.o"));
+    let status = Command::new(clang)
+        .args(["-O2", "-g", "-target", "bpf", "-mcpu=v3", "-Wall", "-Werror", "-Ibpf", "-c"])
+        .arg(src)
+        .arg("-o")
+        .arg(&obj)
+        .status();
+    match status {
+        Ok(s) if s.success() => {}
+        Ok(s) => {
+            eprintln!("error: clang failed ({s}) compiling {}", src.display());
+            std::process::exit(1);
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            eprintln!(
+                "error: `{clang}` not found; flowlat compiles its BPF probe with clang: \
+                 install it (Debian/Ubuntu: `sudo apt-get install clang`) or set CLANG=/path/to/clang"
+            );
+            std::process::exit(1);
+        }
+        Err(e) => {
+            eprintln!("error: running `{clang}`: {e}");
+            std::process::exit(1);
+        }
+    }
+}

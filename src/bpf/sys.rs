@@ -1,0 +1,363 @@
+//! Raw `bpf(2)` calls: the only place in flowlat that issues them.
+//!
+//! Each attribute struct mirrors the member of `union bpf_attr` in
+//! `include/uapi/linux/bpf.h` that its command reads. The kernel accepts a
+//! shorter `bpf_attr` than its own (the tail is taken as zero), so each call
+//! passes just the struct it fills.
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+
+use super::BpfError;
+
+/// `BPF_MAP_TYPE_HASH`.
+pub const BPF_MAP_TYPE_HASH: u32 = 1;
+/// `BPF_MAP_TYPE_ARRAY`.
+pub const BPF_MAP_TYPE_ARRAY: u32 = 2;
+/// `BPF_MAP_TYPE_PERF_EVENT_ARRAY`: one perf event fd per CPU, for `bpf_perf_event_output`.
+pub const BPF_MAP_TYPE_PERF_EVENT_ARRAY: u32 = 4;
+/// `BPF_MAP_TYPE_PERCPU_ARRAY`: one value per possible CPU per index.
+pub const BPF_MAP_TYPE_PERCPU_ARRAY: u32 = 6;
+/// `BPF_MAP_TYPE_LRU_HASH`: a hash that evicts its least recently used entry when full.
+pub const BPF_MAP_TYPE_LRU_HASH: u32 = 9;
+
+/// `BPF_PROG_TYPE_SCHED_CLS`: a tc classifier (`cls_bpf`).
+pub const BPF_PROG_TYPE_SCHED_CLS: u32 = 3;
+
+/// `BPF_ANY`: create or replace.
+pub const BPF_ANY: u64 = 0;
+/// `BPF_NOEXIST`: create only.
+pub const BPF_NOEXIST: u64 = 1;
+/// `BPF_EXIST`: replace only.
+pub const BPF_EXIST: u64 = 2;
+
+/// `BPF_OBJ_NAME_LEN`: names are at most 15 bytes plus the NUL.
+pub const BPF_OBJ_NAME_LEN: usize = 16;
+
+const BPF_MAP_CREATE: libc::c_int = 0;
+const BPF_MAP_LOOKUP_ELEM: libc::c_int = 1;
+const BPF_MAP_UPDATE_ELEM: libc::c_int = 2;
+const BPF_MAP_DELETE_ELEM: libc::c_int = 3;
+const BPF_MAP_GET_NEXT_KEY: libc::c_int = 4;
+const BPF_PROG_LOAD: libc::c_int = 5;
+const BPF_PROG_TEST_RUN: libc::c_int = 10;
+
+/// The verifier log buffer starts here and grows fourfold per retry up to the
+/// kernel's limit (`UINT_MAX >> 2` since 5.2; 16 MiB keeps us well inside older limits).
+const LOG_START: usize = 64 * 1024;
+const LOG_MAX: usize = 16 * 1024 * 1024;
+
+#[repr(C)]
+#[derive(Default)]
+struct MapCreateAttr {
+    map_type: u32,
+    key_size: u32,
+    value_size: u32,
+    max_entries: u32,
+    map_flags: u32,
+    inner_map_fd: u32,
+    numa_node: u32,
+    map_name: [u8; BPF_OBJ_NAME_LEN],
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct MapElemAttr {
+    map_fd: u32,
+    _pad: u32,
+    key: u64,
+    value_or_next_key: u64,
+    flags: u64,
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct ProgLoadAttr {
+    prog_type: u32,
+    insn_cnt: u32,
+    insns: u64,
+    license: u64,
+    log_level: u32,
+    log_size: u32,
+    log_buf: u64,
+    kern_version: u32,
+    prog_flags: u32,
+    prog_name: [u8; BPF_OBJ_NAME_LEN],
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct TestRunAttr {
+    prog_fd: u32,
+    retval: u32,
+    data_size_in: u32,
+    data_size_out: u32,
+    data_in: u64,
+    data_out: u64,
+    repeat: u32,
+    duration: u32,
+    ctx_size_in: u32,
+    ctx_size_out: u32,
+    ctx_in: u64,
+    ctx_out: u64,
+    flags: u32,
+    cpu: u32,
+}
+
+/// Issues one `bpf()` command.
+fn bpf<T>(cmd: libc::c_int, attr: &mut T) -> io::Result<libc::c_long> {
+    // SAFETY: `attr` is a live, exclusively borrowed `#[repr(C)]` prefix of `union bpf_attr`
+    // for `cmd`; every pointer inside it was set by the caller to memory that outlives the call.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd,
+            attr as *mut T as *mut libc::c_void,
+            std::mem::size_of::<T>() as libc::c_uint,
+        )
+    };
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// Takes ownership of an fd the kernel just returned.
+fn owned_fd(ret: libc::c_long) -> OwnedFd {
+    // SAFETY: `ret` is a new fd returned by a successful bpf() call; nothing else owns it.
+    unsafe { OwnedFd::from_raw_fd(ret as libc::c_int) }
+}
+
+/// Copies `name` into a fixed name field, cut to 15 bytes on a character boundary.
+fn obj_name(name: &str) -> [u8; BPF_OBJ_NAME_LEN] {
+    let mut out = [0u8; BPF_OBJ_NAME_LEN];
+    let mut len = name.len().min(BPF_OBJ_NAME_LEN - 1);
+    while !name.is_char_boundary(len) {
+        len -= 1;
+    }
+    // Only [A-Za-z0-9_.] are accepted by the kernel; anything else becomes '_'.
+    for (dst, &b) in out.iter_mut().zip(name.as_bytes()[..len].iter()) {
+        *dst = if b.is_ascii_alphanumeric() || b == b'_' || b == b'.' {
+            b
+        } else {
+            b'_'
+        };
+    }
+    out
+}
+
+/// What `map_create` needs: the fields of `bpf_attr` for `BPF_MAP_CREATE`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MapAttr {
+    /// `map_type`, a `BPF_MAP_TYPE_*`.
+    pub map_type: u32,
+    /// `key_size` in bytes.
+    pub key_size: u32,
+    /// `value_size` in bytes (per CPU for per-CPU maps).
+    pub value_size: u32,
+    /// `max_entries`.
+    pub max_entries: u32,
+    /// `map_flags` (`BPF_F_*`).
+    pub map_flags: u32,
+}
+
+/// `BPF_MAP_CREATE`: creates a map named `name` (cut to 15 bytes).
+pub fn map_create(attr: &MapAttr, name: &str) -> Result<OwnedFd, BpfError> {
+    let mut a = MapCreateAttr {
+        map_type: attr.map_type,
+        key_size: attr.key_size,
+        value_size: attr.value_size,
+        max_entries: attr.max_entries,
+        map_flags: attr.map_flags,
+        map_name: obj_name(name),
+        ..Default::default()
+    };
+    bpf(BPF_MAP_CREATE, &mut a)
+        .map(owned_fd)
+        .map_err(|e| BpfError::sys(format!("creating BPF map {name}"), e))
+}
+
+/// `BPF_MAP_LOOKUP_ELEM`: copies the value of `key` into `value`.
+/// Returns `Ok(false)` when the key is absent (`ENOENT`).
+/// For per-CPU maps `value` must hold `round_up(value_size, 8) * possible CPUs` bytes.
+pub fn map_lookup(map: BorrowedFd<'_>, key: &[u8], value: &mut [u8]) -> Result<bool, BpfError> {
+    let mut a = MapElemAttr {
+        map_fd: map.as_raw_fd() as u32,
+        key: key.as_ptr() as u64,
+        value_or_next_key: value.as_mut_ptr() as u64,
+        ..Default::default()
+    };
+    absent_is_false(bpf(BPF_MAP_LOOKUP_ELEM, &mut a), "looking up a BPF map element")
+}
+
+/// `BPF_MAP_UPDATE_ELEM` with `flags` (`BPF_ANY`, `BPF_NOEXIST`, `BPF_EXIST`).
+pub fn map_update(map: BorrowedFd<'_>, key: &[u8], value: &[u8], flags: u64) -> Result<(), BpfError> {
+    let mut a = MapElemAttr {
+        map_fd: map.as_raw_fd() as u32,
+        key: key.as_ptr() as u64,
+        value_or_next_key: value.as_ptr() as u64,
+        flags,
+        ..Default::default()
+    };
+    bpf(BPF_MAP_UPDATE_ELEM, &mut a)
+        .map(|_| ())
+        .map_err(|e| BpfError::sys("updating a BPF map element", e))
+}
+
+/// `BPF_MAP_DELETE_ELEM`. Returns `Ok(false)` when the key was already absent,
+/// so a caller racing the program knows which side removed the entry.
+pub fn map_delete(map: BorrowedFd<'_>, key: &[u8]) -> Result<bool, BpfError> {
+    let mut a = MapElemAttr {
+        map_fd: map.as_raw_fd() as u32,
+        key: key.as_ptr() as u64,
+        ..Default::default()
+    };
+    absent_is_false(bpf(BPF_MAP_DELETE_ELEM, &mut a), "deleting a BPF map element")
+}
+
+/// `BPF_MAP_GET_NEXT_KEY`: writes the key after `key` (the first key when `None`)
+/// into `next`. Returns `Ok(false)` at the end of the map.
+pub fn map_get_next_key(
+    map: BorrowedFd<'_>,
+    key: Option<&[u8]>,
+    next: &mut [u8],
+) -> Result<bool, BpfError> {
+    let mut a = MapElemAttr {
+        map_fd: map.as_raw_fd() as u32,
+        key: key.map_or(0, |k| k.as_ptr() as u64),
+        value_or_next_key: next.as_mut_ptr() as u64,
+        ..Default::default()
+    };
+    absent_is_false(bpf(BPF_MAP_GET_NEXT_KEY, &mut a), "walking a BPF map")
+}
+
+fn absent_is_false(ret: io::Result<libc::c_long>, what: &str) -> Result<bool, BpfError> {
+    match ret {
+        Ok(_) => Ok(true),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(false),
+        Err(e) => Err(BpfError::sys(what, e)),
+    }
+}
+
+/// `BPF_PROG_LOAD`. `insns` is the raw instruction stream (8 bytes per
+/// instruction, map references already patched). The first attempt runs without a
+/// log, for speed; when it fails, the load is repeated at log level 1 with a buffer
+/// that grows until the whole log fits, and the log goes into [`BpfError::Verifier`].
+pub fn prog_load(prog_type: u32, insns: &[u8], license: &str, name: &str) -> Result<OwnedFd, BpfError> {
+    if insns.is_empty() || insns.len() % 8 != 0 {
+        return Err(BpfError::Object(format!(
+            "program {name} has {} bytes of instructions, not a non-zero multiple of 8",
+            insns.len()
+        )));
+    }
+    let license = CString::new(license)
+        .map_err(|_| BpfError::Object(format!("the license of program {name} holds a NUL byte")))?;
+    let attempt = |log: Option<&mut Vec<u8>>| {
+        let mut a = ProgLoadAttr {
+            prog_type,
+            insn_cnt: (insns.len() / 8) as u32,
+            insns: insns.as_ptr() as u64,
+            license: license.as_ptr() as u64,
+            prog_name: obj_name(name),
+            ..Default::default()
+        };
+        if let Some(buf) = log {
+            a.log_level = 1;
+            a.log_size = buf.len() as u32;
+            a.log_buf = buf.as_mut_ptr() as u64;
+        }
+        bpf(BPF_PROG_LOAD, &mut a).map(owned_fd)
+    };
+    let first = match attempt(None) {
+        Ok(fd) => return Ok(fd),
+        Err(e) => e,
+    };
+    let mut size = LOG_START;
+    loop {
+        let mut log = vec![0u8; size];
+        match attempt(Some(&mut log)) {
+            // Loaded with a log after failing without one: take it.
+            Ok(fd) => return Ok(fd),
+            // The log did not fit: grow it and try again.
+            Err(e) if e.raw_os_error() == Some(libc::ENOSPC) && size < LOG_MAX => size *= 4,
+            Err(e) => {
+                let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
+                let log = String::from_utf8_lossy(&log[..end]).into_owned();
+                let source = if log.is_empty() { first } else { e };
+                return Err(BpfError::Verifier {
+                    program: name.to_string(),
+                    source,
+                    log,
+                });
+            }
+        }
+    }
+}
+
+/// What `BPF_PROG_TEST_RUN` returned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TestRun {
+    /// The program's return value (for a classifier, `TC_ACT_*` as an unsigned int).
+    pub retval: u32,
+    /// The kernel's mean run time per repeat, in nanoseconds.
+    pub duration_ns: u32,
+    /// The packet as the program left it.
+    pub data_out: Vec<u8>,
+}
+
+/// `BPF_PROG_TEST_RUN`: runs `prog` `repeat` times (0 counts as 1) on a copy of
+/// `data`, optionally with a `struct __sk_buff` context `ctx`.
+pub fn prog_test_run(
+    prog: BorrowedFd<'_>,
+    data: &[u8],
+    ctx: Option<&[u8]>,
+    repeat: u32,
+) -> Result<TestRun, BpfError> {
+    // Room for a program that grows the packet; ours never does, and tests check that.
+    let mut out = vec![0u8; data.len() + 256];
+    let mut a = TestRunAttr {
+        prog_fd: prog.as_raw_fd() as u32,
+        data_size_in: data.len() as u32,
+        data_size_out: out.len() as u32,
+        data_in: data.as_ptr() as u64,
+        data_out: out.as_mut_ptr() as u64,
+        repeat,
+        ..Default::default()
+    };
+    if let Some(ctx) = ctx {
+        a.ctx_size_in = ctx.len() as u32;
+        a.ctx_in = ctx.as_ptr() as u64;
+    }
+    bpf(BPF_PROG_TEST_RUN, &mut a).map_err(|e| BpfError::sys("running a BPF program on a test packet", e))?;
+    out.truncate(a.data_size_out as usize);
+    Ok(TestRun {
+        retval: a.retval,
+        duration_ns: a.duration,
+        data_out: out,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_cut_to_fifteen_bytes_and_sanitised() {
+        let n = obj_name("flowlat_pending_table");
+        assert_eq!(&n[..15], b"flowlat_pending");
+        assert_eq!(n[15], 0);
+        assert_eq!(&obj_name("a-b c")[..6], b"a_b_c\0");
+    }
+
+    #[test]
+    fn attr_layouts_match_the_kernel_offsets() {
+        use std::mem::{offset_of, size_of};
+        assert_eq!(offset_of!(MapCreateAttr, map_name), 28);
+        assert_eq!(size_of::<MapElemAttr>(), 32);
+        assert_eq!(offset_of!(ProgLoadAttr, prog_name), 48);
+        assert_eq!(offset_of!(TestRunAttr, ctx_out), 56);
+        assert_eq!(offset_of!(TestRunAttr, cpu), 68);
+    }
+}

@@ -1,0 +1,12 @@
+//! flowlat: TCP handshake latency per connection, measured by a tc classifier.
+//!
+//! Layers, bottom up: [`bpf`] and [`netlink`] are generic kernel-ABI layers that
+//! know nothing of each other or of flowlat; [`probe`] is our program (its maps,
+//! its record and the measurement contract); [`output`] formats records; the
+//! binary (`src/main.rs`) parses arguments, prints, handles signals and exits.
+
+pub mod bpf;
+pub mod cli;
+pub mod netlink;
+pub mod output;
+pub mod probe;

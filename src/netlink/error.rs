@@ -1,0 +1,4 @@
+//! (to be written)
+/// Placeholder.
+#[derive(Debug)]
+pub struct NetlinkError;

@@ -1,0 +1,148 @@
+//! Shared helpers for the privileged tests: root check and network namespaces
+//! that are removed even when a test fails.
+#![allow(dead_code)]
+
+use std::fs::File;
+use std::os::fd::AsFd;
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// Fails the test (never skips it) when not run as root.
+pub fn require_root() {
+    if !nix::unistd::geteuid().is_root() {
+        panic!(
+            "this test needs root (it loads BPF programs and makes network namespaces): \
+             run the suite with sudo, as the README says"
+        );
+    }
+}
+
+/// Runs a command and panics with its output when it fails.
+pub fn run(cmd: &str, args: &[&str]) -> Output {
+    let out = Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd}: {e}"));
+    if !out.status.success() {
+        panic!(
+            "`{cmd} {}` failed: {}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    out
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A network namespace named `flt-<tag>-<pid>-<n>`, deleted on drop.
+/// Namespaces left by a test process that was killed are removed when the next
+/// one is made (their pid is no longer alive).
+pub struct NetNs {
+    pub name: String,
+}
+
+impl NetNs {
+    pub fn new(tag: &str) -> NetNs {
+        require_root();
+        reap_stale();
+        let name = format!(
+            "flt-{tag}-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        );
+        run("ip", &["netns", "add", &name]);
+        let ns = NetNs { name };
+        ns.ip(&["link", "set", "lo", "up"]);
+        ns
+    }
+
+    /// `ip -n NAME args...`
+    pub fn ip(&self, args: &[&str]) -> Output {
+        let mut full = vec!["-n", self.name.as_str()];
+        full.extend_from_slice(args);
+        run("ip", &full)
+    }
+
+    /// `ip netns exec NAME cmd args...`, checked.
+    pub fn exec(&self, cmd: &str, args: &[&str]) -> Output {
+        let mut full = vec!["netns", "exec", self.name.as_str(), cmd];
+        full.extend_from_slice(args);
+        run("ip", &full)
+    }
+
+    /// A `Command` that runs `cmd` inside the namespace (not started).
+    pub fn command(&self, cmd: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", self.name.as_str(), cmd]);
+        c
+    }
+
+    /// Runs `f` on a new thread that has entered this namespace, and returns its result.
+    pub fn enter<R: Send + 'static>(&self, f: impl FnOnce() -> R + Send + 'static) -> R {
+        let path = format!("/var/run/netns/{}", self.name);
+        let file = File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
+        std::thread::spawn(move || {
+            nix::sched::setns(file.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
+                .expect("setns into the test namespace");
+            f()
+        })
+        .join()
+        .unwrap_or_else(|p| std::panic::resume_unwind(p))
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
+    }
+}
+
+/// Two namespaces joined by a veth pair `a`–`b`, with addresses
+/// 10.X.0.1/24 + fd00:X::1/64 on `a` and .2 / ::2 on `b` (X from the counter).
+pub struct VethPair {
+    pub a: NetNs,
+    pub b: NetNs,
+    pub a4: String,
+    pub b4: String,
+    pub a6: String,
+    pub b6: String,
+}
+
+impl VethPair {
+    pub fn new(tag: &str) -> VethPair {
+        let a = NetNs::new(&format!("{tag}a"));
+        let b = NetNs::new(&format!("{tag}b"));
+        let n = (COUNTER.fetch_add(1, Ordering::Relaxed) % 250) + 1;
+        let pid = std::process::id() % 200 + 20;
+        a.ip(&["link", "add", "a", "type", "veth", "peer", "name", "b", "netns", &b.name]);
+        let a4 = format!("10.{pid}.{n}.1");
+        let b4 = format!("10.{pid}.{n}.2");
+        let a6 = format!("fd00:{pid}:{n}::1");
+        let b6 = format!("fd00:{pid}:{n}::2");
+        a.ip(&["addr", "add", &format!("{a4}/24"), "dev", "a"]);
+        b.ip(&["addr", "add", &format!("{b4}/24"), "dev", "b"]);
+        a.ip(&["addr", "add", &format!("{a6}/64"), "dev", "a", "nodad"]);
+        b.ip(&["addr", "add", &format!("{b6}/64"), "dev", "b", "nodad"]);
+        a.ip(&["link", "set", "a", "up"]);
+        b.ip(&["link", "set", "b", "up"]);
+        VethPair { a, b, a4, b4, a6, b6 }
+    }
+}
+
+/// Deletes `flt-*-PID-*` namespaces whose PID is gone (left by a killed run).
+fn reap_stale() {
+    let Ok(dir) = std::fs::read_dir("/var/run/netns") else { return };
+    for entry in dir.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let mut parts = name.split('-');
+        if parts.next() != Some("flt") {
+            continue;
+        }
+        let Some(pid) = parts.nth(1).and_then(|p| p.parse::<i32>().ok()) else { continue };
+        if pid as u32 != std::process::id() && !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = Command::new("ip").args(["netns", "del", &name]).output();
+        }
+    }
+}
