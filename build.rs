@@ -11,7 +11,7 @@ fn main() {
     println!("cargo:rerun-if-env-changed=CLANG");
     println!("cargo:rerun-if-changed=bpf");
 
-    let mut sources = vec![PathBuf::from("bpf/probe.c")];
+    let mut sources = vec![PathBuf::from("bpf/probe.c"), PathBuf::from("bpf/layout.c")];
     if let Ok(dir) = std::fs::read_dir("bpf/fixtures") {
         let mut fixtures: Vec<PathBuf> = dir
             .filter_map(|e| e.ok().map(|e| e.path()))

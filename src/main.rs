@@ -1,1 +1,319 @@
-fn main() {}
+//! `flowlat`: the only place that prints, handles signals and exits.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::io::{self, Write};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use flowlat::bpf::BpfError;
+use flowlat::cli::{self, Command, Settings};
+use flowlat::netlink::link::{self, LinkLayer};
+use flowlat::netlink::{tc, NetlinkError};
+use flowlat::output::{monotonic_ns, Formatter, WallClock};
+use flowlat::probe::{Hook, Outcome, Probe, ProbeConfig, Record};
+use tokio::signal::unix::{signal, SignalKind};
+
+/// A failure of the run, from whichever layer; each carries its own advice.
+enum Error {
+    Bpf(BpfError),
+    Netlink(NetlinkError),
+    Other(String),
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Bpf(e) => e.fmt(f),
+            Error::Netlink(e) => e.fmt(f),
+            Error::Other(s) => f.write_str(s),
+        }
+    }
+}
+
+impl From<BpfError> for Error {
+    fn from(e: BpfError) -> Self {
+        Error::Bpf(e)
+    }
+}
+
+impl From<NetlinkError> for Error {
+    fn from(e: NetlinkError) -> Self {
+        Error::Netlink(e)
+    }
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let settings = match cli::parse(&args) {
+        Ok(Command::Print(text)) => {
+            print!("{text}");
+            return ExitCode::SUCCESS;
+        }
+        Ok(Command::Run(s)) => s,
+        Err(msg) => {
+            eprintln!("flowlat: {msg}");
+            return ExitCode::from(2);
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("flowlat: cannot start the event loop: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match rt.block_on(run(settings)) {
+        Ok(summary) => {
+            eprintln!("flowlat: {summary}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("flowlat: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Counts for the summary line.
+#[derive(Default)]
+struct Tally {
+    by_outcome: HashMap<&'static str, u64>,
+    malformed: u64,
+}
+
+impl Tally {
+    fn add(&mut self, r: &Record) {
+        *self.by_outcome.entry(r.outcome.as_str()).or_default() += 1;
+    }
+}
+
+/// Why the main loop stopped.
+enum Stop {
+    Signal(&'static str),
+    StdoutClosed,
+}
+
+/// The identity our filters carry, so a later flowlat can tell whose they are.
+fn filter_name() -> String {
+    let pid = std::process::id();
+    let start = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            // Field 22 (starttime) counts from after the parenthesised command name.
+            let rest = s.rsplit_once(')')?.1;
+            rest.split_whitespace().nth(19).map(str::to_string)
+        })
+        .unwrap_or_default();
+    format!("flowlat-{pid}-{start}")
+}
+
+async fn run(s: Settings) -> Result<String, Error> {
+    raise_memlock_limit();
+    let started = Instant::now();
+    let mut probe = Probe::load(&ProbeConfig {
+        max_pending: s.max_pending,
+    })?;
+    let mut perf = probe.open_perf(s.perf_pages)?;
+    let handle = link::connect()?;
+
+    let mut links = Vec::new();
+    for name in &s.ifaces {
+        let l = link::resolve(&handle, name).await?;
+        match l.link_layer {
+            LinkLayer::Ethernet | LinkLayer::Loopback => {}
+            other => {
+                return Err(Error::Other(format!(
+                    "{name} has no Ethernet header ({other:?}); flowlat supports Ethernet \
+                     interfaces and lo"
+                )))
+            }
+        }
+        links.push(l);
+    }
+
+    let name = filter_name();
+    let mut attached = Vec::new();
+    for l in &links {
+        match tc::attach(
+            &handle,
+            l,
+            probe.program(Hook::Ingress),
+            probe.program(Hook::Egress),
+            &name,
+        )
+        .await
+        {
+            Ok(a) => attached.push(a),
+            Err(e) => {
+                // All interfaces or none: undo what is already attached.
+                for a in attached.iter().rev() {
+                    if let Err(d) = tc::detach(&handle, a).await {
+                        eprintln!("flowlat: {d}");
+                    }
+                }
+                return Err(e.into());
+            }
+        }
+    }
+    let took = started.elapsed();
+    let list: Vec<&str> = links.iter().map(|l| l.name.as_str()).collect();
+    if took > Duration::from_millis(100) {
+        eprintln!("flowlat: attached to {} in {} ms", list.join(", "), took.as_millis());
+    } else {
+        eprintln!("flowlat: attached to {} (ingress and egress)", list.join(", "));
+    }
+
+    let names: HashMap<u32, String> = links.iter().map(|l| (l.index, l.name.clone())).collect();
+    let fmt = Formatter::new(s.json, WallClock::now(), names);
+    let mut tally = Tally::default();
+    let result = watch(&s, &mut probe, &mut perf, &fmt, &mut tally).await;
+
+    let mut detach_error = None;
+    for a in &attached {
+        if let Err(e) = tc::detach(&handle, a).await {
+            detach_error.get_or_insert(e);
+        }
+    }
+    // Records sent before the filters went away are still in the rings.
+    let mut out = io::stdout().lock();
+    let _ = emit_ready(&mut perf, &fmt, &mut tally, &mut out);
+    let sweep = probe.sweep(monotonic_ns(), s.syn_timeout);
+    let (mut in_progress, mut in_table) = (0, 0);
+    if let Ok(sw) = &sweep {
+        for r in &sw.expired {
+            tally.add(r);
+            let _ = writeln!(out, "{}", fmt.format(r));
+        }
+        in_progress = sw.pending;
+        in_table = sw.pending + sw.tombstones;
+    }
+    let _ = out.flush();
+    let stop = result?;
+    if let Some(e) = detach_error {
+        return Err(e.into());
+    }
+
+    let ks = probe.kernel_stats()?;
+    let ps = perf.stats();
+    let lost = ks.send_failed.max(ps.lost) + ps.wrong_size + tally.malformed;
+    let n = |o: Outcome| tally.by_outcome.get(o.as_str()).copied().unwrap_or(0);
+    let total: u64 = tally.by_outcome.values().sum();
+    let why = match stop {
+        Stop::Signal(sig) => format!("stopped by {sig}"),
+        Stop::StdoutClosed => "stopped: output closed".to_string(),
+    };
+    Ok(format!(
+        "{why}; {total} handshakes: {} ok, {} refused, {} timeout, {} abandoned; \
+         {lost} records lost; {} table-full evictions; {in_progress} in progress at exit (not reported)",
+        n(Outcome::Ok),
+        n(Outcome::Refused),
+        n(Outcome::Timeout),
+        n(Outcome::Abandoned),
+        probe.evicted(&ks, in_table),
+    ))
+}
+
+/// Prints what the rings hold. `Err` only for a write error.
+fn emit_ready(
+    perf: &mut flowlat::bpf::perf::PerfBuffers,
+    fmt: &Formatter,
+    tally: &mut Tally,
+    out: &mut impl Write,
+) -> io::Result<()> {
+    let mut result = Ok(());
+    perf.drain(|_cpu, bytes| {
+        let rec = flowlat::probe::Event::decode(bytes).and_then(|ev| Record::from_event(&ev));
+        match rec {
+            Some(r) => {
+                tally.add(&r);
+                if result.is_ok() {
+                    result = writeln!(out, "{}", fmt.format(&r));
+                }
+            }
+            None => tally.malformed += 1,
+        }
+    });
+    result?;
+    out.flush()
+}
+
+/// True when stdout's reader has gone (a closed pipe) or its terminal hung up.
+fn stdout_closed() -> bool {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use std::os::fd::AsFd;
+    let stdout = io::stdout();
+    let mut fds = [PollFd::new(stdout.as_fd(), PollFlags::empty())];
+    match poll(&mut fds, PollTimeout::ZERO) {
+        Ok(n) if n > 0 => fds[0]
+            .revents()
+            .is_some_and(|r| r.intersects(PollFlags::POLLERR | PollFlags::POLLHUP)),
+        _ => false,
+    }
+}
+
+fn is_broken_pipe(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::BrokenPipe
+}
+
+async fn watch(
+    s: &Settings,
+    probe: &mut Probe,
+    perf: &mut flowlat::bpf::perf::PerfBuffers,
+    fmt: &Formatter,
+    tally: &mut Tally,
+) -> Result<Stop, Error> {
+    let sig = |k: SignalKind, name: &str| {
+        signal(k).map_err(|e| Error::Other(format!("cannot watch {name}: {e}")))
+    };
+    let mut int = sig(SignalKind::interrupt(), "SIGINT")?;
+    let mut term = sig(SignalKind::terminate(), "SIGTERM")?;
+    let mut hup = sig(SignalKind::hangup(), "SIGHUP")?;
+    // Sweep often enough that a timeout is reported within a tenth of
+    // --syn-timeout of being due, but not more than 20 times a second.
+    let every = (s.syn_timeout / 10).clamp(Duration::from_millis(50), Duration::from_secs(1));
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let write_failed = |e: io::Error| {
+        if is_broken_pipe(&e) {
+            Ok(Stop::StdoutClosed)
+        } else {
+            Err(Error::Other(format!("cannot write to stdout: {e}")))
+        }
+    };
+    loop {
+        tokio::select! {
+            _ = int.recv() => return Ok(Stop::Signal("SIGINT")),
+            _ = term.recv() => return Ok(Stop::Signal("SIGTERM")),
+            _ = hup.recv() => return Ok(Stop::Signal("SIGHUP")),
+            ready = perf.readable() => {
+                ready?;
+                if let Err(e) = emit_ready(perf, fmt, tally, &mut io::stdout().lock()) {
+                    return write_failed(e);
+                }
+            }
+            _ = tick.tick() => {
+                let sweep = probe.sweep(monotonic_ns(), s.syn_timeout)?;
+                let mut out = io::stdout().lock();
+                for r in &sweep.expired {
+                    tally.add(r);
+                    if let Err(e) = writeln!(out, "{}", fmt.format(r)) {
+                        return write_failed(e);
+                    }
+                }
+                if let Err(e) = out.flush() {
+                    return write_failed(e);
+                }
+                if stdout_closed() {
+                    return Ok(Stop::StdoutClosed);
+                }
+            }
+        }
+    }
+}
+
+/// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; lift it where we may.
+fn raise_memlock_limit() {
+    use nix::sys::resource::{setrlimit, Resource, RLIM_INFINITY};
+    let _ = setrlimit(Resource::RLIMIT_MEMLOCK, RLIM_INFINITY, RLIM_INFINITY);
+}

@@ -1,1 +1,640 @@
-//! (to be written)
+//! flowlat's own BPF program: its maps, its record and the measurement contract.
+//!
+//! The C side is `bpf/probe.c`; the structs here mirror `bpf/flowlat.h` field for
+//! field (a test compares them with the sizes and offsets clang computed for
+//! `bpf/layout.c`). User space finishes what the classifier starts: it turns
+//! a record's timestamps into the contract's `rtt`, `local` and `total`, and it
+//! reports attempts that time out by sweeping the pending table.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::time::Duration;
+
+use crate::bpf::object::Object;
+use crate::bpf::perf::PerfBuffers;
+use crate::bpf::{cpu, sys, BpfError};
+
+/// The classifier's ELF object, compiled by `build.rs`. Aligned so that the ELF
+/// parser can read its headers in place.
+#[repr(C, align(8))]
+struct Aligned<T: ?Sized>(T);
+static OBJECT: &Aligned<[u8]> = &Aligned(*include_bytes!(concat!(env!("OUT_DIR"), "/probe.o")));
+
+/// The embedded classifier object (for tests and tools that inspect it).
+pub fn object_bytes() -> &'static [u8] {
+    &OBJECT.0
+}
+
+/// `FLOWLAT_DIR_*`: which side of the interface the client is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Dir {
+    /// The client is on this side: its SYN leaves through the interface.
+    Out,
+    /// The client is beyond the interface: its SYN arrives.
+    In,
+}
+
+/// `FLOWLAT_RESULT_*`: how an attempt ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    /// The handshake completed.
+    Ok,
+    /// The server answered the SYN with a RST.
+    Refused,
+    /// No answer within `--syn-timeout` of the first SYN.
+    Timeout,
+    /// The client sent a SYN with a new ISN on the same tuple before any answer.
+    Abandoned,
+}
+
+impl Outcome {
+    /// The word used in both output formats.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Refused => "refused",
+            Outcome::Timeout => "timeout",
+            Outcome::Abandoned => "abandoned",
+        }
+    }
+}
+
+impl Dir {
+    /// The word used in both output formats.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Dir::Out => "out",
+            Dir::In => "in",
+        }
+    }
+}
+
+const DIR_OUT: u8 = 0;
+const DIR_IN: u8 = 1;
+const RESULT_OK: u8 = 0;
+const RESULT_REFUSED: u8 = 1;
+const RESULT_TIMEOUT: u8 = 2;
+const RESULT_ABANDONED: u8 = 3;
+
+/// Indices of the per-CPU `stats` map (`FLOWLAT_STAT_*`).
+const STATE_SYN: u8 = 0;
+const STATE_SYNACK: u8 = 1;
+const STATE_REPORTED: u8 = 2;
+
+/// How long a timed-out attempt's tombstone outlives its client's last SYN.
+/// Linux retries a SYN at most 120 s (`TCP_RTO_MAX`) apart, so a client that
+/// keeps retrying the reported attempt never starts a second record.
+pub const REPORTED_HOLD: Duration = Duration::from_secs(120);
+
+const STAT_SENT: usize = 0;
+const STAT_SEND_FAILED: usize = 1;
+const STAT_CREATED: usize = 2;
+const STAT_REMOVED: usize = 3;
+const STAT_MAX: usize = 4;
+
+/// `struct flowlat_key`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Key {
+    pub client: [u8; 16],
+    pub server: [u8; 16],
+    /// Network byte order, as in the packet.
+    pub client_port: u16,
+    /// Network byte order, as in the packet.
+    pub server_port: u16,
+    pub ifindex: u32,
+    pub family: u8,
+    pub dir: u8,
+    pub pad: [u8; 6],
+}
+
+/// `struct flowlat_pending`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pending {
+    pub first_syn_ns: u64,
+    pub last_syn_ns: u64,
+    pub first_synack_ns: u64,
+    pub last_synack_ns: u64,
+    pub client_isn: u32,
+    pub server_isn: u32,
+    pub syns: u16,
+    pub synacks: u16,
+    pub state: u8,
+    pub pad: [u8; 3],
+}
+
+/// `struct flowlat_event`: one record per attempt, as the classifier sends it.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Event {
+    pub key: Key,
+    pub p: Pending,
+    pub end_ns: u64,
+    pub result: u8,
+    pub pad: [u8; 7],
+}
+
+/// Plain-old-data structs shared with the kernel: every bit pattern is valid.
+trait Pod: Copy + Default {}
+impl Pod for Key {}
+impl Pod for Pending {}
+impl Pod for Event {}
+
+fn as_bytes<T: Pod>(v: &T) -> &[u8] {
+    // SAFETY: T is a #[repr(C)] struct of integers and byte arrays with explicit padding
+    // fields, so all of its size_of::<T>() bytes are initialised.
+    unsafe { std::slice::from_raw_parts(v as *const T as *const u8, std::mem::size_of::<T>()) }
+}
+
+fn from_bytes<T: Pod>(b: &[u8]) -> Option<T> {
+    if b.len() != std::mem::size_of::<T>() {
+        return None;
+    }
+    // SAFETY: the length was checked, T accepts every bit pattern (Pod), and
+    // read_unaligned does not require `b` to be aligned for T.
+    Some(unsafe { std::ptr::read_unaligned(b.as_ptr() as *const T) })
+}
+
+impl Event {
+    /// Decodes a record from a perf sample of exactly `size_of::<Event>()` bytes.
+    pub fn decode(b: &[u8]) -> Option<Event> {
+        from_bytes(b)
+    }
+
+    /// The record's bytes, as the classifier would send them.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        as_bytes(self).to_vec()
+    }
+}
+
+/// A handshake attempt as flowlat reports it; the contract's arithmetic is in
+/// [`Record::from_event`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub ifindex: u32,
+    pub dir: Dir,
+    pub outcome: Outcome,
+    pub client: IpAddr,
+    pub client_port: u16,
+    pub server: IpAddr,
+    pub server_port: u16,
+    /// `CLOCK_MONOTONIC` time at which the attempt ended (or timed out).
+    pub end_ns: u64,
+    pub rtt_ns: Option<u64>,
+    pub local_ns: Option<u64>,
+    pub total_ns: Option<u64>,
+    /// Client SYNs beyond the first.
+    pub retrans: u32,
+}
+
+fn addr(family: u8, a: &[u8; 16]) -> Option<IpAddr> {
+    match family {
+        4 => Some(IpAddr::V4(Ipv4Addr::new(a[0], a[1], a[2], a[3]))),
+        6 => Some(IpAddr::V6(Ipv6Addr::from(*a))),
+        _ => None,
+    }
+}
+
+impl Record {
+    /// Applies the measurement contract to a record. `None` when the record is
+    /// malformed (unknown family, direction or result), which the caller counts.
+    pub fn from_event(ev: &Event) -> Option<Record> {
+        let k = &ev.key;
+        let p = &ev.p;
+        let dir = match k.dir {
+            DIR_OUT => Dir::Out,
+            DIR_IN => Dir::In,
+            _ => return None,
+        };
+        let outcome = match ev.result {
+            RESULT_OK => Outcome::Ok,
+            RESULT_REFUSED => Outcome::Refused,
+            RESULT_TIMEOUT => Outcome::Timeout,
+            RESULT_ABANDONED => Outcome::Abandoned,
+            _ => return None,
+        };
+        let since = |t: u64| ev.end_ns.checked_sub(t);
+        let (rtt_ns, local_ns, total_ns) = match (dir, outcome) {
+            // The SYN-ACK or RST arrived: the network beyond answered in end - last SYN.
+            (Dir::Out, Outcome::Ok | Outcome::Refused) => {
+                (since(p.last_syn_ns), None, since(p.first_syn_ns))
+            }
+            // The client's ACK arrived: one round trip to the client after our last SYN-ACK.
+            (Dir::In, Outcome::Ok) => (
+                since(p.last_synack_ns),
+                p.first_synack_ns.checked_sub(p.last_syn_ns),
+                since(p.first_syn_ns),
+            ),
+            // This side refused: how long it took to say no.
+            (Dir::In, Outcome::Refused) => (None, since(p.last_syn_ns), since(p.first_syn_ns)),
+            // An "in" attempt that got as far as our SYN-ACK still tells how fast we answered.
+            (Dir::In, Outcome::Timeout | Outcome::Abandoned) if p.synacks > 0 => {
+                (None, p.first_synack_ns.checked_sub(p.last_syn_ns), None)
+            }
+            _ => (None, None, None),
+        };
+        Some(Record {
+            ifindex: k.ifindex,
+            dir,
+            outcome,
+            client: addr(k.family, &k.client)?,
+            client_port: u16::from_be(k.client_port),
+            server: addr(k.family, &k.server)?,
+            server_port: u16::from_be(k.server_port),
+            end_ns: ev.end_ns,
+            rtt_ns,
+            local_ns,
+            total_ns,
+            retrans: u32::from(p.syns.saturating_sub(1)),
+        })
+    }
+}
+
+/// Which clsact hook a program runs at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hook {
+    Ingress,
+    Egress,
+}
+
+/// The classifier's counters, summed over CPUs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KernelStats {
+    /// Records written to the perf ring.
+    pub sent: u64,
+    /// Records the perf ring had no room for (lost).
+    pub send_failed: u64,
+    /// Pending entries the classifier inserted.
+    pub created: u64,
+    /// Pending entries the classifier removed when reporting them.
+    pub removed: u64,
+}
+
+/// What a sweep of the pending table found.
+#[derive(Debug, Default)]
+pub struct Sweep {
+    /// Attempts that timed out and were removed by this sweep.
+    pub expired: Vec<Record>,
+    /// Attempts still pending after the sweep.
+    pub pending: u64,
+    /// Tombstones of reported timeouts still held (see [`REPORTED_HOLD`]).
+    pub tombstones: u64,
+}
+
+/// The loaded classifier: two programs and their maps.
+pub struct Probe {
+    ingress: OwnedFd,
+    egress: OwnedFd,
+    pending: OwnedFd,
+    events: OwnedFd,
+    stats: OwnedFd,
+    possible_cpus: usize,
+    max_pending: u32,
+    /// Entries removed by user space (timeouts, old tombstones), for the eviction count.
+    swept: u64,
+    /// Tombstones inserted by user space, for the eviction count.
+    tombstones: u64,
+}
+
+/// Settings that size the maps.
+#[derive(Debug, Clone)]
+pub struct ProbeConfig {
+    /// `max_entries` of the pending table.
+    pub max_pending: u32,
+}
+
+impl Probe {
+    /// Parses the embedded object, creates its maps (named `flowlat_*`), patches the
+    /// map references and loads both programs.
+    pub fn load(cfg: &ProbeConfig) -> Result<Probe, BpfError> {
+        Probe::load_from(object_bytes(), cfg)
+    }
+
+    fn load_from(elf: &[u8], cfg: &ProbeConfig) -> Result<Probe, BpfError> {
+        let obj = Object::parse(elf)?;
+        let possible_cpus = cpu::possible_cpus()? as usize;
+        let mut maps: HashMap<String, OwnedFd> = HashMap::new();
+        for def in &obj.maps {
+            let mut attr = def.attr();
+            match def.name.as_str() {
+                "pending" => attr.max_entries = cfg.max_pending,
+                "events" => attr.max_entries = possible_cpus as u32,
+                _ => {}
+            }
+            let fd = sys::map_create(&attr, &format!("flowlat_{}", def.name))?;
+            maps.insert(def.name.clone(), fd);
+        }
+        let mut take = |name: &str| {
+            maps.remove(name)
+                .ok_or_else(|| BpfError::Object(format!("the probe has no map named {name}")))
+        };
+        let (pending, events, stats) = (take("pending")?, take("events")?, take("stats")?);
+        let fds: HashMap<&str, BorrowedFd<'_>> = [
+            ("pending", pending.as_fd()),
+            ("events", events.as_fd()),
+            ("stats", stats.as_fd()),
+        ]
+        .into_iter()
+        .collect();
+        let load = |name: &str| -> Result<OwnedFd, BpfError> {
+            let prog = obj
+                .program(name)
+                .ok_or_else(|| BpfError::Object(format!("the probe has no program named {name}")))?;
+            let insns = prog.relocate(|m| fds.get(m).map(|fd| fd.as_raw_fd()))?;
+            sys::prog_load(sys::BPF_PROG_TYPE_SCHED_CLS, &insns, &obj.license, name)
+        };
+        let ingress = load("flowlat_ingress")?;
+        let egress = load("flowlat_egress")?;
+        Ok(Probe {
+            ingress,
+            egress,
+            pending,
+            events,
+            stats,
+            possible_cpus,
+            max_pending: cfg.max_pending,
+            swept: 0,
+            tombstones: 0,
+        })
+    }
+
+    /// The program for a hook, to attach with `cls_bpf`.
+    pub fn program(&self, hook: Hook) -> BorrowedFd<'_> {
+        match hook {
+            Hook::Ingress => self.ingress.as_fd(),
+            Hook::Egress => self.egress.as_fd(),
+        }
+    }
+
+    /// Opens the per-CPU perf rings the classifier writes its records to.
+    pub fn open_perf(&self, pages: usize) -> Result<PerfBuffers, BpfError> {
+        PerfBuffers::open(self.events.as_fd(), pages)
+    }
+
+    /// Runs a program once on `packet` through `BPF_PROG_TEST_RUN` (tests, benches).
+    pub fn test_run(&self, hook: Hook, packet: &[u8], repeat: u32) -> Result<sys::TestRun, BpfError> {
+        sys::prog_test_run(self.program(hook), packet, None, repeat)
+    }
+
+    /// Sums the per-CPU counters.
+    pub fn kernel_stats(&self) -> Result<KernelStats, BpfError> {
+        let mut sum = [0u64; STAT_MAX];
+        let mut buf = vec![0u8; 8 * self.possible_cpus];
+        for (i, total) in sum.iter_mut().enumerate() {
+            if sys::map_lookup(self.stats.as_fd(), &(i as u32).to_ne_bytes(), &mut buf)? {
+                *total = buf
+                    .chunks_exact(8)
+                    .map(|c| u64::from_ne_bytes(c.try_into().unwrap_or([0; 8])))
+                    .sum();
+            }
+        }
+        Ok(KernelStats {
+            sent: sum[STAT_SENT],
+            send_failed: sum[STAT_SEND_FAILED],
+            created: sum[STAT_CREATED],
+            removed: sum[STAT_REMOVED],
+        })
+    }
+
+    /// Every entry of the pending table (tests, and the sweep).
+    pub fn pending_entries(&self) -> Result<Vec<(Key, Pending)>, BpfError> {
+        let map = self.pending.as_fd();
+        let mut keys = Vec::new();
+        let mut cur: Option<Key> = None;
+        let mut next = Key::default();
+        // get_next_key restarts from the first key when `cur` vanished meanwhile;
+        // the bound keeps such a restart from looping forever on a busy table.
+        let bound = 2 * self.max_pending as usize + 1024;
+        while keys.len() < bound {
+            let mut nb = [0u8; std::mem::size_of::<Key>()];
+            let more = sys::map_get_next_key(map, cur.as_ref().map(as_bytes), &mut nb)?;
+            if !more {
+                break;
+            }
+            next = from_bytes(&nb).unwrap_or(next);
+            keys.push(next);
+            cur = Some(next);
+        }
+        keys.sort_by(|a, b| as_bytes(a).cmp(as_bytes(b)));
+        keys.dedup();
+        let mut out = Vec::with_capacity(keys.len());
+        for k in keys {
+            let mut vb = [0u8; std::mem::size_of::<Pending>()];
+            if sys::map_lookup(map, as_bytes(&k), &mut vb)? {
+                if let Some(v) = from_bytes(&vb) {
+                    out.push((k, v));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Reports every attempt whose first SYN is `timeout` or more before `now_ns`
+    /// (`CLOCK_MONOTONIC`), and leaves a tombstone in its place (see
+    /// [`REPORTED_HOLD`]). Whoever deletes an entry reports it, so an attempt the
+    /// classifier completes during the sweep is reported once. Tombstones whose
+    /// client has been quiet for `REPORTED_HOLD` are removed.
+    pub fn sweep(&mut self, now_ns: u64, timeout: Duration) -> Result<Sweep, BpfError> {
+        let timeout_ns = u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX);
+        let hold_ns = REPORTED_HOLD.as_nanos() as u64;
+        let map = self.pending.as_fd();
+        let mut sweep = Sweep::default();
+        for (k, p) in self.pending_entries()? {
+            if p.state == STATE_REPORTED {
+                if now_ns.saturating_sub(p.last_syn_ns) < hold_ns {
+                    sweep.tombstones += 1;
+                } else if sys::map_delete(map, as_bytes(&k))? {
+                    self.swept += 1;
+                }
+                continue;
+            }
+            if now_ns.saturating_sub(p.first_syn_ns) < timeout_ns {
+                sweep.pending += 1;
+                continue;
+            }
+            if !sys::map_delete(map, as_bytes(&k))? {
+                continue;
+            }
+            self.swept += 1;
+            let ev = Event {
+                key: k,
+                p,
+                end_ns: p.first_syn_ns.saturating_add(timeout_ns),
+                result: RESULT_TIMEOUT,
+                pad: [0; 7],
+            };
+            if let Some(r) = Record::from_event(&ev) {
+                sweep.expired.push(r);
+            }
+            let tomb = Pending {
+                state: STATE_REPORTED,
+                last_syn_ns: now_ns,
+                ..p
+            };
+            // A new SYN may have taken the slot meanwhile; then it stands alone.
+            match sys::map_update(map, as_bytes(&k), as_bytes(&tomb), sys::BPF_NOEXIST) {
+                Ok(()) => {
+                    self.tombstones += 1;
+                    sweep.tombstones += 1;
+                }
+                Err(BpfError::Sys { source, .. }) if source.raw_os_error() == Some(libc::EEXIST) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(sweep)
+    }
+
+    /// Entries the LRU table evicted to make room (table full): everything inserted
+    /// that was neither removed nor is still in the table (`in_table` entries,
+    /// pending attempts and tombstones).
+    pub fn evicted(&self, ks: &KernelStats, in_table: u64) -> u64 {
+        (ks.created + self.tombstones)
+            .saturating_sub(ks.removed)
+            .saturating_sub(self.swept)
+            .saturating_sub(in_table)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(dir: u8, result: u8) -> Event {
+        let mut ev = Event::default();
+        ev.key.family = 4;
+        ev.key.client[..4].copy_from_slice(&[10, 0, 0, 5]);
+        ev.key.server[..4].copy_from_slice(&[93, 184, 216, 34]);
+        ev.key.client_port = 51234u16.to_be();
+        ev.key.server_port = 443u16.to_be();
+        ev.key.ifindex = 7;
+        ev.key.dir = dir;
+        ev.p.first_syn_ns = 1_000;
+        ev.p.last_syn_ns = 3_000;
+        ev.p.syns = 2;
+        ev.result = result;
+        ev
+    }
+
+    #[test]
+    fn out_ok_measures_from_the_last_and_first_syn() {
+        let mut ev = event(DIR_OUT, RESULT_OK);
+        ev.end_ns = 10_000;
+        let r = Record::from_event(&ev).expect("valid");
+        assert_eq!(r.dir, Dir::Out);
+        assert_eq!(r.outcome, Outcome::Ok);
+        assert_eq!(r.rtt_ns, Some(7_000));
+        assert_eq!(r.total_ns, Some(9_000));
+        assert_eq!(r.local_ns, None);
+        assert_eq!(r.retrans, 1);
+        assert_eq!(r.client.to_string(), "10.0.0.5");
+        assert_eq!(r.client_port, 51234);
+        assert_eq!(r.server_port, 443);
+    }
+
+    #[test]
+    fn in_ok_splits_local_and_network_time() {
+        let mut ev = event(DIR_IN, RESULT_OK);
+        ev.p.first_synack_ns = 3_500;
+        ev.p.last_synack_ns = 4_000;
+        ev.end_ns = 9_000;
+        let r = Record::from_event(&ev).expect("valid");
+        assert_eq!(r.rtt_ns, Some(5_000));
+        assert_eq!(r.local_ns, Some(500));
+        assert_eq!(r.total_ns, Some(8_000));
+    }
+
+    #[test]
+    fn in_refused_has_local_time_and_no_rtt() {
+        let mut ev = event(DIR_IN, RESULT_REFUSED);
+        ev.end_ns = 3_200;
+        let r = Record::from_event(&ev).expect("valid");
+        assert_eq!(r.rtt_ns, None);
+        assert_eq!(r.local_ns, Some(200));
+    }
+
+    #[test]
+    fn timeouts_have_no_rtt() {
+        let mut ev = event(DIR_OUT, RESULT_TIMEOUT);
+        ev.end_ns = 1_000 + 10_000_000_000;
+        let r = Record::from_event(&ev).expect("valid");
+        assert_eq!(r.outcome, Outcome::Timeout);
+        assert_eq!((r.rtt_ns, r.local_ns, r.total_ns), (None, None, None));
+    }
+
+    #[test]
+    fn malformed_records_are_rejected() {
+        assert!(Record::from_event(&event(9, RESULT_OK)).is_none());
+        assert!(Record::from_event(&event(DIR_OUT, 77)).is_none());
+        let mut ev = event(DIR_OUT, RESULT_OK);
+        ev.key.family = 5;
+        assert!(Record::from_event(&ev).is_none());
+        assert!(Event::decode(&[0u8; 10]).is_none());
+    }
+
+    /// `bpf/layout.c` records clang's sizes and offsets of the shared structs in
+    /// its `layout` section, in the order listed here.
+    #[test]
+    fn rust_structs_match_the_c_header() {
+        use object::{Object as _, ObjectSection as _};
+        use std::mem::{offset_of, size_of};
+        let elf = include_bytes!(concat!(env!("OUT_DIR"), "/layout.o")).to_vec();
+        let file = object::File::parse(&*elf).expect("layout.o parses");
+        let data = file.section_by_name("layout").expect("layout section").data().expect("data");
+        let c: Vec<u64> = data
+            .chunks_exact(8)
+            .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
+            .collect();
+        let rust = [
+            size_of::<Key>(),
+            offset_of!(Key, client),
+            offset_of!(Key, server),
+            offset_of!(Key, client_port),
+            offset_of!(Key, server_port),
+            offset_of!(Key, ifindex),
+            offset_of!(Key, family),
+            offset_of!(Key, dir),
+            size_of::<Pending>(),
+            offset_of!(Pending, first_syn_ns),
+            offset_of!(Pending, last_syn_ns),
+            offset_of!(Pending, first_synack_ns),
+            offset_of!(Pending, last_synack_ns),
+            offset_of!(Pending, client_isn),
+            offset_of!(Pending, server_isn),
+            offset_of!(Pending, syns),
+            offset_of!(Pending, synacks),
+            offset_of!(Pending, state),
+            size_of::<Event>(),
+            offset_of!(Event, key),
+            offset_of!(Event, p),
+            offset_of!(Event, end_ns),
+            offset_of!(Event, result),
+            DIR_OUT as usize,
+            DIR_IN as usize,
+            RESULT_OK as usize,
+            RESULT_REFUSED as usize,
+            RESULT_TIMEOUT as usize,
+            RESULT_ABANDONED as usize,
+            STATE_SYN as usize,
+            STATE_SYNACK as usize,
+            STATE_REPORTED as usize,
+            STAT_SENT,
+            STAT_SEND_FAILED,
+            STAT_CREATED,
+            STAT_REMOVED,
+            STAT_MAX,
+        ];
+        let rust: Vec<u64> = rust.iter().map(|&v| v as u64).collect();
+        assert_eq!(c, rust, "bpf/flowlat.h and src/probe.rs disagree");
+    }
+
+    #[test]
+    fn ipv6_addresses_decode() {
+        let mut ev = event(DIR_OUT, RESULT_OK);
+        ev.key.family = 6;
+        ev.key.server = "2001:db8::1".parse::<Ipv6Addr>().expect("literal").octets();
+        let r = Record::from_event(&Event::decode(&ev.to_bytes()).expect("size")).expect("valid");
+        assert_eq!(r.server.to_string(), "2001:db8::1");
+    }
+}

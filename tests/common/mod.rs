@@ -81,6 +81,11 @@ impl NetNs {
 
     /// Runs `f` on a new thread that has entered this namespace, and returns its result.
     pub fn enter<R: Send + 'static>(&self, f: impl FnOnce() -> R + Send + 'static) -> R {
+        self.spawn(f).join().unwrap_or_else(|p| std::panic::resume_unwind(p))
+    }
+
+    /// Starts `f` on a new thread that has entered this namespace.
+    pub fn spawn<R: Send + 'static>(&self, f: impl FnOnce() -> R + Send + 'static) -> std::thread::JoinHandle<R> {
         let path = format!("/var/run/netns/{}", self.name);
         let file = File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
         std::thread::spawn(move || {
@@ -88,8 +93,22 @@ impl NetNs {
                 .expect("setns into the test namespace");
             f()
         })
-        .join()
-        .unwrap_or_else(|p| std::panic::resume_unwind(p))
+    }
+
+    /// The MAC address of `dev` in this namespace.
+    pub fn mac(&self, dev: &str) -> [u8; 6] {
+        let out = self.ip(&["-o", "link", "show", "dev", dev]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let hex = text
+            .split("link/ether ")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no MAC in {text}"));
+        let mut mac = [0u8; 6];
+        for (m, h) in mac.iter_mut().zip(hex.split(':')) {
+            *m = u8::from_str_radix(h, 16).expect("hex");
+        }
+        mac
     }
 }
 
@@ -146,3 +165,6 @@ fn reap_stale() {
         }
     }
 }
+pub mod packet;
+pub mod run;
+pub mod peer;

@@ -1,0 +1,73 @@
+/* Our own minimal definitions for BPF programs: fixed-width types, the
+ * struct __sk_buff prefix we read, the helpers we call and the map definition
+ * format that flowlat's loader (src/bpf/object.rs) understands. Nothing here
+ * comes from kernel or libbpf headers, so clang is all a build needs. */
+#ifndef FLOWLAT_BPF_DEFS_H
+#define FLOWLAT_BPF_DEFS_H
+
+typedef unsigned char __u8;
+typedef unsigned short __u16;
+typedef unsigned int __u32;
+typedef unsigned long long __u64;
+typedef int __s32;
+typedef long long __s64;
+
+#define SEC(name) __attribute__((section(name), used))
+#define __always_inline inline __attribute__((always_inline))
+
+/* A legacy map definition in section "maps"; the symbol's name is the map's name. */
+struct flowlat_map_def {
+	__u32 type;
+	__u32 key_size;
+	__u32 value_size;
+	__u32 max_entries;
+	__u32 map_flags;
+};
+
+/* include/uapi/linux/bpf.h: enum bpf_map_type (the ones we use). */
+#define BPF_MAP_TYPE_PERF_EVENT_ARRAY 4
+#define BPF_MAP_TYPE_PERCPU_ARRAY 6
+#define BPF_MAP_TYPE_LRU_HASH 9
+
+/* Update flags and perf output flags. */
+#define BPF_ANY 0
+#define BPF_NOEXIST 1
+#define BPF_F_CURRENT_CPU 0xffffffffULL
+
+/* include/uapi/linux/pkt_cls.h */
+#define TC_ACT_UNSPEC (-1)
+
+/* include/uapi/linux/bpf.h: struct __sk_buff, up to the fields we read. The
+ * verifier checks offsets against the kernel's layout, so order matters. */
+struct __sk_buff {
+	__u32 len;
+	__u32 pkt_type;
+	__u32 mark;
+	__u32 queue_mapping;
+	__u32 protocol;
+	__u32 vlan_present;
+	__u32 vlan_tci;
+	__u32 vlan_proto;
+	__u32 priority;
+	__u32 ingress_ifindex;
+	__u32 ifindex;
+	__u32 tc_index;
+	__u32 cb[5];
+	__u32 hash;
+	__u32 tc_classid;
+	__u32 data;
+	__u32 data_end;
+};
+
+/* Helper ids from enum bpf_func_id (include/uapi/linux/bpf.h). */
+static void *(*bpf_map_lookup_elem)(void *map, const void *key) = (void *)1;
+static long (*bpf_map_update_elem)(void *map, const void *key, const void *value, __u64 flags) = (void *)2;
+static long (*bpf_map_delete_elem)(void *map, const void *key) = (void *)3;
+static __u64 (*bpf_ktime_get_ns)(void) = (void *)5;
+static long (*bpf_perf_event_output)(void *ctx, void *map, __u64 flags, void *data, __u64 size) = (void *)25;
+static long (*bpf_skb_load_bytes)(const void *skb, __u32 offset, void *to, __u32 len) = (void *)26;
+
+#define bpf_htons(x) ((__u16)__builtin_bswap16(x))
+#define bpf_ntohl(x) ((__u32)__builtin_bswap32(x))
+
+#endif

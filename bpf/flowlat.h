@@ -1,0 +1,69 @@
+/* The contract between the classifier (bpf/probe.c) and user space
+ * (src/probe.rs mirrors every struct here with #[repr(C)]; a test checks that
+ * sizes and offsets agree). Change both together. */
+#ifndef FLOWLAT_H
+#define FLOWLAT_H
+
+#include "bpf_defs.h"
+
+/* Which side the client is on, seen from the interface. */
+#define FLOWLAT_DIR_OUT 0 /* client here: its SYN leaves on egress */
+#define FLOWLAT_DIR_IN 1  /* client beyond: its SYN arrives on ingress */
+
+/* How an attempt ended. TIMEOUT is only ever produced by user space. */
+#define FLOWLAT_RESULT_OK 0
+#define FLOWLAT_RESULT_REFUSED 1
+#define FLOWLAT_RESULT_TIMEOUT 2
+#define FLOWLAT_RESULT_ABANDONED 3 /* a SYN with a new ISN replaced it before any answer */
+
+/* State of a pending attempt. */
+#define FLOWLAT_STATE_SYN 0    /* SYN seen, no SYN-ACK yet */
+#define FLOWLAT_STATE_SYNACK 1 /* in: SYN-ACK sent, waiting for the client's ACK */
+/* Reported as a timeout by user space and kept for a while, so that the
+ * client's later retransmissions of the same SYN start no second record. */
+#define FLOWLAT_STATE_REPORTED 2
+
+/* Per-CPU counters, indices into the "stats" map. */
+#define FLOWLAT_STAT_SENT 0        /* records written to the perf ring */
+#define FLOWLAT_STAT_SEND_FAILED 1 /* records the perf ring had no room for */
+#define FLOWLAT_STAT_CREATED 2     /* pending entries inserted */
+#define FLOWLAT_STAT_REMOVED 3     /* pending entries the classifier removed */
+#define FLOWLAT_STAT_MAX 4
+
+/* One attempt's identity: the interface, the direction and the exact
+ * connection. Addresses are in network order; IPv4 uses the first 4 bytes. */
+struct flowlat_key {
+	__u8 client[16];
+	__u8 server[16];
+	__u16 client_port; /* network order */
+	__u16 server_port; /* network order */
+	__u32 ifindex;
+	__u8 family; /* 4 or 6 */
+	__u8 dir;    /* FLOWLAT_DIR_* */
+	__u8 pad[6];
+};
+
+/* What is known of a pending attempt; timestamps are bpf_ktime_get_ns(). */
+struct flowlat_pending {
+	__u64 first_syn_ns;
+	__u64 last_syn_ns; /* the last SYN before the first SYN-ACK */
+	__u64 first_synack_ns;
+	__u64 last_synack_ns;
+	__u32 client_isn; /* host order */
+	__u32 server_isn; /* host order, from the first SYN-ACK */
+	__u16 syns;
+	__u16 synacks;
+	__u8 state; /* FLOWLAT_STATE_* */
+	__u8 pad[3];
+};
+
+/* One record per attempt, sent through the perf ring. */
+struct flowlat_event {
+	struct flowlat_key key;
+	struct flowlat_pending p;
+	__u64 end_ns; /* the packet that ended it: SYN-ACK (out), ACK (in), RST, or new SYN */
+	__u8 result;  /* FLOWLAT_RESULT_* */
+	__u8 pad[7];
+};
+
+#endif

@@ -1,0 +1,46 @@
+/* Records the layout of bpf/flowlat.h as clang computes it for the BPF target,
+ * so a Rust test can compare it with src/probe.rs. Keep the order in step with
+ * the test `rust_structs_match_the_c_header`. */
+#include "flowlat.h"
+
+#define OFF(t, f) __builtin_offsetof(struct t, f)
+
+__u64 flowlat_layout[] SEC("layout") = {
+	sizeof(struct flowlat_key),
+	OFF(flowlat_key, client),
+	OFF(flowlat_key, server),
+	OFF(flowlat_key, client_port),
+	OFF(flowlat_key, server_port),
+	OFF(flowlat_key, ifindex),
+	OFF(flowlat_key, family),
+	OFF(flowlat_key, dir),
+	sizeof(struct flowlat_pending),
+	OFF(flowlat_pending, first_syn_ns),
+	OFF(flowlat_pending, last_syn_ns),
+	OFF(flowlat_pending, first_synack_ns),
+	OFF(flowlat_pending, last_synack_ns),
+	OFF(flowlat_pending, client_isn),
+	OFF(flowlat_pending, server_isn),
+	OFF(flowlat_pending, syns),
+	OFF(flowlat_pending, synacks),
+	OFF(flowlat_pending, state),
+	sizeof(struct flowlat_event),
+	OFF(flowlat_event, key),
+	OFF(flowlat_event, p),
+	OFF(flowlat_event, end_ns),
+	OFF(flowlat_event, result),
+	FLOWLAT_DIR_OUT,
+	FLOWLAT_DIR_IN,
+	FLOWLAT_RESULT_OK,
+	FLOWLAT_RESULT_REFUSED,
+	FLOWLAT_RESULT_TIMEOUT,
+	FLOWLAT_RESULT_ABANDONED,
+	FLOWLAT_STATE_SYN,
+	FLOWLAT_STATE_SYNACK,
+	FLOWLAT_STATE_REPORTED,
+	FLOWLAT_STAT_SENT,
+	FLOWLAT_STAT_SEND_FAILED,
+	FLOWLAT_STAT_CREATED,
+	FLOWLAT_STAT_REMOVED,
+	FLOWLAT_STAT_MAX,
+};

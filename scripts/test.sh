@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Runs flowlat's whole test suite: unit tests, the classifier under
+# BPF_PROG_TEST_RUN and the end-to-end tests in network namespaces.
+# Installs what a fresh Debian machine lacks, builds as the calling user and
+# runs the test binaries as root (they load BPF programs and make namespaces).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+missing=()
+command -v clang >/dev/null || missing+=(clang)
+command -v tc >/dev/null || missing+=(iproute2)
+command -v setpriv >/dev/null || missing+=(util-linux)
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "installing ${missing[*]}" >&2
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+if [ "$(id -u)" -ne 0 ]; then
+    export CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER="sudo -E"
+fi
+exec cargo test --locked "$@"

@@ -1,0 +1,338 @@
+//! The real embedded classifier, run on crafted packets through
+//! `BPF_PROG_TEST_RUN`: every packet passes unchanged with TC_ACT_UNSPEC, and
+//! the pending table and the records follow the measurement contract.
+
+mod common;
+
+use std::time::Duration;
+
+use common::packet::{arp_request, icmp_echo, udp, Tcp, ACK, FIN, PSH, RST, SYN};
+use flowlat::bpf::perf::PerfBuffers;
+use flowlat::probe::{Dir, Event, Hook, Outcome, Probe, ProbeConfig, Record};
+
+const TC_ACT_UNSPEC: u32 = u32::MAX; // -1
+
+struct Rig {
+    probe: Probe,
+    perf: PerfBuffers,
+}
+
+impl Rig {
+    fn new() -> Rig {
+        common::require_root();
+        let probe = Probe::load(&ProbeConfig { max_pending: 1024 }).expect("load the probe");
+        let perf = probe.open_perf(8).expect("open perf rings");
+        Rig { probe, perf }
+    }
+
+    /// Runs the packet through one hook and checks it passes untouched.
+    fn run(&self, hook: Hook, frame: &[u8]) {
+        let r = self.probe.test_run(hook, frame, 1).expect("test run");
+        assert_eq!(r.retval, TC_ACT_UNSPEC, "{hook:?} must return TC_ACT_UNSPEC");
+        assert_eq!(r.data_out, frame, "{hook:?} must not change the packet");
+    }
+
+    fn records(&mut self) -> Vec<Record> {
+        let mut out = Vec::new();
+        self.perf.drain(|_, b| {
+            let ev = Event::decode(b).expect("record of the right size");
+            out.push(Record::from_event(&ev).expect("well-formed record"));
+        });
+        out
+    }
+
+    fn pending(&self) -> usize {
+        self.probe.pending_entries().expect("walk pending").len()
+    }
+}
+
+const C4: &str = "10.0.0.5";
+const S4: &str = "93.184.216.34";
+const C6: &str = "2001:db8::5";
+const S6: &str = "2001:db8::1";
+
+fn syn(c: &str, s: &str, isn: u32) -> Vec<u8> {
+    Tcp::new(c, 51234, s, 443, SYN).seq(isn).frame()
+}
+fn synack(c: &str, s: &str, isn: u32, server_isn: u32) -> Vec<u8> {
+    Tcp::new(s, 443, c, 51234, SYN | ACK).seq(server_isn).ack(isn.wrapping_add(1)).frame()
+}
+fn client_ack(c: &str, s: &str, isn: u32, server_isn: u32) -> Vec<u8> {
+    Tcp::new(c, 51234, s, 443, ACK).seq(isn.wrapping_add(1)).ack(server_isn.wrapping_add(1)).frame()
+}
+fn rst_to_client(c: &str, s: &str, isn: u32) -> Vec<u8> {
+    Tcp::new(s, 443, c, 51234, RST | ACK).ack(isn.wrapping_add(1)).frame()
+}
+
+#[test]
+fn out_handshake_reports_ok_once_with_rtt() {
+    let mut rig = Rig::new();
+    rig.run(Hook::Egress, &syn(C4, S4, 1000));
+    assert_eq!(rig.pending(), 1);
+    assert!(rig.records().is_empty(), "no record before the answer");
+    std::thread::sleep(Duration::from_millis(2));
+    rig.run(Hook::Ingress, &synack(C4, S4, 1000, 7000));
+    let recs = rig.records();
+    assert_eq!(recs.len(), 1, "{recs:?}");
+    let r = &recs[0];
+    assert_eq!((r.dir, r.outcome), (Dir::Out, Outcome::Ok));
+    assert_eq!(r.client.to_string(), C4);
+    assert_eq!(r.server.to_string(), S4);
+    assert_eq!((r.client_port, r.server_port), (51234, 443));
+    let rtt = r.rtt_ns.expect("rtt");
+    assert!(rtt >= 2_000_000, "rtt {rtt} covers the 2 ms between SYN and SYN-ACK");
+    assert_eq!(r.total_ns, Some(rtt));
+    assert_eq!(r.local_ns, None);
+    assert_eq!(r.retrans, 0);
+    assert_eq!(rig.pending(), 0, "the entry leaves the table");
+    // A duplicate SYN-ACK finds nothing: never two records.
+    rig.run(Hook::Ingress, &synack(C4, S4, 1000, 7000));
+    assert!(rig.records().is_empty());
+    let ks = rig.probe.kernel_stats().expect("stats");
+    assert_eq!((ks.sent, ks.send_failed, ks.created, ks.removed), (1, 0, 1, 1));
+}
+
+#[test]
+fn retransmitted_syn_counts_and_rtt_runs_from_the_last_one() {
+    let mut rig = Rig::new();
+    rig.run(Hook::Egress, &syn(C4, S4, 1000));
+    std::thread::sleep(Duration::from_millis(5));
+    rig.run(Hook::Egress, &syn(C4, S4, 1000));
+    rig.run(Hook::Ingress, &synack(C4, S4, 1000, 1));
+    let recs = rig.records();
+    assert_eq!(recs.len(), 1);
+    let r = &recs[0];
+    assert_eq!(r.retrans, 1);
+    assert!(r.total_ns.expect("total") >= 5_000_000);
+    assert!(r.rtt_ns.expect("rtt") < r.total_ns.expect("total"));
+}
+
+#[test]
+fn out_refused_by_rst() {
+    let mut rig = Rig::new();
+    rig.run(Hook::Egress, &syn(C4, S4, 42));
+    // A RST that does not acknowledge ISN+1 is not an answer to this SYN.
+    rig.run(Hook::Ingress, &Tcp::new(S4, 443, C4, 51234, RST | ACK).ack(7).frame());
+    assert!(rig.records().is_empty());
+    rig.run(Hook::Ingress, &rst_to_client(C4, S4, 42));
+    let recs = rig.records();
+    assert_eq!(recs.len(), 1);
+    assert_eq!((recs[0].dir, recs[0].outcome), (Dir::Out, Outcome::Refused));
+    assert!(recs[0].rtt_ns.is_some());
+    assert_eq!(rig.pending(), 0);
+}
+
+#[test]
+fn synack_with_wrong_ack_or_without_syn_is_ignored() {
+    let mut rig = Rig::new();
+    // Half seen: SYN-ACK whose SYN went before we started.
+    rig.run(Hook::Ingress, &synack(C4, S4, 1000, 5));
+    assert_eq!(rig.pending(), 0);
+    rig.run(Hook::Egress, &syn(C4, S4, 1000));
+    rig.run(Hook::Ingress, &synack(C4, S4, 2000, 5));
+    assert!(rig.records().is_empty());
+    assert_eq!(rig.pending(), 1, "still waiting for the right SYN-ACK");
+}
+
+#[test]
+fn in_handshake_splits_local_and_network_time() {
+    let mut rig = Rig::new();
+    rig.run(Hook::Ingress, &syn(C4, S4, 1000));
+    std::thread::sleep(Duration::from_millis(1));
+    rig.run(Hook::Egress, &synack(C4, S4, 1000, 9000));
+    // The SYN-ACK alone completes nothing.
+    assert!(rig.records().is_empty());
+    std::thread::sleep(Duration::from_millis(3));
+    // An ACK that does not acknowledge our SYN-ACK is not the third packet.
+    rig.run(Hook::Ingress, &client_ack(C4, S4, 1000, 1234));
+    assert!(rig.records().is_empty());
+    rig.run(Hook::Ingress, &client_ack(C4, S4, 1000, 9000));
+    let recs = rig.records();
+    assert_eq!(recs.len(), 1, "{recs:?}");
+    let r = &recs[0];
+    assert_eq!((r.dir, r.outcome), (Dir::In, Outcome::Ok));
+    assert_eq!(r.client.to_string(), C4, "the client is the SYN's sender");
+    assert!(r.local_ns.expect("local") >= 1_000_000);
+    assert!(r.rtt_ns.expect("rtt") >= 3_000_000);
+    assert!(r.total_ns.expect("total") >= r.rtt_ns.expect("rtt") + r.local_ns.expect("local"));
+    assert_eq!(rig.pending(), 0);
+}
+
+#[test]
+fn in_refused_when_this_side_resets() {
+    let mut rig = Rig::new();
+    rig.run(Hook::Ingress, &syn(C6, S6, 77));
+    rig.run(Hook::Egress, &rst_to_client(C6, S6, 77));
+    let recs = rig.records();
+    assert_eq!(recs.len(), 1);
+    let r = &recs[0];
+    assert_eq!((r.dir, r.outcome), (Dir::In, Outcome::Refused));
+    assert_eq!(r.rtt_ns, None);
+    assert!(r.local_ns.is_some());
+    assert_eq!(r.server.to_string(), S6);
+}
+
+#[test]
+fn ipv6_out_handshake() {
+    let mut rig = Rig::new();
+    rig.run(Hook::Egress, &syn(C6, S6, u32::MAX)); // ISN+1 wraps to 0
+    rig.run(Hook::Ingress, &synack(C6, S6, u32::MAX, 3));
+    let recs = rig.records();
+    assert_eq!(recs.len(), 1);
+    assert_eq!(recs[0].client.to_string(), C6);
+    assert_eq!(recs[0].outcome, Outcome::Ok);
+}
+
+#[test]
+fn a_new_isn_on_the_same_tuple_is_a_new_attempt() {
+    let mut rig = Rig::new();
+    rig.run(Hook::Egress, &syn(C4, S4, 100));
+    rig.run(Hook::Egress, &syn(C4, S4, 200));
+    let recs = rig.records();
+    assert_eq!(recs.len(), 1, "the first attempt ends");
+    assert_eq!(recs[0].outcome, Outcome::Abandoned);
+    assert_eq!(rig.pending(), 1);
+    rig.run(Hook::Ingress, &synack(C4, S4, 200, 1));
+    let recs = rig.records();
+    assert_eq!(recs.len(), 1);
+    assert_eq!((recs[0].outcome, recs[0].retrans), (Outcome::Ok, 0));
+}
+
+#[test]
+fn ipv4_options_are_skipped_by_ihl() {
+    let mut rig = Rig::new();
+    for opt_words in [1usize, 3, 10] {
+        let mut s = Tcp::new(C4, 40000 + opt_words as u16, S4, 80, SYN).seq(5);
+        s.ip_options = vec![1; opt_words * 4]; // NOPs
+        rig.run(Hook::Egress, &s.frame());
+        let mut a = Tcp::new(S4, 80, C4, 40000 + opt_words as u16, SYN | ACK).seq(9).ack(6);
+        a.ip_options = vec![1; opt_words * 4];
+        rig.run(Hook::Ingress, &a.frame());
+        let recs = rig.records();
+        assert_eq!(recs.len(), 1, "IHL {}", 5 + opt_words);
+        assert_eq!(recs[0].client_port, 40000 + opt_words as u16);
+        assert_eq!(recs[0].server_port, 80);
+    }
+}
+
+#[test]
+fn tcp_options_do_not_matter() {
+    let mut rig = Rig::new();
+    let mut s = Tcp::new(C4, 1111, S4, 80, SYN).seq(5);
+    s.tcp_options = vec![2, 4, 5, 0xb4, 4, 2, 8, 10, 0, 0, 0, 1, 0, 0, 0, 0, 1, 3, 3, 7];
+    rig.run(Hook::Egress, &s.frame());
+    rig.run(Hook::Ingress, &Tcp::new(S4, 80, C4, 1111, SYN | ACK).seq(1).ack(6).frame());
+    assert_eq!(rig.records().len(), 1);
+}
+
+#[test]
+fn other_traffic_passes_untouched_and_leaves_no_trace() {
+    let mut rig = Rig::new();
+    let mut data = Tcp::new(C4, 51234, S4, 443, ACK | PSH).seq(1).ack(1);
+    data.payload = vec![0xab; 1400];
+    let mut fragment = syn(C4, S4, 1);
+    fragment[14 + 6] = 0x00;
+    fragment[14 + 7] = 0x10; // fragment offset 16: no TCP header here
+    let mut bad_ihl = syn(C4, S4, 1);
+    bad_ihl[14] = 0x44;
+    let mut bad_doff = syn(C4, S4, 1);
+    bad_doff[14 + 20 + 12] = 0x40;
+    let mut not_v4 = syn(C4, S4, 1);
+    not_v4[14] = 0x65;
+    let frames = vec![
+        data.frame(),
+        Tcp::new(C4, 1, S4, 2, FIN | ACK).frame(),
+        Tcp::new(C6, 1, S6, 2, ACK).frame(),
+        udp(C4, S4),
+        udp(C6, S6),
+        icmp_echo(C4, S4),
+        arp_request(),
+        fragment,
+        bad_ihl,
+        bad_doff,
+        not_v4,
+    ];
+    for f in &frames {
+        rig.run(Hook::Egress, f);
+        rig.run(Hook::Ingress, f);
+    }
+    assert_eq!(rig.pending(), 0);
+    assert!(rig.records().is_empty());
+}
+
+#[test]
+fn truncated_packets_pass_untouched() {
+    let mut rig = Rig::new();
+    let full4 = syn(C4, S4, 1);
+    let full6 = syn(C6, S6, 1);
+    for full in [&full4, &full6] {
+        // test-run needs at least an Ethernet header.
+        for len in 14..full.len() {
+            let cut = &full[..len];
+            rig.run(Hook::Egress, cut);
+            rig.run(Hook::Ingress, cut);
+        }
+    }
+    // Cut anywhere inside the headers: never tracked.
+    assert_eq!(rig.pending(), 0, "a SYN cut before its flags must not be tracked");
+    assert!(rig.records().is_empty());
+}
+
+#[test]
+fn sweep_reports_timeouts_once_and_keeps_fresh_entries() {
+    let mut rig = Rig::new();
+    rig.run(Hook::Egress, &syn(C4, S4, 1));
+    rig.run(Hook::Ingress, &Tcp::new("10.9.9.9", 5555, S4, 22, SYN).seq(3).frame());
+    rig.run(Hook::Egress, &Tcp::new(S4, 22, "10.9.9.9", 5555, SYN | ACK).seq(8).ack(4).frame());
+    std::thread::sleep(Duration::from_millis(30));
+    rig.run(Hook::Egress, &syn("10.0.0.6", S4, 1)); // fresh
+    let now = flowlat::output::monotonic_ns();
+    let sweep = rig.probe.sweep(now, Duration::from_millis(20)).expect("sweep");
+    assert_eq!(sweep.pending, 1);
+    assert_eq!(sweep.expired.len(), 2);
+    for r in &sweep.expired {
+        assert_eq!(r.outcome, Outcome::Timeout);
+        assert_eq!(r.rtt_ns, None);
+    }
+    let inbound = sweep.expired.iter().find(|r| r.dir == Dir::In).expect("the in attempt");
+    assert!(inbound.local_ns.is_some(), "our SYN-ACK was seen, so local time is known");
+    let again = rig.probe.sweep(now, Duration::from_millis(20)).expect("sweep");
+    assert!(again.expired.is_empty(), "a timeout is reported once");
+    // An answer after the timeout finds nothing.
+    rig.run(Hook::Ingress, &synack(C4, S4, 1, 2));
+    assert!(rig.records().is_empty());
+    // The client retries the reported attempt: it is still the same attempt.
+    rig.run(Hook::Egress, &syn(C4, S4, 1));
+    let later = rig.probe.sweep(now + 5_000_000_000, Duration::from_secs(3600)).expect("sweep");
+    assert!(later.expired.is_empty(), "a retried SYN of a reported attempt is not reported again");
+    assert_eq!(later.tombstones, 2);
+    // A new ISN is a new attempt; it silently replaces the tombstone.
+    rig.run(Hook::Egress, &syn(C4, S4, 99));
+    assert!(rig.records().is_empty());
+    rig.run(Hook::Ingress, &synack(C4, S4, 99, 2));
+    let recs = rig.records();
+    assert_eq!(recs.len(), 1);
+    assert_eq!((recs[0].outcome, recs[0].retrans), (Outcome::Ok, 0));
+    // Tombstones go once their client has been quiet long enough.
+    let much_later = now + flowlat::probe::REPORTED_HOLD.as_nanos() as u64 + 10_000_000_000;
+    let end = rig.probe.sweep(much_later, Duration::from_secs(3600)).expect("sweep");
+    assert_eq!(end.tombstones, 0);
+}
+
+#[test]
+fn full_table_evicts_and_the_eviction_is_counted() {
+    common::require_root();
+    let mut probe = Probe::load(&ProbeConfig { max_pending: 64 }).expect("load");
+    for i in 0..300u32 {
+        let f = Tcp::new(&format!("10.1.{}.{}", i / 250, i % 250 + 1), 1000, S4, 80, SYN).seq(i).frame();
+        let r = probe.test_run(Hook::Egress, &f, 1).expect("run");
+        assert_eq!(r.retval, TC_ACT_UNSPEC);
+    }
+    let held = probe.pending_entries().expect("walk").len() as u64;
+    assert!(held <= 64, "the table is bounded by --max-pending, holds {held}");
+    let ks = probe.kernel_stats().expect("stats");
+    assert_eq!(ks.created, 300);
+    let evicted = probe.evicted(&ks, held);
+    assert_eq!(evicted, 300 - held, "every insert beyond the bound evicted one");
+    let _ = probe.sweep(flowlat::output::monotonic_ns(), Duration::from_secs(3600));
+}
