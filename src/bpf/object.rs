@@ -780,3 +780,526 @@ impl Program {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use object::read::elf::FileHeader;
+    use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+
+    const GOOD: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/fixture_good.o"));
+    const STATIC: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/fixture_static.o"));
+    const DATA: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/fixture_data.o"));
+    const RODATA: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/fixture_rodata.o"));
+    const CALL: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/fixture_call.o"));
+    const NOLICENSE: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/fixture_nolicense.o"));
+
+    fn parse_err(elf: &[u8]) -> String {
+        match Object::parse(elf) {
+            Ok(obj) => panic!("parsed, expected an error: {obj:?}"),
+            Err(BpfError::Object(msg)) => msg,
+            Err(e) => panic!("expected BpfError::Object, got {e}"),
+        }
+    }
+
+    fn assert_contains(msg: &str, parts: &[&str]) {
+        for part in parts {
+            assert!(msg.contains(part), "{part:?} not in error {msg:?}");
+        }
+    }
+
+    /// The indexes of the `ld_imm64` instructions of `insns`.
+    fn ld_imm64s(insns: &[u8]) -> Vec<usize> {
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i * INSN_SIZE < insns.len() {
+            if insns[i * INSN_SIZE] == BPF_LD_IMM64 {
+                out.push(i);
+                i += 1;
+            }
+            i += 1;
+        }
+        out
+    }
+
+    fn good() -> Object {
+        Object::parse(GOOD).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    // Byte surgery on the good fixture, to reach the errors clang never produces.
+
+    type Header = &'static elf::SectionHeader64<LittleEndian>;
+
+    fn section(elf: &'static [u8], name: &str) -> Header {
+        let header = Elf::parse(elf).expect("fixture header");
+        let sections = header
+            .sections(LittleEndian, elf)
+            .expect("fixture sections");
+        sections
+            .section_by_name(LittleEndian, name.as_bytes())
+            .unwrap_or_else(|| panic!("fixture has no section {name}"))
+            .1
+    }
+
+    /// The file offset of section `name`'s `Elf64_Shdr`.
+    fn section_header_offset(elf: &'static [u8], name: &str) -> usize {
+        let header = Elf::parse(elf).expect("fixture header");
+        let sections = header
+            .sections(LittleEndian, elf)
+            .expect("fixture sections");
+        let (index, _) = sections
+            .section_by_name(LittleEndian, name.as_bytes())
+            .unwrap_or_else(|| panic!("fixture has no section {name}"));
+        header.e_shoff(LittleEndian) as usize + index.0 * 64
+    }
+
+    fn file_offset(elf: &'static [u8], name: &str) -> usize {
+        section(elf, name).sh_offset(LittleEndian) as usize
+    }
+
+    /// The file offset of symbol `name`'s `Elf64_Sym`.
+    fn symbol_offset(elf: &'static [u8], name: &str) -> usize {
+        let header = Elf::parse(elf).expect("fixture header");
+        let sections = header
+            .sections(LittleEndian, elf)
+            .expect("fixture sections");
+        let symbols = sections
+            .symbols(LittleEndian, elf, elf::SHT_SYMTAB)
+            .expect("fixture symbols");
+        let (index, _) = symbols
+            .enumerate()
+            .find(|(_, s)| symbols.symbol_name(LittleEndian, s) == Ok(name.as_bytes()))
+            .unwrap_or_else(|| panic!("fixture has no symbol {name}"));
+        file_offset(elf, ".symtab") + index.0 * 24
+    }
+
+    fn patched(edit: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
+        let mut elf = GOOD.to_vec();
+        edit(&mut elf);
+        elf
+    }
+
+    fn put_u16(elf: &mut [u8], at: usize, v: u16) {
+        elf[at..at + 2].copy_from_slice(&v.to_le_bytes());
+    }
+    fn put_u32(elf: &mut [u8], at: usize, v: u32) {
+        elf[at..at + 4].copy_from_slice(&v.to_le_bytes());
+    }
+    fn put_u64(elf: &mut [u8], at: usize, v: u64) {
+        elf[at..at + 8].copy_from_slice(&v.to_le_bytes());
+    }
+
+    /// The file offset of the first `Elf64_Rel` of `tc/ingress`, and the file offset
+    /// of the instruction it relocates.
+    fn first_ingress_rel() -> (usize, usize) {
+        let rel = file_offset(GOOD, ".reltc/ingress");
+        let r_offset = u64::from_le_bytes(GOOD[rel..rel + 8].try_into().expect("8 bytes"));
+        (rel, file_offset(GOOD, "tc/ingress") + r_offset as usize)
+    }
+
+    #[test]
+    fn parses_the_good_fixture() {
+        let obj = good();
+        assert_eq!(obj.license, "GPL");
+        assert_eq!(
+            obj.maps,
+            vec![
+                MapDef {
+                    name: "counters".into(),
+                    map_type: sys::BPF_MAP_TYPE_ARRAY,
+                    key_size: 4,
+                    value_size: 8,
+                    max_entries: 4,
+                    map_flags: 0,
+                },
+                MapDef {
+                    name: "lengths".into(),
+                    map_type: sys::BPF_MAP_TYPE_HASH,
+                    key_size: 4,
+                    value_size: 8,
+                    max_entries: 64,
+                    map_flags: 1,
+                },
+            ]
+        );
+        assert_eq!(
+            obj.map("lengths").map(MapDef::attr),
+            Some(sys::MapAttr {
+                map_type: sys::BPF_MAP_TYPE_HASH,
+                key_size: 4,
+                value_size: 8,
+                max_entries: 64,
+                map_flags: 1,
+            })
+        );
+        assert!(obj.map("nope").is_none());
+        assert!(obj.program("nope").is_none());
+
+        let names: Vec<(&str, &str)> = obj
+            .programs
+            .iter()
+            .map(|p| (p.name.as_str(), p.section.as_str()))
+            .collect();
+        assert_eq!(
+            names,
+            [("good_ingress", "tc/ingress"), ("good_egress", "tc/egress")]
+        );
+        for p in &obj.programs {
+            assert!(!p.insns.is_empty() && p.insns.len().is_multiple_of(INSN_SIZE));
+            // The fixture's only ld_imm64s are map loads, each of them relocated.
+            let refs: Vec<usize> = p.map_refs.iter().map(|r| r.insn).collect();
+            assert_eq!(refs, ld_imm64s(&p.insns), "{}", p.name);
+            for r in &p.map_refs {
+                let insn = &p.insns[r.insn * INSN_SIZE..(r.insn + 2) * INSN_SIZE];
+                assert_eq!(insn[0], BPF_LD_IMM64);
+                assert_eq!(insn[1] >> 4, 0, "src_reg before relocation");
+                assert_eq!(&insn[4..8], &[0; 4]);
+                assert_eq!(&insn[12..16], &[0; 4]);
+            }
+            let mut maps: Vec<&str> = p.map_refs.iter().map(|r| r.map.as_str()).collect();
+            maps.sort();
+            maps.dedup();
+            assert_eq!(maps, ["counters", "lengths"], "{}", p.name);
+        }
+        assert_eq!(
+            obj.program("good_egress").map(|p| p.section.as_str()),
+            Some("tc/egress")
+        );
+    }
+
+    #[test]
+    fn parses_from_an_unaligned_buffer() {
+        let mut buf = vec![0u8; GOOD.len() + 1];
+        buf[1..].copy_from_slice(GOOD);
+        assert_eq!(
+            Object::parse(&buf[1..]).unwrap_or_else(|e| panic!("{e}")),
+            good()
+        );
+    }
+
+    /// Checks that `patched` differs from `orig` only in the src_reg and imm fields
+    /// of each referenced `ld_imm64`, which hold `BPF_PSEUDO_MAP_FD` and the fd.
+    fn assert_patched(p: &Program, patched: &[u8], fd_of: impl Fn(&str) -> Option<RawFd>) {
+        assert_eq!(patched.len(), p.insns.len());
+        let mut expected = p.insns.clone();
+        for r in &p.map_refs {
+            let at = r.insn * INSN_SIZE;
+            let fd = fd_of(&r.map).expect("test fd");
+            expected[at + 1] = (p.insns[at + 1] & 0x0f) | 0x10;
+            expected[at + 4..at + 8].copy_from_slice(&fd.to_le_bytes());
+            expected[at + 12..at + 16].fill(0);
+        }
+        for (i, (got, want)) in patched.iter().zip(&expected).enumerate() {
+            assert_eq!(
+                got,
+                want,
+                "{}: byte {i} (insn {}, byte {})",
+                p.name,
+                i / 8,
+                i % 8
+            );
+        }
+    }
+
+    #[test]
+    fn relocate_patches_src_reg_and_imm_only() {
+        let fd_of = |name: &str| match name {
+            "counters" => Some(7),
+            "lengths" => Some(0x1234_5678),
+            _ => None,
+        };
+        for p in &good().programs {
+            let insns = p.relocate(fd_of).unwrap_or_else(|e| panic!("{e}"));
+            assert_patched(p, &insns, fd_of);
+            for r in &p.map_refs {
+                let at = r.insn * INSN_SIZE;
+                assert_eq!(insns[at + 1] >> 4, BPF_PSEUDO_MAP_FD);
+                assert_eq!(insns[at + 1] & 0x0f, 1, "dst_reg r1 kept");
+            }
+            let differing = p.insns.iter().zip(&insns).filter(|(a, b)| a != b).count();
+            assert!(differing >= p.map_refs.len(), "{}", p.name);
+        }
+    }
+
+    #[test]
+    fn static_maps_are_found_through_the_section_symbol_and_addend() {
+        let obj = Object::parse(STATIC).unwrap_or_else(|e| panic!("{e}"));
+        let names: Vec<(&str, u32)> = obj
+            .maps
+            .iter()
+            .map(|m| (m.name.as_str(), m.max_entries))
+            .collect();
+        assert_eq!(names, [("first", 1), ("second", 2)]);
+        let p = obj.program("static_ingress").expect("program");
+        let order: Vec<&str> = p.map_refs.iter().map(|r| r.map.as_str()).collect();
+        assert_eq!(order, ["second", "first"]);
+        // clang wrote second's offset (20) as the addend; the fd must replace it.
+        let at = p.map_refs[0].insn * INSN_SIZE;
+        assert_eq!(&p.insns[at + 4..at + 8], &20u32.to_le_bytes());
+        let fd_of = |name: &str| Some(if name == "first" { 3 } else { 4 });
+        let insns = p.relocate(fd_of).unwrap_or_else(|e| panic!("{e}"));
+        assert_patched(p, &insns, fd_of);
+    }
+
+    #[test]
+    fn relocate_without_an_fd_for_a_map_fails() {
+        let obj = good();
+        let p = obj.program("good_ingress").expect("program");
+        let e = p
+            .relocate(|name| (name == "counters").then_some(3))
+            .unwrap_err();
+        assert_contains(&e.to_string(), &["good_ingress", "lengths", "no fd"]);
+        let e = p.relocate(|_| Some(-1)).unwrap_err();
+        assert_contains(&e.to_string(), &["fd -1"]);
+    }
+
+    #[test]
+    fn relocate_rechecks_map_refs() {
+        let mut p = good().programs.remove(0);
+        p.map_refs[0].insn = 0;
+        let e = p.relocate(|_| Some(3)).unwrap_err();
+        assert_contains(&e.to_string(), &["instruction 0", "not an ld_imm64"]);
+        p.map_refs[0].insn = usize::MAX;
+        assert!(p.relocate(|_| Some(3)).is_err());
+        p.map_refs[0].insn = p.insns.len() / INSN_SIZE - 1;
+        assert!(p.relocate(|_| Some(3)).is_err());
+    }
+
+    #[test]
+    fn global_variables_are_refused() {
+        let msg = parse_err(DATA);
+        assert_contains(&msg, &["data_ingress", DATA_HINT]);
+        assert!(
+            msg.contains("packets in section .bss") || msg.contains("threshold in section .data"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn constant_tables_are_refused() {
+        // clang 14 puts the table in .rodata.cst32 and refers to it by section symbol.
+        assert_contains(
+            &parse_err(RODATA),
+            &["rodata_ingress", "refers to section .rodata", DATA_HINT],
+        );
+    }
+
+    #[test]
+    fn bpf_to_bpf_calls_are_refused() {
+        // clang 14: `call -1` with src_reg BPF_PSEUDO_CALL and R_BPF_64_32 against .text.
+        assert_contains(
+            &parse_err(CALL),
+            &["call_ingress", "instruction 1 calls verdict", CALL_HINT],
+        );
+        // With its relocation section hidden, the call is still caught by its src_reg.
+        let mut elf = CALL.to_vec();
+        let at = section_header_offset(CALL, ".reltc/ingress") + 4;
+        elf[at..at + 4].copy_from_slice(&elf::SHT_PROGBITS.0.to_le_bytes());
+        assert_contains(
+            &parse_err(&elf),
+            &["call_ingress", "instruction 1:", CALL_HINT],
+        );
+    }
+
+    #[test]
+    fn a_missing_license_is_refused() {
+        assert_contains(&parse_err(NOLICENSE), &["no license section"]);
+    }
+
+    #[test]
+    fn a_license_without_nul_is_refused() {
+        let elf = patched(|e| {
+            let at = file_offset(GOOD, "license");
+            e[at + 3] = b'X';
+        });
+        assert_contains(&parse_err(&elf), &["license", "NUL"]);
+    }
+
+    #[test]
+    fn other_relocation_types_are_refused() {
+        let (rel, _) = first_ingress_rel();
+        for (r_type, name) in [
+            (R_BPF_64_ABS64, "R_BPF_64_ABS64"),
+            (R_BPF_64_NODYLD32, "R_BPF_64_NODYLD32"),
+            (77, "relocation type 77"),
+        ] {
+            let elf = patched(|e| put_u32(e, rel + 8, r_type));
+            assert_contains(&parse_err(&elf), &[name, "counters", "tc/ingress"]);
+        }
+        let elf = patched(|e| put_u32(e, rel + 8, R_BPF_64_32));
+        assert_contains(&parse_err(&elf), &[CALL_HINT]);
+    }
+
+    #[test]
+    fn relocation_offsets_must_be_on_an_instruction_in_range() {
+        let (rel, _) = first_ingress_rel();
+        for offset in [0x10_0000, u64::MAX, 4, GOOD.len() as u64] {
+            let elf = patched(|e| put_u64(e, rel, offset));
+            assert_contains(&parse_err(&elf), &["tc/ingress", "not on an instruction"]);
+        }
+    }
+
+    #[test]
+    fn relocations_must_target_an_ld_imm64() {
+        let (rel, insn) = first_ingress_rel();
+        // Instruction 0 is a load from the context; insn + 8 is the second half of the ld_imm64.
+        let second_half = (insn - file_offset(GOOD, "tc/ingress") + INSN_SIZE) as u64;
+        for offset in [0, second_half] {
+            let elf = patched(|e| put_u64(e, rel, offset));
+            assert_contains(&parse_err(&elf), &["counters", "not an ld_imm64"]);
+        }
+    }
+
+    #[test]
+    fn relocations_against_a_bad_symbol_are_refused() {
+        let (rel, _) = first_ingress_rel();
+        let elf = patched(|e| put_u32(e, rel + 12, 0xffff));
+        assert_contains(&parse_err(&elf), &["symbol 65535"]);
+        let elf = patched(|e| put_u32(e, rel + 12, 0));
+        assert_contains(&parse_err(&elf), &["symbol 0"]);
+        // Pointed at a program's own function symbol: a function pointer.
+        let func = (symbol_offset(GOOD, "good_egress") - file_offset(GOOD, ".symtab")) / 24;
+        let elf = patched(|e| put_u32(e, rel + 12, func as u32));
+        assert_contains(&parse_err(&elf), &["good_egress", "function pointers"]);
+    }
+
+    #[test]
+    fn an_addend_off_a_map_definition_is_an_unknown_map() {
+        let (_, insn) = first_ingress_rel();
+        let elf = patched(|e| put_u32(e, insn + 4, 4));
+        assert_contains(
+            &parse_err(&elf),
+            &["offset 4 of section maps", "no map definition"],
+        );
+    }
+
+    #[test]
+    fn truncated_map_definitions_are_refused() {
+        let sym = symbol_offset(GOOD, "lengths");
+        let elf = patched(|e| put_u64(e, sym + 16, 12));
+        assert_contains(&parse_err(&elf), &["lengths", "12 bytes"]);
+        let elf = patched(|e| put_u64(e, sym + 8, 0x18));
+        assert_contains(&parse_err(&elf), &["lengths", "truncated"]);
+        let elf = patched(|e| put_u64(e, sym + 8, u64::MAX));
+        assert_contains(&parse_err(&elf), &["lengths", "truncated"]);
+    }
+
+    #[test]
+    fn foreign_elf_files_are_refused() {
+        let elf = patched(|e| e[4] = 1);
+        assert_contains(&parse_err(&elf), &["ELFCLASS64"]);
+        let elf = patched(|e| e[5] = 2);
+        assert_contains(&parse_err(&elf), &["ELFDATA2LSB"]);
+        let elf = patched(|e| put_u16(e, 18, 62));
+        assert_contains(&parse_err(&elf), &["EM_BPF"]);
+        let elf = patched(|e| put_u16(e, 16, 2));
+        assert_contains(&parse_err(&elf), &["ET_REL"]);
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        assert_contains(&parse_err(&[]), &["too short"]);
+        assert_contains(&parse_err(b"hello, world, this is not ELF"), &["bad magic"]);
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for len in [16, 64, 100, 1000, 10_000] {
+            let mut junk: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+            assert!(Object::parse(&junk).is_err());
+            junk[..16].copy_from_slice(&GOOD[..16]);
+            assert!(Object::parse(&junk).is_err());
+        }
+    }
+
+    #[test]
+    fn every_truncation_of_a_valid_object_is_an_error() {
+        for len in 0..GOOD.len() {
+            assert!(Object::parse(&GOOD[..len]).is_err(), "cut at {len} parsed");
+        }
+    }
+
+    #[test]
+    fn corrupted_bytes_never_panic() {
+        // Whatever the result, parsing (and relocating what parses) must return.
+        for at in 0..GOOD.len() {
+            for flip in [0xff, 0x80, 0x01] {
+                let mut elf = GOOD.to_vec();
+                elf[at] ^= flip;
+                if let Ok(obj) = Object::parse(&elf) {
+                    for p in &obj.programs {
+                        let _ = p.relocate(|_| Some(3));
+                    }
+                }
+            }
+        }
+    }
+
+    fn require_root() {
+        if !nix::unistd::geteuid().is_root() {
+            panic!(
+                "this test needs root (it creates BPF maps and loads BPF programs): \
+                 run the suite with sudo"
+            );
+        }
+    }
+
+    fn counter(map: &OwnedFd, slot: u32) -> u64 {
+        let mut value = [0u8; 8];
+        let found = sys::map_lookup(map.as_fd(), &slot.to_ne_bytes(), &mut value)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(found, "array slot {slot} missing");
+        u64::from_ne_bytes(value)
+    }
+
+    #[test]
+    fn good_fixture_loads_and_runs_as_root() {
+        require_root();
+        let obj = good();
+        let maps: Vec<(String, OwnedFd)> = obj
+            .maps
+            .iter()
+            .map(|m| {
+                (
+                    m.name.clone(),
+                    sys::map_create(&m.attr(), &m.name).unwrap_or_else(|e| panic!("{e}")),
+                )
+            })
+            .collect();
+        let fd = |name: &str| maps.iter().find(|(n, _)| n == name).map(|(_, fd)| fd);
+        let fd_of = |name: &str| fd(name).map(|fd| fd.as_raw_fd());
+        let load = |name: &str| {
+            let p = obj.program(name).expect("program");
+            let insns = p.relocate(fd_of).unwrap_or_else(|e| panic!("{e}"));
+            sys::prog_load(sys::BPF_PROG_TYPE_SCHED_CLS, &insns, &obj.license, &p.name)
+                .unwrap_or_else(|e| panic!("{e}"))
+        };
+        let ingress = load("good_ingress");
+        let egress = load("good_egress");
+        let packet = [0u8; 64];
+        let run = |prog: &OwnedFd| {
+            sys::prog_test_run(prog.as_fd(), &packet, None, 1)
+                .unwrap_or_else(|e| panic!("{e}"))
+                .retval
+        };
+        const TC_ACT_OK: u32 = 0;
+        const TC_ACT_SHOT: u32 = 2;
+
+        // Egress drops only lengths that ingress recorded, through the shared maps.
+        assert_eq!(run(&egress), TC_ACT_OK);
+        assert_eq!(run(&ingress), TC_ACT_OK);
+        assert_eq!(run(&egress), TC_ACT_SHOT);
+
+        let counters = fd("counters").expect("counters");
+        assert_eq!(counter(counters, 0), 1, "ingress runs");
+        assert_eq!(counter(counters, 1), 2, "egress runs");
+        let mut seen = [0u8; 8];
+        let lengths = fd("lengths").expect("lengths");
+        let found = sys::map_lookup(lengths.as_fd(), &64u32.to_ne_bytes(), &mut seen)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(found, "ingress did not record the 64-byte packet's length");
+        assert_eq!(u64::from_ne_bytes(seen), 1);
+    }
+}
