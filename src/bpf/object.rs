@@ -1,1 +1,1305 @@
-//! (to be written)
+//! Reads the ELF relocatable objects that `clang -target bpf` writes, in flowlat's
+//! own convention (no BTF maps, no libbpf):
+//!
+//! - maps are legacy definitions, `struct flowlat_map_def` (five little-endian
+//!   `__u32`: type, key_size, value_size, max_entries, map_flags), one per symbol
+//!   in section `maps`, named by that symbol;
+//! - every executable section other than `.text` holds exactly one program, the
+//!   global `STT_FUNC` symbol at its offset 0; the section name says its kind;
+//! - section `license` holds a NUL-terminated string;
+//! - the `SHT_REL` section of a program section holds one `R_BPF_64_64` per
+//!   `ld_imm64` that loads a map's address, which [`Program::relocate`] turns into
+//!   a `BPF_PSEUDO_MAP_FD` load of the map's fd.
+//!
+//! Anything else a program section depends on (globals in `.data`/`.bss`/`.rodata`,
+//! BPF-to-BPF calls, externs, other relocation types) is refused with a
+//! [`BpfError::Object`] naming the section, symbol and instruction, so that a
+//! program is never loaded with an address the kernel would read as zero.
+
+use std::collections::BTreeMap;
+use std::os::fd::RawFd;
+
+use object::elf::{self, FileHeader64};
+use object::read::elf::{FileHeader, Rel, SectionHeader, SectionTable, Sym, SymbolTable};
+use object::{LittleEndian, SectionIndex, SymbolIndex};
+
+use super::sys;
+use super::BpfError;
+
+type Elf = FileHeader64<LittleEndian>;
+
+/// Size of one `struct bpf_insn`; `ld_imm64` takes two.
+const INSN_SIZE: usize = 8;
+/// `BPF_LD | BPF_IMM | BPF_DW`: the 16-byte `ld_imm64` instruction.
+const BPF_LD_IMM64: u8 = 0x18;
+/// `BPF_JMP | BPF_CALL`.
+const BPF_CALL: u8 = 0x85;
+
+/// `BPF_PSEUDO_MAP_FD`: the `src_reg` of an `ld_imm64` whose `imm` is a map fd.
+const BPF_PSEUDO_MAP_FD: u8 = 1;
+/// `BPF_PSEUDO_CALL`: the `src_reg` of a `call` to another BPF function.
+const BPF_PSEUDO_CALL: u8 = 1;
+/// `BPF_PSEUDO_KFUNC_CALL`: the `src_reg` of a `call` to a kernel function.
+const BPF_PSEUDO_KFUNC_CALL: u8 = 2;
+
+/// ELF relocation types for `EM_BPF`, as LLVM's BPF backend documents them.
+const R_BPF_NONE: u32 = 0;
+const R_BPF_64_64: u32 = 1;
+const R_BPF_64_ABS64: u32 = 2;
+const R_BPF_64_ABS32: u32 = 3;
+const R_BPF_64_NODYLD32: u32 = 4;
+const R_BPF_64_32: u32 = 10;
+
+/// `sizeof(struct flowlat_map_def)`.
+const MAP_DEF_SIZE: usize = 20;
+
+const MAPS_SECTION: &[u8] = b"maps";
+const LICENSE_SECTION: &[u8] = b"license";
+/// Holds functions that no program section owns: only ever reached by a BPF-to-BPF call.
+const TEXT_SECTION: &[u8] = b".text";
+
+const DATA_HINT: &str = "global variables/constants in .data/.bss/.rodata are not supported; \
+                         make them map values or #defines";
+const CALL_HINT: &str = "BPF-to-BPF calls are not supported: mark the function __always_inline";
+
+/// A legacy map definition: one `struct flowlat_map_def` in section `maps`,
+/// the same five fields that `BPF_MAP_CREATE` takes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MapDef {
+    /// The name of the symbol that defines the map.
+    pub name: String,
+    /// `map_type`, a `BPF_MAP_TYPE_*`.
+    pub map_type: u32,
+    /// `key_size` in bytes.
+    pub key_size: u32,
+    /// `value_size` in bytes.
+    pub value_size: u32,
+    /// `max_entries`.
+    pub max_entries: u32,
+    /// `map_flags` (`BPF_F_*`).
+    pub map_flags: u32,
+}
+
+impl MapDef {
+    /// The `BPF_MAP_CREATE` attributes of this map.
+    pub fn attr(&self) -> sys::MapAttr {
+        sys::MapAttr {
+            map_type: self.map_type,
+            key_size: self.key_size,
+            value_size: self.value_size,
+            max_entries: self.max_entries,
+            map_flags: self.map_flags,
+        }
+    }
+}
+
+/// One map reference in a program: an `R_BPF_64_64` relocation on an `ld_imm64`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MapRef {
+    /// Index (in 8-byte `struct bpf_insn` units) of the first half of the `ld_imm64`.
+    pub insn: usize,
+    /// The name of the map it loads.
+    pub map: String,
+}
+
+/// One program: the instructions of one executable section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Program {
+    /// The name of the function at offset 0 of the section.
+    pub name: String,
+    /// The ELF section name, e.g. `tc/ingress`; it says what kind of program this is.
+    pub section: String,
+    /// The raw `struct bpf_insn` stream as clang wrote it, map references unpatched.
+    pub insns: Vec<u8>,
+    /// Every map reference, by instruction index.
+    pub map_refs: Vec<MapRef>,
+}
+
+/// A parsed BPF ELF object: its license, maps and programs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Object {
+    /// The contents of section `license` up to its NUL.
+    pub license: String,
+    /// The map definitions, in the order of their offsets in section `maps`.
+    pub maps: Vec<MapDef>,
+    /// The programs, in section order.
+    pub programs: Vec<Program>,
+}
+
+fn err(msg: impl Into<String>) -> BpfError {
+    BpfError::Object(msg.into())
+}
+
+/// Wraps an error of the ELF reader with what we were reading.
+fn elf_err(what: impl std::fmt::Display) -> impl FnOnce(object::read::Error) -> BpfError {
+    move |e| err(format!("{what}: {e}"))
+}
+
+fn utf8(bytes: &[u8], what: impl std::fmt::Display) -> Result<String, BpfError> {
+    std::str::from_utf8(bytes)
+        .map(str::to_string)
+        .map_err(|_| err(format!("{what} is not valid UTF-8")))
+}
+
+fn u32_at(data: &[u8], at: usize) -> Option<u32> {
+    let bytes = data.get(at..at.checked_add(4)?)?;
+    Some(u32::from_le_bytes(bytes.try_into().ok()?))
+}
+
+/// The name of a `BPF_R_*` relocation type, for messages.
+fn reloc_name(r_type: u32) -> String {
+    match r_type {
+        R_BPF_NONE => "R_BPF_NONE".into(),
+        R_BPF_64_64 => "R_BPF_64_64".into(),
+        R_BPF_64_ABS64 => "R_BPF_64_ABS64".into(),
+        R_BPF_64_ABS32 => "R_BPF_64_ABS32".into(),
+        R_BPF_64_NODYLD32 => "R_BPF_64_NODYLD32".into(),
+        R_BPF_64_32 => "R_BPF_64_32".into(),
+        other => format!("relocation type {other}"),
+    }
+}
+
+fn is_data_section(name: &str) -> bool {
+    let in_family = |base: &str| {
+        name.strip_prefix(base)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('.'))
+    };
+    in_family(".data") || in_family(".bss") || name.starts_with(".rodata")
+}
+
+/// Checks `e_ident` ourselves so that the common mistakes get a precise message.
+fn check_ident(data: &[u8]) -> Result<(), BpfError> {
+    let ident = data.get(..16).ok_or_else(|| {
+        err(format!(
+            "{} bytes is too short for an ELF header",
+            data.len()
+        ))
+    })?;
+    if ident[..4] != elf::ELFMAG {
+        return Err(err("not an ELF file (bad magic)"));
+    }
+    if ident[4] != elf::ELFCLASS64.0 {
+        return Err(err(format!(
+            "ELF class {} is not ELFCLASS64: BPF objects are 64-bit (clang -target bpf)",
+            ident[4]
+        )));
+    }
+    if ident[5] != elf::ELFDATA2LSB.0 {
+        return Err(err(format!(
+            "ELF data encoding {} is not ELFDATA2LSB: flowlat loads little-endian BPF objects \
+             (clang -target bpf on a little-endian host, or -target bpfel)",
+            ident[5]
+        )));
+    }
+    Ok(())
+}
+
+/// The ELF file and the tables every step needs.
+struct Reader<'a> {
+    data: &'a [u8],
+    endian: LittleEndian,
+    sections: SectionTable<'a, Elf, &'a [u8]>,
+    symbols: SymbolTable<'a, Elf, &'a [u8]>,
+}
+
+/// What the instruction walk of one program section found.
+#[derive(Default)]
+struct Scan {
+    /// Indexes of the `ld_imm64` instructions, ascending: the only places a map
+    /// relocation may land.
+    ld_imm64: Vec<usize>,
+    /// Indexes and `src_reg` of the `call`s that are not helper calls. They are
+    /// refused after the relocations, whose message can name the callee.
+    calls: Vec<(usize, u8)>,
+}
+
+/// A symbol resolved enough for the relocation checks and for messages.
+struct Symbol<'a> {
+    name: String,
+    section: Option<SectionIndex>,
+    sym: &'a elf::Sym64<LittleEndian>,
+}
+
+impl<'a> Reader<'a> {
+    fn new(data: &'a [u8]) -> Result<Self, BpfError> {
+        check_ident(data)?;
+        let header = Elf::parse(data).map_err(elf_err("reading the ELF header"))?;
+        let endian = header.endian().map_err(elf_err("reading the ELF header"))?;
+        let machine = header.e_machine(endian);
+        if machine != elf::EM_BPF {
+            return Err(err(format!(
+                "ELF machine {} is not EM_BPF ({}): compile with clang -target bpf",
+                machine.0,
+                elf::EM_BPF.0
+            )));
+        }
+        let kind = header.e_type(endian);
+        if kind != elf::ET_REL {
+            return Err(err(format!(
+                "ELF type {} is not ET_REL: expected an object from clang -c, not a linked file",
+                kind.0
+            )));
+        }
+        let sections = header
+            .sections(endian, data)
+            .map_err(elf_err("reading the ELF section headers"))?;
+        let symbols = sections
+            .symbols(endian, data, elf::SHT_SYMTAB)
+            .map_err(elf_err("reading the ELF symbol table"))?;
+        Ok(Reader {
+            data,
+            endian,
+            sections,
+            symbols,
+        })
+    }
+
+    fn section_name(&self, index: SectionIndex) -> Result<String, BpfError> {
+        let header = self
+            .sections
+            .section(index)
+            .map_err(elf_err(format_args!("reading section {}", index.0)))?;
+        let name = self
+            .sections
+            .section_name(self.endian, header)
+            .map_err(elf_err(format_args!(
+                "reading the name of section {}",
+                index.0
+            )))?;
+        utf8(name, format_args!("the name of section {}", index.0))
+    }
+
+    fn section_data(&self, index: SectionIndex, name: &str) -> Result<&'a [u8], BpfError> {
+        self.sections
+            .section(index)
+            .and_then(|h| h.data(self.endian, self.data))
+            .map_err(elf_err(format_args!("reading section {name}")))
+    }
+
+    fn section_by_name(
+        &self,
+        name: &[u8],
+    ) -> Option<(SectionIndex, &'a elf::SectionHeader64<LittleEndian>)> {
+        self.sections.section_by_name(self.endian, name)
+    }
+
+    /// Resolves symbol `index`; a section symbol (`STT_SECTION`, nameless) is named
+    /// after its section.
+    fn symbol(&self, index: SymbolIndex) -> Result<Symbol<'a>, BpfError> {
+        let sym = self
+            .symbols
+            .symbol(index)
+            .map_err(elf_err(format_args!("reading symbol {}", index.0)))?;
+        let section = self
+            .symbols
+            .symbol_section(self.endian, sym, index)
+            .map_err(elf_err(format_args!(
+                "reading the section of symbol {}",
+                index.0
+            )))?;
+        let raw = self
+            .symbols
+            .symbol_name(self.endian, sym)
+            .map_err(elf_err(format_args!(
+                "reading the name of symbol {}",
+                index.0
+            )))?;
+        let name = match (sym.st_type(), section) {
+            (elf::STT_SECTION, Some(s)) if raw.is_empty() => self.section_name(s)?,
+            _ => utf8(raw, format_args!("the name of symbol {}", index.0))?,
+        };
+        Ok(Symbol { name, section, sym })
+    }
+
+    /// Every symbol defined in `section`, skipping section and file symbols.
+    fn symbols_in(&self, section: SectionIndex) -> Result<Vec<Symbol<'a>>, BpfError> {
+        let mut out = Vec::new();
+        for (index, sym) in self.symbols.enumerate().skip(1) {
+            if matches!(sym.st_type(), elf::STT_SECTION | elf::STT_FILE) {
+                continue;
+            }
+            let in_section = self
+                .symbols
+                .symbol_section(self.endian, sym, index)
+                .map_err(elf_err(format_args!(
+                    "reading the section of symbol {}",
+                    index.0
+                )))?;
+            if in_section == Some(section) {
+                out.push(self.symbol(index)?);
+            }
+        }
+        Ok(out)
+    }
+
+    fn license(&self) -> Result<String, BpfError> {
+        let (index, _) = self.section_by_name(LICENSE_SECTION).ok_or_else(|| {
+            err("no license section: add `char SEC(\"license\") _license[] = \"GPL\";`")
+        })?;
+        let data = self.section_data(index, "license")?;
+        let end = data
+            .iter()
+            .position(|&b| b == 0)
+            .ok_or_else(|| err("section license is not NUL-terminated"))?;
+        utf8(&data[..end], "the license")
+    }
+
+    /// The map definitions with their offsets in section `maps`, by offset.
+    fn maps(&self) -> Result<(Option<SectionIndex>, BTreeMap<u64, MapDef>), BpfError> {
+        let Some((index, _)) = self.section_by_name(MAPS_SECTION) else {
+            return Ok((None, BTreeMap::new()));
+        };
+        let data = self.section_data(index, "maps")?;
+        let mut maps = BTreeMap::new();
+        for symbol in self.symbols_in(index)? {
+            let offset = symbol.sym.st_value(self.endian);
+            let size = symbol.sym.st_size(self.endian);
+            let name = symbol.name;
+            if size != MAP_DEF_SIZE as u64 {
+                return Err(err(format!(
+                    "map {name} in section maps is {size} bytes, \
+                     not the {MAP_DEF_SIZE} of struct flowlat_map_def"
+                )));
+            }
+            let def = usize::try_from(offset)
+                .ok()
+                .and_then(|at| data.get(at..at.checked_add(MAP_DEF_SIZE)?))
+                .ok_or_else(|| {
+                    err(format!(
+                        "map {name}: its definition at offset {offset} is truncated \
+                         (section maps holds {} bytes)",
+                        data.len()
+                    ))
+                })?;
+            let field = |i: usize| u32_at(def, i * 4).unwrap_or_default();
+            let map = MapDef {
+                map_type: field(0),
+                key_size: field(1),
+                value_size: field(2),
+                max_entries: field(3),
+                map_flags: field(4),
+                name,
+            };
+            // Static maps in different functions' scopes may share a name; aliases
+            // may share an offset. Either way one name would not mean one map.
+            if maps.values().any(|m: &MapDef| m.name == map.name) {
+                return Err(err(format!("two maps are named {}", map.name)));
+            }
+            if let Some(other) = maps.get(&offset) {
+                return Err(err(format!(
+                    "maps {} and {} share offset {offset} in section maps",
+                    other.name, map.name
+                )));
+            }
+            maps.insert(offset, map);
+        }
+        Ok((Some(index), maps))
+    }
+
+    fn is_program_section(&self, header: &elf::SectionHeader64<LittleEndian>, name: &[u8]) -> bool {
+        header.sh_flags(self.endian).contains(elf::SHF_EXECINSTR) && name != TEXT_SECTION
+    }
+
+    fn programs(
+        &self,
+        maps_index: Option<SectionIndex>,
+        maps: &BTreeMap<u64, MapDef>,
+    ) -> Result<Vec<Program>, BpfError> {
+        let mut programs = Vec::new();
+        let mut scans = Vec::new();
+        let mut by_section = BTreeMap::new();
+        for (index, header) in self.sections.enumerate().skip(1) {
+            let name = self.section_name(index)?;
+            if !self.is_program_section(header, name.as_bytes()) {
+                continue;
+            }
+            let (program, scan) = self.program(index, name)?;
+            by_section.insert(index.0, programs.len());
+            programs.push(program);
+            scans.push(scan);
+        }
+
+        for (_, header) in self.sections.enumerate().skip(1) {
+            let kind = header.sh_type(self.endian);
+            if kind != elf::SHT_REL && kind != elf::SHT_RELA {
+                continue;
+            }
+            let target = header.info_link(self.endian);
+            let rel_name = self
+                .sections
+                .section_name(self.endian, header)
+                .ok()
+                .and_then(|n| std::str::from_utf8(n).ok())
+                .unwrap_or("?")
+                .to_string();
+            if Some(target) == maps_index {
+                // Our definitions are plain integers: a relocation here means the
+                // section holds something else, e.g. a pointer to an inner map.
+                return Err(err(format!(
+                    "section {rel_name} relocates section maps: map definitions must hold \
+                     only the five integers of struct flowlat_map_def"
+                )));
+            }
+            let Some(&at) = by_section.get(&target.0) else {
+                continue;
+            };
+            let program = &mut programs[at];
+            if kind == elf::SHT_RELA {
+                return Err(err(format!(
+                    "section {rel_name} for program section {} is SHT_RELA; \
+                     BPF objects use SHT_REL",
+                    program.section
+                )));
+            }
+            let (rels, link) = header
+                .rel(self.endian, self.data)
+                .map_err(elf_err(format_args!("reading section {rel_name}")))?
+                .ok_or_else(|| err(format!("section {rel_name} is not SHT_REL")))?;
+            if link != self.symbols.section() {
+                return Err(err(format!(
+                    "section {rel_name} links to section {}, not the symbol table",
+                    link.0
+                )));
+            }
+            for rel in rels {
+                self.relocation(program, &scans[at], rel, maps_index, maps)?;
+            }
+        }
+        for (program, scan) in programs.iter_mut().zip(&scans) {
+            if let Some(&(index, src_reg)) = scan.calls.first() {
+                let place = format!(
+                    "program {} (section {}) instruction {index}",
+                    program.name, program.section
+                );
+                return Err(err(match src_reg {
+                    BPF_PSEUDO_CALL => format!("{place}: {CALL_HINT}"),
+                    BPF_PSEUDO_KFUNC_CALL => {
+                        format!("{place}: calls to kernel functions (kfuncs) are not supported")
+                    }
+                    _ => format!("{place}: call with src_reg {src_reg} is not supported"),
+                }));
+            }
+            program.map_refs.sort_by_key(|r| r.insn);
+            if let Some(pair) = program.map_refs.windows(2).find(|w| w[0].insn == w[1].insn) {
+                return Err(err(format!(
+                    "section {}: instruction {} has two relocations",
+                    program.section, pair[0].insn
+                )));
+            }
+        }
+        Ok(programs)
+    }
+
+    /// Reads one program section and walks its instructions (see [`Scan`]).
+    fn program(&self, index: SectionIndex, section: String) -> Result<(Program, Scan), BpfError> {
+        let insns = self.section_data(index, &section)?;
+        if insns.is_empty() || !insns.len().is_multiple_of(INSN_SIZE) {
+            return Err(err(format!(
+                "program section {section} holds {} bytes, \
+                 not a non-zero multiple of {INSN_SIZE} (struct bpf_insn)",
+                insns.len()
+            )));
+        }
+        let funcs: Vec<Symbol<'_>> = self
+            .symbols_in(index)?
+            .into_iter()
+            .filter(|s| s.sym.st_type() == elf::STT_FUNC)
+            .collect();
+        let func = match funcs.as_slice() {
+            [f] => f,
+            [] => {
+                return Err(err(format!(
+                    "program section {section} has no function symbol"
+                )))
+            }
+            [a, b, ..] => {
+                return Err(err(format!(
+                    "program section {section} holds functions {} and {}: \
+                     flowlat expects one program per section (and {CALL_HINT})",
+                    a.name, b.name
+                )))
+            }
+        };
+        let name = func.name.clone();
+        if func.sym.st_value(self.endian) != 0 {
+            return Err(err(format!(
+                "program {name} starts at offset {} of section {section}, not 0",
+                func.sym.st_value(self.endian)
+            )));
+        }
+        if func.sym.st_size(self.endian) != insns.len() as u64 {
+            return Err(err(format!(
+                "program {name} covers {} of the {} bytes of section {section}; \
+                 one function per program section",
+                func.sym.st_size(self.endian),
+                insns.len()
+            )));
+        }
+        if func.sym.st_bind() != elf::STB_GLOBAL {
+            return Err(err(format!(
+                "program {name} in section {section} is not global (is it static?)"
+            )));
+        }
+
+        let mut scan = Scan::default();
+        let mut at = 0;
+        while let Some(insn) = insns.get(at..at + INSN_SIZE) {
+            let index = at / INSN_SIZE;
+            let src_reg = insn[1] >> 4;
+            match insn[0] {
+                BPF_CALL if src_reg != 0 => scan.calls.push((index, src_reg)),
+                BPF_LD_IMM64 => {
+                    if at + 2 * INSN_SIZE > insns.len() {
+                        return Err(err(format!(
+                            "program {name} (section {section}) instruction {index}: \
+                             ld_imm64 is cut off by the end of the section"
+                        )));
+                    }
+                    scan.ld_imm64.push(index);
+                    at += INSN_SIZE;
+                }
+                _ => {}
+            }
+            at += INSN_SIZE;
+        }
+
+        let program = Program {
+            name,
+            section,
+            insns: insns.to_vec(),
+            map_refs: Vec::new(),
+        };
+        Ok((program, scan))
+    }
+
+    /// The name of the function a relocated `call` reaches. For a static callee clang
+    /// relocates against the section symbol and encodes the callee's offset in the
+    /// call's `imm`, as `(offset - symbol value) / 8 - 1`.
+    fn callee(&self, symbol: &Symbol<'_>, call: &[u8]) -> String {
+        let (Some(section), elf::STT_SECTION) = (symbol.section, symbol.sym.st_type()) else {
+            return symbol.name.clone();
+        };
+        let imm = call
+            .get(4..8)
+            .and_then(|b| b.try_into().ok())
+            .map(i32::from_le_bytes);
+        let offset = imm.and_then(|imm| {
+            let slots = i64::from(imm)
+                .checked_add(1)?
+                .checked_mul(INSN_SIZE as i64)?;
+            let base = i64::try_from(symbol.sym.st_value(self.endian)).ok()?;
+            u64::try_from(base.checked_add(slots)?).ok()
+        });
+        let found = self.symbols_in(section).ok().and_then(|funcs| {
+            funcs.into_iter().find(|f| {
+                f.sym.st_type() == elf::STT_FUNC && Some(f.sym.st_value(self.endian)) == offset
+            })
+        });
+        match found {
+            Some(f) => f.name,
+            None => format!("a function in section {}", symbol.name),
+        }
+    }
+
+    /// Checks one `SHT_REL` entry of `program`'s section and records it if it is a map reference.
+    fn relocation(
+        &self,
+        program: &mut Program,
+        scan: &Scan,
+        rel: &elf::Rel64<LittleEndian>,
+        maps_index: Option<SectionIndex>,
+        maps: &BTreeMap<u64, MapDef>,
+    ) -> Result<(), BpfError> {
+        let section = &program.section;
+        let offset = rel.r_offset(self.endian);
+        let r_type = rel.r_type(self.endian).0;
+        let at = usize::try_from(offset)
+            .ok()
+            .filter(|&at| at.is_multiple_of(INSN_SIZE) && at < program.insns.len())
+            .ok_or_else(|| {
+                err(format!(
+                    "section {section}: {} at offset {offset} is not on an instruction \
+                     (the section holds {} bytes)",
+                    reloc_name(r_type),
+                    program.insns.len()
+                ))
+            })?;
+        let index = at / INSN_SIZE;
+        let sym_index = SymbolIndex(rel.r_sym(self.endian) as usize);
+        let symbol = self.symbol(sym_index)?;
+        let target = symbol.name.as_str();
+        let target_section = match symbol.section {
+            Some(s) => Some((s, self.section_name(s)?)),
+            None => None,
+        };
+        let place = format!(
+            "program {} (section {section}) instruction {index}",
+            program.name
+        );
+
+        match r_type {
+            R_BPF_64_64 => {}
+            R_BPF_64_32 => {
+                let callee = self.callee(&symbol, &program.insns[at..]);
+                return Err(err(format!("{place} calls {callee}: {CALL_HINT}")));
+            }
+            other => {
+                return Err(err(format!(
+                    "{place}: {} against {target} is not supported in a program section",
+                    reloc_name(other)
+                )))
+            }
+        }
+        let Some((target_index, target_section)) = target_section else {
+            return Err(err(format!(
+                "{place} refers to {target}, which is not defined in this object \
+                 (extern variables, kconfig and ksyms are not supported)"
+            )));
+        };
+        let what = if symbol.sym.st_type() == elf::STT_SECTION {
+            format!("section {target_section}")
+        } else {
+            format!("{target} in section {target_section}")
+        };
+        if is_data_section(&target_section) {
+            return Err(err(format!("{place} refers to {what}: {DATA_HINT}")));
+        }
+        if Some(target_index) != maps_index {
+            let header = self
+                .sections
+                .section(target_index)
+                .map_err(elf_err(format_args!("reading section {target_section}")))?;
+            if header.sh_flags(self.endian).contains(elf::SHF_EXECINSTR) {
+                return Err(err(format!(
+                    "{place} takes the address of {what}: \
+                     function pointers and callbacks are not supported"
+                )));
+            }
+            return Err(err(format!(
+                "{place} refers to {what}: only maps (in section maps) can be referenced"
+            )));
+        }
+
+        let insn = program
+            .insns
+            .get(at..at + 2 * INSN_SIZE)
+            .filter(|_| scan.ld_imm64.binary_search(&index).is_ok())
+            .ok_or_else(|| {
+                err(format!(
+                    "{place} refers to map {target}, but is not an ld_imm64 (opcode 0x18)"
+                ))
+            })?;
+        if insn[1] >> 4 != 0 {
+            return Err(err(format!(
+                "{place} refers to map {target}, but its ld_imm64 already has src_reg {}",
+                insn[1] >> 4
+            )));
+        }
+        // In SHT_REL the addend is the instruction's own 64-bit immediate, split over
+        // both halves: clang leaves it 0 for a global map symbol and puts the map's
+        // offset there when it refers to a static map through the section symbol.
+        let lo = u32_at(insn, 4).unwrap_or_default();
+        let hi = u32_at(insn, INSN_SIZE + 4).unwrap_or_default();
+        let addend = (u64::from(hi) << 32) | u64::from(lo);
+        let def_offset = symbol.sym.st_value(self.endian).wrapping_add(addend);
+        let map = maps.get(&def_offset).ok_or_else(|| {
+            err(format!(
+                "{place} refers to offset {def_offset} of section maps (through {target}), \
+                 where no map definition starts"
+            ))
+        })?;
+        program.map_refs.push(MapRef {
+            insn: index,
+            map: map.name.clone(),
+        });
+        Ok(())
+    }
+}
+
+impl Object {
+    /// Parses a BPF ELF object (`ELFCLASS64`, `ELFDATA2LSB`, `EM_BPF`, `ET_REL`) in
+    /// flowlat's convention; see the module documentation. Fails with
+    /// [`BpfError::Object`] on anything it does not understand, never panics.
+    pub fn parse(elf: &[u8]) -> Result<Object, BpfError> {
+        let reader = Reader::new(elf)?;
+        let license = reader.license()?;
+        let (maps_index, maps) = reader.maps()?;
+        let programs = reader.programs(maps_index, &maps)?;
+        Ok(Object {
+            license,
+            maps: maps.into_values().collect(),
+            programs,
+        })
+    }
+
+    /// The program whose function is named `name`.
+    pub fn program(&self, name: &str) -> Option<&Program> {
+        self.programs.iter().find(|p| p.name == name)
+    }
+
+    /// The map whose symbol is named `name`.
+    pub fn map(&self, name: &str) -> Option<&MapDef> {
+        self.maps.iter().find(|m| m.name == name)
+    }
+}
+
+impl Program {
+    /// Instructions with every map reference patched to `BPF_PSEUDO_MAP_FD` + the fd
+    /// that `fd_of(map_name)` returns: in each `ld_imm64`, `src_reg` (the high nibble of
+    /// byte 1 of `struct bpf_insn`) becomes `BPF_PSEUDO_MAP_FD`, the first `imm`
+    /// becomes the fd and the second `imm` 0. Every other byte is left as it was.
+    pub fn relocate(&self, fd_of: impl Fn(&str) -> Option<RawFd>) -> Result<Vec<u8>, BpfError> {
+        let mut insns = self.insns.clone();
+        for r in &self.map_refs {
+            let place = format!(
+                "program {} (section {}) instruction {}",
+                self.name, self.section, r.insn
+            );
+            let fd = fd_of(&r.map)
+                .ok_or_else(|| err(format!("{place} refers to map {}, which has no fd", r.map)))?;
+            if fd < 0 {
+                return Err(err(format!("{place}: map {} was given fd {fd}", r.map)));
+            }
+            // `map_refs` is public, so it is checked again rather than trusted.
+            let insn = r
+                .insn
+                .checked_mul(INSN_SIZE)
+                .and_then(|at| insns.get_mut(at..at.checked_add(2 * INSN_SIZE)?))
+                .filter(|insn| insn[0] == BPF_LD_IMM64)
+                .ok_or_else(|| {
+                    err(format!(
+                        "{place} is not an ld_imm64 to patch with map {}",
+                        r.map
+                    ))
+                })?;
+            insn[1] = (insn[1] & 0x0f) | (BPF_PSEUDO_MAP_FD << 4);
+            insn[4..8].copy_from_slice(&fd.to_le_bytes());
+            insn[INSN_SIZE + 4..INSN_SIZE + 8].fill(0);
+        }
+        Ok(insns)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use object::read::elf::FileHeader;
+    use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+
+    const GOOD: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/fixture_good.o"));
+    const STATIC: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/fixture_static.o"));
+    const DATA: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/fixture_data.o"));
+    const RODATA: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/fixture_rodata.o"));
+    const CALL: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/fixture_call.o"));
+    const NOLICENSE: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/fixture_nolicense.o"));
+
+    fn parse_err(elf: &[u8]) -> String {
+        match Object::parse(elf) {
+            Ok(obj) => panic!("parsed, expected an error: {obj:?}"),
+            Err(BpfError::Object(msg)) => msg,
+            Err(e) => panic!("expected BpfError::Object, got {e}"),
+        }
+    }
+
+    fn assert_contains(msg: &str, parts: &[&str]) {
+        for part in parts {
+            assert!(msg.contains(part), "{part:?} not in error {msg:?}");
+        }
+    }
+
+    /// The indexes of the `ld_imm64` instructions of `insns`.
+    fn ld_imm64s(insns: &[u8]) -> Vec<usize> {
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i * INSN_SIZE < insns.len() {
+            if insns[i * INSN_SIZE] == BPF_LD_IMM64 {
+                out.push(i);
+                i += 1;
+            }
+            i += 1;
+        }
+        out
+    }
+
+    fn good() -> Object {
+        Object::parse(GOOD).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    // Byte surgery on the good fixture, to reach the errors clang never produces.
+
+    type Header = &'static elf::SectionHeader64<LittleEndian>;
+
+    fn section(elf: &'static [u8], name: &str) -> Header {
+        let header = Elf::parse(elf).expect("fixture header");
+        let sections = header
+            .sections(LittleEndian, elf)
+            .expect("fixture sections");
+        sections
+            .section_by_name(LittleEndian, name.as_bytes())
+            .unwrap_or_else(|| panic!("fixture has no section {name}"))
+            .1
+    }
+
+    /// The file offset of section `name`'s `Elf64_Shdr`.
+    fn section_header_offset(elf: &'static [u8], name: &str) -> usize {
+        let header = Elf::parse(elf).expect("fixture header");
+        let sections = header
+            .sections(LittleEndian, elf)
+            .expect("fixture sections");
+        let (index, _) = sections
+            .section_by_name(LittleEndian, name.as_bytes())
+            .unwrap_or_else(|| panic!("fixture has no section {name}"));
+        header.e_shoff(LittleEndian) as usize + index.0 * 64
+    }
+
+    fn file_offset(elf: &'static [u8], name: &str) -> usize {
+        section(elf, name).sh_offset(LittleEndian) as usize
+    }
+
+    /// The file offset of symbol `name`'s `Elf64_Sym`.
+    fn symbol_offset(elf: &'static [u8], name: &str) -> usize {
+        let header = Elf::parse(elf).expect("fixture header");
+        let sections = header
+            .sections(LittleEndian, elf)
+            .expect("fixture sections");
+        let symbols = sections
+            .symbols(LittleEndian, elf, elf::SHT_SYMTAB)
+            .expect("fixture symbols");
+        let (index, _) = symbols
+            .enumerate()
+            .find(|(_, s)| symbols.symbol_name(LittleEndian, s) == Ok(name.as_bytes()))
+            .unwrap_or_else(|| panic!("fixture has no symbol {name}"));
+        file_offset(elf, ".symtab") + index.0 * 24
+    }
+
+    fn patched(edit: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
+        let mut elf = GOOD.to_vec();
+        edit(&mut elf);
+        elf
+    }
+
+    fn put_u16(elf: &mut [u8], at: usize, v: u16) {
+        elf[at..at + 2].copy_from_slice(&v.to_le_bytes());
+    }
+    fn put_u32(elf: &mut [u8], at: usize, v: u32) {
+        elf[at..at + 4].copy_from_slice(&v.to_le_bytes());
+    }
+    fn put_u64(elf: &mut [u8], at: usize, v: u64) {
+        elf[at..at + 8].copy_from_slice(&v.to_le_bytes());
+    }
+
+    /// The file offset of the first `Elf64_Rel` of `tc/ingress`, and the file offset
+    /// of the instruction it relocates.
+    fn first_ingress_rel() -> (usize, usize) {
+        let rel = file_offset(GOOD, ".reltc/ingress");
+        let r_offset = u64::from_le_bytes(GOOD[rel..rel + 8].try_into().expect("8 bytes"));
+        (rel, file_offset(GOOD, "tc/ingress") + r_offset as usize)
+    }
+
+    #[test]
+    fn parses_the_good_fixture() {
+        let obj = good();
+        assert_eq!(obj.license, "GPL");
+        assert_eq!(
+            obj.maps,
+            vec![
+                MapDef {
+                    name: "counters".into(),
+                    map_type: sys::BPF_MAP_TYPE_ARRAY,
+                    key_size: 4,
+                    value_size: 8,
+                    max_entries: 4,
+                    map_flags: 0,
+                },
+                MapDef {
+                    name: "lengths".into(),
+                    map_type: sys::BPF_MAP_TYPE_HASH,
+                    key_size: 4,
+                    value_size: 8,
+                    max_entries: 64,
+                    map_flags: 1,
+                },
+            ]
+        );
+        assert_eq!(
+            obj.map("lengths").map(MapDef::attr),
+            Some(sys::MapAttr {
+                map_type: sys::BPF_MAP_TYPE_HASH,
+                key_size: 4,
+                value_size: 8,
+                max_entries: 64,
+                map_flags: 1,
+            })
+        );
+        assert!(obj.map("nope").is_none());
+        assert!(obj.program("nope").is_none());
+
+        let names: Vec<(&str, &str)> = obj
+            .programs
+            .iter()
+            .map(|p| (p.name.as_str(), p.section.as_str()))
+            .collect();
+        assert_eq!(
+            names,
+            [("good_ingress", "tc/ingress"), ("good_egress", "tc/egress")]
+        );
+        for p in &obj.programs {
+            assert!(!p.insns.is_empty() && p.insns.len().is_multiple_of(INSN_SIZE));
+            // The fixture's only ld_imm64s are map loads, each of them relocated.
+            let refs: Vec<usize> = p.map_refs.iter().map(|r| r.insn).collect();
+            assert_eq!(refs, ld_imm64s(&p.insns), "{}", p.name);
+            for r in &p.map_refs {
+                let insn = &p.insns[r.insn * INSN_SIZE..(r.insn + 2) * INSN_SIZE];
+                assert_eq!(insn[0], BPF_LD_IMM64);
+                assert_eq!(insn[1] >> 4, 0, "src_reg before relocation");
+                assert_eq!(&insn[4..8], &[0; 4]);
+                assert_eq!(&insn[12..16], &[0; 4]);
+            }
+            let mut maps: Vec<&str> = p.map_refs.iter().map(|r| r.map.as_str()).collect();
+            maps.sort();
+            maps.dedup();
+            assert_eq!(maps, ["counters", "lengths"], "{}", p.name);
+        }
+        assert_eq!(
+            obj.program("good_egress").map(|p| p.section.as_str()),
+            Some("tc/egress")
+        );
+    }
+
+    #[test]
+    fn parses_from_an_unaligned_buffer() {
+        let mut buf = vec![0u8; GOOD.len() + 1];
+        buf[1..].copy_from_slice(GOOD);
+        assert_eq!(
+            Object::parse(&buf[1..]).unwrap_or_else(|e| panic!("{e}")),
+            good()
+        );
+    }
+
+    /// Checks that `patched` differs from `orig` only in the src_reg and imm fields
+    /// of each referenced `ld_imm64`, which hold `BPF_PSEUDO_MAP_FD` and the fd.
+    fn assert_patched(p: &Program, patched: &[u8], fd_of: impl Fn(&str) -> Option<RawFd>) {
+        assert_eq!(patched.len(), p.insns.len());
+        let mut expected = p.insns.clone();
+        for r in &p.map_refs {
+            let at = r.insn * INSN_SIZE;
+            let fd = fd_of(&r.map).expect("test fd");
+            expected[at + 1] = (p.insns[at + 1] & 0x0f) | 0x10;
+            expected[at + 4..at + 8].copy_from_slice(&fd.to_le_bytes());
+            expected[at + 12..at + 16].fill(0);
+        }
+        for (i, (got, want)) in patched.iter().zip(&expected).enumerate() {
+            assert_eq!(
+                got,
+                want,
+                "{}: byte {i} (insn {}, byte {})",
+                p.name,
+                i / 8,
+                i % 8
+            );
+        }
+    }
+
+    #[test]
+    fn relocate_patches_src_reg_and_imm_only() {
+        let fd_of = |name: &str| match name {
+            "counters" => Some(7),
+            "lengths" => Some(0x1234_5678),
+            _ => None,
+        };
+        for p in &good().programs {
+            let insns = p.relocate(fd_of).unwrap_or_else(|e| panic!("{e}"));
+            assert_patched(p, &insns, fd_of);
+            for r in &p.map_refs {
+                let at = r.insn * INSN_SIZE;
+                assert_eq!(insns[at + 1] >> 4, BPF_PSEUDO_MAP_FD);
+                assert_eq!(insns[at + 1] & 0x0f, 1, "dst_reg r1 kept");
+            }
+            let differing = p.insns.iter().zip(&insns).filter(|(a, b)| a != b).count();
+            assert!(differing >= p.map_refs.len(), "{}", p.name);
+        }
+    }
+
+    #[test]
+    fn static_maps_are_found_through_the_section_symbol_and_addend() {
+        let obj = Object::parse(STATIC).unwrap_or_else(|e| panic!("{e}"));
+        let names: Vec<(&str, u32)> = obj
+            .maps
+            .iter()
+            .map(|m| (m.name.as_str(), m.max_entries))
+            .collect();
+        assert_eq!(names, [("first", 1), ("second", 2)]);
+        let p = obj.program("static_ingress").expect("program");
+        let order: Vec<&str> = p.map_refs.iter().map(|r| r.map.as_str()).collect();
+        assert_eq!(order, ["second", "first"]);
+        // clang wrote second's offset (20) as the addend; the fd must replace it.
+        let at = p.map_refs[0].insn * INSN_SIZE;
+        assert_eq!(&p.insns[at + 4..at + 8], &20u32.to_le_bytes());
+        let fd_of = |name: &str| Some(if name == "first" { 3 } else { 4 });
+        let insns = p.relocate(fd_of).unwrap_or_else(|e| panic!("{e}"));
+        assert_patched(p, &insns, fd_of);
+    }
+
+    #[test]
+    fn relocate_without_an_fd_for_a_map_fails() {
+        let obj = good();
+        let p = obj.program("good_ingress").expect("program");
+        let e = p
+            .relocate(|name| (name == "counters").then_some(3))
+            .unwrap_err();
+        assert_contains(&e.to_string(), &["good_ingress", "lengths", "no fd"]);
+        let e = p.relocate(|_| Some(-1)).unwrap_err();
+        assert_contains(&e.to_string(), &["fd -1"]);
+    }
+
+    #[test]
+    fn relocate_rechecks_map_refs() {
+        let mut p = good().programs.remove(0);
+        p.map_refs[0].insn = 0;
+        let e = p.relocate(|_| Some(3)).unwrap_err();
+        assert_contains(&e.to_string(), &["instruction 0", "not an ld_imm64"]);
+        p.map_refs[0].insn = usize::MAX;
+        assert!(p.relocate(|_| Some(3)).is_err());
+        p.map_refs[0].insn = p.insns.len() / INSN_SIZE - 1;
+        assert!(p.relocate(|_| Some(3)).is_err());
+    }
+
+    #[test]
+    fn global_variables_are_refused() {
+        let msg = parse_err(DATA);
+        assert_contains(&msg, &["data_ingress", DATA_HINT]);
+        assert!(
+            msg.contains("packets in section .bss") || msg.contains("threshold in section .data"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn constant_tables_are_refused() {
+        // clang 14 puts the table in .rodata.cst32 and refers to it by section symbol.
+        assert_contains(
+            &parse_err(RODATA),
+            &["rodata_ingress", "refers to section .rodata", DATA_HINT],
+        );
+    }
+
+    #[test]
+    fn bpf_to_bpf_calls_are_refused() {
+        // clang 14: `call -1` with src_reg BPF_PSEUDO_CALL and R_BPF_64_32 against .text.
+        assert_contains(
+            &parse_err(CALL),
+            &["call_ingress", "instruction 1 calls verdict", CALL_HINT],
+        );
+        // With its relocation section hidden, the call is still caught by its src_reg.
+        let mut elf = CALL.to_vec();
+        let at = section_header_offset(CALL, ".reltc/ingress") + 4;
+        elf[at..at + 4].copy_from_slice(&elf::SHT_PROGBITS.0.to_le_bytes());
+        assert_contains(
+            &parse_err(&elf),
+            &["call_ingress", "instruction 1:", CALL_HINT],
+        );
+    }
+
+    #[test]
+    fn a_missing_license_is_refused() {
+        assert_contains(&parse_err(NOLICENSE), &["no license section"]);
+    }
+
+    #[test]
+    fn a_license_without_nul_is_refused() {
+        let elf = patched(|e| {
+            let at = file_offset(GOOD, "license");
+            e[at + 3] = b'X';
+        });
+        assert_contains(&parse_err(&elf), &["license", "NUL"]);
+    }
+
+    #[test]
+    fn other_relocation_types_are_refused() {
+        let (rel, _) = first_ingress_rel();
+        for (r_type, name) in [
+            (R_BPF_64_ABS64, "R_BPF_64_ABS64"),
+            (R_BPF_64_NODYLD32, "R_BPF_64_NODYLD32"),
+            (77, "relocation type 77"),
+        ] {
+            let elf = patched(|e| put_u32(e, rel + 8, r_type));
+            assert_contains(&parse_err(&elf), &[name, "counters", "tc/ingress"]);
+        }
+        let elf = patched(|e| put_u32(e, rel + 8, R_BPF_64_32));
+        assert_contains(&parse_err(&elf), &[CALL_HINT]);
+    }
+
+    #[test]
+    fn relocation_offsets_must_be_on_an_instruction_in_range() {
+        let (rel, _) = first_ingress_rel();
+        for offset in [0x10_0000, u64::MAX, 4, GOOD.len() as u64] {
+            let elf = patched(|e| put_u64(e, rel, offset));
+            assert_contains(&parse_err(&elf), &["tc/ingress", "not on an instruction"]);
+        }
+    }
+
+    #[test]
+    fn relocations_must_target_an_ld_imm64() {
+        let (rel, insn) = first_ingress_rel();
+        // Instruction 0 is a load from the context; insn + 8 is the second half of the ld_imm64.
+        let second_half = (insn - file_offset(GOOD, "tc/ingress") + INSN_SIZE) as u64;
+        for offset in [0, second_half] {
+            let elf = patched(|e| put_u64(e, rel, offset));
+            assert_contains(&parse_err(&elf), &["counters", "not an ld_imm64"]);
+        }
+    }
+
+    #[test]
+    fn relocations_against_a_bad_symbol_are_refused() {
+        let (rel, _) = first_ingress_rel();
+        let elf = patched(|e| put_u32(e, rel + 12, 0xffff));
+        assert_contains(&parse_err(&elf), &["symbol 65535"]);
+        let elf = patched(|e| put_u32(e, rel + 12, 0));
+        assert_contains(&parse_err(&elf), &["symbol 0"]);
+        // Pointed at a program's own function symbol: a function pointer.
+        let func = (symbol_offset(GOOD, "good_egress") - file_offset(GOOD, ".symtab")) / 24;
+        let elf = patched(|e| put_u32(e, rel + 12, func as u32));
+        assert_contains(&parse_err(&elf), &["good_egress", "function pointers"]);
+    }
+
+    #[test]
+    fn an_addend_off_a_map_definition_is_an_unknown_map() {
+        let (_, insn) = first_ingress_rel();
+        let elf = patched(|e| put_u32(e, insn + 4, 4));
+        assert_contains(
+            &parse_err(&elf),
+            &["offset 4 of section maps", "no map definition"],
+        );
+    }
+
+    #[test]
+    fn truncated_map_definitions_are_refused() {
+        let sym = symbol_offset(GOOD, "lengths");
+        let elf = patched(|e| put_u64(e, sym + 16, 12));
+        assert_contains(&parse_err(&elf), &["lengths", "12 bytes"]);
+        let elf = patched(|e| put_u64(e, sym + 8, 0x18));
+        assert_contains(&parse_err(&elf), &["lengths", "truncated"]);
+        let elf = patched(|e| put_u64(e, sym + 8, u64::MAX));
+        assert_contains(&parse_err(&elf), &["lengths", "truncated"]);
+    }
+
+    #[test]
+    fn foreign_elf_files_are_refused() {
+        let elf = patched(|e| e[4] = 1);
+        assert_contains(&parse_err(&elf), &["ELFCLASS64"]);
+        let elf = patched(|e| e[5] = 2);
+        assert_contains(&parse_err(&elf), &["ELFDATA2LSB"]);
+        let elf = patched(|e| put_u16(e, 18, 62));
+        assert_contains(&parse_err(&elf), &["EM_BPF"]);
+        let elf = patched(|e| put_u16(e, 16, 2));
+        assert_contains(&parse_err(&elf), &["ET_REL"]);
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        assert_contains(&parse_err(&[]), &["too short"]);
+        assert_contains(&parse_err(b"hello, world, this is not ELF"), &["bad magic"]);
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for len in [16, 64, 100, 1000, 10_000] {
+            let mut junk: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+            assert!(Object::parse(&junk).is_err());
+            junk[..16].copy_from_slice(&GOOD[..16]);
+            assert!(Object::parse(&junk).is_err());
+        }
+    }
+
+    #[test]
+    fn every_truncation_of_a_valid_object_is_an_error() {
+        for len in 0..GOOD.len() {
+            assert!(Object::parse(&GOOD[..len]).is_err(), "cut at {len} parsed");
+        }
+    }
+
+    #[test]
+    fn corrupted_bytes_never_panic() {
+        // Whatever the result, parsing (and relocating what parses) must return.
+        for at in 0..GOOD.len() {
+            for flip in [0xff, 0x80, 0x01] {
+                let mut elf = GOOD.to_vec();
+                elf[at] ^= flip;
+                if let Ok(obj) = Object::parse(&elf) {
+                    for p in &obj.programs {
+                        let _ = p.relocate(|_| Some(3));
+                    }
+                }
+            }
+        }
+    }
+
+    fn require_root() {
+        if !nix::unistd::geteuid().is_root() {
+            panic!(
+                "this test needs root (it creates BPF maps and loads BPF programs): \
+                 run the suite with sudo"
+            );
+        }
+    }
+
+    fn counter(map: &OwnedFd, slot: u32) -> u64 {
+        let mut value = [0u8; 8];
+        let found = sys::map_lookup(map.as_fd(), &slot.to_ne_bytes(), &mut value)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(found, "array slot {slot} missing");
+        u64::from_ne_bytes(value)
+    }
+
+    #[test]
+    fn good_fixture_loads_and_runs_as_root() {
+        require_root();
+        let obj = good();
+        let maps: Vec<(String, OwnedFd)> = obj
+            .maps
+            .iter()
+            .map(|m| {
+                (
+                    m.name.clone(),
+                    sys::map_create(&m.attr(), &m.name).unwrap_or_else(|e| panic!("{e}")),
+                )
+            })
+            .collect();
+        let fd = |name: &str| maps.iter().find(|(n, _)| n == name).map(|(_, fd)| fd);
+        let fd_of = |name: &str| fd(name).map(|fd| fd.as_raw_fd());
+        let load = |name: &str| {
+            let p = obj.program(name).expect("program");
+            let insns = p.relocate(fd_of).unwrap_or_else(|e| panic!("{e}"));
+            sys::prog_load(sys::BPF_PROG_TYPE_SCHED_CLS, &insns, &obj.license, &p.name)
+                .unwrap_or_else(|e| panic!("{e}"))
+        };
+        let ingress = load("good_ingress");
+        let egress = load("good_egress");
+        let packet = [0u8; 64];
+        let run = |prog: &OwnedFd| {
+            sys::prog_test_run(prog.as_fd(), &packet, None, 1)
+                .unwrap_or_else(|e| panic!("{e}"))
+                .retval
+        };
+        const TC_ACT_OK: u32 = 0;
+        const TC_ACT_SHOT: u32 = 2;
+
+        // Egress drops only lengths that ingress recorded, through the shared maps.
+        assert_eq!(run(&egress), TC_ACT_OK);
+        assert_eq!(run(&ingress), TC_ACT_OK);
+        assert_eq!(run(&egress), TC_ACT_SHOT);
+
+        let counters = fd("counters").expect("counters");
+        assert_eq!(counter(counters, 0), 1, "ingress runs");
+        assert_eq!(counter(counters, 1), 2, "egress runs");
+        let mut seen = [0u8; 8];
+        let lengths = fd("lengths").expect("lengths");
+        let found = sys::map_lookup(lengths.as_fd(), &64u32.to_ne_bytes(), &mut seen)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(found, "ingress did not record the 64-byte packet's length");
+        assert_eq!(u64::from_ne_bytes(seen), 1);
+    }
+}
