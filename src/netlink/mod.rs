@@ -6,4 +6,4 @@ mod error;
 pub mod link;
 pub mod tc;
 
-pub use error::NetlinkError;
+pub use error::{NetlinkError, Operation};
