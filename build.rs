@@ -29,7 +29,9 @@ fn compile(clang: &str, src: &Path, out: &Path) {
     let stem = src.file_stem().and_then(|s| s.to_str()).unwrap_or("probe");
     let obj = out.join(format!("{stem}.o"));
     let status = Command::new(clang)
-        .args(["-O2", "-g", "-target", "bpf", "-mcpu=v3", "-Wall", "-Werror", "-Ibpf", "-c"])
+        .args([
+            "-O2", "-g", "-target", "bpf", "-mcpu=v3", "-Wall", "-Werror", "-Ibpf", "-c",
+        ])
         .arg(src)
         .arg("-o")
         .arg(&obj)

@@ -49,7 +49,11 @@ pub struct Args {
 
     /// how long after its first SYN an unanswered attempt is reported as a
     /// timeout, e.g. 500ms, 3s, 1m (default 10s)
-    #[argh(option, default = "Duration::from_secs(10)", from_str_fn(parse_duration))]
+    #[argh(
+        option,
+        default = "Duration::from_secs(10)",
+        from_str_fn(parse_duration)
+    )]
     pub syn_timeout: Duration,
 
     /// how many handshakes can be in progress at once (default 65536); when
@@ -103,7 +107,10 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
         }
     };
     if parsed.version {
-        return Ok(Command::Print(format!("flowlat {}\n", env!("CARGO_PKG_VERSION"))));
+        return Ok(Command::Print(format!(
+            "flowlat {}\n",
+            env!("CARGO_PKG_VERSION")
+        )));
     }
     let mut ifaces = parsed.ifaces;
     ifaces.extend(parsed.iface);
@@ -130,7 +137,9 @@ fn check_iface_name(name: &str) -> Result<(), String> {
         || name.len() >= 16
         || name == "."
         || name == ".."
-        || name.chars().any(|c| c == '/' || c == ':' || c.is_whitespace());
+        || name
+            .chars()
+            .any(|c| c == '/' || c == ':' || c.is_whitespace());
     if bad {
         Err(format!(
             "`{name}` is not a valid interface name (1-15 bytes, no '/', ':' or spaces); \
@@ -158,11 +167,17 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "s" => 1.0,
         "m" | "min" => 60.0,
         "h" => 3600.0,
-        _ => return Err(format!("`{unit}` is not a unit in `{s}`: use ns, us, ms, s, m or h")),
+        _ => {
+            return Err(format!(
+                "`{unit}` is not a unit in `{s}`: use ns, us, ms, s, m or h"
+            ))
+        }
     };
     let secs = value * scale;
     if !(secs.is_finite()) || secs <= 0.0 || secs > 7.0 * 86400.0 {
-        return Err(format!("`{s}` is out of range: it must be above 0 and at most a week"));
+        return Err(format!(
+            "`{s}` is out of range: it must be above 0 and at most a week"
+        ));
     }
     Ok(Duration::from_secs_f64(secs))
 }
@@ -170,14 +185,18 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 fn parse_max_pending(s: &str) -> Result<u32, String> {
     match s.parse::<u32>() {
         Ok(n) if (16..=1 << 24).contains(&n) => Ok(n),
-        _ => Err(format!("`{s}` is not a table size: give a number from 16 to 16777216")),
+        _ => Err(format!(
+            "`{s}` is not a table size: give a number from 16 to 16777216"
+        )),
     }
 }
 
 fn parse_pages(s: &str) -> Result<usize, String> {
     match s.parse::<usize>() {
         Ok(n) if n.is_power_of_two() && n <= 1 << 16 => Ok(n),
-        _ => Err(format!("`{s}` is not a ring size: give a power of two pages, e.g. 16, 64, 256")),
+        _ => Err(format!(
+            "`{s}` is not a ring size: give a power of two pages, e.g. 16, 64, 256"
+        )),
     }
 }
 
@@ -227,19 +246,36 @@ mod tests {
         assert!(e.contains("fast"), "{e}");
         assert!(e.contains("--help"), "{e}");
         assert!(run(&["--bogus"]).is_err());
-        assert!(run(&["--perf-pages", "3"]).unwrap_err().contains("power of two"));
+        assert!(run(&["--perf-pages", "3"])
+            .unwrap_err()
+            .contains("power of two"));
         assert!(run(&["--max-pending", "0"]).is_err());
-        assert!(run(&["bad/name"]).unwrap_err().contains("not a valid interface name"));
+        assert!(run(&["bad/name"])
+            .unwrap_err()
+            .contains("not a valid interface name"));
         assert!(run(&["waytoolonginterfacename"]).is_err());
     }
 
     #[test]
     fn help_explains_every_option_and_field() {
         let owned = vec!["--help".to_string()];
-        let Ok(Command::Print(text)) = parse(&owned) else { panic!("--help prints") };
+        let Ok(Command::Print(text)) = parse(&owned) else {
+            panic!("--help prints")
+        };
         for word in [
-            "--json", "--syn-timeout", "--max-pending", "--perf-pages", "--iface", "--version",
-            "rtt_ns", "local_ns", "total_ns", "retrans", "refused", "timeout", "CAP_BPF",
+            "--json",
+            "--syn-timeout",
+            "--max-pending",
+            "--perf-pages",
+            "--iface",
+            "--version",
+            "rtt_ns",
+            "local_ns",
+            "total_ns",
+            "retrans",
+            "refused",
+            "timeout",
+            "CAP_BPF",
         ] {
             assert!(text.contains(word), "--help lacks {word}:\n{text}");
         }
@@ -248,7 +284,12 @@ mod tests {
     #[test]
     fn version_prints_the_crate_version() {
         let owned = vec!["--version".to_string()];
-        let Ok(Command::Print(text)) = parse(&owned) else { panic!("--version prints") };
-        assert_eq!(text.trim(), format!("flowlat {}", env!("CARGO_PKG_VERSION")));
+        let Ok(Command::Print(text)) = parse(&owned) else {
+            panic!("--version prints")
+        };
+        assert_eq!(
+            text.trim(),
+            format!("flowlat {}", env!("CARGO_PKG_VERSION"))
+        );
     }
 }

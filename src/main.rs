@@ -56,7 +56,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("flowlat: cannot start the event loop: {e}");
@@ -159,9 +162,16 @@ async fn run(s: Settings) -> Result<String, Error> {
     let took = started.elapsed();
     let list: Vec<&str> = links.iter().map(|l| l.name.as_str()).collect();
     if took > Duration::from_millis(100) {
-        eprintln!("flowlat: attached to {} in {} ms", list.join(", "), took.as_millis());
+        eprintln!(
+            "flowlat: attached to {} in {} ms",
+            list.join(", "),
+            took.as_millis()
+        );
     } else {
-        eprintln!("flowlat: attached to {} (ingress and egress)", list.join(", "));
+        eprintln!(
+            "flowlat: attached to {} (ingress and egress)",
+            list.join(", ")
+        );
     }
 
     let names: HashMap<u32, String> = links.iter().map(|l| (l.index, l.name.clone())).collect();

@@ -15,7 +15,9 @@ pub struct WallClock {
 }
 
 fn ns(clock: ClockId) -> i128 {
-    clock_gettime(clock).map_or(0, |t| i128::from(t.tv_sec()) * 1_000_000_000 + i128::from(t.tv_nsec()))
+    clock_gettime(clock).map_or(0, |t| {
+        i128::from(t.tv_sec()) * 1_000_000_000 + i128::from(t.tv_nsec())
+    })
 }
 
 /// `CLOCK_MONOTONIC` now, in nanoseconds: the clock of `bpf_ktime_get_ns`.
@@ -253,7 +255,9 @@ mod tests {
     }
 
     fn names() -> HashMap<u32, String> {
-        [(2, "eth0".to_string()), (3, "wlan0".to_string())].into_iter().collect()
+        [(2, "eth0".to_string()), (3, "wlan0".to_string())]
+            .into_iter()
+            .collect()
     }
 
     #[test]
@@ -262,7 +266,7 @@ mod tests {
         let line = f.format(&record());
         assert_eq!(
             line,
-            "12:00:01.123456 eth0  out      10.0.0.5:51234 -> 93.184.216.34:443     ok        \
+            "12:00:01.123456 eth0  out        10.0.0.5:51234 -> 93.184.216.34:443     ok        \
              rtt   12.345ms local          - total   12.400ms retrans 0"
         );
     }
@@ -314,7 +318,10 @@ mod tests {
     #[test]
     fn rfc3339_handles_epoch_leap_years_and_negative_times() {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000000Z");
-        assert_eq!(rfc3339(951_782_400_000_000_000), "2000-02-29T00:00:00.000000Z");
+        assert_eq!(
+            rfc3339(951_782_400_000_000_000),
+            "2000-02-29T00:00:00.000000Z"
+        );
         assert_eq!(rfc3339(-1_000), "1969-12-31T23:59:59.999999Z");
     }
 
@@ -322,6 +329,8 @@ mod tests {
     fn unknown_interfaces_are_named_by_index() {
         let mut r = record();
         r.ifindex = 42;
-        assert!(Formatter::new(true, clock(), names()).format(&r).contains("\"iface\":\"if42\""));
+        assert!(Formatter::new(true, clock(), names())
+            .format(&r)
+            .contains("\"iface\":\"if42\""));
     }
 }

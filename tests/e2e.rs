@@ -50,13 +50,27 @@ fn connect(ns: &NetNs, addr: &str, port: u16, timeout: Duration) -> std::io::Res
 
 fn find<'a>(recs: &'a [Rec], dir: &str, client: &str, server: &str, sport: u16) -> Vec<&'a Rec> {
     recs.iter()
-        .filter(|r| r.s("dir") == dir && r.s("client_ip") == client && r.s("server_ip") == server && r.n("server_port") == Some(u64::from(sport)))
+        .filter(|r| {
+            r.s("dir") == dir
+                && r.s("client_ip") == client
+                && r.s("server_ip") == server
+                && r.n("server_port") == Some(u64::from(sport))
+        })
         .collect()
 }
 
 fn assert_clean_exit(stopped: &common::run::Stopped) {
-    assert!(stopped.status.success(), "flowlat failed: {:?}\n{}", stopped.status, stopped.stderr);
-    assert!(stopped.stderr.contains("handshakes:"), "no summary on stderr:\n{}", stopped.stderr);
+    assert!(
+        stopped.status.success(),
+        "flowlat failed: {:?}\n{}",
+        stopped.status,
+        stopped.stderr
+    );
+    assert!(
+        stopped.stderr.contains("handshakes:"),
+        "no summary on stderr:\n{}",
+        stopped.stderr
+    );
 }
 
 #[test]
@@ -83,7 +97,12 @@ fn both_ends_measure_the_same_handshakes_v4_and_v6() {
             .into_iter()
             .filter(|r| r.n("client_port") == Some(port))
             .collect();
-        assert_eq!(out.len(), 1, "one out record for {c} at the client end: {:?}", a.lines);
+        assert_eq!(
+            out.len(),
+            1,
+            "one out record for {c} at the client end: {:?}",
+            a.lines
+        );
         let r = out[0];
         assert_eq!((r.s("iface"), r.s("result")), ("a", "ok"));
         let rtt = r.n("rtt_ns").expect("rtt");
@@ -95,21 +114,54 @@ fn both_ends_measure_the_same_handshakes_v4_and_v6() {
             .into_iter()
             .filter(|r| r.n("client_port") == Some(port))
             .collect();
-        assert_eq!(inn.len(), 1, "one in record for {c} at the server end: {:?}", b.lines);
+        assert_eq!(
+            inn.len(),
+            1,
+            "one in record for {c} at the server end: {:?}",
+            b.lines
+        );
         let r = inn[0];
         assert_eq!((r.s("iface"), r.s("result")), ("b", "ok"));
-        let (rtt, local, total) = (r.n("rtt_ns").expect("rtt"), r.n("local_ns").expect("local"), r.n("total_ns").expect("total"));
-        assert!(total >= rtt + local, "total {total} covers rtt {rtt} and local {local}");
+        let (rtt, local, total) = (
+            r.n("rtt_ns").expect("rtt"),
+            r.n("local_ns").expect("local"),
+            r.n("total_ns").expect("total"),
+        );
+        assert!(
+            total >= rtt + local,
+            "total {total} covers rtt {rtt} and local {local}"
+        );
     }
-    assert_eq!(a.records.len(), 3, "nothing but the three handshakes at a: {:?}", a.lines);
-    assert_eq!(b.records.len(), 3, "nothing but the three handshakes at b: {:?}", b.lines);
+    assert_eq!(
+        a.records.len(),
+        3,
+        "nothing but the three handshakes at a: {:?}",
+        a.lines
+    );
+    assert_eq!(
+        b.records.len(),
+        3,
+        "nothing but the three handshakes at b: {:?}",
+        b.lines
+    );
     // ts is RFC 3339 UTC with microseconds, close to now.
     let ts = a.records[0].s("ts");
     assert_eq!(ts.len(), 27, "{ts}");
-    assert!(ts.ends_with('Z') && ts.as_bytes()[10] == b'T' && ts.as_bytes()[19] == b'.', "{ts}");
+    assert!(
+        ts.ends_with('Z') && ts.as_bytes()[10] == b'T' && ts.as_bytes()[19] == b'.',
+        "{ts}"
+    );
     let year: u64 = ts[..4].parse().expect("year");
-    let now_year = 1970 + SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs() / 31_556_952;
-    assert!(year == now_year || year + 1 == now_year || year == now_year + 1, "{ts}");
+    let now_year = 1970
+        + SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .expect("clock")
+            .as_secs()
+            / 31_556_952;
+    assert!(
+        year == now_year || year + 1 == now_year || year == now_year + 1,
+        "{ts}"
+    );
 }
 
 #[test]
@@ -117,7 +169,8 @@ fn closed_port_is_refused_at_both_ends() {
     let net = VethPair::new("refused");
     let fa = Flowlat::start(&net.a, &["--json", "a"]);
     let fb = Flowlat::start(&net.b, &["--json", "b"]);
-    let err = connect(&net.a, &net.b4, 9, Duration::from_secs(3)).expect_err("nothing listens on port 9");
+    let err =
+        connect(&net.a, &net.b4, 9, Duration::from_secs(3)).expect_err("nothing listens on port 9");
     assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused);
     fa.wait_records(1, Duration::from_secs(5), |_| true);
     fb.wait_records(1, Duration::from_secs(5), |_| true);
@@ -146,8 +199,22 @@ fn fake_server(net: &VethPair, v6: bool, last: u8) -> String {
         parts.join(".")
     };
     let mac = net.b.mac("b");
-    let mac = mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":");
-    net.a.ip(&["neigh", "replace", &addr, "lladdr", &mac, "dev", "a", "nud", "permanent"]);
+    let mac = mac
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":");
+    net.a.ip(&[
+        "neigh",
+        "replace",
+        &addr,
+        "lladdr",
+        &mac,
+        "dev",
+        "a",
+        "nud",
+        "permanent",
+    ]);
     addr
 }
 
@@ -175,12 +242,18 @@ fn a_slow_server_shows_in_rtt_at_the_client_and_local_time_at_the_server() {
         let out = find(&a.records, "out", client, &addr, 443);
         assert_eq!(out.len(), 1, "{:?}", a.lines);
         let rtt = out[0].n("rtt_ns").expect("rtt");
-        assert!(rtt >= d && rtt < d + MARGIN, "out rtt {rtt} ns for a {DELAY:?} delay");
+        assert!(
+            rtt >= d && rtt < d + MARGIN,
+            "out rtt {rtt} ns for a {DELAY:?} delay"
+        );
         // At the server's interface the delay is this side's own answer time.
         let inn = find(&b.records, "in", client, &addr, 443);
         assert_eq!(inn.len(), 1, "{:?}", b.lines);
         let local = inn[0].n("local_ns").expect("local");
-        assert!(local >= d && local < d + MARGIN, "in local {local} ns for a {DELAY:?} delay");
+        assert!(
+            local >= d && local < d + MARGIN,
+            "in local {local} ns for a {DELAY:?} delay"
+        );
         assert!(inn[0].n("rtt_ns").expect("rtt") < MARGIN);
     }
 }
@@ -197,11 +270,34 @@ fn a_slow_client_shows_in_rtt_at_the_server() {
     };
     let amac = net.a.mac("a");
     let bmac = net.b.mac("b");
-    let amac_s = amac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":");
-    net.b.ip(&["neigh", "replace", &fake, "lladdr", &amac_s, "dev", "b", "nud", "permanent"]);
+    let amac_s = amac
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":");
+    net.b.ip(&[
+        "neigh",
+        "replace",
+        &fake,
+        "lladdr",
+        &amac_s,
+        "dev",
+        "b",
+        "nud",
+        "permanent",
+    ]);
     let fb = Flowlat::start(&net.b, &["--json", "b"]);
     let src: IpAddr = fake.parse().expect("address");
-    slow_client(&net.a, "a", (amac, bmac), src, 40001, net.b4.parse().expect("address"), 8443, DELAY);
+    slow_client(
+        &net.a,
+        "a",
+        (amac, bmac),
+        src,
+        40001,
+        net.b4.parse().expect("address"),
+        8443,
+        DELAY,
+    );
     fb.wait_records(1, Duration::from_secs(5), |r| r.s("client_ip") == fake);
     let b = fb.stop();
     let inn = find(&b.records, "in", &fake, &net.b4, 8443);
@@ -210,7 +306,10 @@ fn a_slow_client_shows_in_rtt_at_the_server() {
     assert_eq!(inn[0].n("client_port"), Some(40001));
     let rtt = inn[0].n("rtt_ns").expect("rtt");
     let d = DELAY.as_nanos() as u64;
-    assert!(rtt >= d && rtt < d + 60_000_000, "in rtt {rtt} ns for a {DELAY:?} delay");
+    assert!(
+        rtt >= d && rtt < d + 60_000_000,
+        "in rtt {rtt} ns for a {DELAY:?} delay"
+    );
     assert!(inn[0].n("local_ns").expect("local") < 50_000_000);
 }
 
@@ -219,8 +318,15 @@ fn a_retransmitted_syn_is_counted() {
     let net = VethPair::new("retrans");
     let fa = Flowlat::start(&net.a, &["--json", "a"]);
     let addr = fake_server(&net, false, 0x62);
-    let _peer = Peer::slow_server(&net.b, "b", addr.parse().expect("address"), Duration::ZERO, 1);
-    let _s = connect(&net.a, &addr, 80, Duration::from_secs(5)).expect("answered on the retransmission");
+    let _peer = Peer::slow_server(
+        &net.b,
+        "b",
+        addr.parse().expect("address"),
+        Duration::ZERO,
+        1,
+    );
+    let _s =
+        connect(&net.a, &addr, 80, Duration::from_secs(5)).expect("answered on the retransmission");
     fa.wait_records(1, Duration::from_secs(5), |_| true);
     let a = fa.stop();
     let out = find(&a.records, "out", &net.a4, &addr, 80);
@@ -229,8 +335,14 @@ fn a_retransmitted_syn_is_counted() {
     assert_eq!(r.s("result"), "ok");
     assert_eq!(r.n("retrans"), Some(1));
     let (rtt, total) = (r.n("rtt_ns").expect("rtt"), r.n("total_ns").expect("total"));
-    assert!(rtt < 100_000_000, "rtt {rtt} runs from the retransmitted SYN");
-    assert!(total >= 900_000_000, "total {total} runs from the first SYN, about 1 s earlier");
+    assert!(
+        rtt < 100_000_000,
+        "rtt {rtt} runs from the retransmitted SYN"
+    );
+    assert!(
+        total >= 900_000_000,
+        "total {total} runs from the first SYN, about 1 s earlier"
+    );
 }
 
 #[test]
@@ -250,7 +362,10 @@ fn an_unanswered_syn_times_out_once() {
     assert_eq!(a.records.len(), 1, "{:?}", a.lines);
     let r = out[0];
     assert_eq!(r.s("result"), "timeout");
-    assert_eq!((r.n("rtt_ns"), r.n("local_ns"), r.n("total_ns")), (None, None, None));
+    assert_eq!(
+        (r.n("rtt_ns"), r.n("local_ns"), r.n("total_ns")),
+        (None, None, None)
+    );
     assert_eq!(r.n("retrans"), Some(0));
     assert!(a.stderr.contains("1 timeout"), "{}", a.stderr);
 }
@@ -262,25 +377,84 @@ fn exit_restores_the_tc_state_including_foreign_filters() {
     let fresh = tc_state(&net.b, "b");
     let fb = Flowlat::start(&net.b, &["b"]);
     let during = tc_state(&net.b, "b");
-    assert!(during.contains("clsact") && during.matches("flowlat-").count() == 2, "{during}");
+    assert!(
+        during.contains("clsact") && during.matches("flowlat-").count() == 2,
+        "{during}"
+    );
     assert_clean_exit(&fb.stop());
     assert_eq!(tc_state(&net.b, "b"), fresh);
 
     // An interface with a clsact and filters of someone else's.
-    common::run("tc", &["-n", &net.a.name, "qdisc", "add", "dev", "a", "clsact"]);
+    common::run(
+        "tc",
+        &["-n", &net.a.name, "qdisc", "add", "dev", "a", "clsact"],
+    );
     for hook in ["ingress", "egress"] {
-        common::run("tc", &["-n", &net.a.name, "filter", "add", "dev", "a", hook, "pref", "10", "protocol", "ip", "u32", "match", "u32", "0", "0", "classid", "1:1"]);
-        common::run("tc", &["-n", &net.a.name, "filter", "add", "dev", "a", hook, "pref", "20", "protocol", "all", "bpf", "bytecode", "1,6 0 0 4294967295", "classid", "1:2"]);
+        common::run(
+            "tc",
+            &[
+                "-n",
+                &net.a.name,
+                "filter",
+                "add",
+                "dev",
+                "a",
+                hook,
+                "pref",
+                "10",
+                "protocol",
+                "ip",
+                "u32",
+                "match",
+                "u32",
+                "0",
+                "0",
+                "classid",
+                "1:1",
+            ],
+        );
+        common::run(
+            "tc",
+            &[
+                "-n",
+                &net.a.name,
+                "filter",
+                "add",
+                "dev",
+                "a",
+                hook,
+                "pref",
+                "20",
+                "protocol",
+                "all",
+                "bpf",
+                "bytecode",
+                "1,6 0 0 4294967295",
+                "classid",
+                "1:2",
+            ],
+        );
     }
     let before = tc_state(&net.a, "a");
     for sig in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
         let fa = Flowlat::start(&net.a, &["--json", "a"]);
         let during = tc_state(&net.a, "a");
         assert_eq!(during.matches("flowlat-").count(), 2, "{during}");
-        assert!(during.contains("u32") && during.contains("classid 1:2"), "{during}");
+        assert!(
+            during.contains("u32") && during.contains("flowid 1:2"),
+            "{during}"
+        );
+        assert!(
+            during.contains("pref 9 bpf chain 0 handle 0x1 flowlat-"),
+            "ours goes first: {during}"
+        );
         let stopped = fa.stop_with(sig);
         assert_clean_exit(&stopped);
-        assert!(stopped.stderr.contains(&format!("stopped by {sig}")), "{}", stopped.stderr);
+        assert!(
+            stopped.stderr.contains(&format!("stopped by {sig}")),
+            "{}",
+            stopped.stderr
+        );
         assert_eq!(tc_state(&net.a, "a"), before, "after {sig}");
     }
 }
@@ -291,7 +465,11 @@ fn closing_stdout_stops_flowlat_cleanly() {
     let _l = listen(&net.b, &net.b4, 8081);
     let mut cmd = Command::new("ip");
     cmd.args(["netns", "exec", &net.a.name, common::run::binary(), "a"]);
-    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("start");
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start");
     let stderr = child.stderr.take().expect("piped");
     let mut err_lines = BufReader::new(stderr).lines();
     let first = err_lines.next().expect("a line").expect("read");
@@ -308,7 +486,10 @@ fn closing_stdout_stops_flowlat_cleanly() {
         if let Some(st) = child.try_wait().expect("wait") {
             break st;
         }
-        assert!(Instant::now() < end, "flowlat kept running after its stdout closed");
+        assert!(
+            Instant::now() < end,
+            "flowlat kept running after its stdout closed"
+        );
         std::thread::sleep(Duration::from_millis(20));
     };
     let rest: Vec<String> = err_lines.map_while(Result::ok).collect();
@@ -323,8 +504,15 @@ fn errors_are_one_line_with_the_right_exit_code() {
     common::require_root();
     let ns = NetNs::new("errors");
     let run = |args: &[&str]| {
-        let out = ns.command(common::run::binary()).args(args).output().expect("run");
-        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+        let out = ns
+            .command(common::run::binary())
+            .args(args)
+            .output()
+            .expect("run");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     };
     let (code, err) = run(&["nosuchif0"]);
     assert_eq!(code, Some(1), "{err}");
@@ -337,12 +525,26 @@ fn errors_are_one_line_with_the_right_exit_code() {
 
     // Without privileges: a user with no capabilities.
     let out = Command::new("ip")
-        .args(["netns", "exec", &ns.name, "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", common::run::binary(), "lo"])
+        .args([
+            "netns",
+            "exec",
+            &ns.name,
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            common::run::binary(),
+            "lo",
+        ])
         .output()
         .expect("run setpriv");
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains("CAP_BPF") && err.contains("CAP_NET_ADMIN"), "{err}");
+    assert!(
+        err.contains("CAP_BPF") && err.contains("CAP_NET_ADMIN"),
+        "{err}"
+    );
     assert!(!err.contains("panicked"), "{err}");
     assert!(!tc_state(&ns, "lo").contains("clsact"));
 }

@@ -52,7 +52,9 @@ fn hint(err: &io::Error) -> &'static str {
              check also kernel.unprivileged_bpf_disabled and lockdown)"
         }
         Some(libc::ENOSYS) => " (this kernel was built without the bpf() syscall)",
-        Some(libc::ENOMEM) => " (out of memory, or the locked-memory limit is too low: raise `ulimit -l`)",
+        Some(libc::ENOMEM) => {
+            " (out of memory, or the locked-memory limit is too low: raise `ulimit -l`)"
+        }
         _ => "",
     }
 }
@@ -66,7 +68,11 @@ impl fmt::Display for BpfError {
                 source,
                 log,
             } => {
-                write!(f, "the kernel rejected BPF program {program}: {source}{}", hint(source))?;
+                write!(
+                    f,
+                    "the kernel rejected BPF program {program}: {source}{}",
+                    hint(source)
+                )?;
                 let tail = BpfError::verifier_tail(log, 5);
                 if !tail.is_empty() {
                     write!(f, "; verifier log ends: {}", tail.join(" | "))?;
@@ -93,7 +99,10 @@ mod tests {
 
     #[test]
     fn permission_errors_name_the_capabilities() {
-        let e = BpfError::sys("creating map flowlat_pending", io::Error::from_raw_os_error(libc::EPERM));
+        let e = BpfError::sys(
+            "creating map flowlat_pending",
+            io::Error::from_raw_os_error(libc::EPERM),
+        );
         let s = e.to_string();
         assert!(s.contains("creating map flowlat_pending"), "{s}");
         assert!(s.contains("CAP_BPF"), "{s}");
@@ -108,6 +117,9 @@ mod tests {
             log: log.into(),
         };
         let s = e.to_string();
-        assert!(s.contains("R0 invalid mem access | processed 2 insns"), "{s}");
+        assert!(
+            s.contains("R0 invalid mem access | processed 2 insns"),
+            "{s}"
+        );
     }
 }

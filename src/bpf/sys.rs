@@ -189,11 +189,19 @@ pub fn map_lookup(map: BorrowedFd<'_>, key: &[u8], value: &mut [u8]) -> Result<b
         value_or_next_key: value.as_mut_ptr() as u64,
         ..Default::default()
     };
-    absent_is_false(bpf(BPF_MAP_LOOKUP_ELEM, &mut a), "looking up a BPF map element")
+    absent_is_false(
+        bpf(BPF_MAP_LOOKUP_ELEM, &mut a),
+        "looking up a BPF map element",
+    )
 }
 
 /// `BPF_MAP_UPDATE_ELEM` with `flags` (`BPF_ANY`, `BPF_NOEXIST`, `BPF_EXIST`).
-pub fn map_update(map: BorrowedFd<'_>, key: &[u8], value: &[u8], flags: u64) -> Result<(), BpfError> {
+pub fn map_update(
+    map: BorrowedFd<'_>,
+    key: &[u8],
+    value: &[u8],
+    flags: u64,
+) -> Result<(), BpfError> {
     let mut a = MapElemAttr {
         map_fd: map.as_raw_fd() as u32,
         key: key.as_ptr() as u64,
@@ -214,7 +222,10 @@ pub fn map_delete(map: BorrowedFd<'_>, key: &[u8]) -> Result<bool, BpfError> {
         key: key.as_ptr() as u64,
         ..Default::default()
     };
-    absent_is_false(bpf(BPF_MAP_DELETE_ELEM, &mut a), "deleting a BPF map element")
+    absent_is_false(
+        bpf(BPF_MAP_DELETE_ELEM, &mut a),
+        "deleting a BPF map element",
+    )
 }
 
 /// `BPF_MAP_GET_NEXT_KEY`: writes the key after `key` (the first key when `None`)
@@ -245,8 +256,13 @@ fn absent_is_false(ret: io::Result<libc::c_long>, what: &str) -> Result<bool, Bp
 /// instruction, map references already patched). The first attempt runs without a
 /// log, for speed; when it fails, the load is repeated at log level 1 with a buffer
 /// that grows until the whole log fits, and the log goes into [`BpfError::Verifier`].
-pub fn prog_load(prog_type: u32, insns: &[u8], license: &str, name: &str) -> Result<OwnedFd, BpfError> {
-    if insns.is_empty() || insns.len() % 8 != 0 {
+pub fn prog_load(
+    prog_type: u32,
+    insns: &[u8],
+    license: &str,
+    name: &str,
+) -> Result<OwnedFd, BpfError> {
+    if insns.is_empty() || !insns.len().is_multiple_of(8) {
         return Err(BpfError::Object(format!(
             "program {name} has {} bytes of instructions, not a non-zero multiple of 8",
             insns.len()
@@ -330,7 +346,8 @@ pub fn prog_test_run(
         a.ctx_size_in = ctx.len() as u32;
         a.ctx_in = ctx.as_ptr() as u64;
     }
-    bpf(BPF_PROG_TEST_RUN, &mut a).map_err(|e| BpfError::sys("running a BPF program on a test packet", e))?;
+    bpf(BPF_PROG_TEST_RUN, &mut a)
+        .map_err(|e| BpfError::sys("running a BPF program on a test packet", e))?;
     out.truncate(a.data_size_out as usize);
     Ok(TestRun {
         retval: a.retval,

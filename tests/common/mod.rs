@@ -81,11 +81,16 @@ impl NetNs {
 
     /// Runs `f` on a new thread that has entered this namespace, and returns its result.
     pub fn enter<R: Send + 'static>(&self, f: impl FnOnce() -> R + Send + 'static) -> R {
-        self.spawn(f).join().unwrap_or_else(|p| std::panic::resume_unwind(p))
+        self.spawn(f)
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p))
     }
 
     /// Starts `f` on a new thread that has entered this namespace.
-    pub fn spawn<R: Send + 'static>(&self, f: impl FnOnce() -> R + Send + 'static) -> std::thread::JoinHandle<R> {
+    pub fn spawn<R: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> R + Send + 'static,
+    ) -> std::thread::JoinHandle<R> {
         let path = format!("/var/run/netns/{}", self.name);
         let file = File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
         std::thread::spawn(move || {
@@ -114,7 +119,9 @@ impl NetNs {
 
 impl Drop for NetNs {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
     }
 }
 
@@ -135,7 +142,9 @@ impl VethPair {
         let b = NetNs::new(&format!("{tag}b"));
         let n = (COUNTER.fetch_add(1, Ordering::Relaxed) % 250) + 1;
         let pid = std::process::id() % 200 + 20;
-        a.ip(&["link", "add", "a", "type", "veth", "peer", "name", "b", "netns", &b.name]);
+        a.ip(&[
+            "link", "add", "name", "a", "type", "veth", "peer", "name", "b", "netns", &b.name,
+        ]);
         let a4 = format!("10.{pid}.{n}.1");
         let b4 = format!("10.{pid}.{n}.2");
         let a6 = format!("fd00:{pid}:{n}::1");
@@ -144,27 +153,40 @@ impl VethPair {
         b.ip(&["addr", "add", &format!("{b4}/24"), "dev", "b"]);
         a.ip(&["addr", "add", &format!("{a6}/64"), "dev", "a", "nodad"]);
         b.ip(&["addr", "add", &format!("{b6}/64"), "dev", "b", "nodad"]);
-        a.ip(&["link", "set", "a", "up"]);
-        b.ip(&["link", "set", "b", "up"]);
-        VethPair { a, b, a4, b4, a6, b6 }
+        a.ip(&["link", "set", "dev", "a", "up"]);
+        b.ip(&["link", "set", "dev", "b", "up"]);
+        VethPair {
+            a,
+            b,
+            a4,
+            b4,
+            a6,
+            b6,
+        }
     }
 }
 
 /// Deletes `flt-*-PID-*` namespaces whose PID is gone (left by a killed run).
 fn reap_stale() {
-    let Ok(dir) = std::fs::read_dir("/var/run/netns") else { return };
+    let Ok(dir) = std::fs::read_dir("/var/run/netns") else {
+        return;
+    };
     for entry in dir.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         let mut parts = name.split('-');
         if parts.next() != Some("flt") {
             continue;
         }
-        let Some(pid) = parts.nth(1).and_then(|p| p.parse::<i32>().ok()) else { continue };
-        if pid as u32 != std::process::id() && !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        let Some(pid) = parts.nth(1).and_then(|p| p.parse::<i32>().ok()) else {
+            continue;
+        };
+        if pid as u32 != std::process::id()
+            && !std::path::Path::new(&format!("/proc/{pid}")).exists()
+        {
             let _ = Command::new("ip").args(["netns", "del", &name]).output();
         }
     }
 }
 pub mod packet;
-pub mod run;
 pub mod peer;
+pub mod run;

@@ -68,33 +68,66 @@ impl Tcp {
         tcp.extend_from_slice(&[0, 0, 0, 0]); // checksum, urgent pointer
         tcp.extend_from_slice(&self.tcp_options);
         tcp.extend_from_slice(&self.payload);
-        l3(self.src, self.dst, 6, &self.ip_options, tcp, 16, self.src_mac, self.dst_mac)
+        l3(
+            self.src,
+            self.dst,
+            6,
+            &self.ip_options,
+            tcp,
+            16,
+            self.src_mac,
+            self.dst_mac,
+        )
     }
 }
 
 pub fn udp(src: &str, dst: &str) -> Vec<u8> {
     let mut u = vec![0x30, 0x39, 0x00, 0x35, 0, 12, 0, 0, b'p', b'i', b'n', b'g'];
     u[4..6].copy_from_slice(&12u16.to_be_bytes());
-    l3(src.parse().expect("addr"), dst.parse().expect("addr"), 17, &[], u, 6, [2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+    l3(
+        src.parse().expect("addr"),
+        dst.parse().expect("addr"),
+        17,
+        &[],
+        u,
+        6,
+        [2, 0, 0, 0, 0, 1],
+        [2, 0, 0, 0, 0, 2],
+    )
 }
 
 pub fn icmp_echo(src: &str, dst: &str) -> Vec<u8> {
     let mut m = vec![8, 0, 0, 0, 0, 1, 0, 1, 1, 2, 3, 4];
     let c = checksum(&m, 0);
     m[2..4].copy_from_slice(&c.to_be_bytes());
-    l3(src.parse().expect("addr"), dst.parse().expect("addr"), 1, &[], m, usize::MAX, [2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+    l3(
+        src.parse().expect("addr"),
+        dst.parse().expect("addr"),
+        1,
+        &[],
+        m,
+        usize::MAX,
+        [2, 0, 0, 0, 0, 1],
+        [2, 0, 0, 0, 0, 2],
+    )
 }
 
 pub fn arp_request() -> Vec<u8> {
     let mut f = vec![0xff; 6];
     f.extend_from_slice(&[2, 0, 0, 0, 0, 1, 0x08, 0x06]);
-    f.extend_from_slice(&[0, 1, 8, 0, 6, 4, 0, 1, 2, 0, 0, 0, 0, 1, 10, 0, 0, 1, 0, 0, 0, 0, 0, 0, 10, 0, 0, 2]);
+    f.extend_from_slice(&[
+        0, 1, 8, 0, 6, 4, 0, 1, 2, 0, 0, 0, 0, 1, 10, 0, 0, 1, 0, 0, 0, 0, 0, 0, 10, 0, 0, 2,
+    ]);
     f
 }
 
 fn sum16(data: &[u8], mut acc: u32) -> u32 {
     for c in data.chunks(2) {
-        let w = if c.len() == 2 { u16::from_be_bytes([c[0], c[1]]) } else { u16::from_be_bytes([c[0], 0]) };
+        let w = if c.len() == 2 {
+            u16::from_be_bytes([c[0], c[1]])
+        } else {
+            u16::from_be_bytes([c[0], 0])
+        };
         acc += u32::from(w);
     }
     acc
@@ -114,7 +147,16 @@ pub fn checksum(data: &[u8], acc: u32) -> u16 {
 /// Wraps an L4 payload in IP and Ethernet; `csum_at` is the offset of the L4
 /// checksum that covers the pseudo-header (usize::MAX for none, e.g. ICMP).
 #[allow(clippy::too_many_arguments)]
-fn l3(src: IpAddr, dst: IpAddr, proto: u8, ip_options: &[u8], mut l4: Vec<u8>, csum_at: usize, smac: [u8; 6], dmac: [u8; 6]) -> Vec<u8> {
+fn l3(
+    src: IpAddr,
+    dst: IpAddr,
+    proto: u8,
+    ip_options: &[u8],
+    mut l4: Vec<u8>,
+    csum_at: usize,
+    smac: [u8; 6],
+    dmac: [u8; 6],
+) -> Vec<u8> {
     let mut f = Vec::new();
     f.extend_from_slice(&dmac);
     f.extend_from_slice(&smac);

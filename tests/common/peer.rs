@@ -26,8 +26,18 @@ impl Raw {
         let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
         assert!(ifindex != 0, "no interface {dev} in this namespace");
         // SAFETY: plain socket(2) call; the result is checked before use.
-        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, i32::from(ETH_P_ALL.to_be())) };
-        assert!(fd >= 0, "AF_PACKET socket: {}", std::io::Error::last_os_error());
+        let fd = unsafe {
+            libc::socket(
+                libc::AF_PACKET,
+                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+                i32::from(ETH_P_ALL.to_be()),
+            )
+        };
+        assert!(
+            fd >= 0,
+            "AF_PACKET socket: {}",
+            std::io::Error::last_os_error()
+        );
         // SAFETY: fd is a new socket nothing else owns.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
         // SAFETY: an all-zero sockaddr_ll is valid; the fields set below make it a bind address.
@@ -37,13 +47,30 @@ impl Raw {
         sll.sll_ifindex = ifindex as i32;
         // SAFETY: sll is a live sockaddr_ll and its size is passed.
         let r = unsafe {
-            libc::bind(fd.as_raw_fd(), &sll as *const _ as *const libc::sockaddr, std::mem::size_of::<libc::sockaddr_ll>() as u32)
+            libc::bind(
+                fd.as_raw_fd(),
+                &sll as *const _ as *const libc::sockaddr,
+                std::mem::size_of::<libc::sockaddr_ll>() as u32,
+            )
         };
-        assert!(r == 0, "bind AF_PACKET: {}", std::io::Error::last_os_error());
-        let tv = libc::timeval { tv_sec: 0, tv_usec: 50_000 };
+        assert!(
+            r == 0,
+            "bind AF_PACKET: {}",
+            std::io::Error::last_os_error()
+        );
+        let tv = libc::timeval {
+            tv_sec: 0,
+            tv_usec: 50_000,
+        };
         // SAFETY: tv is a live timeval and its size is passed.
         unsafe {
-            libc::setsockopt(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVTIMEO, &tv as *const _ as *const libc::c_void, std::mem::size_of::<libc::timeval>() as u32)
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                &tv as *const _ as *const libc::c_void,
+                std::mem::size_of::<libc::timeval>() as u32,
+            )
         };
         Raw(fd)
     }
@@ -56,7 +83,14 @@ impl Raw {
         let mut len = std::mem::size_of::<libc::sockaddr_ll>() as u32;
         // SAFETY: buf is writable for its whole length; sll/len are valid out-pointers.
         let n = unsafe {
-            libc::recvfrom(self.0.as_raw_fd(), buf.as_mut_ptr() as *mut libc::c_void, buf.len(), 0, &mut sll as *mut _ as *mut libc::sockaddr, &mut len)
+            libc::recvfrom(
+                self.0.as_raw_fd(),
+                buf.as_mut_ptr() as *mut libc::c_void,
+                buf.len(),
+                0,
+                &mut sll as *mut _ as *mut libc::sockaddr,
+                &mut len,
+            )
         };
         if n <= 0 || sll.sll_pkttype == PACKET_OUTGOING {
             return None;
@@ -67,8 +101,20 @@ impl Raw {
 
     fn send(&self, frame: &[u8]) {
         // SAFETY: frame is readable for its whole length.
-        let n = unsafe { libc::send(self.0.as_raw_fd(), frame.as_ptr() as *const libc::c_void, frame.len(), 0) };
-        assert_eq!(n as usize, frame.len(), "send: {}", std::io::Error::last_os_error());
+        let n = unsafe {
+            libc::send(
+                self.0.as_raw_fd(),
+                frame.as_ptr() as *const libc::c_void,
+                frame.len(),
+                0,
+            )
+        };
+        assert_eq!(
+            n as usize,
+            frame.len(),
+            "send: {}",
+            std::io::Error::last_os_error()
+        );
     }
 
     fn dup(&self) -> Raw {
@@ -167,9 +213,15 @@ impl Peer {
                 if *n <= ignore {
                     continue;
                 }
-                let mut reply = Tcp::new(&s.dst.to_string(), s.dport, &s.src.to_string(), s.sport, SYN | ACK)
-                    .seq(SERVER_ISN)
-                    .ack(s.seq.wrapping_add(1));
+                let mut reply = Tcp::new(
+                    &s.dst.to_string(),
+                    s.dport,
+                    &s.src.to_string(),
+                    s.sport,
+                    SYN | ACK,
+                )
+                .seq(SERVER_ISN)
+                .ack(s.seq.wrapping_add(1));
                 reply.src_mac = s.dst_mac;
                 reply.dst_mac = s.src_mac;
                 let frame = reply.frame();
@@ -181,8 +233,13 @@ impl Peer {
                 });
             }
         });
-        ready_rx.recv_timeout(Duration::from_secs(5)).expect("peer started");
-        Peer { stop, thread: Some(thread) }
+        ready_rx
+            .recv_timeout(Duration::from_secs(5))
+            .expect("peer started");
+        Peer {
+            stop,
+            thread: Some(thread),
+        }
     }
 }
 
@@ -190,13 +247,25 @@ impl Peer {
 /// owns) to `dst:dport`, sending the final ACK `delay` after the SYN-ACK
 /// arrives; then resets the connection. Returns the client ISN, or panics if
 /// no SYN-ACK came within 5 s.
-pub fn slow_client(ns: &NetNs, dev: &str, macs: ([u8; 6], [u8; 6]), src: IpAddr, sport: u16, dst: IpAddr, dport: u16, delay: Duration) -> u32 {
+#[allow(clippy::too_many_arguments)]
+pub fn slow_client(
+    ns: &NetNs,
+    dev: &str,
+    macs: ([u8; 6], [u8; 6]),
+    src: IpAddr,
+    sport: u16,
+    dst: IpAddr,
+    dport: u16,
+    delay: Duration,
+) -> u32 {
     let dev = dev.to_string();
     ns.enter(move || {
         let raw = Raw::open(&dev);
         let isn = 0x1000_0000 | u32::from(sport);
         let mk = |flags: u8, seq: u32, ack: u32| {
-            let mut t = Tcp::new(&src.to_string(), sport, &dst.to_string(), dport, flags).seq(seq).ack(ack);
+            let mut t = Tcp::new(&src.to_string(), sport, &dst.to_string(), dport, flags)
+                .seq(seq)
+                .ack(ack);
             t.src_mac = macs.0;
             t.dst_mac = macs.1;
             t.frame()
@@ -206,7 +275,11 @@ pub fn slow_client(ns: &NetNs, dev: &str, macs: ([u8; 6], [u8; 6]), src: IpAddr,
         while Instant::now() < end {
             let Some(f) = raw.recv() else { continue };
             let Some(s) = parse(&f) else { continue };
-            if s.src == dst && s.sport == dport && s.dport == sport && s.flags & (SYN | ACK) == SYN | ACK {
+            if s.src == dst
+                && s.sport == dport
+                && s.dport == sport
+                && s.flags & (SYN | ACK) == SYN | ACK
+            {
                 std::thread::sleep(delay);
                 raw.send(&mk(ACK, isn.wrapping_add(1), s.seq.wrapping_add(1)));
                 std::thread::sleep(Duration::from_millis(20));

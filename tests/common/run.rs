@@ -65,8 +65,10 @@ pub fn parse_json(line: &str) -> Result<Rec, String> {
                         Some(b'"') => out.push('"'),
                         Some(b'\\') => out.push('\\'),
                         Some(b'u') => {
-                            let hex = std::str::from_utf8(&b[*i + 1..*i + 5]).map_err(|_| err(*i, "bad escape"))?;
-                            let c = u32::from_str_radix(hex, 16).map_err(|_| err(*i, "bad escape"))?;
+                            let hex = std::str::from_utf8(&b[*i + 1..*i + 5])
+                                .map_err(|_| err(*i, "bad escape"))?;
+                            let c =
+                                u32::from_str_radix(hex, 16).map_err(|_| err(*i, "bad escape"))?;
                             out.push(char::from_u32(c).ok_or_else(|| err(*i, "bad escape"))?);
                             *i += 4;
                         }
@@ -79,7 +81,9 @@ pub fn parse_json(line: &str) -> Result<Rec, String> {
                     while *i < b.len() && b[*i] != b'"' && b[*i] != b'\\' {
                         *i += 1;
                     }
-                    out.push_str(std::str::from_utf8(&b[start..*i]).map_err(|_| err(start, "not UTF-8"))?);
+                    out.push_str(
+                        std::str::from_utf8(&b[start..*i]).map_err(|_| err(start, "not UTF-8"))?,
+                    );
                 }
             }
         }
@@ -111,7 +115,12 @@ pub fn parse_json(line: &str) -> Result<Rec, String> {
                 while i < b.len() && b[i].is_ascii_digit() {
                     i += 1;
                 }
-                Val::Num(std::str::from_utf8(&b[start..i]).unwrap_or("x").parse().map_err(|_| err(start, "bad number"))?)
+                Val::Num(
+                    std::str::from_utf8(&b[start..i])
+                        .unwrap_or("x")
+                        .parse()
+                        .map_err(|_| err(start, "bad number"))?,
+                )
             }
             _ => return Err(err(i, "expected a value")),
         };
@@ -124,7 +133,11 @@ pub fn parse_json(line: &str) -> Result<Rec, String> {
             Some(b'}') => {
                 i += 1;
                 ws(&mut i);
-                return if i == b.len() { Ok(Rec(map)) } else { Err(err(i, "trailing bytes")) };
+                return if i == b.len() {
+                    Ok(Rec(map))
+                } else {
+                    Err(err(i, "trailing bytes"))
+                };
             }
             _ => return Err(err(i, "expected , or }")),
         }
@@ -172,7 +185,10 @@ impl Flowlat {
             .expect("start flowlat");
         let stdout = Arc::new(Mutex::new(Vec::new()));
         let stderr = Arc::new(Mutex::new(String::new()));
-        let (o, e) = (child.stdout.take().expect("piped"), child.stderr.take().expect("piped"));
+        let (o, e) = (
+            child.stdout.take().expect("piped"),
+            child.stderr.take().expect("piped"),
+        );
         let so = stdout.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(o).lines() {
@@ -189,7 +205,11 @@ impl Flowlat {
                 s.push('\n');
             }
         });
-        Flowlat { child: Some(child), stdout, stderr }
+        Flowlat {
+            child: Some(child),
+            stdout,
+            stderr,
+        }
     }
 
     pub fn pid(&self) -> i32 {
@@ -213,14 +233,27 @@ impl Flowlat {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("flowlat did not say `{needle}` within {timeout:?}; stderr:\n{}", self.stderr());
+        panic!(
+            "flowlat did not say `{needle}` within {timeout:?}; stderr:\n{}",
+            self.stderr()
+        );
     }
 
     /// Waits until `n` JSON records satisfy `pred`, returning them.
-    pub fn wait_records(&self, n: usize, timeout: Duration, pred: impl Fn(&Rec) -> bool) -> Vec<Rec> {
+    pub fn wait_records(
+        &self,
+        n: usize,
+        timeout: Duration,
+        pred: impl Fn(&Rec) -> bool,
+    ) -> Vec<Rec> {
         let end = Instant::now() + timeout;
         loop {
-            let recs: Vec<Rec> = self.lines().iter().filter_map(|l| parse_json(l).ok()).filter(|r| pred(r)).collect();
+            let recs: Vec<Rec> = self
+                .lines()
+                .iter()
+                .filter_map(|l| parse_json(l).ok())
+                .filter(|r| pred(r))
+                .collect();
             if recs.len() >= n || Instant::now() >= end {
                 return recs;
             }
@@ -240,7 +273,10 @@ impl Flowlat {
             if Instant::now() > end {
                 let _ = child.kill();
                 let _ = child.wait();
-                panic!("flowlat did not exit within 10 s of {sig}; stderr:\n{}", self.stderr());
+                panic!(
+                    "flowlat did not exit within 10 s of {sig}; stderr:\n{}",
+                    self.stderr()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         };
@@ -251,7 +287,12 @@ impl Flowlat {
             .iter()
             .map(|l| parse_json(l).unwrap_or_else(|e| panic!("flowlat printed invalid JSON: {e}")))
             .collect();
-        Stopped { status, lines, records, stderr: self.stderr() }
+        Stopped {
+            status,
+            lines,
+            records,
+            stderr: self.stderr(),
+        }
     }
 
     pub fn stop(self) -> Stopped {
@@ -262,7 +303,10 @@ impl Flowlat {
 impl Drop for Flowlat {
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), nix::sys::signal::Signal::SIGINT);
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(c.id() as i32),
+                nix::sys::signal::Signal::SIGINT,
+            );
             std::thread::sleep(Duration::from_millis(300));
             let _ = c.kill();
             let _ = c.wait();
