@@ -111,8 +111,30 @@ fn filter_name() -> String {
     format!("flowlat-{pid}-{start}")
 }
 
+/// SIGINT, SIGTERM and SIGHUP, caught from before the first attach so that a
+/// signal during start-up still ends in a clean detach.
+struct Signals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn catch() -> Result<Signals, Error> {
+        let sig = |k: SignalKind, name: &str| {
+            signal(k).map_err(|e| Error::Other(format!("cannot catch {name}: {e}")))
+        };
+        Ok(Signals {
+            int: sig(SignalKind::interrupt(), "SIGINT")?,
+            term: sig(SignalKind::terminate(), "SIGTERM")?,
+            hup: sig(SignalKind::hangup(), "SIGHUP")?,
+        })
+    }
+}
+
 async fn run(s: Settings) -> Result<String, Error> {
     raise_memlock_limit();
+    let mut signals = Signals::catch()?;
     let started = Instant::now();
     let mut probe = Probe::load(&ProbeConfig {
         max_pending: s.max_pending,
@@ -177,7 +199,7 @@ async fn run(s: Settings) -> Result<String, Error> {
     let names: HashMap<u32, String> = links.iter().map(|l| (l.index, l.name.clone())).collect();
     let fmt = Formatter::new(s.json, WallClock::now(), names);
     let mut tally = Tally::default();
-    let result = watch(&s, &mut probe, &mut perf, &fmt, &mut tally).await;
+    let result = watch(&s, &mut signals, &mut probe, &mut perf, &fmt, &mut tally).await;
 
     let mut detach_error = None;
     for a in &attached {
@@ -268,17 +290,12 @@ fn is_broken_pipe(e: &io::Error) -> bool {
 
 async fn watch(
     s: &Settings,
+    signals: &mut Signals,
     probe: &mut Probe,
     perf: &mut flowlat::bpf::perf::PerfBuffers,
     fmt: &Formatter,
     tally: &mut Tally,
 ) -> Result<Stop, Error> {
-    let sig = |k: SignalKind, name: &str| {
-        signal(k).map_err(|e| Error::Other(format!("cannot watch {name}: {e}")))
-    };
-    let mut int = sig(SignalKind::interrupt(), "SIGINT")?;
-    let mut term = sig(SignalKind::terminate(), "SIGTERM")?;
-    let mut hup = sig(SignalKind::hangup(), "SIGHUP")?;
     // Sweep often enough that a timeout is reported within a tenth of
     // --syn-timeout of being due, but not more than 20 times a second.
     let every = (s.syn_timeout / 10).clamp(Duration::from_millis(50), Duration::from_secs(1));
@@ -293,9 +310,9 @@ async fn watch(
     };
     loop {
         tokio::select! {
-            _ = int.recv() => return Ok(Stop::Signal("SIGINT")),
-            _ = term.recv() => return Ok(Stop::Signal("SIGTERM")),
-            _ = hup.recv() => return Ok(Stop::Signal("SIGHUP")),
+            _ = signals.int.recv() => return Ok(Stop::Signal("SIGINT")),
+            _ = signals.term.recv() => return Ok(Stop::Signal("SIGTERM")),
+            _ = signals.hup.recv() => return Ok(Stop::Signal("SIGHUP")),
             ready = perf.readable() => {
                 ready?;
                 if let Err(e) = emit_ready(perf, fmt, tally, &mut io::stdout().lock()) {

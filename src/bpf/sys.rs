@@ -377,4 +377,29 @@ mod tests {
         assert_eq!(offset_of!(TestRunAttr, ctx_out), 56);
         assert_eq!(offset_of!(TestRunAttr, cpu), 68);
     }
+
+    /// A program the verifier must reject (it returns an unset R0): the error
+    /// carries the verifier's own words.
+    #[test]
+    fn verifier_rejection_carries_the_log() {
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "this test loads a BPF program and needs root: run the suite as the README says"
+        );
+        let exit_only = [0x95u8, 0, 0, 0, 0, 0, 0, 0];
+        match prog_load(BPF_PROG_TYPE_SCHED_CLS, &exit_only, "GPL", "flowlat_bad") {
+            Err(BpfError::Verifier { program, log, .. }) => {
+                assert_eq!(program, "flowlat_bad");
+                assert!(log.contains("R0 !read_ok"), "log: {log}");
+                let msg = BpfError::Verifier {
+                    program,
+                    source: io::Error::from_raw_os_error(libc::EACCES),
+                    log,
+                }
+                .to_string();
+                assert!(msg.contains("R0 !read_ok"), "{msg}");
+            }
+            other => panic!("expected a verifier rejection, got {other:?}"),
+        }
+    }
 }
