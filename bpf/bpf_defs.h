@@ -25,6 +25,7 @@ struct flowlat_map_def {
 };
 
 /* include/uapi/linux/bpf.h: enum bpf_map_type (the ones we use). */
+#define BPF_MAP_TYPE_ARRAY 2
 #define BPF_MAP_TYPE_PERF_EVENT_ARRAY 4
 #define BPF_MAP_TYPE_PERCPU_ARRAY 6
 #define BPF_MAP_TYPE_LRU_HASH 9
@@ -68,6 +69,7 @@ static long (*bpf_perf_event_output)(void *ctx, void *map, __u64 flags, void *da
 static long (*bpf_skb_load_bytes)(const void *skb, __u32 offset, void *to, __u32 len) = (void *)26;
 
 #define bpf_htons(x) ((__u16)__builtin_bswap16(x))
+#define bpf_ntohs(x) ((__u16)__builtin_bswap16(x))
 #define bpf_ntohl(x) ((__u32)__builtin_bswap32(x))
 
 #endif

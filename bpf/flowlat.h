@@ -28,7 +28,31 @@
 #define FLOWLAT_STAT_SEND_FAILED 1 /* records the perf ring had no room for */
 #define FLOWLAT_STAT_CREATED 2     /* pending entries inserted */
 #define FLOWLAT_STAT_REMOVED 3     /* pending entries the classifier removed */
-#define FLOWLAT_STAT_MAX 4
+#define FLOWLAT_STAT_EXT_SKIPPED 4 /* IPv6 packets with more extension headers than we walk */
+#define FLOWLAT_STAT_MAX 5
+
+/* The ACK gate: most packets arriving at a server are ACKs of established
+ * connections, and only the one completing an "in" handshake matters. Before
+ * looking an ACK up, the classifier checks a counter for its connection's slot
+ * (a symmetric hash of addresses and ports): the number of "in" attempts in
+ * that slot waiting for their ACK. Counters go up at our first SYN-ACK and down
+ * when the attempt completes or is replaced. Attempts that time out or are
+ * evicted never count down; to bound that, there are two banks: new attempts
+ * count in the active one, and user space zeroes the other one and makes it
+ * active once every --syn-timeout + 1 s, when nothing counted there can still
+ * be waiting. A slot's count is the sum over both banks. */
+#define FLOWLAT_GATE_SLOTS 32768 /* a power of two */
+#define FLOWLAT_GATE_BANKS 2
+
+struct flowlat_gate {
+	__u32 n[FLOWLAT_GATE_SLOTS];
+};
+
+/* Settings user space writes at start: the single entry of the "config" map. */
+struct flowlat_config {
+	__u32 bank; /* the gate bank new attempts count in */
+	__u32 pad;
+};
 
 /* One attempt's identity: the interface, the direction and the exact
  * connection. Addresses are in network order; IPv4 uses the first 4 bytes. */
@@ -53,8 +77,9 @@ struct flowlat_pending {
 	__u32 server_isn; /* host order, from the first SYN-ACK */
 	__u16 syns;
 	__u16 synacks;
-	__u8 state; /* FLOWLAT_STATE_* */
-	__u8 pad[3];
+	__u8 state;    /* FLOWLAT_STATE_* */
+	__u8 bank;     /* in: the gate bank our first SYN-ACK counted in */
+	__u16 syn_len; /* the longest SYN payload (TCP Fast Open) */
 };
 
 /* One record per attempt, sent through the perf ring. */

@@ -8,13 +8,32 @@
  *        or RST on egress before any SYN-ACK
  * An attempt is the key (interface, direction, tuple) plus the client's ISN.
  * The classifier emits a record when an attempt completes, is refused or is
- * replaced by a new ISN; user space reports the ones that time out. */
+ * replaced by a new ISN; user space reports the ones that time out.
+ *
+ * Four programs are built from one body: ingress and egress, each for
+ * interfaces with an Ethernet header and for L3 devices (tun, WireGuard) whose
+ * packets start at the IP header. */
 #include "flowlat.h"
 
 #define ETH_HLEN 14
 #define ETH_P_IP 0x0800
 #define ETH_P_IPV6 0x86DD
+#define ETH_P_8021Q 0x8100
+#define ETH_P_8021AD 0x88A8
 #define IPPROTO_TCP 6
+
+#define IPV6_HOPOPTS 0
+#define IPV6_ROUTING 43
+#define IPV6_FRAGMENT 44
+#define IPV6_AH 51
+#define IPV6_DSTOPTS 60
+
+/* VLAN tags read from the packet (the kernel may hold one more in metadata). */
+#define MAX_VLAN 2
+/* IPv6 extension headers walked before a packet is skipped and counted. */
+#define MAX_EXT 6
+/* No header of interest starts beyond this offset. */
+#define MAX_L4_OFF 1024
 
 #define TCP_FIN 0x01
 #define TCP_SYN 0x02
@@ -42,7 +61,32 @@ struct flowlat_map_def stats SEC("maps") = {
 	.max_entries = FLOWLAT_STAT_MAX,
 };
 
+struct flowlat_map_def gate SEC("maps") = {
+	.type = BPF_MAP_TYPE_ARRAY,
+	.key_size = sizeof(__u32),
+	.value_size = sizeof(struct flowlat_gate),
+	.max_entries = FLOWLAT_GATE_BANKS,
+};
+
+struct flowlat_map_def config SEC("maps") = {
+	.type = BPF_MAP_TYPE_ARRAY,
+	.key_size = sizeof(__u32),
+	.value_size = sizeof(struct flowlat_config),
+	.max_entries = 1,
+};
+
 char LICENSE[] SEC("license") = "Dual MIT/GPL";
+
+struct eth_head {
+	__u8 dst[6];
+	__u8 src[6];
+	__u16 proto;
+} __attribute__((packed));
+
+struct vlan_head {
+	__u16 tci;
+	__u16 proto;
+};
 
 /* The TCP header up to the flags: all a handshake needs. */
 struct tcp_head {
@@ -73,8 +117,24 @@ struct ipv6_head {
 	__u16 payload_len;
 	__u8 nexthdr;
 	__u8 hop_limit;
-	__u8 saddr[16];
-	__u8 daddr[16];
+	__u32 saddr[4];
+	__u32 daddr[4];
+};
+
+/* The first 8 bytes of any IPv6 extension header (all of a fragment header). */
+struct ext_head {
+	__u8 nexthdr;
+	__u8 len;
+	__u16 frag_off; /* fragment header only: offset in the high 13 bits */
+	__u32 rest;
+};
+
+/* Room for headers that are not in the linear data. */
+union hdr_buf {
+	struct ipv4_head v4;
+	struct ipv6_head v6;
+	struct ext_head ext;
+	struct tcp_head tcp;
 };
 
 static __always_inline void count(__u32 idx)
@@ -84,18 +144,58 @@ static __always_inline void count(__u32 idx)
 		*v += 1;
 }
 
-/* Copies len header bytes at off: straight from the linear data when they are
- * there (the common case), else through bpf_skb_load_bytes, which also reads
- * paged data. Never pulls (linearises) the skb. */
-static __always_inline int read_at(struct __sk_buff *skb, __u32 off, void *to, const __u32 len)
+/* A pointer to len header bytes at off: into the linear data when they are
+ * there (the common case), else to a copy in buf made by bpf_skb_load_bytes,
+ * which also reads paged data. Never pulls (linearises) the skb. NULL when
+ * the packet is shorter. */
+static __always_inline void *header(struct __sk_buff *skb, __u32 off, void *buf, const __u32 len)
 {
 	void *data = (void *)(long)skb->data;
 	void *data_end = (void *)(long)skb->data_end;
-	if (data + off + len <= data_end) {
-		__builtin_memcpy(to, data + off, len);
+	if (off > MAX_L4_OFF)
 		return 0;
-	}
-	return bpf_skb_load_bytes(skb, off, to, len);
+	if (data + off + len <= data_end)
+		return data + off;
+	if (bpf_skb_load_bytes(skb, off, buf, len) < 0)
+		return 0;
+	return buf;
+}
+
+/* The gate slot of a connection: the same for both directions of it. */
+static __always_inline __u32 gate_slot(__u32 a, __u32 b, __u16 pa, __u16 pb)
+{
+	return ((a ^ b ^ (__u32)(pa ^ pb)) * 0x9E3779B1u) >> (32 - 15);
+}
+
+static __always_inline __u32 key_slot(const struct flowlat_key *key)
+{
+	__u32 a, b;
+	int at = key->family == 4 ? 0 : 12;
+	__builtin_memcpy(&a, key->client + at, 4);
+	__builtin_memcpy(&b, key->server + at, 4);
+	return gate_slot(a, b, key->client_port, key->server_port);
+}
+
+/* Whether any "in" attempt in this slot waits for its ACK. */
+static __always_inline int gate_open(__u32 slot)
+{
+	__u32 k0 = 0, k1 = 1;
+	struct flowlat_gate *g0 = bpf_map_lookup_elem(&gate, &k0);
+	struct flowlat_gate *g1 = bpf_map_lookup_elem(&gate, &k1);
+	slot &= FLOWLAT_GATE_SLOTS - 1;
+	return (g0 && g0->n[slot]) || (g1 && g1->n[slot]);
+}
+
+static __always_inline void gate_add(__u32 bank, __u32 slot, int up)
+{
+	struct flowlat_gate *g = bpf_map_lookup_elem(&gate, &bank);
+	if (!g)
+		return;
+	slot &= FLOWLAT_GATE_SLOTS - 1;
+	if (up)
+		__sync_fetch_and_add(&g->n[slot], 1);
+	else
+		__sync_fetch_and_sub(&g->n[slot], 1);
 }
 
 static __always_inline void emit(struct __sk_buff *skb, const struct flowlat_key *key,
@@ -124,18 +224,23 @@ static __always_inline void finish(struct __sk_buff *skb, const struct flowlat_k
 	if (bpf_map_delete_elem(&pending, key) != 0)
 		return;
 	count(FLOWLAT_STAT_REMOVED);
+	if (copy.state == FLOWLAT_STATE_SYNACK)
+		gate_add(copy.bank, key_slot(key), 0);
 	emit(skb, key, &copy, end_ns, result);
 }
 
 /* A client's SYN: a new attempt, a retransmission (same ISN), or a new attempt
  * that replaces an earlier one on the same tuple (new ISN). */
-static __always_inline void on_syn(struct __sk_buff *skb, const struct flowlat_key *key, __u32 isn)
+static __always_inline void on_syn(struct __sk_buff *skb, const struct flowlat_key *key, __u32 isn,
+				   __u16 len)
 {
 	__u64 now = bpf_ktime_get_ns();
 	struct flowlat_pending *p = bpf_map_lookup_elem(&pending, key);
 	if (p) {
 		if (p->client_isn == isn) {
 			p->syns += 1;
+			if (len > p->syn_len)
+				p->syn_len = len;
 			/* "in" keeps the last SYN before our first SYN-ACK; a reported
 			 * attempt's retransmissions keep its tombstone alive. */
 			if (p->state != FLOWLAT_STATE_SYNACK)
@@ -155,9 +260,17 @@ static __always_inline void on_syn(struct __sk_buff *skb, const struct flowlat_k
 	n.last_syn_ns = now;
 	n.client_isn = isn;
 	n.syns = 1;
+	n.syn_len = len;
 	n.state = FLOWLAT_STATE_SYN;
 	if (bpf_map_update_elem(&pending, key, &n, BPF_NOEXIST) == 0)
 		count(FLOWLAT_STAT_CREATED);
+}
+
+/* Whether a SYN-ACK or RST acknowledges the client's SYN: ISN+1, or up to
+ * ISN+1+len when the SYN carried data (TCP Fast Open) the server accepted. */
+static __always_inline int acks_syn(const struct flowlat_pending *p, __u32 ack)
+{
+	return ack - (p->client_isn + 1) <= p->syn_len;
 }
 
 /* out: the server's SYN-ACK or RST arrives for our client's SYN. */
@@ -165,7 +278,7 @@ static __always_inline void on_answer_out(struct __sk_buff *skb, const struct fl
 					  const struct tcp_head *th, __u8 result)
 {
 	struct flowlat_pending *p = bpf_map_lookup_elem(&pending, key);
-	if (!p || p->state != FLOWLAT_STATE_SYN || bpf_ntohl(th->ack_seq) != p->client_isn + 1)
+	if (!p || p->state != FLOWLAT_STATE_SYN || !acks_syn(p, bpf_ntohl(th->ack_seq)))
 		return;
 	__u64 now = bpf_ktime_get_ns();
 	struct flowlat_pending copy = *p;
@@ -178,16 +291,22 @@ static __always_inline void on_answer_out(struct __sk_buff *skb, const struct fl
 }
 
 /* in: this side's SYN-ACK leaves for the client's SYN. */
-static __always_inline void on_synack_in(const struct flowlat_key *key, const struct tcp_head *th)
+static __always_inline void on_synack_in(const struct flowlat_key *key, const struct tcp_head *th,
+					 __u32 slot)
 {
 	struct flowlat_pending *p = bpf_map_lookup_elem(&pending, key);
-	if (!p || p->state == FLOWLAT_STATE_REPORTED || bpf_ntohl(th->ack_seq) != p->client_isn + 1)
+	if (!p || p->state == FLOWLAT_STATE_REPORTED || !acks_syn(p, bpf_ntohl(th->ack_seq)))
 		return;
 	__u64 now = bpf_ktime_get_ns();
 	if (p->synacks == 0) {
+		__u32 zero = 0;
+		struct flowlat_config *cfg = bpf_map_lookup_elem(&config, &zero);
+		__u32 bank = cfg ? cfg->bank & 1 : 0;
 		p->first_synack_ns = now;
 		p->server_isn = bpf_ntohl(th->seq);
+		p->bank = bank;
 		p->state = FLOWLAT_STATE_SYNACK;
+		gate_add(bank, slot, 1);
 	}
 	p->last_synack_ns = now;
 	p->synacks += 1;
@@ -198,7 +317,7 @@ static __always_inline void on_rst_in(struct __sk_buff *skb, const struct flowla
 				      const struct tcp_head *th)
 {
 	struct flowlat_pending *p = bpf_map_lookup_elem(&pending, key);
-	if (!p || p->state != FLOWLAT_STATE_SYN || bpf_ntohl(th->ack_seq) != p->client_isn + 1)
+	if (!p || p->state != FLOWLAT_STATE_SYN || !acks_syn(p, bpf_ntohl(th->ack_seq)))
 		return;
 	finish(skb, key, p, bpf_ktime_get_ns(), FLOWLAT_RESULT_REFUSED);
 }
@@ -231,113 +350,207 @@ static __always_inline int segment_kind(__u8 flags)
 	return SEG_OTHER;
 }
 
-static __always_inline int handle(struct __sk_buff *skb, const int egress)
+/* Acts on one TCP segment whose header starts at l4. saddr/daddr point to the
+ * packet's addresses (4 or 16 bytes), ip_payload is the IP payload length the
+ * IP header claims from l4 on. */
+static __always_inline int on_tcp(struct __sk_buff *skb, const int egress, __u8 family,
+				  const void *saddr, const void *daddr, __u32 a32, __u32 b32,
+				  __u32 l4, __u32 ip_payload)
 {
-	void *data = (void *)(long)skb->data;
-	void *data_end = (void *)(long)skb->data_end;
-	if (data + ETH_HLEN > data_end)
+	union hdr_buf buf;
+	struct tcp_head *th = header(skb, l4, &buf, sizeof(struct tcp_head));
+	if (!th)
 		return TC_ACT_UNSPEC;
-	__u16 proto = *(__u16 *)(data + 12);
-
-	struct flowlat_key key;
-	struct tcp_head th;
-	union {
-		struct ipv4_head v4;
-		struct ipv6_head v6;
-	} ip;
-	__u8 family;
-	__u32 l4;
-
-	if (proto == bpf_htons(ETH_P_IP)) {
-		if (read_at(skb, ETH_HLEN, &ip.v4, sizeof(ip.v4)) < 0)
-			return TC_ACT_UNSPEC;
-		__u8 ihl = ip.v4.ver_ihl & 0xf;
-		/* Only TCP, only IPv4 headers of a sane length, and never a
-		 * non-first fragment (it has no TCP header). */
-		if (ip.v4.protocol != IPPROTO_TCP || (ip.v4.ver_ihl >> 4) != 4 || ihl < 5 ||
-		    (ip.v4.frag_off & bpf_htons(0x1fff)))
-			return TC_ACT_UNSPEC;
-		l4 = ETH_HLEN + ihl * 4;
-		if (read_at(skb, l4, &th, sizeof(th)) < 0)
-			return TC_ACT_UNSPEC;
-		family = 4;
-	} else if (proto == bpf_htons(ETH_P_IPV6)) {
-		if (read_at(skb, ETH_HLEN, &ip.v6, sizeof(ip.v6)) < 0)
-			return TC_ACT_UNSPEC;
-		if (ip.v6.nexthdr != IPPROTO_TCP || (ip.v6.ver_tc_flow & 0xf0) != 0x60)
-			return TC_ACT_UNSPEC;
-		l4 = ETH_HLEN + sizeof(ip.v6);
-		if (read_at(skb, l4, &th, sizeof(th)) < 0)
-			return TC_ACT_UNSPEC;
-		family = 6;
-	} else {
-		return TC_ACT_UNSPEC;
-	}
-
-	int kind = segment_kind(th.flags);
-	/* Egress only starts "out" attempts and answers "in" ones; plain ACKs
+	__u8 flags = th->flags;
+	int kind = segment_kind(flags);
+	/* Egress only starts "out" attempts and answers "in" ones: ACKs and data
 	 * leaving (most egress traffic) end here. */
 	if (kind == SEG_OTHER || (egress && kind == SEG_ACK))
 		return TC_ACT_UNSPEC;
+	__u32 slot = gate_slot(a32, b32, th->source, th->dest);
+	/* An arriving ACK is looked up only when an "in" attempt in its slot
+	 * waits for one: established connections' ACKs end here. */
+	if (kind == SEG_ACK && !gate_open(slot))
+		return TC_ACT_UNSPEC;
 	/* A TCP header shorter than 20 bytes, or cut short, is malformed: the
 	 * stack will drop it, and so do we. */
-	__u32 doff = th.doff_res >> 4;
-	if (doff < 5 || skb->len < l4 + doff * 4)
+	__u32 hlen = (th->doff_res >> 4) * 4;
+	if (hlen < 20 || skb->len < l4 + hlen)
 		return TC_ACT_UNSPEC;
 
 	/* The client is the packet's source for SYNs and the client's ACK, its
 	 * destination for SYN-ACKs and RSTs. */
 	int client_is_src = kind == SEG_SYN || kind == SEG_ACK;
+	struct flowlat_key key;
 	__builtin_memset(&key, 0, sizeof(key));
 	key.family = family;
 	key.ifindex = skb->ifindex;
 	if (family == 4) {
-		__builtin_memcpy(key.client, client_is_src ? &ip.v4.saddr : &ip.v4.daddr, 4);
-		__builtin_memcpy(key.server, client_is_src ? &ip.v4.daddr : &ip.v4.saddr, 4);
+		__builtin_memcpy(key.client, client_is_src ? saddr : daddr, 4);
+		__builtin_memcpy(key.server, client_is_src ? daddr : saddr, 4);
 	} else {
-		__builtin_memcpy(key.client, client_is_src ? ip.v6.saddr : ip.v6.daddr, 16);
-		__builtin_memcpy(key.server, client_is_src ? ip.v6.daddr : ip.v6.saddr, 16);
+		__builtin_memcpy(key.client, client_is_src ? saddr : daddr, 16);
+		__builtin_memcpy(key.server, client_is_src ? daddr : saddr, 16);
 	}
-	key.client_port = client_is_src ? th.source : th.dest;
-	key.server_port = client_is_src ? th.dest : th.source;
+	key.client_port = client_is_src ? th->source : th->dest;
+	key.server_port = client_is_src ? th->dest : th->source;
 
 	if (egress) {
 		if (kind == SEG_SYN) {
 			key.dir = FLOWLAT_DIR_OUT;
-			on_syn(skb, &key, bpf_ntohl(th.seq));
+			__u32 len = ip_payload > hlen ? ip_payload - hlen : 0;
+			on_syn(skb, &key, bpf_ntohl(th->seq), len > 0xffff ? 0xffff : len);
 		} else {
 			key.dir = FLOWLAT_DIR_IN;
 			if (kind == SEG_SYNACK)
-				on_synack_in(&key, &th);
-			else if (th.flags & TCP_ACK) /* a RST answering a SYN carries ACK = ISN+1 */
-				on_rst_in(skb, &key, &th);
+				on_synack_in(&key, th, slot);
+			else if (flags & TCP_ACK) /* a RST answering a SYN carries ACK = ISN+1 */
+				on_rst_in(skb, &key, th);
 		}
 	} else {
 		if (kind == SEG_SYN) {
 			key.dir = FLOWLAT_DIR_IN;
-			on_syn(skb, &key, bpf_ntohl(th.seq));
+			__u32 len = ip_payload > hlen ? ip_payload - hlen : 0;
+			on_syn(skb, &key, bpf_ntohl(th->seq), len > 0xffff ? 0xffff : len);
 		} else if (kind == SEG_ACK) {
 			key.dir = FLOWLAT_DIR_IN;
-			on_ack_in(skb, &key, &th);
+			on_ack_in(skb, &key, th);
 		} else if (kind == SEG_SYNACK) {
 			key.dir = FLOWLAT_DIR_OUT;
-			on_answer_out(skb, &key, &th, FLOWLAT_RESULT_OK);
-		} else if (th.flags & TCP_ACK) {
+			on_answer_out(skb, &key, th, FLOWLAT_RESULT_OK);
+		} else if (flags & TCP_ACK) {
 			key.dir = FLOWLAT_DIR_OUT;
-			on_answer_out(skb, &key, &th, FLOWLAT_RESULT_REFUSED);
+			on_answer_out(skb, &key, th, FLOWLAT_RESULT_REFUSED);
 		}
 	}
+	return TC_ACT_UNSPEC;
+}
+
+static __always_inline int on_ipv4(struct __sk_buff *skb, const int egress, __u32 off)
+{
+	union hdr_buf buf;
+	struct ipv4_head *ip = header(skb, off, &buf, sizeof(struct ipv4_head));
+	if (!ip || ip->protocol != IPPROTO_TCP)
+		return TC_ACT_UNSPEC;
+	__u32 ihl = (ip->ver_ihl & 0xf) * 4;
+	/* Only IPv4 headers of a sane length, and never a non-first fragment
+	 * (it has no TCP header). */
+	if ((ip->ver_ihl >> 4) != 4 || ihl < 20 || (ip->frag_off & bpf_htons(0x1fff)))
+		return TC_ACT_UNSPEC;
+	__u32 tot = bpf_ntohs(ip->tot_len);
+	__u32 saddr = ip->saddr, daddr = ip->daddr;
+	return on_tcp(skb, egress, 4, &saddr, &daddr, saddr, daddr, off + ihl,
+		      tot > ihl ? tot - ihl : 0);
+}
+
+static __always_inline int on_ipv6(struct __sk_buff *skb, const int egress, __u32 off)
+{
+	union hdr_buf buf;
+	struct ipv6_head *ip = header(skb, off, &buf, sizeof(struct ipv6_head));
+	if (!ip || (ip->ver_tc_flow & 0xf0) != 0x60)
+		return TC_ACT_UNSPEC;
+	__u8 next = ip->nexthdr;
+	__u32 payload = bpf_ntohs(ip->payload_len);
+	__u32 saddr[4], daddr[4];
+	__builtin_memcpy(saddr, ip->saddr, 16);
+	__builtin_memcpy(daddr, ip->daddr, 16);
+	__u32 l4 = off + sizeof(struct ipv6_head);
+	if (next != IPPROTO_TCP) {
+		/* Walk the extension headers a TCP segment may follow (a bounded
+		 * loop: the verifier accepts it since Linux 5.3). */
+		for (int i = 0; i < MAX_EXT; i++) {
+			if (next == IPPROTO_TCP)
+				break;
+			__u32 len;
+			struct ext_head *ext;
+			if (next == IPV6_HOPOPTS || next == IPV6_ROUTING || next == IPV6_DSTOPTS) {
+				ext = header(skb, l4, &buf, sizeof(struct ext_head));
+				if (!ext)
+					return TC_ACT_UNSPEC;
+				len = (ext->len + 1) * 8;
+			} else if (next == IPV6_FRAGMENT) {
+				ext = header(skb, l4, &buf, sizeof(struct ext_head));
+				if (!ext || (ext->frag_off & bpf_htons(0xfff8)))
+					return TC_ACT_UNSPEC; /* a non-first fragment */
+				len = 8;
+			} else if (next == IPV6_AH) {
+				ext = header(skb, l4, &buf, sizeof(struct ext_head));
+				if (!ext)
+					return TC_ACT_UNSPEC;
+				len = (ext->len + 2) * 4;
+			} else {
+				return TC_ACT_UNSPEC; /* ESP, no next header, or not TCP */
+			}
+			next = ext->nexthdr;
+			l4 += len;
+			payload = payload > len ? payload - len : 0;
+		}
+		if (next != IPPROTO_TCP) {
+			/* Still an extension header after MAX_EXT of them. */
+			if (next == IPV6_HOPOPTS || next == IPV6_ROUTING || next == IPV6_DSTOPTS ||
+			    next == IPV6_FRAGMENT || next == IPV6_AH)
+				count(FLOWLAT_STAT_EXT_SKIPPED);
+			return TC_ACT_UNSPEC;
+		}
+	}
+	return on_tcp(skb, egress, 6, saddr, daddr, saddr[3], daddr[3], l4, payload);
+}
+
+static __always_inline int handle(struct __sk_buff *skb, const int egress, const int l2)
+{
+	__u16 proto;
+	__u32 off = 0;
+	if (l2) {
+		void *data = (void *)(long)skb->data;
+		void *data_end = (void *)(long)skb->data_end;
+		struct eth_head *eth = data;
+		if ((void *)(eth + 1) > data_end)
+			return TC_ACT_UNSPEC;
+		proto = eth->proto;
+		off = ETH_HLEN;
+		/* 802.1Q / 802.1ad tags in the packet; a tag the kernel already
+		 * moved into the skb's metadata is simply not here. */
+#pragma unroll
+		for (int i = 0; i < MAX_VLAN; i++) {
+			if (proto != bpf_htons(ETH_P_8021Q) && proto != bpf_htons(ETH_P_8021AD))
+				break;
+			struct vlan_head *vh = data + off;
+			if ((void *)(vh + 1) > data_end)
+				return TC_ACT_UNSPEC;
+			proto = vh->proto;
+			off += sizeof(struct vlan_head);
+		}
+	} else {
+		/* L3 devices: the packet starts at the IP header. */
+		proto = (__u16)skb->protocol;
+	}
+	if (proto == bpf_htons(ETH_P_IP))
+		return on_ipv4(skb, egress, off);
+	if (proto == bpf_htons(ETH_P_IPV6))
+		return on_ipv6(skb, egress, off);
 	return TC_ACT_UNSPEC;
 }
 
 SEC("tc/ingress")
 int flowlat_ingress(struct __sk_buff *skb)
 {
-	return handle(skb, 0);
+	return handle(skb, 0, 1);
 }
 
 SEC("tc/egress")
 int flowlat_egress(struct __sk_buff *skb)
 {
-	return handle(skb, 1);
+	return handle(skb, 1, 1);
+}
+
+SEC("tc/ingress_l3")
+int flowlat_in_l3(struct __sk_buff *skb)
+{
+	return handle(skb, 0, 0);
+}
+
+SEC("tc/egress_l3")
+int flowlat_eg_l3(struct __sk_buff *skb)
+{
+	return handle(skb, 1, 0);
 }

@@ -11,7 +11,7 @@ use flowlat::cli::{self, Command, Settings};
 use flowlat::netlink::link::{self, LinkLayer};
 use flowlat::netlink::{tc, NetlinkError};
 use flowlat::output::{monotonic_ns, Formatter, WallClock};
-use flowlat::probe::{Hook, Outcome, Probe, ProbeConfig, Record};
+use flowlat::probe::{Framing, Hook, Outcome, Probe, ProbeConfig, Record};
 use tokio::signal::unix::{signal, SignalKind};
 
 /// A failure of the run, from whichever layer; each carries its own advice.
@@ -145,26 +145,18 @@ async fn run(s: Settings) -> Result<String, Error> {
     let mut links = Vec::new();
     for name in &s.ifaces {
         let l = link::resolve(&handle, name).await?;
-        match l.link_layer {
-            LinkLayer::Ethernet | LinkLayer::Loopback => {}
-            other => {
-                return Err(Error::Other(format!(
-                    "{name} has no Ethernet header ({other:?}); flowlat supports Ethernet \
-                     interfaces and lo"
-                )))
-            }
-        }
-        links.push(l);
+        let framing = framing(&l)?;
+        links.push((l, framing));
     }
 
     let name = filter_name();
     let mut attached = Vec::new();
-    for l in &links {
+    for (l, framing) in &links {
         match tc::attach(
             &handle,
             l,
-            probe.program(Hook::Ingress),
-            probe.program(Hook::Egress),
+            probe.program_for(Hook::Ingress, *framing),
+            probe.program_for(Hook::Egress, *framing),
             &name,
         )
         .await
@@ -182,7 +174,7 @@ async fn run(s: Settings) -> Result<String, Error> {
         }
     }
     let took = started.elapsed();
-    let list: Vec<&str> = links.iter().map(|l| l.name.as_str()).collect();
+    let list: Vec<&str> = links.iter().map(|(l, _)| l.name.as_str()).collect();
     if took > Duration::from_millis(100) {
         eprintln!(
             "flowlat: attached to {} in {} ms",
@@ -196,7 +188,10 @@ async fn run(s: Settings) -> Result<String, Error> {
         );
     }
 
-    let names: HashMap<u32, String> = links.iter().map(|l| (l.index, l.name.clone())).collect();
+    let names: HashMap<u32, String> = links
+        .iter()
+        .map(|(l, _)| (l.index, l.name.clone()))
+        .collect();
     let fmt = Formatter::new(s.json, WallClock::now(), names);
     let mut tally = Tally::default();
     let result = watch(&s, &mut signals, &mut probe, &mut perf, &fmt, &mut tally).await;
@@ -336,6 +331,22 @@ async fn watch(
                 }
             }
         }
+    }
+}
+
+/// `ARPHRD_RAWIP`: L3 devices such as some cellular modems.
+const ARPHRD_RAWIP: u16 = 519;
+
+/// How the interface's packets start, from its link type.
+fn framing(l: &link::Link) -> Result<Framing, Error> {
+    match l.link_layer {
+        LinkLayer::Ethernet | LinkLayer::Loopback => Ok(Framing::Ethernet),
+        LinkLayer::None | LinkLayer::Other(ARPHRD_RAWIP) => Ok(Framing::Ip),
+        LinkLayer::Other(t) => Err(Error::Other(format!(
+            "{} has link type {t} (see `ip -d link show {}`); flowlat reads Ethernet \
+             interfaces, lo, and L3 devices without a link header (tun, WireGuard)",
+            l.name, l.name
+        ))),
     }
 }
 

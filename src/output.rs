@@ -192,7 +192,7 @@ impl Formatter {
                 s,
                 ",\"dir\":\"{}\",\"result\":\"{}\",\"client_ip\":\"{}\",\"client_port\":{},\
                  \"server_ip\":\"{}\",\"server_port\":{},\"rtt_ns\":{},\"local_ns\":{},\
-                 \"total_ns\":{},\"retrans\":{}}}",
+                 \"total_ns\":{},\"retrans\":{},\"synack_retrans\":{}}}",
                 r.dir.as_str(),
                 r.outcome.as_str(),
                 r.client,
@@ -202,15 +202,20 @@ impl Formatter {
                 json_opt(r.rtt_ns),
                 json_opt(r.local_ns),
                 json_opt(r.total_ns),
-                r.retrans
+                r.retrans,
+                json_opt(r.synack_retrans.map(u64::from))
             );
             s
         } else {
             let offset = self
                 .utc_offset_s
                 .unwrap_or_else(|| local_utc_offset((unix / 1_000_000_000) as i64));
+            let synack = match r.synack_retrans {
+                Some(n) => format!(" synack-retrans {n}"),
+                None => String::new(),
+            };
             format!(
-                "{} {:<nw$} {:<3} {:>21} -> {:<21} {:<9} rtt {:>10} local {:>10} total {:>10} retrans {}",
+                "{} {:<nw$} {:<3} {:>21} -> {:<21} {:<9} rtt {:>10} local {:>10} total {:>10} retrans {}{}",
                 time_of_day(unix, offset),
                 self.iface(r.ifindex),
                 r.dir.as_str(),
@@ -221,6 +226,7 @@ impl Formatter {
                 millis(r.local_ns),
                 millis(r.total_ns),
                 r.retrans,
+                synack,
                 nw = self.name_width
             )
         }
@@ -246,6 +252,7 @@ mod tests {
             local_ns: None,
             total_ns: Some(12_400_000),
             retrans: 0,
+            synack_retrans: None,
         }
     }
 
@@ -286,6 +293,22 @@ mod tests {
     }
 
     #[test]
+    fn inbound_lines_count_synack_retransmissions() {
+        let f = Formatter::new(false, clock(), names()).with_utc_offset(0);
+        let mut r = record();
+        r.dir = Dir::In;
+        r.local_ns = Some(50_000);
+        r.synack_retrans = Some(2);
+        let line = f.format(&r);
+        assert!(line.ends_with("retrans 0 synack-retrans 2"), "{line}");
+        let json = Formatter::new(true, clock(), names()).format(&r);
+        assert!(
+            json.ends_with("\"retrans\":0,\"synack_retrans\":2}"),
+            "{json}"
+        );
+    }
+
+    #[test]
     fn ipv6_endpoints_are_bracketed() {
         let f = Formatter::new(false, clock(), names()).with_utc_offset(0);
         let mut r = record();
@@ -303,7 +326,7 @@ mod tests {
             "{\"ts\":\"2026-11-27T12:00:01.123456Z\",\"iface\":\"eth0\",\"dir\":\"out\",\
              \"result\":\"ok\",\"client_ip\":\"10.0.0.5\",\"client_port\":51234,\
              \"server_ip\":\"93.184.216.34\",\"server_port\":443,\"rtt_ns\":12345678,\
-             \"local_ns\":null,\"total_ns\":12400000,\"retrans\":0}"
+             \"local_ns\":null,\"total_ns\":12400000,\"retrans\":0,\"synack_retrans\":null}"
         );
     }
 

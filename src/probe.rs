@@ -94,7 +94,12 @@ const STAT_SENT: usize = 0;
 const STAT_SEND_FAILED: usize = 1;
 const STAT_CREATED: usize = 2;
 const STAT_REMOVED: usize = 3;
-const STAT_MAX: usize = 4;
+const STAT_EXT_SKIPPED: usize = 4;
+const STAT_MAX: usize = 5;
+
+/// `FLOWLAT_GATE_SLOTS` and `FLOWLAT_GATE_BANKS`: the ACK gate (see `bpf/flowlat.h`).
+const GATE_SLOTS: usize = 32768;
+const GATE_BANKS: u32 = 2;
 
 /// `struct flowlat_key`.
 #[repr(C)]
@@ -125,7 +130,8 @@ pub struct Pending {
     pub syns: u16,
     pub synacks: u16,
     pub state: u8,
-    pub pad: [u8; 3],
+    pub bank: u8,
+    pub syn_len: u16,
 }
 
 /// `struct flowlat_event`: one record per attempt, as the classifier sends it.
@@ -190,6 +196,8 @@ pub struct Record {
     pub total_ns: Option<u64>,
     /// Client SYNs beyond the first.
     pub retrans: u32,
+    /// `in`: this side's SYN-ACKs beyond the first; `None` for `out`.
+    pub synack_retrans: Option<u32>,
 }
 
 fn addr(family: u8, a: &[u8; 16]) -> Option<IpAddr> {
@@ -251,6 +259,10 @@ impl Record {
             local_ns,
             total_ns,
             retrans: u32::from(p.syns.saturating_sub(1)),
+            synack_retrans: match dir {
+                Dir::In => Some(u32::from(p.synacks.saturating_sub(1))),
+                Dir::Out => None,
+            },
         })
     }
 }
@@ -273,6 +285,8 @@ pub struct KernelStats {
     pub created: u64,
     /// Pending entries the classifier removed when reporting them.
     pub removed: u64,
+    /// IPv6 packets skipped because their extension header chain was too long.
+    pub ext_skipped: u64,
 }
 
 /// What a sweep of the pending table found.
@@ -286,15 +300,31 @@ pub struct Sweep {
     pub tombstones: u64,
 }
 
-/// The loaded classifier: two programs and their maps.
+/// How an interface's packets start, which picks the program variant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// An Ethernet header (Ethernet, veth, bridges, bonds, lo, ...).
+    Ethernet,
+    /// The IP header itself (tun, WireGuard and other `link/none` devices).
+    Ip,
+}
+
+/// The loaded classifier: four programs (two hooks × two framings) and their maps.
 pub struct Probe {
     ingress: OwnedFd,
     egress: OwnedFd,
+    ingress_l3: OwnedFd,
+    egress_l3: OwnedFd,
     pending: OwnedFd,
     events: OwnedFd,
     stats: OwnedFd,
+    gate: OwnedFd,
+    config: OwnedFd,
     possible_cpus: usize,
     max_pending: u32,
+    /// The ACK gate's active bank, and when it last changed (`None` before the first sweep).
+    bank: u32,
+    rotated_ns: Option<u64>,
     /// Entries removed by user space (timeouts, old tombstones), for the eviction count.
     swept: u64,
     /// Tombstones inserted by user space, for the eviction count.
@@ -334,10 +364,13 @@ impl Probe {
                 .ok_or_else(|| BpfError::Object(format!("the probe has no map named {name}")))
         };
         let (pending, events, stats) = (take("pending")?, take("events")?, take("stats")?);
+        let (gate, config) = (take("gate")?, take("config")?);
         let fds: HashMap<&str, BorrowedFd<'_>> = [
             ("pending", pending.as_fd()),
             ("events", events.as_fd()),
             ("stats", stats.as_fd()),
+            ("gate", gate.as_fd()),
+            ("config", config.as_fd()),
         ]
         .into_iter()
         .collect();
@@ -350,24 +383,39 @@ impl Probe {
         };
         let ingress = load("flowlat_ingress")?;
         let egress = load("flowlat_egress")?;
+        let ingress_l3 = load("flowlat_in_l3")?;
+        let egress_l3 = load("flowlat_eg_l3")?;
         Ok(Probe {
             ingress,
             egress,
+            ingress_l3,
+            egress_l3,
             pending,
             events,
             stats,
+            gate,
+            config,
             possible_cpus,
             max_pending: cfg.max_pending,
+            bank: 0,
+            rotated_ns: None,
             swept: 0,
             tombstones: 0,
         })
     }
 
-    /// The program for a hook, to attach with `cls_bpf`.
+    /// The program for a hook of an Ethernet interface, to attach with `cls_bpf`.
     pub fn program(&self, hook: Hook) -> BorrowedFd<'_> {
-        match hook {
-            Hook::Ingress => self.ingress.as_fd(),
-            Hook::Egress => self.egress.as_fd(),
+        self.program_for(hook, Framing::Ethernet)
+    }
+
+    /// The program for a hook of an interface with the given framing.
+    pub fn program_for(&self, hook: Hook, framing: Framing) -> BorrowedFd<'_> {
+        match (hook, framing) {
+            (Hook::Ingress, Framing::Ethernet) => self.ingress.as_fd(),
+            (Hook::Egress, Framing::Ethernet) => self.egress.as_fd(),
+            (Hook::Ingress, Framing::Ip) => self.ingress_l3.as_fd(),
+            (Hook::Egress, Framing::Ip) => self.egress_l3.as_fd(),
         }
     }
 
@@ -384,6 +432,52 @@ impl Probe {
         repeat: u32,
     ) -> Result<sys::TestRun, BpfError> {
         sys::prog_test_run(self.program(hook), packet, None, repeat)
+    }
+
+    /// Like [`Probe::test_run`], for an interface of the given framing.
+    pub fn test_run_framed(
+        &self,
+        hook: Hook,
+        framing: Framing,
+        packet: &[u8],
+        repeat: u32,
+    ) -> Result<sys::TestRun, BpfError> {
+        sys::prog_test_run(self.program_for(hook, framing), packet, None, repeat)
+    }
+
+    /// The ACK gate's count for a slot, summed over both banks (tests).
+    pub fn gate_count(&self, slot: u32) -> Result<u64, BpfError> {
+        let mut total = 0;
+        let mut buf = vec![0u8; GATE_SLOTS * 4];
+        let at = (slot as usize % GATE_SLOTS) * 4;
+        for bank in 0..GATE_BANKS {
+            if sys::map_lookup(self.gate.as_fd(), &bank.to_ne_bytes(), &mut buf)? {
+                let mut word = [0u8; 4];
+                word.copy_from_slice(&buf[at..at + 4]);
+                total += u64::from(u32::from_ne_bytes(word));
+            }
+        }
+        Ok(total)
+    }
+
+    /// Zeroes the inactive gate bank and makes it the active one, once every
+    /// `timeout` + 1 s: by then every attempt counted in it has completed or
+    /// been swept as a timeout, so only counts of evicted or timed-out attempts
+    /// are cleared (see `bpf/flowlat.h`).
+    fn rotate_gate(&mut self, now_ns: u64, timeout_ns: u64) -> Result<(), BpfError> {
+        let period = timeout_ns.saturating_add(1_000_000_000);
+        let last = *self.rotated_ns.get_or_insert(now_ns);
+        if now_ns.saturating_sub(last) < period {
+            return Ok(());
+        }
+        let next = 1 - self.bank;
+        let zeros = vec![0u8; GATE_SLOTS * 4];
+        sys::map_update(self.gate.as_fd(), &next.to_ne_bytes(), &zeros, sys::BPF_ANY)?;
+        let cfg = [next.to_ne_bytes(), [0; 4]].concat();
+        sys::map_update(self.config.as_fd(), &0u32.to_ne_bytes(), &cfg, sys::BPF_ANY)?;
+        self.bank = next;
+        self.rotated_ns = Some(now_ns);
+        Ok(())
     }
 
     /// Sums the per-CPU counters.
@@ -403,6 +497,7 @@ impl Probe {
             send_failed: sum[STAT_SEND_FAILED],
             created: sum[STAT_CREATED],
             removed: sum[STAT_REMOVED],
+            ext_skipped: sum[STAT_EXT_SKIPPED],
         })
     }
 
@@ -492,6 +587,8 @@ impl Probe {
                 Err(e) => return Err(e),
             }
         }
+        // After the timeouts are gone: see rotate_gate.
+        self.rotate_gate(now_ns, timeout_ns)?;
         Ok(sweep)
     }
 
@@ -618,6 +715,8 @@ mod tests {
             offset_of!(Pending, syns),
             offset_of!(Pending, synacks),
             offset_of!(Pending, state),
+            offset_of!(Pending, bank),
+            offset_of!(Pending, syn_len),
             size_of::<Event>(),
             offset_of!(Event, key),
             offset_of!(Event, p),
@@ -636,7 +735,12 @@ mod tests {
             STAT_SEND_FAILED,
             STAT_CREATED,
             STAT_REMOVED,
+            STAT_EXT_SKIPPED,
             STAT_MAX,
+            GATE_SLOTS,
+            GATE_BANKS as usize,
+            GATE_SLOTS * 4,
+            8,
         ];
         let rust: Vec<u64> = rust.iter().map(|&v| v as u64).collect();
         assert_eq!(c, rust, "bpf/flowlat.h and src/probe.rs disagree");
