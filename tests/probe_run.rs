@@ -419,3 +419,247 @@ fn full_table_evicts_and_the_eviction_is_counted() {
     );
     let _ = probe.sweep(flowlat::output::monotonic_ns(), Duration::from_secs(3600));
 }
+
+/// An out handshake (SYN egress, SYN-ACK ingress) with both frames shaped by `shape`.
+fn out_handshake(rig: &mut Rig, c: &str, s: &str, shape: impl Fn(&mut Tcp)) -> Vec<Record> {
+    let mut syn = Tcp::new(c, 51000, s, 443, SYN).seq(10);
+    shape(&mut syn);
+    rig.run(Hook::Egress, &syn.frame());
+    let mut ack = Tcp::new(s, 443, c, 51000, SYN | ACK).seq(20).ack(11);
+    shape(&mut ack);
+    rig.run(Hook::Ingress, &ack.frame());
+    rig.records()
+}
+
+#[test]
+fn vlan_tagged_frames_are_measured() {
+    let mut rig = Rig::new();
+    // One 802.1Q tag; 802.1ad outside 802.1Q (QinQ); both families.
+    for tags in [vec![(0x8100, 100)], vec![(0x88a8, 7), (0x8100, 100)]] {
+        for (c, s) in [(C4, S4), (C6, S6)] {
+            let recs = out_handshake(&mut rig, c, s, |t| t.vlans = tags.clone());
+            assert_eq!(recs.len(), 1, "tags {tags:?} {c}");
+            assert_eq!(recs[0].outcome, Outcome::Ok);
+            assert_eq!(recs[0].client.to_string(), c);
+        }
+    }
+    // A third tag is beyond what is parsed: passed through, not measured.
+    let three = vec![(0x88a8, 1), (0x8100, 2), (0x8100, 3)];
+    assert!(out_handshake(&mut rig, C4, S4, |t| t.vlans = three.clone()).is_empty());
+    assert_eq!(rig.pending(), 0);
+}
+
+#[test]
+fn ipv6_extension_headers_are_walked() {
+    use common::packet::Ext;
+    let mut rig = Rig::new();
+    let chains = vec![
+        vec![Ext::Options(0, 1)],
+        vec![Ext::Options(0, 1), Ext::Options(43, 3), Ext::Options(60, 2)],
+        vec![Ext::Fragment(0, true)],
+        vec![Ext::Auth(4)],
+        vec![
+            Ext::Options(0, 1),
+            Ext::Options(60, 1),
+            Ext::Options(43, 1),
+            Ext::Fragment(0, false),
+            Ext::Auth(3),
+            Ext::Options(60, 2),
+        ],
+    ];
+    for chain in chains {
+        let recs = out_handshake(&mut rig, C6, S6, |t| t.ext = chain.clone());
+        assert_eq!(recs.len(), 1, "chain {chain:?}");
+        assert_eq!(recs[0].outcome, Outcome::Ok);
+    }
+    // A non-first fragment has no TCP header: skipped.
+    let frag = vec![Ext::Fragment(185, false)];
+    assert!(out_handshake(&mut rig, C6, S6, |t| t.ext = frag.clone()).is_empty());
+    assert_eq!(rig.pending(), 0);
+    // Seven extension headers: more than the bound, skipped and counted.
+    let before = rig.probe.kernel_stats().expect("stats").ext_skipped;
+    let long = vec![Ext::Options(60, 1); 7];
+    assert!(out_handshake(&mut rig, C6, S6, |t| t.ext = long.clone()).is_empty());
+    assert_eq!(rig.pending(), 0);
+    let after = rig.probe.kernel_stats().expect("stats").ext_skipped;
+    assert_eq!(
+        after - before,
+        2,
+        "both packets of the long chain are counted"
+    );
+}
+
+#[test]
+fn first_ipv4_fragment_is_parsed() {
+    let mut rig = Rig::new();
+    let recs = out_handshake(&mut rig, C4, S4, |t| {
+        // More-fragments set, offset 0: the first fragment holds the TCP header.
+        t.ip_options.clear();
+        t.payload.clear();
+    });
+    assert_eq!(recs.len(), 1);
+    let mut syn = Tcp::new(C4, 2222, S4, 80, SYN).seq(1).frame();
+    syn[14 + 6] = 0x20; // MF, offset 0
+    rig.run(Hook::Egress, &syn);
+    assert_eq!(rig.pending(), 1);
+}
+
+#[test]
+fn tcp_fast_open_syn_with_data() {
+    let mut rig = Rig::new();
+    for (acked, expect) in [(11u32, true), (11 + 5, true), (11 + 6, false)] {
+        let mut syn = Tcp::new(C4, 3000, S4, 443, SYN).seq(10);
+        syn.payload = b"hello".to_vec();
+        rig.run(Hook::Egress, &syn.frame());
+        rig.run(
+            Hook::Ingress,
+            &Tcp::new(S4, 443, C4, 3000, SYN | ACK)
+                .seq(9)
+                .ack(acked)
+                .frame(),
+        );
+        let recs = rig.records();
+        assert_eq!(recs.len(), usize::from(expect), "ack {acked}");
+        let _ = rig.probe.sweep(u64::MAX / 2, Duration::from_millis(1));
+    }
+}
+
+#[test]
+fn simultaneous_open_reports_one_out_and_one_in() {
+    let mut rig = Rig::new();
+    // Both ends send a SYN; both answer with a SYN-ACK; both ACK.
+    rig.run(
+        Hook::Egress,
+        &Tcp::new(C4, 7000, S4, 7001, SYN).seq(100).frame(),
+    );
+    rig.run(
+        Hook::Ingress,
+        &Tcp::new(S4, 7001, C4, 7000, SYN).seq(500).frame(),
+    );
+    rig.run(
+        Hook::Egress,
+        &Tcp::new(C4, 7000, S4, 7001, SYN | ACK)
+            .seq(100)
+            .ack(501)
+            .frame(),
+    );
+    rig.run(
+        Hook::Ingress,
+        &Tcp::new(S4, 7001, C4, 7000, SYN | ACK)
+            .seq(500)
+            .ack(101)
+            .frame(),
+    );
+    rig.run(
+        Hook::Ingress,
+        &Tcp::new(S4, 7001, C4, 7000, ACK).seq(501).ack(101).frame(),
+    );
+    let mut recs = rig.records();
+    recs.sort_by_key(|r| r.dir == Dir::In);
+    assert_eq!(recs.len(), 2, "{recs:?}");
+    assert_eq!((recs[0].dir, recs[0].outcome), (Dir::Out, Outcome::Ok));
+    assert_eq!(recs[0].client.to_string(), C4);
+    assert_eq!((recs[1].dir, recs[1].outcome), (Dir::In, Outcome::Ok));
+    assert_eq!(
+        recs[1].client.to_string(),
+        S4,
+        "the peer's SYN made it the client of the in attempt"
+    );
+    assert_eq!(rig.pending(), 0);
+}
+
+#[test]
+fn retransmitted_synack_is_counted_and_mismatched_rst_ignored() {
+    let mut rig = Rig::new();
+    rig.run(Hook::Ingress, &syn(C4, S4, 1000));
+    // A RST that does not acknowledge ISN+1 is not a refusal.
+    rig.run(
+        Hook::Egress,
+        &Tcp::new(S4, 443, C4, 51234, RST | ACK).ack(5).frame(),
+    );
+    // A SYN-ACK that does not acknowledge ISN+1 is not ours to count.
+    rig.run(Hook::Egress, &synack(C4, S4, 4000, 9000));
+    rig.run(Hook::Egress, &synack(C4, S4, 1000, 9000));
+    rig.run(Hook::Ingress, &syn(C4, S4, 1000)); // the client did not hear us
+    rig.run(Hook::Egress, &synack(C4, S4, 1000, 9000));
+    assert!(rig.records().is_empty());
+    rig.run(Hook::Ingress, &client_ack(C4, S4, 1000, 9000));
+    let recs = rig.records();
+    assert_eq!(recs.len(), 1);
+    assert_eq!((recs[0].retrans, recs[0].synack_retrans), (1, Some(1)));
+    assert!(recs[0].local_ns.is_some());
+}
+
+#[test]
+fn established_acks_pass_the_gate_only_when_an_attempt_waits() {
+    let mut rig = Rig::new();
+    let slot_of = |c: [u8; 4], s: [u8; 4], cp: u16, sp: u16| {
+        let (a, b) = (u32::from_ne_bytes(c), u32::from_ne_bytes(s));
+        ((a ^ b ^ u32::from(cp.to_be() ^ sp.to_be())).wrapping_mul(0x9E37_79B1)) >> 17
+    };
+    let slot = slot_of([10, 0, 0, 5], [93, 184, 216, 34], 51234, 443);
+    assert_eq!(rig.probe.gate_count(slot).expect("gate"), 0);
+    rig.run(Hook::Ingress, &syn(C4, S4, 1000));
+    rig.run(Hook::Egress, &synack(C4, S4, 1000, 9000));
+    assert_eq!(
+        rig.probe.gate_count(slot).expect("gate"),
+        1,
+        "our SYN-ACK opens the slot"
+    );
+    rig.run(Hook::Egress, &synack(C4, S4, 1000, 9000));
+    assert_eq!(
+        rig.probe.gate_count(slot).expect("gate"),
+        1,
+        "a retransmission counts once"
+    );
+    rig.run(Hook::Ingress, &client_ack(C4, S4, 1000, 9000));
+    assert_eq!(rig.records().len(), 1);
+    assert_eq!(
+        rig.probe.gate_count(slot).expect("gate"),
+        0,
+        "completion closes it"
+    );
+    // An attempt that times out leaves its count until its bank is recycled,
+    // one --syn-timeout + 1 s after the next rotation.
+    rig.run(Hook::Ingress, &syn(C4, S4, 2000));
+    rig.run(Hook::Egress, &synack(C4, S4, 2000, 9000));
+    let t = flowlat::output::monotonic_ns() + 20_000_000;
+    let step = Duration::from_millis(10);
+    let period = 1_010_000_000;
+    assert_eq!(rig.probe.sweep(t, step).expect("sweep").expired.len(), 1);
+    assert_eq!(rig.probe.gate_count(slot).expect("gate"), 1);
+    let _ = rig.probe.sweep(t + period, step).expect("sweep");
+    assert_eq!(
+        rig.probe.gate_count(slot).expect("gate"),
+        1,
+        "its bank is still in use"
+    );
+    let _ = rig.probe.sweep(t + 2 * period, step).expect("sweep");
+    assert_eq!(rig.probe.gate_count(slot).expect("gate"), 0, "recycled");
+    // Measurement goes on across rotations.
+    rig.run(Hook::Ingress, &syn(C4, S4, 3000));
+    rig.run(Hook::Egress, &synack(C4, S4, 3000, 9000));
+    rig.run(Hook::Ingress, &client_ack(C4, S4, 3000, 9000));
+    assert_eq!(rig.records().len(), 1);
+}
+
+#[test]
+fn lying_lengths_and_large_packets_pass_untouched() {
+    let mut rig = Rig::new();
+    let mut long = Tcp::new(C4, 51234, S4, 443, ACK).seq(1).ack(1);
+    long.payload = vec![7; 3000];
+    let mut frames = vec![long.frame()];
+    for tot in [0u16, 20, 40, 41, 0xffff] {
+        let mut f = syn(C4, S4, 5);
+        f[16..18].copy_from_slice(&tot.to_be_bytes());
+        frames.push(f);
+    }
+    let mut v6 = syn(C6, S6, 5);
+    v6[18..20].copy_from_slice(&0xffffu16.to_be_bytes());
+    frames.push(v6);
+    for f in &frames {
+        rig.run(Hook::Egress, f);
+        rig.run(Hook::Ingress, f);
+    }
+    let _ = rig.records();
+}

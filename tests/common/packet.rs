@@ -27,6 +27,57 @@ pub struct Tcp {
     pub tcp_options: Vec<u8>,
     pub src_mac: [u8; 6],
     pub dst_mac: [u8; 6],
+    /// VLAN tags after the MAC addresses, outermost first: (TPID, TCI).
+    pub vlans: Vec<(u16, u16)>,
+    /// IPv6 extension headers before TCP, in order.
+    pub ext: Vec<Ext>,
+}
+
+/// An IPv6 extension header.
+#[derive(Clone, Debug)]
+pub enum Ext {
+    /// Hop-by-hop (0), routing (43) or destination options (60), with
+    /// `units` × 8 bytes in all (at least 1).
+    Options(u8, u8),
+    /// A fragment header with this offset (in 8-byte units) and more-fragments flag.
+    Fragment(u16, bool),
+    /// An authentication header with `words` × 4 bytes in all (at least 3).
+    Auth(u8),
+}
+
+impl Ext {
+    fn kind(&self) -> u8 {
+        match self {
+            Ext::Options(t, _) => *t,
+            Ext::Fragment(..) => 44,
+            Ext::Auth(_) => 51,
+        }
+    }
+    fn bytes(&self, next: u8) -> Vec<u8> {
+        match self {
+            Ext::Options(_, units) => {
+                let mut b = vec![0u8; usize::from(*units) * 8];
+                b[0] = next;
+                b[1] = units - 1;
+                b[2] = 1; // PadN
+                b[3] = (b.len() - 4) as u8;
+                b
+            }
+            Ext::Fragment(off, more) => {
+                let v = (off << 3) | u16::from(*more);
+                let mut b = vec![next, 0];
+                b.extend_from_slice(&v.to_be_bytes());
+                b.extend_from_slice(&0x1234_5678u32.to_be_bytes());
+                b
+            }
+            Ext::Auth(words) => {
+                let mut b = vec![0u8; usize::from(*words) * 4];
+                b[0] = next;
+                b[1] = words - 2;
+                b
+            }
+        }
+    }
 }
 
 impl Tcp {
@@ -44,6 +95,8 @@ impl Tcp {
             tcp_options: Vec::new(),
             src_mac: [2, 0, 0, 0, 0, 1],
             dst_mac: [2, 0, 0, 0, 0, 2],
+            vlans: Vec::new(),
+            ext: Vec::new(),
         }
     }
     pub fn seq(mut self, seq: u32) -> Tcp {
@@ -68,7 +121,7 @@ impl Tcp {
         tcp.extend_from_slice(&[0, 0, 0, 0]); // checksum, urgent pointer
         tcp.extend_from_slice(&self.tcp_options);
         tcp.extend_from_slice(&self.payload);
-        l3(
+        let mut f = l3(
             self.src,
             self.dst,
             6,
@@ -77,7 +130,33 @@ impl Tcp {
             16,
             self.src_mac,
             self.dst_mac,
-        )
+        );
+        if !self.ext.is_empty() {
+            // Insert the chain between the IPv6 header and TCP, fixing the
+            // next-header fields and the payload length.
+            let mut chain = Vec::new();
+            for (i, e) in self.ext.iter().enumerate() {
+                let next = self.ext.get(i + 1).map_or(6, Ext::kind);
+                chain.extend(e.bytes(next));
+            }
+            f[14 + 6] = self.ext[0].kind();
+            let plen = u16::from_be_bytes([f[14 + 4], f[14 + 5]]) + chain.len() as u16;
+            f[14 + 4..14 + 6].copy_from_slice(&plen.to_be_bytes());
+            f.splice(54..54, chain);
+        }
+        for &(tpid, tci) in self.vlans.iter().rev() {
+            let mut tag = tpid.to_be_bytes().to_vec();
+            tag.extend_from_slice(&tci.to_be_bytes());
+            f.splice(12..12, tag);
+        }
+        f
+    }
+
+    /// The packet without its Ethernet header, as an L3 device carries it.
+    pub fn ip_packet(&self) -> Vec<u8> {
+        let mut plain = self.clone();
+        plain.vlans.clear();
+        plain.frame()[14..].to_vec()
     }
 }
 
