@@ -1,0 +1,739 @@
+//! Differential fuzzing of the classifier: random and mutated packets, in every
+//! shape flowlat parses, go through the real program with `BPF_PROG_TEST_RUN`
+//! and through a model of the measurement contract written here from the
+//! README. Every packet must pass unchanged with TC_ACT_UNSPEC, and the records
+//! and the pending table must be exactly what the model says.
+//!
+//! The seed is fixed for CI; set FLOWLAT_FUZZ_SEED (and FLOWLAT_FUZZ_PACKETS)
+//! to explore others. A failure prints the seed and the packet.
+
+mod common;
+
+use std::collections::HashMap;
+
+use common::packet::{Ext, Tcp, ACK, FIN, PSH, RST, SYN};
+use flowlat::bpf::perf::PerfBuffers;
+use flowlat::probe::{Dir, Event, Hook, Outcome, Probe, ProbeConfig, Record};
+
+const TC_ACT_UNSPEC: u32 = u32::MAX;
+
+/// xorshift64*: small, fast and reproducible.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+    fn pick<'a, T>(&mut self, v: &'a [T]) -> &'a T {
+        &v[self.below(v.len() as u64) as usize]
+    }
+    fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+}
+
+// ---- The model ----------------------------------------------------------
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Syn,
+    SynAck,
+    Rst,
+    Ack,
+}
+
+/// What the contract needs of a packet.
+#[derive(Debug, Clone)]
+struct Seg {
+    family: u8,
+    src: [u8; 16],
+    dst: [u8; 16],
+    sport: u16,
+    dport: u16,
+    seq: u32,
+    ack: u32,
+    flags: u8,
+    kind: Kind,
+    syn_len: u16,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct MKey {
+    dir: Dir,
+    family: u8,
+    client: [u8; 16],
+    server: [u8; 16],
+    cport: u16,
+    sport: u16,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Syn,
+    SynAck,
+    Reported,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct MEntry {
+    isn: u32,
+    server_isn: u32,
+    syns: u16,
+    synacks: u16,
+    syn_len: u16,
+    state: State,
+    /// A tombstone whose client retried since it was reported.
+    refreshed: bool,
+    /// For a tombstone: the sweep (in seconds of fake time) that made it.
+    reported_at: u64,
+}
+
+/// A record as far as the model can predict it (no timings).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct MRec {
+    dir: u8,
+    outcome: u8,
+    client: String,
+    cport: u16,
+    server: String,
+    sport: u16,
+    retrans: u32,
+    synack_retrans: Option<u32>,
+}
+
+fn outcome_code(o: Outcome) -> u8 {
+    match o {
+        Outcome::Ok => 0,
+        Outcome::Refused => 1,
+        Outcome::Timeout => 2,
+        Outcome::Abandoned => 3,
+    }
+}
+
+fn ip_string(family: u8, a: &[u8; 16]) -> String {
+    if family == 4 {
+        std::net::Ipv4Addr::new(a[0], a[1], a[2], a[3]).to_string()
+    } else {
+        std::net::Ipv6Addr::from(*a).to_string()
+    }
+}
+
+impl MRec {
+    fn of(r: &Record) -> MRec {
+        MRec {
+            dir: (r.dir == Dir::In) as u8,
+            outcome: outcome_code(r.outcome),
+            client: r.client.to_string(),
+            cport: r.client_port,
+            server: r.server.to_string(),
+            sport: r.server_port,
+            retrans: r.retrans,
+            synack_retrans: r.synack_retrans,
+        }
+    }
+    fn model(k: &MKey, e: &MEntry, outcome: Outcome) -> MRec {
+        MRec {
+            dir: (k.dir == Dir::In) as u8,
+            outcome: outcome_code(outcome),
+            client: ip_string(k.family, &k.client),
+            cport: k.cport,
+            server: ip_string(k.family, &k.server),
+            sport: k.sport,
+            retrans: u32::from(e.syns.saturating_sub(1)),
+            synack_retrans: (k.dir == Dir::In).then(|| u32::from(e.synacks.saturating_sub(1))),
+        }
+    }
+}
+
+const MAX_L4_OFF: usize = 1024;
+
+/// The contract's parser, written from the README (not from probe.c).
+fn parse(f: &[u8], ext_skipped: &mut u64) -> Option<Seg> {
+    let has = |off: usize, len: usize| off <= MAX_L4_OFF && off + len <= f.len();
+    let be16 = |o: usize| u16::from_be_bytes([f[o], f[o + 1]]);
+    let be32 = |o: usize| u32::from_be_bytes([f[o], f[o + 1], f[o + 2], f[o + 3]]);
+    if f.len() < 14 {
+        return None;
+    }
+    let mut proto = be16(12);
+    let mut off = 14;
+    for _ in 0..2 {
+        if proto != 0x8100 && proto != 0x88a8 {
+            break;
+        }
+        if off + 4 > f.len() {
+            return None;
+        }
+        proto = be16(off + 2);
+        off += 4;
+    }
+    let (family, src, dst, l4, ip_payload) = match proto {
+        0x0800 => {
+            if !has(off, 20) || f[off + 9] != 6 {
+                return None;
+            }
+            let ihl = usize::from(f[off] & 0xf) * 4;
+            if f[off] >> 4 != 4 || ihl < 20 || be16(off + 6) & 0x1fff != 0 {
+                return None;
+            }
+            let mut s = [0u8; 16];
+            let mut d = [0u8; 16];
+            s[..4].copy_from_slice(&f[off + 12..off + 16]);
+            d[..4].copy_from_slice(&f[off + 16..off + 20]);
+            let tot = usize::from(be16(off + 2));
+            (4, s, d, off + ihl, tot.saturating_sub(ihl))
+        }
+        0x86dd => {
+            if !has(off, 40) || f[off] >> 4 != 6 {
+                return None;
+            }
+            let mut next = f[off + 6];
+            let mut payload = usize::from(be16(off + 4));
+            let s: [u8; 16] = f[off + 8..off + 24].try_into().ok()?;
+            let d: [u8; 16] = f[off + 24..off + 40].try_into().ok()?;
+            let mut l4 = off + 40;
+            for _ in 0..6 {
+                if next == 6 {
+                    break;
+                }
+                if !matches!(next, 0 | 43 | 60 | 44 | 51) || !has(l4, 8) {
+                    return None;
+                }
+                let len = match next {
+                    44 => {
+                        if be16(l4 + 2) & 0xfff8 != 0 {
+                            return None;
+                        }
+                        8
+                    }
+                    51 => (usize::from(f[l4 + 1]) + 2) * 4,
+                    _ => (usize::from(f[l4 + 1]) + 1) * 8,
+                };
+                next = f[l4];
+                l4 += len;
+                payload = payload.saturating_sub(len);
+            }
+            if next != 6 {
+                if matches!(next, 0 | 43 | 60 | 44 | 51) {
+                    *ext_skipped += 1;
+                }
+                return None;
+            }
+            (6, s, d, l4, payload)
+        }
+        _ => return None,
+    };
+    if !has(l4, 16) {
+        return None;
+    }
+    let flags = f[l4 + 13];
+    let kind = if flags & RST != 0 {
+        Kind::Rst
+    } else if flags & SYN != 0 {
+        if flags & ACK != 0 {
+            Kind::SynAck
+        } else {
+            Kind::Syn
+        }
+    } else if flags & ACK != 0 {
+        Kind::Ack
+    } else {
+        return None;
+    };
+    let hlen = usize::from(f[l4 + 12] >> 4) * 4;
+    if hlen < 20 || f.len() < l4 + hlen {
+        return None;
+    }
+    Some(Seg {
+        family,
+        src,
+        dst,
+        sport: be16(l4),
+        dport: be16(l4 + 2),
+        seq: be32(l4 + 4),
+        ack: be32(l4 + 8),
+        flags,
+        kind,
+        syn_len: ip_payload.saturating_sub(hlen).min(0xffff) as u16,
+    })
+}
+
+#[derive(Default)]
+struct Model {
+    table: HashMap<MKey, MEntry>,
+    ext_skipped: u64,
+}
+
+impl Model {
+    fn key(s: &Seg, dir: Dir, client_is_src: bool) -> MKey {
+        let (client, server, cport, sport) = if client_is_src {
+            (s.src, s.dst, s.sport, s.dport)
+        } else {
+            (s.dst, s.src, s.dport, s.sport)
+        };
+        MKey {
+            dir,
+            family: s.family,
+            client,
+            server,
+            cport,
+            sport,
+        }
+    }
+
+    fn acks_syn(e: &MEntry, ack: u32) -> bool {
+        ack.wrapping_sub(e.isn.wrapping_add(1)) <= u32::from(e.syn_len)
+    }
+
+    /// Applies one packet; returns the records it ends.
+    fn step(&mut self, egress: bool, f: &[u8]) -> Vec<MRec> {
+        let Some(s) = parse(f, &mut self.ext_skipped) else {
+            return vec![];
+        };
+        let mut out = vec![];
+        match (egress, s.kind) {
+            (true, Kind::Ack) => {}
+            (_, Kind::Syn) => {
+                let k = Model::key(&s, if egress { Dir::Out } else { Dir::In }, true);
+                if let Some(e) = self.table.get_mut(&k) {
+                    if e.isn == s.seq {
+                        e.syns += 1;
+                        e.syn_len = e.syn_len.max(s.syn_len);
+                        e.refreshed |= e.state == State::Reported;
+                        return out;
+                    }
+                    let old = self.table.remove(&k).expect("present");
+                    if old.state != State::Reported {
+                        out.push(MRec::model(&k, &old, Outcome::Abandoned));
+                    }
+                }
+                let e = MEntry {
+                    isn: s.seq,
+                    server_isn: 0,
+                    syns: 1,
+                    synacks: 0,
+                    syn_len: s.syn_len,
+                    state: State::Syn,
+                    refreshed: false,
+                    reported_at: 0,
+                };
+                self.table.insert(k, e);
+            }
+            (true, Kind::SynAck) => {
+                let k = Model::key(&s, Dir::In, false);
+                if let Some(e) = self.table.get_mut(&k) {
+                    if e.state != State::Reported && Model::acks_syn(e, s.ack) {
+                        if e.synacks == 0 {
+                            e.server_isn = s.seq;
+                            e.state = State::SynAck;
+                        }
+                        e.synacks += 1;
+                    }
+                }
+            }
+            (true, Kind::Rst) => {
+                let k = Model::key(&s, Dir::In, false);
+                if let Some(e) = self.table.get(&k).copied() {
+                    if s.flags & ACK != 0 && e.state == State::Syn && Model::acks_syn(&e, s.ack) {
+                        self.table.remove(&k);
+                        out.push(MRec::model(&k, &e, Outcome::Refused));
+                    }
+                }
+            }
+            (false, Kind::SynAck | Kind::Rst) => {
+                if s.kind == Kind::Rst && s.flags & ACK == 0 {
+                    return out;
+                }
+                let k = Model::key(&s, Dir::Out, false);
+                if let Some(e) = self.table.get(&k).copied() {
+                    if e.state == State::Syn && Model::acks_syn(&e, s.ack) {
+                        self.table.remove(&k);
+                        let done = MEntry { synacks: 1, ..e };
+                        let o = if s.kind == Kind::Rst {
+                            Outcome::Refused
+                        } else {
+                            Outcome::Ok
+                        };
+                        out.push(MRec::model(&k, &done, o));
+                    }
+                }
+            }
+            (false, Kind::Ack) => {
+                let k = Model::key(&s, Dir::In, true);
+                if let Some(e) = self.table.get(&k).copied() {
+                    if e.state == State::SynAck && s.ack == e.server_isn.wrapping_add(1) {
+                        self.table.remove(&k);
+                        out.push(MRec::model(&k, &e, Outcome::Ok));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// A sweep at `now_s` (seconds of fake time, an hour ahead of the real
+    /// clock): every attempt times out and leaves a tombstone; tombstones go
+    /// when their client's last SYN is REPORTED_HOLD old: those whose client
+    /// retried (in real time, an hour before) and those made by a sweep that
+    /// long ago.
+    fn sweep_all(&mut self, now_s: u64) -> Vec<MRec> {
+        let hold = flowlat::probe::REPORTED_HOLD.as_secs();
+        let mut out = vec![];
+        self.table.retain(|_, e| {
+            !(e.state == State::Reported && (e.refreshed || now_s - e.reported_at >= hold))
+        });
+        for (k, e) in self.table.iter_mut() {
+            if e.state != State::Reported {
+                out.push(MRec::model(k, e, Outcome::Timeout));
+                e.state = State::Reported;
+                e.reported_at = now_s;
+            }
+        }
+        out
+    }
+}
+
+// ---- The generator ------------------------------------------------------
+
+const CLIENTS4: [&str; 2] = ["10.0.0.1", "10.0.0.2"];
+const SERVERS4: [&str; 2] = ["10.9.0.1", "10.9.0.2"];
+const CLIENTS6: [&str; 2] = ["2001:db8::1", "2001:db8::2"];
+const SERVERS6: [&str; 2] = ["2001:db8:9::1", "2001:db8:9::2"];
+const ISNS: [u32; 3] = [1000, 2000, u32::MAX];
+const SERVER_ISNS: [u32; 2] = [5000, 6000];
+
+/// A packet of some real handshake between a few endpoints, in a random shape.
+fn handshake_packet(rng: &mut Rng) -> Tcp {
+    let v6 = rng.chance(40);
+    let (c, s) = if v6 {
+        (*rng.pick(&CLIENTS6), *rng.pick(&SERVERS6))
+    } else {
+        (*rng.pick(&CLIENTS4), *rng.pick(&SERVERS4))
+    };
+    let cport = *rng.pick(&[40000u16, 40001]);
+    let sport = *rng.pick(&[80u16, 443]);
+    let isn = *rng.pick(&ISNS);
+    let sisn = *rng.pick(&SERVER_ISNS);
+    let data = rng.chance(15);
+    let mut t = match rng.below(8) {
+        0 | 1 => Tcp::new(c, cport, s, sport, SYN).seq(isn),
+        2 | 3 => {
+            let ack = if rng.chance(85) {
+                isn.wrapping_add(1)
+            } else {
+                isn.wrapping_add(rng.below(12) as u32)
+            };
+            Tcp::new(s, sport, c, cport, SYN | ACK).seq(sisn).ack(ack)
+        }
+        4 | 5 => {
+            let ack = if rng.chance(85) {
+                sisn.wrapping_add(1)
+            } else {
+                rng.next() as u32
+            };
+            Tcp::new(c, cport, s, sport, ACK | if data { PSH } else { 0 })
+                .seq(isn.wrapping_add(1))
+                .ack(ack)
+        }
+        6 => {
+            let flags = if rng.chance(80) { RST | ACK } else { RST };
+            Tcp::new(s, sport, c, cport, flags).ack(isn.wrapping_add(1))
+        }
+        _ => Tcp::new(
+            c,
+            cport,
+            s,
+            sport,
+            *rng.pick(&[FIN | ACK, FIN, 0, SYN | FIN, SYN | RST]),
+        )
+        .seq(isn),
+    };
+    if data || rng.chance(10) {
+        t.payload = vec![0x5a; rng.below(40) as usize];
+    }
+    if rng.chance(20) {
+        t.tcp_options = vec![1; 4 * rng.below(11) as usize];
+    }
+    if !v6 && rng.chance(20) {
+        t.ip_options = vec![1; 4 * rng.below(11) as usize];
+    }
+    if rng.chance(20) {
+        let n = 1 + rng.below(3) as usize;
+        t.vlans = (0..n)
+            .map(|i| {
+                (
+                    if i == 0 && rng.chance(50) {
+                        0x88a8
+                    } else {
+                        0x8100
+                    },
+                    i as u16,
+                )
+            })
+            .collect();
+    }
+    if v6 && rng.chance(30) {
+        let n = 1 + rng.below(8) as usize;
+        t.ext = (0..n)
+            .map(|_| match rng.below(5) {
+                0 => Ext::Options(0, 1 + rng.below(3) as u8),
+                1 => Ext::Options(43, 1 + rng.below(3) as u8),
+                2 => Ext::Options(60, 1 + rng.below(3) as u8),
+                3 => Ext::Fragment(
+                    if rng.chance(70) {
+                        0
+                    } else {
+                        1 + rng.below(100) as u16
+                    },
+                    rng.chance(50),
+                ),
+                _ => Ext::Auth(3 + rng.below(3) as u8),
+            })
+            .collect();
+    }
+    t
+}
+
+fn mutate(rng: &mut Rng, f: &mut Vec<u8>) {
+    match rng.below(5) {
+        0 => {
+            for _ in 0..1 + rng.below(3) {
+                let i = rng.below(f.len() as u64) as usize;
+                f[i] ^= 1 << rng.below(8);
+            }
+        }
+        1 => {
+            let i = rng.below(f.len() as u64) as usize;
+            f[i] = rng.next() as u8;
+        }
+        2 => {
+            let keep = 15 + rng.below(f.len().saturating_sub(15).max(1) as u64) as usize;
+            f.truncate(keep.min(f.len()));
+        }
+        3 => {
+            // A header field at a typical offset: lengths, IHL, data offset.
+            let i = *rng.pick(&[14usize, 16, 17, 18, 19, 20, 23, 46, 58, 66, 78]);
+            if i < f.len() {
+                f[i] = rng.next() as u8;
+            }
+        }
+        _ => {
+            let extra = rng.below(64) as usize;
+            f.extend((0..extra).map(|_| rng.next() as u8));
+        }
+    }
+}
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+#[test]
+fn classifier_matches_the_contract_on_random_and_mutated_packets() {
+    common::require_root();
+    let seed = env_u64("FLOWLAT_FUZZ_SEED", 0x00f1_0a7c_0ffe_e001);
+    let n = env_u64("FLOWLAT_FUZZ_PACKETS", 100_000);
+    // Large enough that nothing is evicted: eviction is tested elsewhere.
+    let mut probe = Probe::load(&ProbeConfig {
+        max_pending: 1 << 18,
+    })
+    .expect("load");
+    let mut perf: PerfBuffers = probe.open_perf(16).expect("perf rings");
+    let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+    let fake_start = flowlat::output::monotonic_ns() + 3_600_000_000_000;
+    let mut sweeps = 0u64;
+    let mut model = Model::default();
+    let (mut ran, mut refused, mut records) = (0u64, 0u64, 0u64);
+    for i in 0..n {
+        let egress = rng.chance(50);
+        let hook = if egress { Hook::Egress } else { Hook::Ingress };
+        let mut frame = if rng.chance(3) {
+            let len = 15 + rng.below(150) as usize;
+            (0..len).map(|_| rng.next() as u8).collect()
+        } else {
+            handshake_packet(&mut rng).frame()
+        };
+        if rng.chance(30) {
+            mutate(&mut rng, &mut frame);
+        }
+        let what = || format!("seed {seed:#x}, packet {i}, {hook:?}: {frame:02x?}");
+        let result = match probe.test_run(hook, &frame, 1) {
+            Ok(r) => r,
+            Err(_) => {
+                // The kernel refuses some frames outright (e.g. an IP header cut
+                // short): the program never ran, so nothing may change.
+                refused += 1;
+                continue;
+            }
+        };
+        ran += 1;
+        assert_eq!(result.retval, TC_ACT_UNSPEC, "{}", what());
+        assert_eq!(result.data_out, frame, "packet changed: {}", what());
+        let mut want = model.step(egress, &frame);
+        let mut got = Vec::new();
+        perf.drain(|_, b| {
+            let ev = Event::decode(b).expect("record size");
+            got.push(MRec::of(
+                &Record::from_event(&ev).expect("well-formed record"),
+            ));
+        });
+        want.sort();
+        got.sort();
+        records += got.len() as u64;
+        assert_eq!(got, want, "records differ from the contract: {}", what());
+        if rng.chance(1) && rng.chance(20) {
+            // Every attempt times out, once.
+            // Sweeps are 7 s of fake time apart, so tombstones age out too.
+            sweeps += 1;
+            let fake_now = fake_start + sweeps * 7_000_000_000;
+            let sw = probe
+                .sweep(fake_now, std::time::Duration::from_millis(1))
+                .expect("sweep");
+            let mut got: Vec<MRec> = sw.expired.iter().map(MRec::of).collect();
+            let mut want = model.sweep_all(sweeps * 7);
+            got.sort();
+            want.sort();
+            assert_eq!(
+                got, want,
+                "timeouts differ from the contract: seed {seed:#x}, sweep after packet {i}"
+            );
+        }
+        if i % 997 == 0 || i + 1 == n {
+            let mut kernel: Vec<String> = probe
+                .pending_entries()
+                .expect("walk")
+                .iter()
+                .map(|(k, p)| {
+                    let (c, s) = (k.client, k.server);
+                    let ports = (u16::from_be(k.client_port), u16::from_be(k.server_port));
+                    format!(
+                        "{} {c:?} {s:?} {ports:?} {} {} {} {}",
+                        k.dir, p.client_isn, p.syns, p.synacks, p.state
+                    )
+                })
+                .collect();
+            let mut modeled: Vec<String> = model
+                .table
+                .iter()
+                .map(|(k, e)| {
+                    let state = match e.state {
+                        State::Syn => 0,
+                        State::SynAck => 1,
+                        State::Reported => 2,
+                    };
+                    let (c, s) = (k.client, k.server);
+                    let ports = (k.cport, k.sport);
+                    format!(
+                        "{} {c:?} {s:?} {ports:?} {} {} {} {}",
+                        (k.dir == Dir::In) as u8,
+                        e.isn,
+                        e.syns,
+                        e.synacks,
+                        state
+                    )
+                })
+                .collect();
+            kernel.sort();
+            modeled.sort();
+            let only_kernel: Vec<&String> = kernel
+                .iter()
+                .filter(|k| modeled.binary_search(k).is_err())
+                .collect();
+            let only_model: Vec<&String> = modeled
+                .iter()
+                .filter(|k| kernel.binary_search(k).is_err())
+                .collect();
+            assert!(
+                only_kernel.is_empty() && only_model.is_empty(),
+                "pending table differs after {}:\nonly in the kernel: {only_kernel:?}\nonly in the model: {only_model:?}",
+                what()
+            );
+        }
+    }
+    let ks = probe.kernel_stats().expect("stats");
+    assert_eq!(
+        ks.ext_skipped, model.ext_skipped,
+        "long IPv6 chains counted"
+    );
+    assert_eq!(ks.send_failed, 0);
+    // The run must have exercised the contract, not just the parser's exits.
+    assert!(
+        ran > n * 9 / 10,
+        "only {ran} of {n} packets ran ({refused} refused)"
+    );
+    assert!(
+        records > n / 50,
+        "only {records} records in {n} packets: the generator is too weak"
+    );
+    assert!(sweeps > 0 || n < 10_000, "no timeout sweep was exercised");
+    eprintln!(
+        "fuzz: seed {seed:#x}: {ran} packets ran, {refused} refused by test-run, {records} records, \
+         {sweeps} sweeps, {} long IPv6 chains",
+        model.ext_skipped
+    );
+}
+
+/// User space's side: whatever bytes arrive as a record (a corrupt ring, a
+/// probe of another version), decoding and both output formats never panic,
+/// JSON lines stay valid, and malformed records are rejected, not printed.
+#[test]
+fn record_decoding_and_formatting_never_fail_on_random_bytes() {
+    use flowlat::output::{Formatter, WallClock};
+    let seed = env_u64("FLOWLAT_FUZZ_SEED", 0x00f1_0a7c_0ffe_e001);
+    let n = env_u64("FLOWLAT_FUZZ_RECORDS", 200_000);
+    let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+    let size = std::mem::size_of::<Event>();
+    let names: HashMap<u32, String> = [(1, "eth0".to_string()), (2, "we\"ird\\name".to_string())]
+        .into_iter()
+        .collect();
+    let text = Formatter::new(false, WallClock::now(), names.clone()).with_utc_offset(3600);
+    let json = Formatter::new(true, WallClock::with_offset(i128::from(i64::MAX)), names);
+    let (mut valid, mut rejected) = (0u64, 0u64);
+    let start = std::time::Instant::now();
+    for _ in 0..n {
+        // Mostly the right size (what the perf reader hands over), with fields
+        // steered towards valid values so that formatting is exercised too.
+        let len = if rng.chance(95) {
+            size
+        } else {
+            rng.below(2 * size as u64) as usize
+        };
+        let mut b: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+        if len == size && rng.chance(70) {
+            b[40] = *rng.pick(&[4u8, 6]); // family
+            b[41] = rng.below(3) as u8; // dir
+            b[size - 8] = rng.below(5) as u8; // result
+        }
+        let Some(ev) = Event::decode(&b) else {
+            assert_ne!(len, size, "a record of the right size always decodes");
+            continue;
+        };
+        match Record::from_event(&ev) {
+            Some(r) => {
+                valid += 1;
+                let line = text.format(&r);
+                assert!(!line.contains('\n'), "{line}");
+                let j = json.format(&r);
+                common::run::parse_json(&j).unwrap_or_else(|e| panic!("invalid JSON line: {e}"));
+            }
+            None => rejected += 1,
+        }
+        assert!(
+            start.elapsed().as_secs() < 60,
+            "record fuzzing took over a minute"
+        );
+    }
+    assert!(
+        valid > n / 4 && rejected > n / 10,
+        "{valid} valid, {rejected} rejected"
+    );
+}
