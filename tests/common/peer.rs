@@ -17,10 +17,10 @@ const ETH_P_ALL: u16 = 0x0003;
 const PACKET_OUTGOING: u8 = 4;
 
 /// A raw AF_PACKET socket bound to one interface.
-struct Raw(OwnedFd);
+pub struct Raw(OwnedFd);
 
 impl Raw {
-    fn open(dev: &str) -> Raw {
+    pub fn open(dev: &str) -> Raw {
         let name = std::ffi::CString::new(dev).expect("name");
         // SAFETY: `name` is a valid C string for the duration of the call.
         let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
@@ -76,7 +76,7 @@ impl Raw {
     }
 
     /// The next incoming frame, or None after the receive timeout.
-    fn recv(&self) -> Option<Vec<u8>> {
+    pub fn recv(&self) -> Option<Vec<u8>> {
         let mut buf = vec![0u8; 2048];
         // SAFETY: see above; sll and len are live locals sized for the kernel to fill.
         let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
@@ -99,7 +99,7 @@ impl Raw {
         Some(buf)
     }
 
-    fn send(&self, frame: &[u8]) {
+    pub fn send(&self, frame: &[u8]) {
         // SAFETY: frame is readable for its whole length.
         let n = unsafe {
             libc::send(
