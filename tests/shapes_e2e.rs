@@ -423,3 +423,88 @@ fn a_syn_flood_stays_bounded_and_real_handshakes_are_still_measured() {
         "user-space memory grew from {rss_before} to {rss_after} KiB"
     );
 }
+
+#[test]
+fn hostile_frames_on_a_real_interface_are_passed_and_never_measured() {
+    let net = VethPair::new("hostile");
+    net.a.ip(&["link", "set", "dev", "a", "mtu", "65535"]);
+    net.b.ip(&["link", "set", "dev", "b", "mtu", "65535"]);
+    let (amac, bmac) = (net.a.mac("a"), net.b.mac("b"));
+    let rb = net.b.enter(|| Raw::open("b"));
+    let _l = net.b.enter({
+        let addr: SocketAddr = format!("{}:8080", net.b4).parse().expect("addr");
+        move || TcpListener::bind(addr).expect("listen")
+    });
+    let f = Flowlat::start(&net.a, &["--json", "a"]);
+    let far = with_last_octet(&net.b4, 98);
+    let near = with_last_octet(&net.a4, 99);
+    let mut shapes = Vec::new();
+    for (c, s) in [
+        (&far, &near),
+        (&"2001:db8::98".to_string(), &"2001:db8::99".to_string()),
+    ] {
+        let mut t = Tcp::new(c, 4444, s, 80, SYN).seq(1);
+        t.src_mac = bmac;
+        t.dst_mac = amac;
+        shapes.push(t.clone());
+        t.vlans = vec![(0x88a8, 5), (0x8100, 6)];
+        shapes.push(t);
+    }
+    let mut sent = 0;
+    // Every truncation of SYNs in several shapes: the IP and TCP headers cut
+    // at every offset, which test-run cannot produce.
+    for t in &shapes {
+        let frame = t.frame();
+        for len in 14..frame.len() {
+            rb.send(&frame[..len]);
+            sent += 1;
+        }
+    }
+    // A maximum-size frame and random garbage.
+    let mut big = Tcp::new(&far, 4445, &near, 80, ACK).seq(1).ack(1);
+    big.src_mac = bmac;
+    big.dst_mac = amac;
+    big.payload = vec![0xee; 65535 - 40];
+    rb.send(&big.frame());
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for i in 0..2000usize {
+        let mut frame = amac.to_vec();
+        frame.extend_from_slice(&bmac);
+        let kind: &[u8] = [
+            &[0x08u8, 0x00][..],
+            &[0x86, 0xdd],
+            &[0x81, 0x00],
+            &[0x88, 0xa8],
+        ][i % 4];
+        frame.extend_from_slice(kind);
+        for _ in 0..(i % 120) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            frame.push(x as u8);
+        }
+        rb.send(&frame);
+        sent += 1;
+    }
+    // flowlat still measures a real handshake afterwards, and only that.
+    let dst: SocketAddr = format!("{}:8080", net.b4).parse().expect("addr");
+    let c = net
+        .a
+        .enter(move || TcpStream::connect_timeout(&dst, Duration::from_secs(2)))
+        .expect("connect");
+    let client = c.local_addr().expect("addr");
+    f.wait_records(1, Duration::from_secs(5), |_| true);
+    std::thread::sleep(Duration::from_millis(200));
+    let out = f.stop();
+    assert!(out.status.success(), "{}", out.stderr);
+    assert_eq!(
+        out.records.len(),
+        1,
+        "after {sent} hostile frames: {:?}",
+        out.lines
+    );
+    assert_eq!(
+        recs_for(&out.records, "out", &client.ip().to_string(), client.port()).len(),
+        1
+    );
+}
