@@ -2,11 +2,13 @@
 //!
 //! Layers, bottom up: [`bpf`] and [`netlink`] are generic kernel-ABI layers that
 //! know nothing of each other or of flowlat; [`probe`] is our program (its maps,
-//! its record and the measurement contract); [`output`] formats records; the
+//! its record and the measurement contract); [`privilege`] checks the
+//! capabilities before anything is created; [`output`] formats records; the
 //! binary (`src/main.rs`) parses arguments, prints, handles signals and exits.
 
 pub mod bpf;
 pub mod cli;
 pub mod netlink;
 pub mod output;
+pub mod privilege;
 pub mod probe;

@@ -11,6 +11,7 @@ use flowlat::cli::{self, Command, Settings};
 use flowlat::netlink::link::{self, LinkLayer};
 use flowlat::netlink::{tc, NetlinkError};
 use flowlat::output::{monotonic_ns, Formatter, WallClock};
+use flowlat::privilege::{self, Facts};
 use flowlat::probe::{Hook, Outcome, Probe, ProbeConfig, Record};
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -19,6 +20,9 @@ enum Error {
     Bpf(BpfError),
     Netlink(NetlinkError),
     Other(String),
+    /// The kernel refused a privileged operation although the capabilities
+    /// are there; the text says which setting may be why.
+    Refused(Box<Error>, String),
 }
 
 impl fmt::Display for Error {
@@ -27,6 +31,7 @@ impl fmt::Display for Error {
             Error::Bpf(e) => e.fmt(f),
             Error::Netlink(e) => e.fmt(f),
             Error::Other(s) => f.write_str(s),
+            Error::Refused(e, why) => write!(f, "{e}; {why}"),
         }
     }
 }
@@ -40,6 +45,32 @@ impl From<BpfError> for Error {
 impl From<NetlinkError> for Error {
     fn from(e: NetlinkError) -> Self {
         Error::Netlink(e)
+    }
+}
+
+impl Error {
+    /// Adds why the kernel may have refused, when it answered EPERM or EACCES.
+    /// A verifier's EACCES is its verdict on the program, not a privilege matter.
+    fn explained(self, facts: &Facts) -> Error {
+        use std::error::Error as _;
+        let errno = match &self {
+            Error::Bpf(e @ BpfError::Sys { .. }) => e
+                .source()
+                .and_then(|s| s.downcast_ref::<io::Error>())
+                .and_then(io::Error::raw_os_error),
+            Error::Bpf(BpfError::Verifier { source, .. }) => {
+                source.raw_os_error().filter(|&e| e == libc::EPERM)
+            }
+            Error::Netlink(e) => e.errno(),
+            _ => None,
+        };
+        match errno {
+            Some(libc::EPERM | libc::EACCES) => {
+                let why = privilege::explain_refusal(facts);
+                Error::Refused(Box::new(self), why)
+            }
+            _ => self,
+        }
     }
 }
 
@@ -133,6 +164,13 @@ impl Signals {
 }
 
 async fn run(s: Settings) -> Result<String, Error> {
+    // Refuse before creating anything, naming exactly what is missing.
+    let facts = Facts::read();
+    privilege::check(&facts).map_err(Error::Other)?;
+    run_privileged(s).await.map_err(|e| e.explained(&facts))
+}
+
+async fn run_privileged(s: Settings) -> Result<String, Error> {
     raise_memlock_limit();
     let mut signals = Signals::catch()?;
     let started = Instant::now();
