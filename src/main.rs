@@ -8,11 +8,14 @@ use std::time::{Duration, Instant};
 
 use flowlat::bpf::BpfError;
 use flowlat::cli::{self, Command, Settings};
-use flowlat::netlink::link::{self, LinkLayer};
-use flowlat::netlink::{tc, NetlinkError};
+use flowlat::netlink::link::{self, Link, LinkLayer};
+use flowlat::netlink::tc::{self, Attachment};
+use flowlat::netlink::NetlinkError;
 use flowlat::output::{monotonic_ns, Formatter, WallClock};
+use flowlat::owner::{self, Cleanup, Owner};
 use flowlat::privilege::{self, Facts};
 use flowlat::probe::{Hook, Outcome, Probe, ProbeConfig, Record};
+use rtnetlink::Handle;
 use tokio::signal::unix::{signal, SignalKind};
 
 /// A failure of the run, from whichever layer; each carries its own advice.
@@ -76,12 +79,12 @@ impl Error {
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let settings = match cli::parse(&args) {
+    let command = match cli::parse(&args) {
         Ok(Command::Print(text)) => {
             print!("{text}");
             return ExitCode::SUCCESS;
         }
-        Ok(Command::Run(s)) => s,
+        Ok(c) => c,
         Err(msg) => {
             eprintln!("flowlat: {msg}");
             return ExitCode::from(2);
@@ -97,15 +100,25 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match rt.block_on(run(settings)) {
-        Ok(summary) => {
-            eprintln!("flowlat: {summary}");
-            ExitCode::SUCCESS
+    match command {
+        Command::Run(settings) => match rt.block_on(run(settings)) {
+            Ok(summary) => {
+                eprintln!("flowlat: {summary}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("flowlat: {e}");
+                ExitCode::from(1)
+            }
+        },
+        Command::Detach(ifaces) => {
+            if rt.block_on(detach_left(&ifaces)) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
         }
-        Err(e) => {
-            eprintln!("flowlat: {e}");
-            ExitCode::from(1)
-        }
+        Command::Print(_) => ExitCode::SUCCESS,
     }
 }
 
@@ -126,20 +139,6 @@ impl Tally {
 enum Stop {
     Signal(&'static str),
     StdoutClosed,
-}
-
-/// The identity our filters carry, so a later flowlat can tell whose they are.
-fn filter_name() -> String {
-    let pid = std::process::id();
-    let start = std::fs::read_to_string("/proc/self/stat")
-        .ok()
-        .and_then(|s| {
-            // Field 22 (starttime) counts from after the parenthesised command name.
-            let rest = s.rsplit_once(')')?.1;
-            rest.split_whitespace().nth(19).map(str::to_string)
-        })
-        .unwrap_or_default();
-    format!("flowlat-{pid}-{start}")
 }
 
 /// SIGINT, SIGTERM and SIGHUP, caught from before the first attach so that a
@@ -173,7 +172,7 @@ async fn run(s: Settings) -> Result<String, Error> {
 async fn run_privileged(s: Settings) -> Result<String, Error> {
     raise_memlock_limit();
     let mut signals = Signals::catch()?;
-    let started = Instant::now();
+    let me = Owner::current().map_err(Error::Other)?;
     let mut probe = Probe::load(&ProbeConfig {
         max_pending: s.max_pending,
     })?;
@@ -195,44 +194,25 @@ async fn run_privileged(s: Settings) -> Result<String, Error> {
         links.push(l);
     }
 
-    let name = filter_name();
-    let mut attached = Vec::new();
-    for l in &links {
-        match tc::attach(
-            &handle,
-            l,
-            probe.program(Hook::Ingress),
-            probe.program(Hook::Egress),
-            &name,
-        )
-        .await
-        {
-            Ok(a) => attached.push(a),
-            Err(e) => {
-                // All interfaces or none: undo what is already attached.
-                for a in attached.iter().rev() {
-                    if let Err(d) = tc::detach(&handle, a).await {
-                        eprintln!("flowlat: {d}");
-                    }
-                }
-                return Err(e.into());
-            }
-        }
-    }
+    let started = Instant::now();
+    let (attached, cleanups) = attach_all(&handle, &probe, &links, &me).await?;
     let took = started.elapsed();
-    let list: Vec<&str> = links.iter().map(|l| l.name.as_str()).collect();
-    if took > Duration::from_millis(100) {
+    let removed: Vec<String> = cleanups
+        .iter()
+        .filter_map(|c| Some(format!("on {}, {}", c.ifname, c.describe_removed()?)))
+        .collect();
+    if !removed.is_empty() {
         eprintln!(
-            "flowlat: attached to {} in {} ms",
-            list.join(", "),
-            took.as_millis()
-        );
-    } else {
-        eprintln!(
-            "flowlat: attached to {} (ingress and egress)",
-            list.join(", ")
+            "flowlat: removed what flowlat processes no longer running left behind: {}",
+            removed.join("; ")
         );
     }
+    let list: Vec<&str> = links.iter().map(|l| l.name.as_str()).collect();
+    let mut line = format!("attached to {} (ingress and egress)", list.join(", "));
+    if took > Duration::from_millis(100) {
+        line.push_str(&format!(" in {} ms", took.as_millis()));
+    }
+    eprintln!("flowlat: {line}");
 
     let names: HashMap<u32, String> = links.iter().map(|l| (l.index, l.name.clone())).collect();
     let fmt = Formatter::new(s.json, WallClock::now(), names);
@@ -282,6 +262,106 @@ async fn run_privileged(s: Settings) -> Result<String, Error> {
         n(Outcome::Abandoned),
         probe.evicted(&ks, in_table),
     ))
+}
+
+/// Attaches the probe to every interface in `links`, or to none: a failure
+/// undoes the interfaces already attached. Before attaching to an interface,
+/// removes what flowlat processes that died left on it.
+async fn attach_all(
+    handle: &Handle,
+    probe: &Probe,
+    links: &[Link],
+    me: &Owner,
+) -> Result<(Vec<Attachment>, Vec<Cleanup>), Error> {
+    let mut attached = Vec::new();
+    let mut cleanups = Vec::new();
+    for l in links {
+        match attach_one(handle, probe, l, me).await {
+            Ok((a, c)) => {
+                attached.push(a);
+                cleanups.push(c);
+            }
+            Err(e) => {
+                for a in attached.iter().rev() {
+                    if let Err(d) = tc::detach(handle, a).await {
+                        eprintln!("flowlat: {d}");
+                    }
+                }
+                return Err(e.into());
+            }
+        }
+    }
+    Ok((attached, cleanups))
+}
+
+/// The one place that hands the probe's programs to tc.
+async fn attach_one(
+    handle: &Handle,
+    probe: &Probe,
+    link: &Link,
+    me: &Owner,
+) -> Result<(Attachment, Cleanup), NetlinkError> {
+    let found = owner::scan(handle, link, me).await?;
+    let cleanup = owner::remove_left(handle, link, &found).await?;
+    // A clsact that some flowlat created may be deleted by whichever flowlat
+    // leaves it empty; otherwise it would outlive them all when its creator
+    // is not the last to go.
+    let adopt = found.iter().any(|f| f.owns_qdisc);
+    let attachment = tc::attach_with(
+        handle,
+        link,
+        probe.program(Hook::Ingress),
+        probe.program(Hook::Egress),
+        adopt,
+        |owns_qdisc| me.filter_name(owns_qdisc),
+    )
+    .await?;
+    Ok((attachment, cleanup))
+}
+
+/// `flowlat --detach`: removes what dead flowlat processes left on each
+/// interface and says what it did. Returns whether all went well.
+async fn detach_left(ifaces: &[String]) -> bool {
+    let me = match Owner::current() {
+        Ok(me) => me,
+        Err(e) => {
+            eprintln!("flowlat: {e}");
+            return false;
+        }
+    };
+    let handle = match link::connect() {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("flowlat: {e}");
+            return false;
+        }
+    };
+    let mut ok = true;
+    for name in ifaces {
+        let result = async {
+            let link = link::resolve(&handle, name).await?;
+            let found = owner::scan(&handle, &link, &me).await?;
+            owner::remove_left(&handle, &link, &found).await
+        }
+        .await;
+        match result {
+            Ok(c) => {
+                let mut line = match c.describe_removed() {
+                    Some(r) => format!("on {name}, removed what flowlat processes no longer running left behind: {r}"),
+                    None => format!("on {name}, nothing was left by a flowlat no longer running"),
+                };
+                if let Some(k) = c.describe_kept() {
+                    line.push_str(&format!("; kept {k}"));
+                }
+                eprintln!("flowlat: {line}");
+            }
+            Err(e) => {
+                eprintln!("flowlat: {e}");
+                ok = false;
+            }
+        }
+    }
+    ok
 }
 
 /// Prints what the rings hold. `Err` only for a write error.
