@@ -6,9 +6,10 @@ use std::io::{self, Write};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use flowlat::bpf::perf::PerfBuffers;
 use flowlat::bpf::BpfError;
 use flowlat::cli::{self, Command, Settings};
-use flowlat::netlink::link::{self, Link, LinkLayer};
+use flowlat::netlink::link::{self, Link, LinkEvent, LinkEvents, LinkLayer, LinkState};
 use flowlat::netlink::tc::{self, Attachment};
 use flowlat::netlink::NetlinkError;
 use flowlat::output::{monotonic_ns, Formatter, WallClock};
@@ -102,9 +103,13 @@ fn main() -> ExitCode {
     };
     match command {
         Command::Run(settings) => match rt.block_on(run(settings)) {
-            Ok(summary) => {
+            Ok(Ended { summary, failed }) => {
                 eprintln!("flowlat: {summary}");
-                ExitCode::SUCCESS
+                if failed {
+                    ExitCode::from(1)
+                } else {
+                    ExitCode::SUCCESS
+                }
             }
             Err(e) => {
                 eprintln!("flowlat: {e}");
@@ -139,6 +144,15 @@ impl Tally {
 enum Stop {
     Signal(&'static str),
     StdoutClosed,
+    /// Every interface was deleted; their names.
+    NothingLeft(Vec<String>),
+}
+
+/// How a run ended after attaching: the summary line, and whether that is a
+/// failure (exit 1).
+struct Ended {
+    summary: String,
+    failed: bool,
 }
 
 /// SIGINT, SIGTERM and SIGHUP, caught from before the first attach so that a
@@ -162,14 +176,14 @@ impl Signals {
     }
 }
 
-async fn run(s: Settings) -> Result<String, Error> {
+async fn run(s: Settings) -> Result<Ended, Error> {
     // Refuse before creating anything, naming exactly what is missing.
     let facts = Facts::read();
     privilege::check(&facts).map_err(Error::Other)?;
     run_privileged(s).await.map_err(|e| e.explained(&facts))
 }
 
-async fn run_privileged(s: Settings) -> Result<String, Error> {
+async fn run_privileged(s: Settings) -> Result<Ended, Error> {
     raise_memlock_limit();
     let mut signals = Signals::catch()?;
     let me = Owner::current().map_err(Error::Other)?;
@@ -178,6 +192,9 @@ async fn run_privileged(s: Settings) -> Result<String, Error> {
     })?;
     let mut perf = probe.open_perf(s.perf_pages)?;
     let handle = link::connect()?;
+    // Subscribed before the lookups, so no change to an interface after its
+    // lookup goes unseen.
+    let mut events = link::watch()?;
 
     let mut links = Vec::new();
     for name in &s.ifaces {
@@ -215,19 +232,43 @@ async fn run_privileged(s: Settings) -> Result<String, Error> {
     eprintln!("flowlat: {line}");
 
     let names: HashMap<u32, String> = links.iter().map(|l| (l.index, l.name.clone())).collect();
-    let fmt = Formatter::new(s.json, WallClock::now(), names);
-    let mut tally = Tally::default();
-    let result = watch(&s, &mut signals, &mut probe, &mut perf, &fmt, &mut tally).await;
+    let mut watched = Vec::new();
+    for att in attached {
+        // Only to tell later whether down/up is news; an error here is not
+        // worth stopping for, the link events carry the state anyway.
+        let up = match link::by_index(&handle, att.ifindex).await {
+            Ok(Some(state)) => state.up,
+            _ => true,
+        };
+        watched.push(Watched { att, up });
+    }
+    let mut session = Session {
+        probe: &mut probe,
+        perf: &mut perf,
+        fmt: Formatter::new(s.json, WallClock::now(), names),
+        tally: Tally::default(),
+        handle: &handle,
+        events: &mut events,
+        watched,
+    };
+    let result = session.watch(&s, &mut signals).await;
 
     let mut detach_error = None;
-    for a in &attached {
-        if let Err(e) = tc::detach(&handle, a).await {
+    for w in &session.watched {
+        if let Err(e) = tc::detach(&handle, &w.att).await {
             detach_error.get_or_insert(e);
         }
     }
+    let Session {
+        probe,
+        perf,
+        fmt,
+        mut tally,
+        ..
+    } = session;
     // Records sent before the filters went away are still in the rings.
     let mut out = io::stdout().lock();
-    let _ = emit_ready(&mut perf, &fmt, &mut tally, &mut out);
+    let _ = emit_ready(perf, &fmt, &mut tally, &mut out);
     let sweep = probe.sweep(monotonic_ns(), s.syn_timeout);
     let (mut in_progress, mut in_table) = (0, 0);
     if let Ok(sw) = &sweep {
@@ -249,19 +290,29 @@ async fn run_privileged(s: Settings) -> Result<String, Error> {
     let lost = ks.send_failed.max(ps.lost) + ps.wrong_size + tally.malformed;
     let n = |o: Outcome| tally.by_outcome.get(o.as_str()).copied().unwrap_or(0);
     let total: u64 = tally.by_outcome.values().sum();
-    let why = match stop {
-        Stop::Signal(sig) => format!("stopped by {sig}"),
-        Stop::StdoutClosed => "stopped: output closed".to_string(),
+    let (why, failed) = match stop {
+        Stop::Signal(sig) => (format!("stopped by {sig}"), false),
+        Stop::StdoutClosed => ("stopped: output closed".to_string(), false),
+        Stop::NothingLeft(gone) => (
+            format!(
+                "stopped: no interface is left to measure ({} gone)",
+                gone.join(", ")
+            ),
+            true,
+        ),
     };
-    Ok(format!(
-        "{why}; {total} handshakes: {} ok, {} refused, {} timeout, {} abandoned; \
-         {lost} records lost; {} table-full evictions; {in_progress} in progress at exit (not reported)",
-        n(Outcome::Ok),
-        n(Outcome::Refused),
-        n(Outcome::Timeout),
-        n(Outcome::Abandoned),
-        probe.evicted(&ks, in_table),
-    ))
+    Ok(Ended {
+        summary: format!(
+            "{why}; {total} handshakes: {} ok, {} refused, {} timeout, {} abandoned; \
+             {lost} records lost; {} table-full evictions; {in_progress} in progress at exit (not reported)",
+            n(Outcome::Ok),
+            n(Outcome::Refused),
+            n(Outcome::Timeout),
+            n(Outcome::Abandoned),
+            probe.evicted(&ks, in_table),
+        ),
+        failed,
+    })
 }
 
 /// Attaches the probe to every interface in `links`, or to none: a failure
@@ -364,9 +415,158 @@ async fn detach_left(ifaces: &[String]) -> bool {
     ok
 }
 
+/// An interface being measured.
+struct Watched {
+    att: Attachment,
+    /// Whether it was up when last seen, to report only changes.
+    up: bool,
+}
+
+/// Everything the main loop reads from and writes to.
+struct Session<'a> {
+    probe: &'a mut Probe,
+    perf: &'a mut PerfBuffers,
+    fmt: Formatter,
+    tally: Tally,
+    handle: &'a Handle,
+    events: &'a mut LinkEvents,
+    watched: Vec<Watched>,
+}
+
+impl Session<'_> {
+    async fn watch(&mut self, s: &Settings, signals: &mut Signals) -> Result<Stop, Error> {
+        // Sweep often enough that a timeout is reported within a tenth of
+        // --syn-timeout of being due, but not more than 20 times a second.
+        let every = (s.syn_timeout / 10).clamp(Duration::from_millis(50), Duration::from_secs(1));
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let write_failed = |e: io::Error| {
+            if is_broken_pipe(&e) {
+                Ok(Stop::StdoutClosed)
+            } else {
+                Err(Error::Other(format!("cannot write to stdout: {e}")))
+            }
+        };
+        loop {
+            tokio::select! {
+                _ = signals.int.recv() => return Ok(Stop::Signal("SIGINT")),
+                _ = signals.term.recv() => return Ok(Stop::Signal("SIGTERM")),
+                _ = signals.hup.recv() => return Ok(Stop::Signal("SIGHUP")),
+                ready = self.perf.readable() => {
+                    ready?;
+                    let mut out = io::stdout().lock();
+                    if let Err(e) = emit_ready(self.perf, &self.fmt, &mut self.tally, &mut out) {
+                        return write_failed(e);
+                    }
+                }
+                event = self.events.next() => {
+                    let Some(event) = event else {
+                        return Err(Error::Other(
+                            "the kernel's interface notifications stopped (the netlink socket \
+                             closed), so deleted or renamed interfaces could go unnoticed"
+                                .to_string(),
+                        ));
+                    };
+                    if let Some(stop) = self.on_link_event(event).await? {
+                        return Ok(stop);
+                    }
+                }
+                _ = tick.tick() => {
+                    let sweep = self.probe.sweep(monotonic_ns(), s.syn_timeout)?;
+                    let mut out = io::stdout().lock();
+                    for r in &sweep.expired {
+                        self.tally.add(r);
+                        if let Err(e) = writeln!(out, "{}", self.fmt.format(r)) {
+                            return write_failed(e);
+                        }
+                    }
+                    if let Err(e) = out.flush() {
+                        return write_failed(e);
+                    }
+                    if stdout_closed() {
+                        return Ok(Stop::StdoutClosed);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Follows a change to one of our interfaces; `Some` when none is left.
+    async fn on_link_event(&mut self, event: LinkEvent) -> Result<Option<Stop>, Error> {
+        match event {
+            LinkEvent::Changed(state) => self.changed(&state),
+            LinkEvent::Removed { index, .. } => return Ok(self.removed(index)),
+            LinkEvent::Missed => {
+                // Some events were dropped: ask for each interface instead.
+                let indexes: Vec<u32> = self.watched.iter().map(|w| w.att.ifindex).collect();
+                for index in indexes {
+                    match link::by_index(self.handle, index).await? {
+                        Some(state) => self.changed(&state),
+                        None => {
+                            if let Some(stop) = self.removed(index) {
+                                return Ok(Some(stop));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    fn changed(&mut self, state: &LinkState) {
+        let Some(w) = self
+            .watched
+            .iter_mut()
+            .find(|w| w.att.ifindex == state.index)
+        else {
+            return;
+        };
+        if !state.name.is_empty() && state.name != w.att.ifname {
+            eprintln!(
+                "flowlat: {} was renamed to {}; still measuring it",
+                w.att.ifname, state.name
+            );
+            w.att.ifname = state.name.clone();
+            self.fmt.rename(state.index, state.name.clone());
+        }
+        if state.up != w.up {
+            w.up = state.up;
+            if state.up {
+                eprintln!("flowlat: {} is up again; still measuring it", w.att.ifname);
+            } else {
+                eprintln!(
+                    "flowlat: {} is down; flowlat stays attached and measures again when it is up",
+                    w.att.ifname
+                );
+            }
+        }
+    }
+
+    /// Stops measuring a deleted interface: its filters and qdisc went with it.
+    fn removed(&mut self, index: u32) -> Option<Stop> {
+        let pos = self.watched.iter().position(|w| w.att.ifindex == index)?;
+        let gone = self.watched.remove(pos);
+        if self.watched.is_empty() {
+            eprintln!(
+                "flowlat: {} is gone (deleted, or moved to another network namespace)",
+                gone.att.ifname
+            );
+            return Some(Stop::NothingLeft(vec![gone.att.ifname]));
+        }
+        let left: Vec<&str> = self.watched.iter().map(|w| w.att.ifname.as_str()).collect();
+        eprintln!(
+            "flowlat: {} is gone (deleted, or moved to another network namespace); still measuring {}",
+            gone.att.ifname,
+            left.join(", ")
+        );
+        None
+    }
+}
+
 /// Prints what the rings hold. `Err` only for a write error.
 fn emit_ready(
-    perf: &mut flowlat::bpf::perf::PerfBuffers,
+    perf: &mut PerfBuffers,
     fmt: &Formatter,
     tally: &mut Tally,
     out: &mut impl Write,
@@ -404,57 +604,6 @@ fn stdout_closed() -> bool {
 
 fn is_broken_pipe(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::BrokenPipe
-}
-
-async fn watch(
-    s: &Settings,
-    signals: &mut Signals,
-    probe: &mut Probe,
-    perf: &mut flowlat::bpf::perf::PerfBuffers,
-    fmt: &Formatter,
-    tally: &mut Tally,
-) -> Result<Stop, Error> {
-    // Sweep often enough that a timeout is reported within a tenth of
-    // --syn-timeout of being due, but not more than 20 times a second.
-    let every = (s.syn_timeout / 10).clamp(Duration::from_millis(50), Duration::from_secs(1));
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let write_failed = |e: io::Error| {
-        if is_broken_pipe(&e) {
-            Ok(Stop::StdoutClosed)
-        } else {
-            Err(Error::Other(format!("cannot write to stdout: {e}")))
-        }
-    };
-    loop {
-        tokio::select! {
-            _ = signals.int.recv() => return Ok(Stop::Signal("SIGINT")),
-            _ = signals.term.recv() => return Ok(Stop::Signal("SIGTERM")),
-            _ = signals.hup.recv() => return Ok(Stop::Signal("SIGHUP")),
-            ready = perf.readable() => {
-                ready?;
-                if let Err(e) = emit_ready(perf, fmt, tally, &mut io::stdout().lock()) {
-                    return write_failed(e);
-                }
-            }
-            _ = tick.tick() => {
-                let sweep = probe.sweep(monotonic_ns(), s.syn_timeout)?;
-                let mut out = io::stdout().lock();
-                for r in &sweep.expired {
-                    tally.add(r);
-                    if let Err(e) = writeln!(out, "{}", fmt.format(r)) {
-                        return write_failed(e);
-                    }
-                }
-                if let Err(e) = out.flush() {
-                    return write_failed(e);
-                }
-                if stdout_closed() {
-                    return Ok(Stop::StdoutClosed);
-                }
-            }
-        }
-    }
 }
 
 /// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; lift it where we may.
