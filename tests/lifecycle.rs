@@ -92,6 +92,18 @@ fn mac_text(mac: [u8; 6]) -> String {
         .join(":")
 }
 
+/// A flowlat started by hand, killed if a failed assertion leaves it running.
+struct Reaped(std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 fn assert_clean_stop(stopped: &common::run::Stopped) {
     assert!(
         stopped.status.success(),
@@ -561,20 +573,21 @@ fn fifty_starts_and_stops_leave_nothing_in_the_kernel() {
     let fresh = tc_state(&net.a, "a");
     let (mut progs, mut maps) = (BTreeSet::new(), BTreeSet::new());
     for cycle in 0..50 {
-        let mut child = net
-            .a
-            .command(binary())
-            .arg("a")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start flowlat");
-        let mut err = BufReader::new(child.stderr.take().expect("piped"));
+        let mut child = Reaped(
+            net.a
+                .command(binary())
+                .arg("a")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("start flowlat"),
+        );
+        let mut err = BufReader::new(child.0.stderr.take().expect("piped"));
         let mut line = String::new();
         err.read_line(&mut line).expect("stderr");
         assert!(line.contains("attached to a"), "cycle {cycle}: {line}");
-        let pid = child.id() as i32;
+        let pid = child.0.id() as i32;
         let (p, m) = bpf_ids_of(pid);
         assert_eq!((p.len(), m.len()), (2, 3), "cycle {cycle}: {p:?} {m:?}");
         if cycle == 0 {
@@ -603,7 +616,7 @@ fn fifty_starts_and_stops_leave_nothing_in_the_kernel() {
         progs.extend(p);
         maps.extend(m);
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGINT).expect("kill");
-        let status = child.wait().expect("wait");
+        let status = child.0.wait().expect("wait");
         let mut rest = String::new();
         let _ = err.read_to_string(&mut rest);
         assert!(status.success(), "cycle {cycle}: {status:?} {rest}");
@@ -635,20 +648,28 @@ fn a_long_run_keeps_its_fds_and_memory_flat() {
         fds1, fds0,
         "open fds after a warm-up and after 4000 more attempts"
     );
+    // The perf rings (64 pages per CPU) become resident page by page as the
+    // kernel first writes them, which is growth up to a bound, not a leak.
+    let cpus = u64::from(flowlat::bpf::cpu::possible_cpus().expect("possible CPUs"));
+    let rings_kib = 64 * 4 * cpus;
     assert!(
-        rss1 <= rss0 + 4096,
+        rss1 <= rss0 + 1024 + rings_kib,
         "memory grew from {rss0} KiB to {rss1} KiB over 4000 attempts"
     );
     let stopped = f.stop();
     assert_clean_stop(&stopped);
-    let n = |result: &str| {
+    // One record per attempt. A SYN the busy listener dropped is retried
+    // only after a second, so it may fairly end as a timeout of 200 ms.
+    assert_eq!(stopped.records.len(), 4700, "{}", stopped.stderr);
+    let n = |server: &str, result: &str| {
         stopped
             .records
             .iter()
-            .filter(|r| r.s("result") == result)
+            .filter(|r| r.s("server_ip") == server && r.s("result") == result)
             .count()
     };
-    assert_eq!((n("ok"), n("timeout")), (3500, 1200), "{}", stopped.stderr);
+    assert_eq!(n(&hole, "timeout"), 1200, "{}", stopped.stderr);
+    assert!(n(&net.b4, "ok") >= 3400, "{}", stopped.stderr);
 }
 
 /// Runs `flowlat a` in `ns` as user 65534 with only the capabilities `caps`
@@ -784,16 +805,17 @@ fn a_runtime_error_after_attaching_still_detaches() {
         .write(true)
         .open("/dev/full")
         .expect("/dev/full");
-    let mut child = net
-        .a
-        .command(binary())
-        .arg("a")
-        .stdin(Stdio::null())
-        .stdout(full)
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start flowlat");
-    let mut err = BufReader::new(child.stderr.take().expect("piped"));
+    let mut child = Reaped(
+        net.a
+            .command(binary())
+            .arg("a")
+            .stdin(Stdio::null())
+            .stdout(full)
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start flowlat"),
+    );
+    let mut err = BufReader::new(child.0.stderr.take().expect("piped"));
     let mut line = String::new();
     err.read_line(&mut line).expect("stderr");
     assert!(line.contains("attached to a"), "{line}");
@@ -801,11 +823,10 @@ fn a_runtime_error_after_attaching_still_detaches() {
     connect_n(&net.a, &net.b4, 8096, 1);
     let end = Instant::now() + Duration::from_secs(10);
     let status = loop {
-        if let Some(st) = child.try_wait().expect("wait") {
+        if let Some(st) = child.0.try_wait().expect("wait") {
             break st;
         }
         if Instant::now() > end {
-            let _ = child.kill();
             panic!("flowlat kept running though it cannot write");
         }
         std::thread::sleep(Duration::from_millis(20));
