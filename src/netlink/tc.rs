@@ -297,8 +297,9 @@ pub async fn remove_listed(
     delete_filter(handle, link.index, &link.name, hook, &target).await
 }
 
-/// Deletes the clsact qdisc of `link` if neither hook holds any filter, in any
-/// chain. Returns whether it was deleted by this call.
+/// Deletes the clsact qdisc of `link` (`RTM_DELQDISC`, kind `clsact`) if
+/// neither hook holds any filter, in any chain. Returns whether it was deleted
+/// by this call.
 pub async fn remove_unused_clsact(handle: &Handle, link: &Link) -> Result<bool, NetlinkError> {
     remove_clsact_if_unused(handle, link.index, &link.name).await
 }
