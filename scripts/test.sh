@@ -12,6 +12,8 @@ missing=()
 command -v clang >/dev/null || missing+=(clang)
 command -v tc >/dev/null || missing+=(iproute2)
 command -v setpriv >/dev/null || missing+=(util-linux)
+# The lifecycle tests check with bpftool that no program or map outlives flowlat.
+command -v bpftool >/dev/null || [ -x /usr/sbin/bpftool ] || missing+=(bpftool)
 if [ ${#missing[@]} -gt 0 ]; then
     echo "installing ${missing[*]}" >&2
     as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq

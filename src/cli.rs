@@ -15,6 +15,8 @@ pub const DEFAULT_IFACE: &str = "eth0";
 /// timestamps SYN, SYN-ACK, ACK and RST packets in the kernel and prints one
 /// line per handshake attempt until interrupted (Ctrl-C, SIGTERM, SIGHUP, or
 /// stdout closed). On exit it removes its filters and prints a summary to stderr.
+/// Filters that a flowlat killed without a chance to clean up left behind are
+/// removed at the next start on that interface, or by --detach.
 #[argh(
     note = "Output (one line per attempt; --json gives the same fields as keys):
   ts           when the attempt ended (SYN-ACK, ACK or RST seen, or timed out), UTC in JSON
@@ -32,7 +34,7 @@ pub const DEFAULT_IFACE: &str = "eth0";
 Durations are null in JSON (absent in text) where they are not defined.
 
 Exit status: 0 after a clean stop, 1 on a runtime failure, 2 on bad usage.",
-    example = "sudo flowlat eth0\nsudo flowlat --json --syn-timeout 3s eth0 eth1 | jq ."
+    example = "sudo flowlat eth0\nsudo flowlat --json --syn-timeout 3s eth0 eth1 | jq .\nsudo flowlat --detach eth0"
 )]
 pub struct Args {
     /// interfaces to watch (default: eth0)
@@ -66,6 +68,12 @@ pub struct Args {
     #[argh(option, default = "64", from_str_fn(parse_pages))]
     pub perf_pages: usize,
 
+    /// remove the filters that flowlat processes no longer running (killed,
+    /// crashed) left on the interfaces, then exit; filters of a flowlat that
+    /// still runs are kept
+    #[argh(switch)]
+    pub detach: bool,
+
     /// print the version and exit
     #[argh(switch, short = 'V')]
     pub version: bool,
@@ -78,6 +86,8 @@ pub enum Command {
     Print(String),
     /// Run with these settings.
     Run(Settings),
+    /// Remove what dead flowlat processes left on these interfaces, then exit.
+    Detach(Vec<String>),
 }
 
 /// Checked settings for a run.
@@ -121,6 +131,9 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
     ifaces.retain(|i| seen.insert(i.clone()));
     for name in &ifaces {
         check_iface_name(name)?;
+    }
+    if parsed.detach {
+        return Ok(Command::Detach(ifaces));
     }
     Ok(Command::Run(Settings {
         ifaces,
@@ -209,6 +222,7 @@ mod tests {
         match parse(&owned)? {
             Command::Run(s) => Ok(s),
             Command::Print(p) => Err(format!("unexpected print: {p}")),
+            Command::Detach(i) => Err(format!("unexpected detach: {i:?}")),
         }
     }
 
@@ -269,6 +283,7 @@ mod tests {
             "--perf-pages",
             "--iface",
             "--version",
+            "--detach",
             "rtt_ns",
             "local_ns",
             "total_ns",
@@ -278,6 +293,22 @@ mod tests {
             "CAP_BPF",
         ] {
             assert!(text.contains(word), "--help lacks {word}:\n{text}");
+        }
+    }
+
+    #[test]
+    fn detach_takes_the_interfaces_to_clean() {
+        let owned: Vec<String> = ["--detach", "eth1", "--iface", "eth2"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        match parse(&owned) {
+            Ok(Command::Detach(i)) => assert_eq!(i, vec!["eth1", "eth2"]),
+            other => panic!("{other:?}"),
+        }
+        match parse(&["--detach".to_string()]) {
+            Ok(Command::Detach(i)) => assert_eq!(i, vec![DEFAULT_IFACE]),
+            other => panic!("{other:?}"),
         }
     }
 

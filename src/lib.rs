@@ -2,11 +2,15 @@
 //!
 //! Layers, bottom up: [`bpf`] and [`netlink`] are generic kernel-ABI layers that
 //! know nothing of each other or of flowlat; [`probe`] is our program (its maps,
-//! its record and the measurement contract); [`output`] formats records; the
-//! binary (`src/main.rs`) parses arguments, prints, handles signals and exits.
+//! its record and the measurement contract); [`owner`] tells whose filters are
+//! on an interface and removes those of dead flowlat processes; [`privilege`]
+//! checks the capabilities before anything is created; [`output`] formats
+//! records; the binary (`src/main.rs`) parses arguments, prints, handles signals and exits.
 
 pub mod bpf;
 pub mod cli;
 pub mod netlink;
 pub mod output;
+pub mod owner;
+pub mod privilege;
 pub mod probe;

@@ -1,10 +1,15 @@
-//! Interfaces: opening the rtnetlink connection and resolving a name to the
-//! index and link-layer type that the tc requests and the classifier need.
+//! Interfaces: opening the rtnetlink connection, resolving a name to the
+//! index and link-layer type that the tc requests and the classifier need, and
+//! following what happens to interfaces afterwards (`RTNLGRP_LINK`).
 
-use futures_util::stream::StreamExt;
-use netlink_packet_route::link::{LinkAttribute, LinkLayerType, LinkMessage};
-use rtnetlink::sys::AsyncSocket;
-use rtnetlink::Handle;
+use std::pin::Pin;
+
+use futures_util::stream::{Stream, StreamExt};
+use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkLayerType, LinkMessage};
+use netlink_packet_route::RouteNetlinkMessage;
+use rtnetlink::packet_core::{NetlinkMessage, NetlinkPayload};
+use rtnetlink::sys::{AsyncSocket, SocketAddr};
+use rtnetlink::{Handle, MulticastGroup};
 
 use super::error::{NetlinkError, Operation};
 
@@ -109,16 +114,138 @@ pub async fn resolve(handle: &Handle, name: &str) -> Result<Link, NetlinkError> 
     Ok(link_from_message(message, name))
 }
 
+/// Looks up interface `index` with `RTM_GETLINK` (`ifi_index`). `Ok(None)`
+/// when no interface has that index any more (`ENODEV`).
+pub async fn by_index(handle: &Handle, index: u32) -> Result<Option<LinkState>, NetlinkError> {
+    let ifname = format!("interface #{index}");
+    let mut replies = handle.link().get().match_index(index).execute();
+    match replies.next().await {
+        Some(Ok(m)) => Ok(Some(LinkState::from_message(&m))),
+        Some(Err(rtnetlink::Error::NetlinkError(e))) if -e.raw_code() == libc::ENODEV => Ok(None),
+        Some(Err(rtnetlink::Error::NetlinkError(e))) => Err(NetlinkError::Kernel {
+            op: Operation::ResolveLink,
+            ifname,
+            errno: -e.raw_code(),
+            message: None,
+        }),
+        Some(Err(e)) => Err(NetlinkError::Protocol {
+            op: Operation::ResolveLink,
+            ifname,
+            detail: e.to_string(),
+        }),
+        None => Err(NetlinkError::Protocol {
+            op: Operation::ResolveLink,
+            ifname,
+            detail: "the kernel sent no answer".to_string(),
+        }),
+    }
+}
+
+/// What an `RTM_NEWLINK` message says about an interface: `ifi_index`,
+/// `IFLA_IFNAME` and `IFF_UP` of `ifi_flags`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkState {
+    /// `ifi_index`.
+    pub index: u32,
+    /// `IFLA_IFNAME`; empty if the kernel left it out.
+    pub name: String,
+    /// Whether `IFF_UP` is set (administratively up).
+    pub up: bool,
+}
+
+impl LinkState {
+    fn from_message(m: &LinkMessage) -> LinkState {
+        LinkState {
+            index: m.header.index,
+            name: name_of(m).unwrap_or_default(),
+            up: m.header.flags.contains(LinkFlags::Up),
+        }
+    }
+}
+
+/// A change to some interface of this network namespace, as the kernel
+/// announces it to `RTNLGRP_LINK` members.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinkEvent {
+    /// `RTM_NEWLINK`: an interface appeared or changed (name, flags, anything).
+    Changed(LinkState),
+    /// `RTM_DELLINK`: an interface was deleted or moved to another namespace.
+    Removed {
+        /// `ifi_index`.
+        index: u32,
+        /// `IFLA_IFNAME`; empty if the kernel left it out.
+        name: String,
+    },
+    /// The socket's receive buffer overflowed (`ENOBUFS`, reported as
+    /// `NLMSG_OVERRUN`): some events were lost, so ask for the state again
+    /// (see [`by_index`]).
+    Missed,
+}
+
+type Unsolicited = (NetlinkMessage<RouteNetlinkMessage>, SocketAddr);
+
+/// A subscription to the `RTNLGRP_LINK` multicast group on a netlink socket of
+/// its own, so that events are never mixed with the answers to requests.
+pub struct LinkEvents {
+    messages: Pin<Box<dyn Stream<Item = Unsolicited> + Send>>,
+}
+
+/// A receive buffer big enough for a burst of link events (each is a few
+/// hundred bytes to a few KiB) on a host that creates many interfaces at once.
+const EVENT_BUFFER: usize = 1 << 20;
+
+/// Joins `RTNLGRP_LINK` and spawns the connection task on the current tokio
+/// runtime. Events are queued from this call on, so subscribe before looking
+/// interfaces up and nothing that happens to them afterwards is missed.
+pub fn watch() -> Result<LinkEvents, NetlinkError> {
+    let runtime = tokio::runtime::Handle::try_current().map_err(|_| NetlinkError::NoRuntime)?;
+    let (mut connection, _handle, messages) =
+        rtnetlink::new_multicast_connection(&[MulticastGroup::Link])
+            .map_err(NetlinkError::Socket)?;
+    // The kernel caps it at net.core.rmem_max; whatever we get is still correct,
+    // since an overflow is reported as `LinkEvent::Missed`.
+    let _ = connection
+        .socket_mut()
+        .socket_mut()
+        .set_rx_buf_sz(EVENT_BUFFER);
+    runtime.spawn(connection);
+    Ok(LinkEvents {
+        messages: Box::pin(messages),
+    })
+}
+
+impl LinkEvents {
+    /// The next link event; `None` when the connection to the kernel has ended.
+    pub async fn next(&mut self) -> Option<LinkEvent> {
+        while let Some((message, _)) = self.messages.next().await {
+            match message.payload {
+                NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(m)) => {
+                    return Some(LinkEvent::Changed(LinkState::from_message(&m)))
+                }
+                NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(m)) => {
+                    return Some(LinkEvent::Removed {
+                        index: m.header.index,
+                        name: name_of(&m).unwrap_or_default(),
+                    })
+                }
+                NetlinkPayload::Overrun(_) => return Some(LinkEvent::Missed),
+                _ => {}
+            }
+        }
+        None
+    }
+}
+
+fn name_of(m: &LinkMessage) -> Option<String> {
+    m.attributes.iter().find_map(|a| match a {
+        LinkAttribute::IfName(n) => Some(n.clone()),
+        _ => None,
+    })
+}
+
 fn link_from_message(message: LinkMessage, asked: &str) -> Link {
-    let name = message
-        .attributes
-        .iter()
-        .find_map(|a| match a {
-            LinkAttribute::IfName(n) => Some(n.clone()),
-            _ => None,
-        })
-        // The kernel always sends IFLA_IFNAME; the name we asked for is the same anyway.
-        .unwrap_or_else(|| asked.to_string());
+    // The kernel always sends IFLA_IFNAME; the name we asked for is the same anyway.
+    let name = name_of(&message).unwrap_or_else(|| asked.to_string());
     Link {
         index: message.header.index,
         name,

@@ -144,8 +144,12 @@ pub struct Attachment {
     pub ifindex: u32,
     /// Its name, for messages.
     pub ifname: String,
-    /// Whether we created the clsact qdisc (an existing one is never deleted).
+    /// Whether we created the clsact qdisc.
     pub created_qdisc: bool,
+    /// Whether [`detach`] deletes the clsact qdisc once no filter is left on
+    /// it: we created it, or the caller of [`attach_with`] adopted it. Any
+    /// other existing qdisc is never deleted.
+    pub owns_qdisc: bool,
     /// Our filter on the ingress hook.
     pub ingress: HookFilter,
     /// Our filter on the egress hook.
@@ -181,14 +185,34 @@ pub async fn attach(
     egress: BorrowedFd<'_>,
     name: &str,
 ) -> Result<Attachment, NetlinkError> {
-    check_filter_name(name)?;
-    let created_qdisc = ensure_clsact(handle, link).await?;
+    attach_with(handle, link, ingress, egress, false, |_| name.to_string()).await
+}
 
-    let ingress_filter = match add_filter(handle, link, Hook::Ingress, ingress, name).await {
+/// [`attach`], for a caller that records in the filters' names whether the
+/// clsact qdisc is theirs to delete, so that whoever lists the filters later
+/// (say, after the caller died) can tell. `name(owns_qdisc)` gives the
+/// `TCA_BPF_NAME`. With `adopt_qdisc`, an existing clsact is treated as ours to
+/// delete once empty (see [`Attachment::owns_qdisc`]): for a caller that knows
+/// a predecessor of its own kind created it.
+pub async fn attach_with(
+    handle: &Handle,
+    link: &Link,
+    ingress: BorrowedFd<'_>,
+    egress: BorrowedFd<'_>,
+    adopt_qdisc: bool,
+    name: impl Fn(bool) -> String,
+) -> Result<Attachment, NetlinkError> {
+    check_filter_name(&name(false))?;
+    check_filter_name(&name(true))?;
+    let created_qdisc = ensure_clsact(handle, link).await?;
+    let owns_qdisc = created_qdisc || adopt_qdisc;
+    let name = name(owns_qdisc);
+
+    let ingress_filter = match add_filter(handle, link, Hook::Ingress, ingress, &name).await {
         Ok(f) => f,
         Err(error) => return Err(undo(handle, link, created_qdisc, None, error).await),
     };
-    let egress_filter = match add_filter(handle, link, Hook::Egress, egress, name).await {
+    let egress_filter = match add_filter(handle, link, Hook::Egress, egress, &name).await {
         Ok(f) => f,
         Err(error) => {
             let added = Some((Hook::Ingress, &ingress_filter));
@@ -199,6 +223,7 @@ pub async fn attach(
         ifindex: link.index,
         ifname: link.name.clone(),
         created_qdisc,
+        owns_qdisc,
         ingress: ingress_filter,
         egress: egress_filter,
     })
@@ -206,8 +231,8 @@ pub async fn attach(
 
 /// Removes the two filters of `att` (`RTM_DELTFILTER` by parent, priority,
 /// protocol, handle and kind), skipping one that is gone or now runs another
-/// program; then deletes the clsact qdisc if [`attach`] created it and no
-/// filter of anyone is left on either hook. An interface that vanished in the
+/// program; then deletes the clsact qdisc if it is ours
+/// ([`Attachment::owns_qdisc`]) and no filter of anyone is left on either hook. An interface that vanished in the
 /// meantime is not an error.
 ///
 /// Between the emptiness check and the qdisc delete someone could add a filter,
@@ -233,10 +258,50 @@ pub async fn detach(handle: &Handle, att: &Attachment) -> Result<(), NetlinkErro
     if let Some(e) = first_error {
         return Err(e);
     }
-    if att.created_qdisc {
+    if att.owns_qdisc {
         remove_clsact_if_unused(handle, att.ifindex, &att.ifname).await?;
     }
     Ok(())
+}
+
+/// [`list_filters`] for a resolved interface, whose name then appears in errors.
+pub async fn list_link_filters(
+    handle: &Handle,
+    link: &Link,
+    hook: Hook,
+) -> Result<Vec<FilterInfo>, NetlinkError> {
+    let entries = dump_hook(handle, link.index, &link.name, hook).await?;
+    Ok(entries.iter().filter_map(filter_info).collect())
+}
+
+/// Deletes a `bpf` filter found by [`list_filters`] (`RTM_DELTFILTER` by
+/// parent, priority, protocol, handle and kind) if it is still there and still
+/// runs the program it ran when listed. Returns whether it was deleted by this
+/// call (`false`: gone already, or replaced).
+pub async fn remove_listed(
+    handle: &Handle,
+    link: &Link,
+    hook: Hook,
+    filter: &FilterInfo,
+) -> Result<bool, NetlinkError> {
+    if filter.kind != TcFilterBpf::KIND || filter.chain != 0 {
+        return Ok(false);
+    }
+    let target = HookFilter {
+        prio: filter.prio,
+        handle: filter.handle,
+        protocol: filter.protocol,
+        prog_id: filter.bpf_prog_id,
+        behind_others: false,
+    };
+    delete_filter(handle, link.index, &link.name, hook, &target).await
+}
+
+/// Deletes the clsact qdisc of `link` (`RTM_DELQDISC`, kind `clsact`) if
+/// neither hook holds any filter, in any chain. Returns whether it was deleted
+/// by this call.
+pub async fn remove_unused_clsact(handle: &Handle, link: &Link) -> Result<bool, NetlinkError> {
+    remove_clsact_if_unused(handle, link.index, &link.name).await
 }
 
 /// Lists the filters on one clsact hook of interface `ifindex` (`RTM_GETTFILTER`
@@ -416,7 +481,9 @@ async fn undo(
         cleanup = remove_filter(handle, link.index, &link.name, hook, filter).await;
     }
     if cleanup.is_ok() && created_qdisc {
-        cleanup = remove_clsact_if_unused(handle, link.index, &link.name).await;
+        cleanup = remove_clsact_if_unused(handle, link.index, &link.name)
+            .await
+            .map(|_| ());
     }
     match cleanup {
         Ok(()) => error,
@@ -435,9 +502,23 @@ async fn remove_filter(
     hook: Hook,
     filter: &HookFilter,
 ) -> Result<(), NetlinkError> {
+    delete_filter(handle, ifindex, ifname, hook, filter)
+        .await
+        .map(|_| ())
+}
+
+/// Deletes `filter` from `hook` if it is still there and still runs the same
+/// program; returns whether this call deleted it.
+async fn delete_filter(
+    handle: &Handle,
+    ifindex: u32,
+    ifname: &str,
+    hook: Hook,
+    filter: &HookFilter,
+) -> Result<bool, NetlinkError> {
     let entries = dump_hook(handle, ifindex, ifname, hook).await?;
     if !entries.iter().any(|m| is_ours(m, filter)) {
-        return Ok(());
+        return Ok(false);
     }
     let mut message = filter_message(ifindex, hook, filter.prio, filter.handle, filter.protocol);
     // The kernel checks the kind too, so a filter of another kind is never hit.
@@ -445,9 +526,9 @@ async fn remove_filter(
         .attributes
         .push(TcAttribute::Kind(TcFilterBpf::KIND.to_string()));
     match send_ack(handle, RouteNetlinkMessage::DelTrafficFilter(message), 0).await {
-        Ok(()) => Ok(()),
+        Ok(()) => Ok(true),
         // Gone since we looked, with its interface or on its own.
-        Err(f) if matches!(f.errno(), Some(libc::ENOENT | libc::ENODEV)) => Ok(()),
+        Err(f) if matches!(f.errno(), Some(libc::ENOENT | libc::ENODEV)) => Ok(false),
         Err(f) => Err(f.into_error(Operation::DeleteFilter(hook), ifname)),
     }
 }
@@ -458,15 +539,15 @@ async fn remove_clsact_if_unused(
     handle: &Handle,
     ifindex: u32,
     ifname: &str,
-) -> Result<(), NetlinkError> {
+) -> Result<bool, NetlinkError> {
     if slot_kind(handle, ifindex, ifname).await?.as_deref() != Some(CLSACT_KIND) {
-        return Ok(());
+        return Ok(false);
     }
     for hook in Hook::BOTH {
         // Any entry counts, even a priority header whose filters we could not
         // parse: deleting the qdisc would delete them.
         if !dump_hook(handle, ifindex, ifname, hook).await?.is_empty() {
-            return Ok(());
+            return Ok(false);
         }
     }
     let header = TcHeader {
@@ -479,8 +560,8 @@ async fn remove_clsact_if_unused(
     // might have replaced ours.
     let message = TcMessage::from_parts(header, vec![TcAttribute::Kind(CLSACT_KIND.to_string())]);
     match send_ack(handle, RouteNetlinkMessage::DelQueueDiscipline(message), 0).await {
-        Ok(()) => Ok(()),
-        Err(f) if matches!(f.errno(), Some(libc::ENOENT | libc::ENODEV)) => Ok(()),
+        Ok(()) => Ok(true),
+        Err(f) if matches!(f.errno(), Some(libc::ENOENT | libc::ENODEV)) => Ok(false),
         Err(f) => Err(f.into_error(Operation::DeleteClsact, ifname)),
     }
 }

@@ -187,6 +187,7 @@ fn reap_stale() {
         }
     }
 }
+pub mod kernel;
 pub mod packet;
 pub mod peer;
 pub mod run;

@@ -298,6 +298,42 @@ impl Flowlat {
     pub fn stop(self) -> Stopped {
         self.stop_with(nix::sys::signal::Signal::SIGINT)
     }
+
+    /// Waits for flowlat to exit on its own (panics after `timeout`).
+    pub fn wait_exit(mut self, timeout: Duration) -> Stopped {
+        let mut child = self.child.take().expect("running");
+        let end = Instant::now() + timeout;
+        let status = loop {
+            if let Some(st) = child.try_wait().expect("wait") {
+                break st;
+            }
+            if Instant::now() > end {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "flowlat did not exit within {timeout:?}; stderr:\n{}",
+                    self.stderr()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        std::thread::sleep(Duration::from_millis(100));
+        let lines = self.lines();
+        let records = lines.iter().filter_map(|l| parse_json(l).ok()).collect();
+        Stopped {
+            status,
+            lines,
+            records,
+            stderr: self.stderr(),
+        }
+    }
+
+    /// Whether it is still running.
+    pub fn running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
 }
 
 impl Drop for Flowlat {
