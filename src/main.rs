@@ -433,6 +433,9 @@ struct Session<'a> {
     watched: Vec<Watched>,
 }
 
+/// How often records below the perf rings' wakeup watermark are printed.
+const FLUSH_EVERY: Duration = Duration::from_millis(100);
+
 impl Session<'_> {
     async fn watch(&mut self, s: &Settings, signals: &mut Signals) -> Result<Stop, Error> {
         // Sweep often enough that a timeout is reported within a tenth of
@@ -440,6 +443,10 @@ impl Session<'_> {
         let every = (s.syn_timeout / 10).clamp(Duration::from_millis(50), Duration::from_secs(1));
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The rings wake us only when a quarter full (see PerfBuffers::open):
+        // a tenth of a second is how long a record may wait to be printed.
+        let mut flush = tokio::time::interval(FLUSH_EVERY);
+        flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let write_failed = |e: io::Error| {
             if is_broken_pipe(&e) {
                 Ok(Stop::StdoutClosed)
@@ -454,6 +461,12 @@ impl Session<'_> {
                 _ = signals.hup.recv() => return Ok(Stop::Signal("SIGHUP")),
                 ready = self.perf.readable() => {
                     ready?;
+                    let mut out = io::stdout().lock();
+                    if let Err(e) = emit_ready(self.perf, &self.fmt, &mut self.tally, &mut out) {
+                        return write_failed(e);
+                    }
+                }
+                _ = flush.tick() => {
                     let mut out = io::stdout().lock();
                     if let Err(e) = emit_ready(self.perf, &self.fmt, &mut self.tally, &mut out) {
                         return write_failed(e);

@@ -81,11 +81,14 @@ fn both_ends_measure_the_same_handshakes_v4_and_v6() {
     let _l4 = listen(&net.b, &net.b4, 8080);
     let _l6 = listen(&net.b, &net.b6, 8080);
     let mut clients = Vec::new();
+    let connected = Instant::now();
     for addr in [&net.b4, &net.b6, &net.b4] {
         let s = connect(&net.a, addr, 8080, Duration::from_secs(3)).expect("connect");
         clients.push(s.local_addr().expect("local address"));
     }
     fa.wait_records(3, Duration::from_secs(5), |r| r.s("result") == "ok");
+    // Records are printed live (within a tenth of a second, plus scheduling).
+    assert!(connected.elapsed() < Duration::from_secs(1), "records took {:?}", connected.elapsed());
     fb.wait_records(3, Duration::from_secs(5), |r| r.s("result") == "ok");
     let (a, b) = (fa.stop(), fb.stop());
     assert_clean_exit(&a);
