@@ -12,6 +12,9 @@ missing=()
 command -v clang >/dev/null || missing+=(clang)
 command -v tc >/dev/null || missing+=(iproute2)
 command -v setpriv >/dev/null || missing+=(util-linux)
+# The static-binary test checks the musl build with file and strips a copy.
+command -v file >/dev/null || missing+=(file)
+command -v strip >/dev/null || missing+=(binutils)
 if [ ${#missing[@]} -gt 0 ]; then
     echo "installing ${missing[*]}" >&2
     as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
