@@ -12,9 +12,11 @@
 #[path = "../../tests/common/packet.rs"]
 mod packet;
 
+#[path = "../shared/mod.rs"]
+mod shared;
+
 mod asm;
 mod frames;
-mod json;
 mod kernel;
 mod stats;
 mod user;
@@ -23,8 +25,8 @@ use std::path::PathBuf;
 
 use flowlat::probe::Hook;
 use frames::{Class, Dir};
-use json::J;
 use kernel::{ClassResult, HandshakeResult, Rig};
+use shared::json::J;
 use stats::median;
 
 /// A packet that is no part of a handshake may cost this much over the empty classifier.
@@ -78,27 +80,6 @@ fn parse_opts() -> Opts {
     o
 }
 
-/// `target/` of this build: the bench runs from `target/<profile>/deps/`.
-fn target_dir() -> PathBuf {
-    std::env::current_exe()
-        .ok()
-        .and_then(|p| Some(p.parent()?.parent()?.parent()?.to_path_buf()))
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/target")))
-}
-
-fn machine() -> String {
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = cpuinfo
-        .lines()
-        .find_map(|l| l.strip_prefix("model name"))
-        .and_then(|l| l.split_once(':'))
-        .map_or("unknown CPU", |(_, m)| m.trim())
-        .to_string();
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    let cpus = flowlat::bpf::cpu::online_cpus().map_or(0, |c| c.len());
-    format!("{model}, {cpus} CPUs, Linux {}", kernel.trim())
-}
-
 fn hook(h: Hook) -> &'static str {
     match h {
         Hook::Ingress => "ingress",
@@ -116,7 +97,7 @@ fn main() {
         std::process::exit(1);
     }
     let o = parse_opts();
-    let machine = machine();
+    let machine = shared::machine();
     eprintln!("flowlat overhead bench on {machine}");
     let mut rig = Rig::new(65_536, 64);
     rig.prefill(o.pending);
@@ -157,19 +138,9 @@ fn main() {
     let report = report_json(
         &o, &machine, pending, &classes, &results, &hs_out, &hs_in, json_rate, human_rate, &reader,
     );
-    let path = o
-        .out
-        .clone()
-        .unwrap_or_else(|| target_dir().join("flowlat-bench.json"));
-    let mut text = String::new();
-    report.write(&mut text, 0);
-    text.push('\n');
-    match std::fs::write(&path, text) {
-        Ok(()) => eprintln!("wrote {}", path.display()),
-        Err(e) => {
-            eprintln!("cannot write {}: {e}", path.display());
-            std::process::exit(1);
-        }
+    match &o.out {
+        Some(path) => shared::write_report_to(path, report),
+        None => shared::write_report("flowlat-bench.json", report),
     }
 }
 
