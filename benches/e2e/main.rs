@@ -199,7 +199,10 @@ fn main() {
         return;
     }
     if !nix::unistd::geteuid().is_root() {
-        eprintln!("the end-to-end bench makes namespaces and attaches filters: run it as root");
+        eprintln!(
+            "the end-to-end bench makes namespaces and attaches filters and needs root: \
+             run scripts/bench-e2e.sh, which uses sudo when it is not root"
+        );
         std::process::exit(1);
     }
     let o = parse_opts();

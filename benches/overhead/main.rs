@@ -93,7 +93,10 @@ fn ratio(f: u32, e: u32) -> f64 {
 
 fn main() {
     if !nix::unistd::geteuid().is_root() {
-        eprintln!("the overhead bench loads BPF programs: run it as root (sudo -E cargo bench)");
+        eprintln!(
+            "the overhead bench loads BPF programs and needs root: run cargo bench as root, or \
+             as you with CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER='sudo -E'"
+        );
         std::process::exit(1);
     }
     let o = parse_opts();
