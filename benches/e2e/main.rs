@@ -15,23 +15,18 @@ mod shared;
 
 mod flowlat;
 mod iperf;
+mod rig;
+mod sections;
 mod storm;
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use common::VethPair;
-use flowlat::Flowlat;
+use rig::{Rig, Step};
+use sections::{BULK_TARGET, RSS_TARGET, STARTUP_TARGET_MS};
 use shared::json::J;
-
-/// flowlat's memory budget.
-const RSS_TARGET: u64 = 8 << 20;
-/// Start to both filters attached.
-const STARTUP_TARGET_MS: f64 = 50.0;
-/// Bulk throughput with flowlat over without.
-const BULK_TARGET: f64 = 0.99;
 
 struct Opts {
     secs: f64,
@@ -89,106 +84,10 @@ fn parse_opts() -> Opts {
     o
 }
 
-fn median(v: &[f64]) -> f64 {
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    let n = s.len();
-    if n % 2 == 1 {
-        s[n / 2]
-    } else {
-        (s[n / 2 - 1] + s[n / 2]) / 2.0
-    }
-}
-
-/// The median of each round's with/without ratio: the two runs of a round
-/// are back to back, so a busy spell of the machine weighs on both.
-fn paired_ratio(with: &[f64], without: &[f64]) -> f64 {
-    let r: Vec<f64> = with.iter().zip(without).map(|(w, o)| w / o).collect();
-    median(&r)
-}
-
 fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
         .unwrap_or_default()
-}
-
-/// One step of the ramp.
-struct Step {
-    target: u32,
-    storm: storm::Storm,
-    summary: flowlat::Summary,
-    cpu_ns: u64,
-    peak_rss: u64,
-    pages: u32,
-}
-
-impl Step {
-    fn cpu_us_per_handshake(&self) -> f64 {
-        self.cpu_ns as f64 / 1000.0 / self.summary.ok.max(1) as f64
-    }
-
-    fn json(&self) -> J {
-        J::obj(vec![
-            ("target_per_s", J::Int(self.target.into())),
-            ("handshakes_per_s", J::Num(self.storm.rate().round())),
-            ("connects_ok", J::Int(self.storm.ok as i64)),
-            ("connects_failed", J::Int(self.storm.failed as i64)),
-            ("records_ok", J::Int(self.summary.ok as i64)),
-            ("records_lost", J::Int(self.summary.lost as i64)),
-            (
-                "records_missing",
-                J::Int(self.storm.ok as i64 - self.summary.ok as i64),
-            ),
-            ("cpu_us_per_handshake", J::Num(self.cpu_us_per_handshake())),
-            ("peak_rss_bytes", J::Int(self.peak_rss as i64)),
-            ("perf_pages", J::Int(self.pages.into())),
-        ])
-    }
-}
-
-struct Rig {
-    net: VethPair,
-    server: SocketAddr,
-    bin: PathBuf,
-}
-
-impl Rig {
-    fn storm(&self, rate: u32, secs: f64, clients: usize) -> storm::Storm {
-        let rate = (rate > 0).then_some(rate);
-        storm::run(
-            &self.net.a,
-            self.server,
-            rate,
-            clients,
-            Duration::from_secs_f64(secs),
-        )
-    }
-
-    /// A storm at `rate` with flowlat (perf rings of `pages` pages) attached at the server's end.
-    fn step(&self, rate: u32, o: &Opts, pages: u32) -> Step {
-        let pages_arg = pages.to_string();
-        let f = Flowlat::start(
-            &self.net.b,
-            &self.bin,
-            &["--json", "--perf-pages", &pages_arg, "b"],
-        );
-        let cpu0 = f.cpu_ns();
-        let storm = self.storm(rate, o.secs, o.clients);
-        // Let the reader catch up with what is still in the rings.
-        std::thread::sleep(Duration::from_millis(300));
-        let cpu_ns = f.cpu_ns().saturating_sub(cpu0);
-        let peak_rss = f.peak_rss();
-        let summary = f.stop();
-        Step {
-            target: rate,
-            storm,
-            summary,
-            cpu_ns,
-            peak_rss,
-            pages,
-        }
-    }
 }
 
 fn main() {
@@ -217,277 +116,54 @@ fn main() {
         bin: PathBuf::from(env!("CARGO_BIN_EXE_flowlat")),
         net,
     };
+
     let mut md = String::new();
-    let mut report = vec![("machine", J::Str(machine.clone()))];
-
-    // Start-up: fork to "attached" on stderr, both filters in place.
-    let mut startup_json = Vec::new();
-    let _ = writeln!(
-        md,
-        "Start-up, from fork to both filters attached (veth, {} runs):\n\n\
-         | binary | median ms | max ms | target |\n|---|---:|---:|---|",
-        o.startups
-    );
-    let mut slowest_startup = 0.0f64;
-    let mut bins = vec![("release", rig.bin.clone())];
-    if let Some(s) = &o.static_bin {
-        bins.push(("static musl", s.clone()));
-    }
-    for (name, bin) in &bins {
-        let ms: Vec<f64> = (0..o.startups)
-            .map(|_| {
-                let f = Flowlat::start(&rig.net.b, bin, &["b"]);
-                let t = f.startup.as_secs_f64() * 1000.0;
-                f.stop();
-                t
-            })
-            .collect();
-        let (med, max) = (median(&ms), ms.iter().copied().fold(0.0, f64::max));
-        slowest_startup = slowest_startup.max(med);
-        eprintln!("  start-up {name}: median {med:.1} ms, max {max:.1} ms");
-        let _ = writeln!(
-            md,
-            "| {name} | {med:.1} | {max:.1} | < 50: {} |",
-            if med < STARTUP_TARGET_MS {
-                "met"
-            } else {
-                "**missed**"
-            }
-        );
-        startup_json.push((
-            name.replace(' ', "_"),
-            J::obj(vec![
-                ("median_ms", J::Num(med)),
-                ("max_ms", J::Num(max)),
-                ("runs_ms", J::Arr(ms.iter().map(|&m| J::Num(m)).collect())),
-            ]),
-        ));
-    }
-    report.push(("startup", J::Obj(startup_json)));
-
-    // The ramp, flowlat at the server's end: every handshake is an "in" one.
-    let _ = writeln!(
-        md,
-        "\nHandshake storm: {} client threads in one namespace, a server in the other, \
-         each connection reset at once (SO_LINGER 0); flowlat --json attached at the \
-         server's veth (every handshake an `in` one), output to /dev/null, {} s per step, \
-         default perf ring (64 pages per CPU):\n\n\
-         | target/s | handshakes/s | records | lost | missing | flowlat CPU µs/handshake | flowlat peak RSS MiB |\n\
-         |---:|---:|---:|---:|---:|---:|---:|",
-        o.clients, o.secs
-    );
-    let mut steps = Vec::new();
-    for &rate in &o.rates {
-        let s = rig.step(rate, &o, 64);
-        eprintln!(
-            "  storm {:>6}/s: {:.0}/s, {} records, {} lost, {:.2} µs CPU each",
-            if rate == 0 {
-                "max".into()
-            } else {
-                rate.to_string()
-            },
-            s.storm.rate(),
-            s.summary.ok,
-            s.summary.lost,
-            s.cpu_us_per_handshake()
-        );
-        let _ = writeln!(
-            md,
-            "| {} | {:.0} | {} | {} | {} | {:.2} | {:.2} |",
-            if rate == 0 {
-                "flat out".into()
-            } else {
-                rate.to_string()
-            },
-            s.storm.rate(),
-            s.summary.ok,
-            s.summary.lost,
-            s.storm.ok as i64 - s.summary.ok as i64,
-            s.cpu_us_per_handshake(),
-            s.peak_rss as f64 / f64::from(1 << 20)
-        );
-        steps.push(s);
-    }
-    let max_rate = steps.iter().map(|s| s.storm.rate()).fold(0.0, f64::max);
-    let first_loss = steps
-        .iter()
-        .filter(|s| s.summary.lost > 0)
-        .map(|s| s.storm.rate())
-        .fold(f64::INFINITY, f64::min);
-    let peak_rss = steps.iter().map(|s| s.peak_rss).max().unwrap_or(0);
-    let _ = writeln!(
-        md,
-        "\nMost handshakes/s made: {max_rate:.0}. Records lost with the default ring: {}. \
-         Peak RSS {:.2} MiB (target < 8: {}).",
-        if first_loss.is_finite() {
-            format!("from {first_loss:.0}/s on")
-        } else {
-            "none at any rate".into()
-        },
-        peak_rss as f64 / f64::from(1 << 20),
-        if peak_rss < RSS_TARGET {
-            "met"
-        } else {
-            "**missed**"
-        }
-    );
-
-    // Capacity with and without flowlat, flat out, alternated.
-    let (mut without, mut with) = (Vec::new(), Vec::new());
-    for round in 0..o.rounds {
-        let plain = || rig.storm(0, o.secs, o.clients).rate();
-        let watched = || rig.step(0, &o, 64).storm.rate();
-        if round % 2 == 0 {
-            without.push(plain());
-            with.push(watched());
-        } else {
-            with.push(watched());
-            without.push(plain());
-        }
-    }
-    let cap_ratio = paired_ratio(&with, &without);
-    eprintln!(
-        "  capacity: {:.0}/s without, {:.0}/s with flowlat",
-        median(&without),
-        median(&with)
-    );
-    let _ = writeln!(
-        md,
-        "\nCapacity, flat out, alternated ({} rounds): {:.0} handshakes/s without flowlat, \
-         {:.0} with (median ratio of the rounds {cap_ratio:.3}).",
-        o.rounds,
-        median(&without),
-        median(&with)
-    );
-
-    // Smaller rings at full speed: where loss starts.
-    let mut ring = Vec::new();
-    let _ = writeln!(
-        md,
-        "\nPerf ring size at flat out:\n\n| pages per CPU | handshakes/s | records | lost |\n|---:|---:|---:|---:|"
-    );
-    for &pages in &o.ring_pages {
-        let s = rig.step(0, &o, pages);
-        eprintln!("  ring {pages} pages: {} lost", s.summary.lost);
-        let _ = writeln!(
-            md,
-            "| {pages} | {:.0} | {} | {} |",
-            s.storm.rate(),
-            s.summary.ok,
-            s.summary.lost
-        );
-        ring.push(s);
-    }
-
-    report.push((
-        "storm",
-        J::obj(vec![
-            ("clients", J::Int(o.clients as i64)),
-            ("target_rates_per_s", J::ints(&o.rates)),
-            ("secs_per_step", J::Num(o.secs)),
-            ("flowlat_end", J::Str("server (in handshakes)".into())),
-            ("steps", J::Arr(steps.iter().map(Step::json).collect())),
-            ("max_handshakes_per_s", J::Num(max_rate.round())),
-            (
-                "loss_from_per_s",
-                if first_loss.is_finite() {
-                    J::Num(first_loss.round())
-                } else {
-                    J::Str("none".into())
-                },
-            ),
-            ("peak_rss_bytes", J::Int(peak_rss as i64)),
-            (
-                "capacity",
-                J::obj(vec![
-                    (
-                        "without_per_s",
-                        J::Arr(without.iter().map(|&v| J::Num(v.round())).collect()),
-                    ),
-                    (
-                        "with_per_s",
-                        J::Arr(with.iter().map(|&v| J::Num(v.round())).collect()),
-                    ),
-                    ("ratio", J::Num(cap_ratio)),
-                ]),
-            ),
-            ("ring", J::Arr(ring.iter().map(Step::json).collect())),
-        ]),
-    ));
-
-    // Bulk throughput with and without flowlat at the receiver, alternated.
-    let _iperf = iperf::Server::start(&rig.net.b, &rig.net.b4);
-    let (mut bulk_without, mut bulk_with) = (Vec::new(), Vec::new());
-    for round in 0..o.bulk_rounds {
-        let plain = || iperf::run(&rig.net.a, &rig.net.b4, o.iperf_secs);
-        let watched = || {
-            let f = Flowlat::start(&rig.net.b, &rig.bin, &["--json", "b"]);
-            let bps = iperf::run(&rig.net.a, &rig.net.b4, o.iperf_secs);
-            f.stop();
-            bps
-        };
-        if round % 2 == 0 {
-            bulk_without.push(plain());
-            bulk_with.push(watched());
-        } else {
-            bulk_with.push(watched());
-            bulk_without.push(plain());
-        }
-    }
-    let bulk_ratio = paired_ratio(&bulk_with, &bulk_without);
-    eprintln!(
-        "  bulk: {:.2} Gbit/s without, {:.2} with",
-        median(&bulk_without) / 1e9,
-        median(&bulk_with) / 1e9
-    );
-    let _ = writeln!(
-        md,
-        "\nBulk TCP (iperf3, one stream, {} s runs, {} alternated rounds, flowlat at the \
-         receiver): {:.2} Gbit/s without, {:.2} Gbit/s with; median ratio of the rounds {bulk_ratio:.3} \
-         (target ≥ 0.99: {}).",
-        o.iperf_secs,
-        bulk_with.len(),
-        median(&bulk_without) / 1e9,
-        median(&bulk_with) / 1e9,
-        if bulk_ratio >= BULK_TARGET {
-            "met"
-        } else {
-            "**missed**"
-        }
-    );
-    report.push((
-        "bulk",
-        J::obj(vec![
-            (
-                "without_bps",
-                J::Arr(bulk_without.iter().map(|&v| J::Num(v.round())).collect()),
-            ),
-            (
-                "with_bps",
-                J::Arr(bulk_with.iter().map(|&v| J::Num(v.round())).collect()),
-            ),
-            ("ratio", J::Num(bulk_ratio)),
-        ]),
-    ));
-
-    report.push((
-        "targets",
-        J::obj(vec![
-            ("startup_met", J::Bool(slowest_startup < STARTUP_TARGET_MS)),
-            ("no_loss_met", J::Bool(!first_loss.is_finite())),
-            ("peak_rss_met", J::Bool(peak_rss < RSS_TARGET)),
-            ("bulk_met", J::Bool(bulk_ratio >= BULK_TARGET)),
-        ]),
-    ));
-
+    let (startup, slowest_startup) = sections::startup(&rig, &o, &mut md);
+    let ramp = sections::ramp(&rig, &o, &mut md);
+    let capacity = sections::capacity(&rig, &o, &mut md);
+    let rings = sections::rings(&rig, &o, &mut md);
+    let (bulk, bulk_ratio) = sections::bulk(&rig, &o, &mut md);
     let load_after = loadavg();
     let _ = writeln!(
         md,
         "\n{machine}; load average {load_before} before, {load_after} after."
     );
-    report.push(("load_average_before", J::Str(load_before)));
-    report.push(("load_average_after", J::Str(load_after)));
-
     println!("{md}");
-    shared::write_report("flowlat-e2e.json", J::obj(report));
+
+    let report = J::obj(vec![
+        ("machine", J::Str(machine)),
+        ("load_average_before", J::Str(load_before)),
+        ("load_average_after", J::Str(load_after)),
+        ("startup", startup),
+        (
+            "storm",
+            J::obj(vec![
+                ("clients", J::Int(o.clients as i64)),
+                ("target_rates_per_s", J::ints(&o.rates)),
+                ("secs_per_step", J::Num(o.secs)),
+                ("flowlat_end", J::Str("server (in handshakes)".into())),
+                ("steps", J::Arr(ramp.steps.iter().map(Step::json).collect())),
+                ("max_handshakes_per_s", J::Num(ramp.max_rate.round())),
+                (
+                    "loss_from_per_s",
+                    ramp.first_loss
+                        .map_or(J::Str("none".into()), |r| J::Num(r.round())),
+                ),
+                ("peak_rss_bytes", J::Int(ramp.peak_rss as i64)),
+                ("capacity", capacity),
+                ("ring", J::Arr(rings.iter().map(Step::json).collect())),
+            ]),
+        ),
+        ("bulk", bulk),
+        (
+            "targets",
+            J::obj(vec![
+                ("startup_met", J::Bool(slowest_startup < STARTUP_TARGET_MS)),
+                ("no_loss_met", J::Bool(ramp.first_loss.is_none())),
+                ("peak_rss_met", J::Bool(ramp.peak_rss < RSS_TARGET)),
+                ("bulk_met", J::Bool(bulk_ratio >= BULK_TARGET)),
+            ]),
+        ),
+    ]);
+    shared::write_report("flowlat-e2e.json", report);
 }
