@@ -31,7 +31,7 @@ pub struct Class {
 }
 
 /// Packet layouts beyond plain Ethernet + IPv4/IPv6 + TCP.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Layout {
     Vlan,
     Ipv6ExtHeader,

@@ -1,6 +1,7 @@
 //! The classifier's cost in the kernel, from `BPF_PROG_TEST_RUN`'s own clock,
 //! always beside the empty classifier run the same way in the same round.
 
+use std::collections::HashMap;
 use std::os::fd::{AsFd, OwnedFd};
 
 use flowlat::bpf::perf::PerfBuffers;
@@ -8,7 +9,7 @@ use flowlat::bpf::sys;
 use flowlat::probe::{Event, Hook, Probe, ProbeConfig, Record};
 
 use crate::asm;
-use crate::frames::{self, Class, Dir};
+use crate::frames::{self, Class, Dir, Layout};
 use crate::stats::median;
 
 const TC_ACT_UNSPEC: u32 = u32::MAX;
@@ -20,6 +21,8 @@ pub struct Rig {
     empty: OwnedFd,
     perf: PerfBuffers,
     records: u64,
+    /// Whether the probe parses each layout, found out once.
+    parses: HashMap<Layout, bool>,
 }
 
 /// One class, measured.
@@ -92,6 +95,7 @@ impl Rig {
             empty,
             perf,
             records: 0,
+            parses: HashMap::new(),
         }
     }
 
@@ -135,15 +139,24 @@ impl Rig {
         }
     }
 
+    /// Whether a SYN in `layout` leaves an entry in the table. Asked once per
+    /// layout: the same SYN again would be a retransmission and add nothing.
+    fn parses(&mut self, layout: Layout) -> bool {
+        if let Some(&p) = self.parses.get(&layout) {
+            return p;
+        }
+        let before = self.pending();
+        self.run(Hook::Egress, &frames::parser_probe(layout), 1);
+        let p = self.pending() > before;
+        self.parses.insert(layout, p);
+        p
+    }
+
     /// `rounds` rounds of (empty, flowlat), each `repeat` runs of the class's
     /// packet; the order within a round alternates, so that a drift in the
     /// machine's speed weighs on both alike.
     pub fn measure(&mut self, class: &Class, repeat: u32, rounds: usize) -> ClassResult {
-        let parsed = class.needs_parser.map(|layout| {
-            let before = self.pending();
-            self.run(Hook::Egress, &frames::parser_probe(layout), 1);
-            self.pending() > before
-        });
+        let parsed = class.needs_parser.map(|layout| self.parses(layout));
         for (hook, frame) in &class.setup {
             self.run(*hook, frame, 1);
         }

@@ -100,8 +100,8 @@ pub fn user_table(json_rate: f64, human_rate: f64, r: &user::ReaderResult) -> St
         json_rate, human_rate
     ));
     s.push_str(&format!(
-        "| perf reader, woken per record as flowlat runs it, one CPU sending flat out \
-         ({:.0}/s offered, {} lost) | {:.0} |\n\
+        "| perf reader as flowlat runs it (woken through the perf event, then draining), \
+         one CPU sending flat out ({:.0}/s offered, {} lost) | {:.0} |\n\
          | perf reader, draining a full {}-page ring | {:.0} |\n",
         r.offered_per_s, r.lost, r.read_per_s, r.pages, r.drain_per_s
     ));
