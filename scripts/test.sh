@@ -14,6 +14,9 @@ command -v tc >/dev/null || missing+=(iproute2)
 command -v setpriv >/dev/null || missing+=(util-linux)
 # The lifecycle tests check with bpftool that no program or map outlives flowlat.
 command -v bpftool >/dev/null || [ -x /usr/sbin/bpftool ] || missing+=(bpftool)
+# The static-binary test checks the musl build with file and strips a copy.
+command -v file >/dev/null || missing+=(file)
+command -v strip >/dev/null || missing+=(binutils)
 if [ ${#missing[@]} -gt 0 ]; then
     echo "installing ${missing[*]}" >&2
     as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq

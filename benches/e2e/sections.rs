@@ -1,0 +1,252 @@
+//! The parts of the end-to-end run. Each appends its markdown to `md` and
+//! returns its JSON, plus what the target checks need.
+
+use std::fmt::Write as _;
+
+use crate::flowlat::Flowlat;
+use crate::iperf;
+use crate::rig::{median, paired_ratio, Rig, Step};
+use crate::shared::json::J;
+use crate::Opts;
+
+/// flowlat's memory budget.
+pub const RSS_TARGET: u64 = 8 << 20;
+/// Start to both filters attached.
+pub const STARTUP_TARGET_MS: f64 = 50.0;
+/// Bulk throughput with flowlat over without.
+pub const BULK_TARGET: f64 = 0.99;
+
+fn met(ok: bool) -> &'static str {
+    if ok {
+        "met"
+    } else {
+        "**missed**"
+    }
+}
+
+fn nums(v: &[f64]) -> J {
+    J::Arr(v.iter().map(|&x| J::Num(x.round())).collect())
+}
+
+/// Fork to "attached" on stderr, both filters in place, for each binary.
+/// Returns the JSON and the slowest median, in ms.
+pub fn startup(rig: &Rig, o: &Opts, md: &mut String) -> (J, f64) {
+    let _ = writeln!(
+        md,
+        "Start-up, from fork to both filters attached (veth, {} runs):\n\n\
+         | binary | median ms | max ms | target |\n|---|---:|---:|---|",
+        o.startups
+    );
+    let mut bins = vec![("release", rig.bin.clone())];
+    if let Some(s) = &o.static_bin {
+        bins.push(("static musl", s.clone()));
+    }
+    let mut slowest = 0.0f64;
+    let mut json = Vec::new();
+    for (name, bin) in &bins {
+        let ms: Vec<f64> = (0..o.startups)
+            .map(|_| {
+                let f = Flowlat::start(&rig.net.b, bin, &["b"]);
+                let t = f.startup.as_secs_f64() * 1000.0;
+                f.stop();
+                t
+            })
+            .collect();
+        let (med, max) = (median(&ms), ms.iter().copied().fold(0.0, f64::max));
+        slowest = slowest.max(med);
+        eprintln!("  start-up {name}: median {med:.1} ms, max {max:.1} ms");
+        let _ = writeln!(
+            md,
+            "| {name} | {med:.1} | {max:.1} | < 50: {} |",
+            met(med < STARTUP_TARGET_MS)
+        );
+        json.push((
+            name.replace(' ', "_"),
+            J::obj(vec![
+                ("median_ms", J::Num(med)),
+                ("max_ms", J::Num(max)),
+                ("runs_ms", J::Arr(ms.iter().map(|&m| J::Num(m)).collect())),
+            ]),
+        ));
+    }
+    (J::Obj(json), slowest)
+}
+
+/// What the ramp found.
+pub struct Ramp {
+    pub steps: Vec<Step>,
+    pub max_rate: f64,
+    /// The lowest rate at which records were lost, if any were.
+    pub first_loss: Option<f64>,
+    pub peak_rss: u64,
+}
+
+/// The storm at each rate of `o.rates`, flowlat at the server's end: every
+/// handshake is an `in` one.
+pub fn ramp(rig: &Rig, o: &Opts, md: &mut String) -> Ramp {
+    let _ = writeln!(
+        md,
+        "\nHandshake storm: {} client threads in one namespace, a server in the other, \
+         each connection reset at once (SO_LINGER 0); flowlat --json attached at the \
+         server's veth (every handshake an `in` one), output to /dev/null, {} s per step, \
+         default perf ring (64 pages per CPU):\n\n\
+         | target/s | handshakes/s | records | lost | missing | flowlat CPU µs/handshake | flowlat peak RSS MiB |\n\
+         |---:|---:|---:|---:|---:|---:|---:|",
+        o.clients, o.secs
+    );
+    let mut steps = Vec::new();
+    for &rate in &o.rates {
+        let s = rig.step(rate, o, 64);
+        let label = if rate == 0 {
+            "flat out".to_string()
+        } else {
+            rate.to_string()
+        };
+        eprintln!(
+            "  storm {label:>8}: {:.0}/s, {} records, {} lost, {:.2} µs CPU each",
+            s.storm.rate(),
+            s.summary.ok,
+            s.summary.lost,
+            s.cpu_us_per_handshake()
+        );
+        let _ = writeln!(
+            md,
+            "| {label} | {:.0} | {} | {} | {} | {:.2} | {:.2} |",
+            s.storm.rate(),
+            s.summary.ok,
+            s.summary.lost,
+            s.storm.ok as i64 - s.summary.ok as i64,
+            s.cpu_us_per_handshake(),
+            s.peak_rss as f64 / f64::from(1 << 20)
+        );
+        steps.push(s);
+    }
+    let max_rate = steps.iter().map(|s| s.storm.rate()).fold(0.0, f64::max);
+    let first_loss = steps
+        .iter()
+        .filter(|s| s.summary.lost > 0)
+        .map(|s| s.storm.rate())
+        .min_by(f64::total_cmp);
+    let peak_rss = steps.iter().map(|s| s.peak_rss).max().unwrap_or(0);
+    let _ = writeln!(
+        md,
+        "\nMost handshakes/s made: {max_rate:.0}. Records lost with the default ring: {}. \
+         Peak RSS {:.2} MiB (target < 8: {}).",
+        first_loss.map_or("none at any rate".to_string(), |r| format!(
+            "from {r:.0}/s on"
+        )),
+        peak_rss as f64 / f64::from(1 << 20),
+        met(peak_rss < RSS_TARGET)
+    );
+    Ramp {
+        steps,
+        max_rate,
+        first_loss,
+        peak_rss,
+    }
+}
+
+/// The storm flat out, with and without flowlat, alternated.
+pub fn capacity(rig: &Rig, o: &Opts, md: &mut String) -> J {
+    let (mut without, mut with) = (Vec::new(), Vec::new());
+    for round in 0..o.rounds {
+        let plain = || rig.storm(0, o.secs, o.clients).rate();
+        let watched = || rig.step(0, o, 64).storm.rate();
+        if round % 2 == 0 {
+            without.push(plain());
+            with.push(watched());
+        } else {
+            with.push(watched());
+            without.push(plain());
+        }
+    }
+    let ratio = paired_ratio(&with, &without);
+    eprintln!(
+        "  capacity: {:.0}/s without, {:.0}/s with flowlat",
+        median(&without),
+        median(&with)
+    );
+    let _ = writeln!(
+        md,
+        "\nCapacity, flat out, alternated ({} rounds): {:.0} handshakes/s without flowlat, \
+         {:.0} with (median ratio of the rounds {ratio:.3}).",
+        o.rounds,
+        median(&without),
+        median(&with)
+    );
+    J::obj(vec![
+        ("without_per_s", nums(&without)),
+        ("with_per_s", nums(&with)),
+        ("ratio", J::Num(ratio)),
+    ])
+}
+
+/// Smaller perf rings at full speed: where loss starts.
+pub fn rings(rig: &Rig, o: &Opts, md: &mut String) -> Vec<Step> {
+    let _ = writeln!(
+        md,
+        "\nPerf ring size at flat out:\n\n\
+         | pages per CPU | handshakes/s | records | lost |\n|---:|---:|---:|---:|"
+    );
+    o.ring_pages
+        .iter()
+        .map(|&pages| {
+            let s = rig.step(0, o, pages);
+            eprintln!("  ring {pages} pages: {} lost", s.summary.lost);
+            let _ = writeln!(
+                md,
+                "| {pages} | {:.0} | {} | {} |",
+                s.storm.rate(),
+                s.summary.ok,
+                s.summary.lost
+            );
+            s
+        })
+        .collect()
+}
+
+/// iperf3 with and without flowlat at the receiver, alternated. Returns the
+/// JSON and the median of the rounds' ratios.
+pub fn bulk(rig: &Rig, o: &Opts, md: &mut String) -> (J, f64) {
+    let _server = iperf::Server::start(&rig.net.b, &rig.net.b4);
+    let (mut without, mut with) = (Vec::new(), Vec::new());
+    for round in 0..o.bulk_rounds {
+        let plain = || iperf::run(&rig.net.a, &rig.net.b4, o.iperf_secs);
+        let watched = || {
+            let f = Flowlat::start(&rig.net.b, &rig.bin, &["--json", "b"]);
+            let bps = iperf::run(&rig.net.a, &rig.net.b4, o.iperf_secs);
+            f.stop();
+            bps
+        };
+        if round % 2 == 0 {
+            without.push(plain());
+            with.push(watched());
+        } else {
+            with.push(watched());
+            without.push(plain());
+        }
+    }
+    let ratio = paired_ratio(&with, &without);
+    eprintln!(
+        "  bulk: {:.2} Gbit/s without, {:.2} with",
+        median(&without) / 1e9,
+        median(&with) / 1e9
+    );
+    let _ = writeln!(
+        md,
+        "\nBulk TCP (iperf3, one stream, {} s runs, {} alternated rounds, flowlat at the \
+         receiver): {:.2} Gbit/s without, {:.2} Gbit/s with; median ratio of the rounds \
+         {ratio:.3} (target ≥ 0.99: {}).",
+        o.iperf_secs,
+        with.len(),
+        median(&without) / 1e9,
+        median(&with) / 1e9,
+        met(ratio >= BULK_TARGET)
+    );
+    let json = J::obj(vec![
+        ("without_bps", nums(&without)),
+        ("with_bps", nums(&with)),
+        ("ratio", J::Num(ratio)),
+    ]);
+    (json, ratio)
+}

@@ -1,0 +1,119 @@
+//! A handshake storm: client threads in one namespace connect to a server in
+//! the other as fast as asked, and reset each connection at once (SO_LINGER 0),
+//! so no TIME_WAIT state limits the rate.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::common::NetNs;
+
+/// Accepts and closes connections on `addr` in `ns` for as long as the bench runs.
+pub fn serve(ns: &NetNs, addr: SocketAddr, threads: usize) {
+    let listener = ns.enter(move || TcpListener::bind(addr).expect("listen"));
+    // A backlog deep enough for a burst of thousands; listen() again only resizes it.
+    // SAFETY: the fd is a live listening socket owned by `listener`.
+    let r = unsafe { libc::listen(listener.as_raw_fd(), 4096) };
+    assert_eq!(r, 0, "listen: {}", std::io::Error::last_os_error());
+    for _ in 0..threads {
+        let l = listener.try_clone().expect("clone the listener");
+        std::thread::spawn(move || {
+            for conn in l.incoming() {
+                drop(conn);
+            }
+        });
+    }
+}
+
+/// Closing with a zero linger time sends a RST and frees the port at once.
+fn reset_on_close(s: &TcpStream) {
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: `linger` is a live, correctly sized option value for SO_LINGER.
+    unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            &linger as *const libc::linger as *const libc::c_void,
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+}
+
+/// What the clients did.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Storm {
+    pub ok: u64,
+    pub failed: u64,
+    pub secs: f64,
+}
+
+impl Storm {
+    pub fn rate(&self) -> f64 {
+        self.ok as f64 / self.secs
+    }
+}
+
+/// `clients` threads in `ns` connect to `server` for `dur`, together at
+/// `rate` handshakes a second (each paced on its own), or flat out when `None`.
+pub fn run(
+    ns: &NetNs,
+    server: SocketAddr,
+    rate: Option<u32>,
+    clients: usize,
+    dur: Duration,
+) -> Storm {
+    let ok = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let end = start + dur;
+    let gap = rate.map(|r| Duration::from_secs_f64(clients as f64 / f64::from(r.max(1))));
+    let threads: Vec<_> = (0..clients)
+        .map(|i| {
+            let (ok, failed) = (ok.clone(), failed.clone());
+            ns.spawn(move || {
+                // Spread the clients' schedules over one gap.
+                let mut next =
+                    start + gap.map_or(Duration::ZERO, |g| g * i as u32 / clients as u32);
+                loop {
+                    let now = Instant::now();
+                    if now >= end {
+                        break;
+                    }
+                    if let Some(g) = gap {
+                        if next > now {
+                            std::thread::sleep(next - now);
+                        } else if now - next > Duration::from_millis(50) {
+                            // Fell behind (the machine is at its limit): do not
+                            // make up for it with a burst.
+                            next = now;
+                        }
+                        next += g;
+                    }
+                    match TcpStream::connect(server) {
+                        Ok(s) => {
+                            reset_on_close(&s);
+                            ok.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(_) => {
+                            failed.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("client thread");
+    }
+    Storm {
+        ok: ok.load(Ordering::Relaxed),
+        failed: failed.load(Ordering::Relaxed),
+        secs: start.elapsed().as_secs_f64(),
+    }
+}

@@ -1,0 +1,147 @@
+//! `cargo bench`: what flowlat costs per packet and per handshake in the kernel,
+//! and how fast user space turns records into lines.
+//!
+//! Kernel figures come from `BPF_PROG_TEST_RUN`, which times its own loop; the
+//! same loop around an empty classifier, run alternately in the same rounds,
+//! is the baseline. Prints markdown tables (the README's "Performance" section
+//! is a paste of them) and writes every figure to `target/flowlat-bench.json`.
+//!
+//! Options (after `--`): `--quick`, `--repeat N`, `--rounds N`, `--pending N`,
+//! `--handshakes N`, `--out PATH`. Needs root, like the test suite.
+
+#[path = "../../tests/common/packet.rs"]
+mod packet;
+
+#[path = "../shared/mod.rs"]
+mod shared;
+
+mod asm;
+mod frames;
+mod kernel;
+mod report;
+mod stats;
+mod user;
+
+use std::path::PathBuf;
+
+use flowlat::probe::Hook;
+use frames::Dir;
+use kernel::Rig;
+
+/// A packet that is no part of a handshake may cost this much over the empty classifier.
+const BYSTANDER_TARGET_NS: i64 = 5;
+/// A whole `out` handshake (SYN and SYN-ACK) may cost flowlat this much.
+const HANDSHAKE_OUT_TARGET_NS: i64 = 160;
+
+struct Opts {
+    repeat: u32,
+    rounds: usize,
+    pending: u32,
+    handshakes: u32,
+    format_records: usize,
+    reader_secs: f64,
+    out: Option<PathBuf>,
+}
+
+fn parse_opts() -> Opts {
+    let mut o = Opts {
+        repeat: 2_000_000,
+        rounds: 9,
+        pending: 10_000,
+        handshakes: 20_000,
+        format_records: 500_000,
+        reader_secs: 2.0,
+        out: None,
+    };
+    let mut args = std::env::args().skip(1);
+    let num = |v: Option<String>, name: &str| -> u64 {
+        v.and_then(|s| s.replace('_', "").parse().ok())
+            .unwrap_or_else(|| panic!("{name} takes a number"))
+    };
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--quick" => {
+                o.repeat = 200_000;
+                o.rounds = 3;
+                o.handshakes = 2_000;
+                o.format_records = 100_000;
+                o.reader_secs = 0.5;
+            }
+            "--repeat" => o.repeat = num(args.next(), "--repeat") as u32,
+            "--rounds" => o.rounds = (num(args.next(), "--rounds") as usize).max(1),
+            "--pending" => o.pending = num(args.next(), "--pending") as u32,
+            "--handshakes" => o.handshakes = (num(args.next(), "--handshakes") as u32).max(1),
+            "--out" => o.out = args.next().map(PathBuf::from),
+            // `cargo bench` adds --bench, and passes on any filter: neither applies here.
+            _ => {}
+        }
+    }
+    o
+}
+
+fn hook(h: Hook) -> &'static str {
+    match h {
+        Hook::Ingress => "ingress",
+        Hook::Egress => "egress",
+    }
+}
+
+fn ratio(f: u32, e: u32) -> f64 {
+    f64::from(f) / f64::from(e.max(1))
+}
+
+fn main() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!(
+            "the overhead bench loads BPF programs and needs root: run cargo bench as root, or \
+             as you with CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER='sudo -E'"
+        );
+        std::process::exit(1);
+    }
+    let o = parse_opts();
+    let machine = shared::machine();
+    eprintln!("flowlat overhead bench on {machine}");
+    let mut rig = Rig::new(65_536, 64);
+    rig.prefill(o.pending);
+    let pending = rig.pending();
+    eprintln!("table prefilled with {pending} attempts in progress");
+
+    let classes = frames::classes();
+    let mut results = Vec::new();
+    for c in &classes {
+        let r = rig.measure(c, o.repeat, o.rounds);
+        eprintln!(
+            "  {:<20} empty {:>4} ns  flowlat {:>4} ns",
+            c.key,
+            r.empty_ns(),
+            r.flowlat_ns()
+        );
+        results.push(r);
+    }
+    let hs_out = rig.handshakes(Dir::Out, o.handshakes);
+    eprintln!("  handshake out        {} ns", hs_out.net_ns());
+    let hs_in = rig.handshakes(Dir::In, o.handshakes);
+    eprintln!("  handshake in         {} ns", hs_in.net_ns());
+    let json_rate = user::format_rate(true, o.format_records, 5);
+    let human_rate = user::format_rate(false, o.format_records, 5);
+    let reader = user::perf_reader(64, o.reader_secs);
+
+    let md = report::markdown(
+        &o,
+        &machine,
+        pending,
+        &classes,
+        &results,
+        &[&hs_out, &hs_in],
+    );
+    let md = md + &report::user_table(json_rate, human_rate, &reader);
+    println!("{md}");
+
+    let report = report::report_json(
+        &o, &machine, pending, &classes, &results, &hs_out, &hs_in, json_rate, human_rate, &reader,
+    );
+    match &o.out {
+        Some(path) => shared::write_report_to(path, report),
+        None => shared::write_report("flowlat-bench.json", report),
+    }
+}

@@ -1,0 +1,217 @@
+//! The report: markdown tables for the terminal and the README, and the JSON.
+
+use std::fmt::Write as _;
+
+use crate::frames::{Class, Dir};
+use crate::kernel::{self, ClassResult, HandshakeResult};
+use crate::shared::json::J;
+use crate::stats::median;
+use crate::user;
+use crate::{hook, ratio, Opts, BYSTANDER_TARGET_NS, HANDSHAKE_OUT_TARGET_NS};
+
+pub fn markdown(
+    o: &Opts,
+    machine: &str,
+    pending: usize,
+    classes: &[Class],
+    results: &[ClassResult],
+    handshakes: &[&HandshakeResult],
+) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "Per packet: `BPF_PROG_TEST_RUN`, {} repeats per run, median of {} runs of each \
+         classifier, alternated (Δ: median of the per-round differences); the table holds \
+         {pending} other attempts in progress. {machine}.\n",
+        o.repeat, o.rounds
+    );
+    s.push_str("| class | hook | table state | empty ns | flowlat ns | Δ ns | ratio | Go flowlat ns | target |\n");
+    s.push_str("|---|---|---|---:|---:|---:|---:|---:|---|\n");
+    for (c, r) in classes.iter().zip(results) {
+        let (e, f, d) = (r.empty_ns(), r.flowlat_ns(), r.diff_ns());
+        let target = if c.bystander {
+            if d <= BYSTANDER_TARGET_NS {
+                "Δ ≤ 5: met"
+            } else {
+                "Δ ≤ 5: **missed**"
+            }
+        } else {
+            ""
+        };
+        let mut state = c.state.to_string();
+        if let Some(parsed) = r.parsed {
+            state.push_str(if parsed {
+                " (parsed)"
+            } else {
+                " (**not parsed yet**: skipped as non-TCP)"
+            });
+        }
+        let _ = writeln!(
+            s,
+            "| `{}` | {} | {} | {e} | {f} | {d:+} | {:.2} | {} | {target} |",
+            c.key,
+            hook(c.hook),
+            state,
+            ratio(f, e),
+            c.go_ns.map_or("".to_string(), |g| g.to_string()),
+        );
+    }
+    let _ = writeln!(
+        s,
+        "\nPer handshake: {} handshakes each way, one new connection each; every packet \
+         run once (repeat 1) beside one run of the empty classifier on the same packet. \
+         flowlat's cost is the median over handshakes of (flowlat − empty), the harness's \
+         own time taken out; the record is sent and read.\n",
+        handshakes.first().map_or(0, |h| h.count)
+    );
+    s.push_str("| handshake | per packet: flowlat − empty, ns | empty ns | flowlat ns | flowlat's cost ns | target |\n");
+    s.push_str("|---|---|---:|---:|---:|---|\n");
+    for h in handshakes {
+        let packets: Vec<String> = h
+            .packets
+            .iter()
+            .map(|(name, f, e)| format!("{name} {:+}", kernel::net(f, e)))
+            .collect();
+        let net = h.net_ns();
+        let target = match h.dir {
+            Dir::Out if net <= HANDSHAKE_OUT_TARGET_NS => "≤ 160 (Go: about 200): met",
+            Dir::Out => "≤ 160 (Go: about 200): **missed**",
+            Dir::In => "",
+        };
+        let _ = writeln!(
+            s,
+            "| `{}` | {} | {} | {} | {net} | {target} |",
+            match h.dir {
+                Dir::Out => "out",
+                Dir::In => "in",
+            },
+            packets.join(", "),
+            h.empty_ns(),
+            h.flowlat_ns(),
+        );
+    }
+    s
+}
+
+pub fn user_table(json_rate: f64, human_rate: f64, r: &user::ReaderResult) -> String {
+    let mut s = String::from("\nUser space (one thread):\n\n| what | records/s |\n|---|---:|\n");
+    s.push_str(&format!(
+        "| decode + format, JSON | {:.0} |\n| decode + format, text | {:.0} |\n",
+        json_rate, human_rate
+    ));
+    s.push_str(&format!(
+        "| perf reader as flowlat runs it (woken through the perf event, then draining), \
+         one CPU sending flat out ({:.0}/s offered, {} lost) | {:.0} |\n\
+         | perf reader, draining a full {}-page ring | {:.0} |\n",
+        r.offered_per_s, r.lost, r.read_per_s, r.pages, r.drain_per_s
+    ));
+    s
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn report_json(
+    o: &Opts,
+    machine: &str,
+    pending: usize,
+    classes: &[Class],
+    results: &[ClassResult],
+    hs_out: &HandshakeResult,
+    hs_in: &HandshakeResult,
+    json_rate: f64,
+    human_rate: f64,
+    reader: &user::ReaderResult,
+) -> J {
+    let class_objs = classes
+        .iter()
+        .zip(results)
+        .map(|(c, r)| {
+            let (e, f) = (r.empty_ns(), r.flowlat_ns());
+            let mut fields = vec![
+                ("hook", J::Str(hook(c.hook).into())),
+                ("state", J::Str(c.state.into())),
+                ("empty_ns", J::Int(e.into())),
+                ("flowlat_ns", J::Int(f.into())),
+                ("diff_ns", J::Int(r.diff_ns())),
+                ("ratio", J::Num(ratio(f, e))),
+                ("bystander", J::Bool(c.bystander)),
+                ("empty_runs", J::ints(&r.empty_runs)),
+                ("flowlat_runs", J::ints(&r.flowlat_runs)),
+            ];
+            if let Some(p) = r.parsed {
+                fields.push(("parsed", J::Bool(p)));
+            }
+            if let Some(g) = c.go_ns {
+                fields.push(("go_flowlat_ns", J::Int(g.into())));
+            }
+            (c.key.to_string(), J::obj(fields))
+        })
+        .collect();
+    let worst_bystander = classes
+        .iter()
+        .zip(results)
+        .filter(|(c, _)| c.bystander)
+        .map(|(_, r)| r.diff_ns())
+        .max()
+        .unwrap_or(0);
+    let packets = |h: &HandshakeResult| {
+        J::Obj(
+            h.packets
+                .iter()
+                .map(|(name, f, e)| {
+                    (
+                        name.to_string(),
+                        J::obj(vec![
+                            ("net_ns", J::Int(kernel::net(f, e))),
+                            ("flowlat_ns", J::Int(median(f).into())),
+                            ("empty_ns", J::Int(median(e).into())),
+                        ]),
+                    )
+                })
+                .collect(),
+        )
+    };
+    J::obj(vec![
+        ("machine", J::Str(machine.into())),
+        ("repeat", J::Int(o.repeat.into())),
+        ("rounds", J::Int(o.rounds as i64)),
+        ("pending_entries", J::Int(pending as i64)),
+        ("classes", J::Obj(class_objs)),
+        ("handshakes", J::Int(hs_out.count as i64)),
+        ("handshake_out_ns", J::Int(hs_out.net_ns())),
+        ("handshake_out_raw_ns", J::Int(hs_out.flowlat_ns().into())),
+        ("handshake_out_empty_ns", J::Int(hs_out.empty_ns().into())),
+        ("handshake_out_packets", packets(hs_out)),
+        ("handshake_in_ns", J::Int(hs_in.net_ns())),
+        ("handshake_in_raw_ns", J::Int(hs_in.flowlat_ns().into())),
+        ("handshake_in_empty_ns", J::Int(hs_in.empty_ns().into())),
+        ("handshake_in_packets", packets(hs_in)),
+        ("records_per_s_json", J::Num(json_rate.round())),
+        ("records_per_s_human", J::Num(human_rate.round())),
+        (
+            "perf_reader",
+            J::obj(vec![
+                ("records_per_s", J::Num(reader.read_per_s.round())),
+                ("offered_per_s", J::Num(reader.offered_per_s.round())),
+                ("lost", J::Int(reader.lost as i64)),
+                ("drain_per_s", J::Num(reader.drain_per_s.round())),
+                ("pages_per_cpu", J::Int(reader.pages as i64)),
+            ]),
+        ),
+        (
+            "targets",
+            J::obj(vec![
+                ("bystander_max_diff_ns", J::Int(worst_bystander)),
+                ("bystander_target_ns", J::Int(BYSTANDER_TARGET_NS)),
+                (
+                    "bystander_met",
+                    J::Bool(worst_bystander <= BYSTANDER_TARGET_NS),
+                ),
+                ("handshake_out_target_ns", J::Int(HANDSHAKE_OUT_TARGET_NS)),
+                (
+                    "handshake_out_met",
+                    J::Bool(hs_out.net_ns() <= HANDSHAKE_OUT_TARGET_NS),
+                ),
+            ]),
+        ),
+    ])
+}
