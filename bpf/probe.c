@@ -144,22 +144,36 @@ static __always_inline void count(__u32 idx)
 		*v += 1;
 }
 
-/* A pointer to len header bytes at off: into the linear data when they are
- * there (the common case), else to a copy in buf made by bpf_skb_load_bytes,
- * which also reads paged data. Never pulls (linearises) the skb. NULL when
- * the packet is shorter. */
-static __always_inline void *header(struct __sk_buff *skb, __u32 off, void *buf, const __u32 len)
+/* Headers are read in one of two passes. The direct pass reads them in place
+ * from the linear data, the common case and the fast one; when a header is not
+ * there (paged data, or a packet cut short) it gives up with NEED_SLOW before
+ * anything was changed, and the copying pass reads every header again with
+ * bpf_skb_load_bytes, which also reads paged data. Neither pulls (linearises)
+ * the skb. Two whole passes, rather than a choice at each header, keep the
+ * paths the verifier has to explore few, and so the program quick to load. */
+#define NEED_SLOW 1
+
+/* A pointer to len header bytes at off, or NULL when the direct pass cannot
+ * read them in place or the copying pass finds the packet too short. */
+static __always_inline void *header(struct __sk_buff *skb, __u32 off, void *buf, const __u32 len,
+				    const int direct)
 {
-	void *data = (void *)(long)skb->data;
-	void *data_end = (void *)(long)skb->data_end;
 	if (off > MAX_L4_OFF)
 		return 0;
-	if (data + off + len <= data_end)
+	if (direct) {
+		void *data = (void *)(long)skb->data;
+		void *data_end = (void *)(long)skb->data_end;
+		if (data + off + len > data_end)
+			return 0;
 		return data + off;
+	}
 	if (bpf_skb_load_bytes(skb, off, buf, len) < 0)
 		return 0;
 	return buf;
 }
+
+/* What to return when a header is missing: try again copying, or give up. */
+#define MISSING (direct ? NEED_SLOW : TC_ACT_UNSPEC)
 
 /* The gate slot of a connection: the same for both directions of it. */
 static __always_inline __u32 gate_slot(__u32 a, __u32 b, __u16 pa, __u16 pb)
@@ -353,14 +367,14 @@ static __always_inline int segment_kind(__u8 flags)
 /* Acts on one TCP segment whose header starts at l4. saddr/daddr point to the
  * packet's addresses (4 or 16 bytes), ip_payload is the IP payload length the
  * IP header claims from l4 on. */
-static __always_inline int on_tcp(struct __sk_buff *skb, const int egress, __u8 family,
-				  const void *saddr, const void *daddr, __u32 a32, __u32 b32,
-				  __u32 l4, __u32 ip_payload)
+static __always_inline int on_tcp(struct __sk_buff *skb, const int egress, const int direct,
+				  __u8 family, const void *saddr, const void *daddr, __u32 a32,
+				  __u32 b32, __u32 l4, __u32 ip_payload)
 {
 	union hdr_buf buf;
-	struct tcp_head *th = header(skb, l4, &buf, sizeof(struct tcp_head));
+	struct tcp_head *th = header(skb, l4, &buf, sizeof(struct tcp_head), direct);
 	if (!th)
-		return TC_ACT_UNSPEC;
+		return MISSING;
 	__u8 flags = th->flags;
 	int kind = segment_kind(flags);
 	/* Egress only starts "out" attempts and answers "in" ones: ACKs and data
@@ -426,11 +440,14 @@ static __always_inline int on_tcp(struct __sk_buff *skb, const int egress, __u8 
 	return TC_ACT_UNSPEC;
 }
 
-static __always_inline int on_ipv4(struct __sk_buff *skb, const int egress, __u32 off)
+static __always_inline int on_ipv4(struct __sk_buff *skb, const int egress, const int direct,
+				   __u32 off)
 {
 	union hdr_buf buf;
-	struct ipv4_head *ip = header(skb, off, &buf, sizeof(struct ipv4_head));
-	if (!ip || ip->protocol != IPPROTO_TCP)
+	struct ipv4_head *ip = header(skb, off, &buf, sizeof(struct ipv4_head), direct);
+	if (!ip)
+		return MISSING;
+	if (ip->protocol != IPPROTO_TCP)
 		return TC_ACT_UNSPEC;
 	__u32 ihl = (ip->ver_ihl & 0xf) * 4;
 	/* Only IPv4 headers of a sane length, and never a non-first fragment
@@ -438,48 +455,54 @@ static __always_inline int on_ipv4(struct __sk_buff *skb, const int egress, __u3
 	if ((ip->ver_ihl >> 4) != 4 || ihl < 20 || (ip->frag_off & bpf_htons(0x1fff)))
 		return TC_ACT_UNSPEC;
 	__u32 tot = bpf_ntohs(ip->tot_len);
-	__u32 saddr = ip->saddr, daddr = ip->daddr;
-	return on_tcp(skb, egress, 4, &saddr, &daddr, saddr, daddr, off + ihl,
-		      tot > ihl ? tot - ihl : 0);
+	return on_tcp(skb, egress, direct, 4, &ip->saddr, &ip->daddr, ip->saddr, ip->daddr,
+		      off + ihl, tot > ihl ? tot - ihl : 0);
 }
 
-static __always_inline int on_ipv6(struct __sk_buff *skb, const int egress, __u32 off)
+static __always_inline int on_ipv6(struct __sk_buff *skb, const int egress, const int direct,
+				   __u32 off)
 {
 	union hdr_buf buf;
-	struct ipv6_head *ip = header(skb, off, &buf, sizeof(struct ipv6_head));
-	if (!ip || (ip->ver_tc_flow & 0xf0) != 0x60)
+	struct ipv6_head *ip = header(skb, off, &buf, sizeof(struct ipv6_head), direct);
+	if (!ip)
+		return MISSING;
+	if ((ip->ver_tc_flow & 0xf0) != 0x60)
 		return TC_ACT_UNSPEC;
 	__u8 next = ip->nexthdr;
 	__u32 payload = bpf_ntohs(ip->payload_len);
-	__u32 saddr[4], daddr[4];
-	__builtin_memcpy(saddr, ip->saddr, 16);
-	__builtin_memcpy(daddr, ip->daddr, 16);
 	__u32 l4 = off + sizeof(struct ipv6_head);
 	if (next != IPPROTO_TCP) {
-		/* Walk the extension headers a TCP segment may follow (a bounded
-		 * loop: the verifier accepts it since Linux 5.3). */
+		if (next != IPV6_HOPOPTS && next != IPV6_ROUTING && next != IPV6_DSTOPTS &&
+		    next != IPV6_FRAGMENT && next != IPV6_AH)
+			return TC_ACT_UNSPEC; /* UDP, ICMPv6, ESP, ...: not TCP */
+		/* Extension headers are rare: only the copying pass walks them. A
+		 * walk in the direct pass, where offsets are exact, multiplies the
+		 * paths the verifier explores and slows loading tenfold. */
+		if (direct)
+			return NEED_SLOW;
+		/* A bounded loop: the verifier accepts it since Linux 5.3. The
+		 * extension headers get a buffer of their own: buf holds the IPv6
+		 * header, whose addresses are still needed. */
+		union hdr_buf ebuf;
 		for (int i = 0; i < MAX_EXT; i++) {
 			if (next == IPPROTO_TCP)
 				break;
 			__u32 len;
 			struct ext_head *ext;
-			if (next == IPV6_HOPOPTS || next == IPV6_ROUTING || next == IPV6_DSTOPTS) {
-				ext = header(skb, l4, &buf, sizeof(struct ext_head));
-				if (!ext)
-					return TC_ACT_UNSPEC;
-				len = (ext->len + 1) * 8;
-			} else if (next == IPV6_FRAGMENT) {
-				ext = header(skb, l4, &buf, sizeof(struct ext_head));
-				if (!ext || (ext->frag_off & bpf_htons(0xfff8)))
+			if (next != IPV6_HOPOPTS && next != IPV6_ROUTING && next != IPV6_DSTOPTS &&
+			    next != IPV6_FRAGMENT && next != IPV6_AH)
+				return TC_ACT_UNSPEC; /* ESP, no next header, or not TCP */
+			ext = header(skb, l4, &ebuf, sizeof(struct ext_head), 0);
+			if (!ext)
+				return TC_ACT_UNSPEC;
+			if (next == IPV6_FRAGMENT) {
+				if (ext->frag_off & bpf_htons(0xfff8))
 					return TC_ACT_UNSPEC; /* a non-first fragment */
 				len = 8;
 			} else if (next == IPV6_AH) {
-				ext = header(skb, l4, &buf, sizeof(struct ext_head));
-				if (!ext)
-					return TC_ACT_UNSPEC;
 				len = (ext->len + 2) * 4;
 			} else {
-				return TC_ACT_UNSPEC; /* ESP, no next header, or not TCP */
+				len = (ext->len + 1) * 8;
 			}
 			next = ext->nexthdr;
 			l4 += len;
@@ -493,19 +516,20 @@ static __always_inline int on_ipv6(struct __sk_buff *skb, const int egress, __u3
 			return TC_ACT_UNSPEC;
 		}
 	}
-	return on_tcp(skb, egress, 6, saddr, daddr, saddr[3], daddr[3], l4, payload);
+	return on_tcp(skb, egress, direct, 6, ip->saddr, ip->daddr, ip->saddr[3], ip->daddr[3], l4,
+		      payload);
 }
 
-static __always_inline int handle(struct __sk_buff *skb, const int egress, const int l2)
+static __always_inline int handle(struct __sk_buff *skb, const int egress, const int l2,
+				  const int direct)
 {
+	union hdr_buf buf;
 	__u16 proto;
 	__u32 off = 0;
 	if (l2) {
-		void *data = (void *)(long)skb->data;
-		void *data_end = (void *)(long)skb->data_end;
-		struct eth_head *eth = data;
-		if ((void *)(eth + 1) > data_end)
-			return TC_ACT_UNSPEC;
+		struct eth_head *eth = header(skb, 0, &buf, sizeof(struct eth_head), direct);
+		if (!eth)
+			return MISSING;
 		proto = eth->proto;
 		off = ETH_HLEN;
 		/* 802.1Q / 802.1ad tags in the packet; a tag the kernel already
@@ -514,9 +538,9 @@ static __always_inline int handle(struct __sk_buff *skb, const int egress, const
 		for (int i = 0; i < MAX_VLAN; i++) {
 			if (proto != bpf_htons(ETH_P_8021Q) && proto != bpf_htons(ETH_P_8021AD))
 				break;
-			struct vlan_head *vh = data + off;
-			if ((void *)(vh + 1) > data_end)
-				return TC_ACT_UNSPEC;
+			struct vlan_head *vh = header(skb, off, &buf, sizeof(struct vlan_head), direct);
+			if (!vh)
+				return MISSING;
 			proto = vh->proto;
 			off += sizeof(struct vlan_head);
 		}
@@ -525,32 +549,39 @@ static __always_inline int handle(struct __sk_buff *skb, const int egress, const
 		proto = (__u16)skb->protocol;
 	}
 	if (proto == bpf_htons(ETH_P_IP))
-		return on_ipv4(skb, egress, off);
+		return on_ipv4(skb, egress, direct, off);
 	if (proto == bpf_htons(ETH_P_IPV6))
-		return on_ipv6(skb, egress, off);
+		return on_ipv6(skb, egress, direct, off);
+	return TC_ACT_UNSPEC;
+}
+
+static __always_inline int classify(struct __sk_buff *skb, const int egress, const int l2)
+{
+	if (handle(skb, egress, l2, 1) == NEED_SLOW)
+		handle(skb, egress, l2, 0);
 	return TC_ACT_UNSPEC;
 }
 
 SEC("tc/ingress")
 int flowlat_ingress(struct __sk_buff *skb)
 {
-	return handle(skb, 0, 1);
+	return classify(skb, 0, 1);
 }
 
 SEC("tc/egress")
 int flowlat_egress(struct __sk_buff *skb)
 {
-	return handle(skb, 1, 1);
+	return classify(skb, 1, 1);
 }
 
 SEC("tc/ingress_l3")
 int flowlat_in_l3(struct __sk_buff *skb)
 {
-	return handle(skb, 0, 0);
+	return classify(skb, 0, 0);
 }
 
 SEC("tc/egress_l3")
 int flowlat_eg_l3(struct __sk_buff *skb)
 {
-	return handle(skb, 1, 0);
+	return classify(skb, 1, 0);
 }
