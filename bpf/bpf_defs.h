@@ -34,6 +34,7 @@ struct flowlat_map_def {
 #define BPF_ANY 0
 #define BPF_NOEXIST 1
 #define BPF_F_CURRENT_CPU 0xffffffffULL
+#define BPF_F_MMAPABLE (1U << 10)
 
 /* include/uapi/linux/pkt_cls.h */
 #define TC_ACT_UNSPEC (-1)

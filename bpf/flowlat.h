@@ -44,8 +44,9 @@
 #define FLOWLAT_GATE_SLOTS 32768 /* a power of two */
 #define FLOWLAT_GATE_BANKS 2
 
+/* The single value of the "gate" map, which user space mmaps to zero a bank. */
 struct flowlat_gate {
-	__u32 n[FLOWLAT_GATE_SLOTS];
+	__u32 n[FLOWLAT_GATE_BANKS][FLOWLAT_GATE_SLOTS];
 };
 
 /* Settings user space writes at start: the single entry of the "config" map. */

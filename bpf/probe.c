@@ -65,7 +65,8 @@ struct flowlat_map_def gate SEC("maps") = {
 	.type = BPF_MAP_TYPE_ARRAY,
 	.key_size = sizeof(__u32),
 	.value_size = sizeof(struct flowlat_gate),
-	.max_entries = FLOWLAT_GATE_BANKS,
+	.max_entries = 1,
+	.map_flags = BPF_F_MMAPABLE,
 };
 
 struct flowlat_map_def config SEC("maps") = {
@@ -80,8 +81,8 @@ char LICENSE[] SEC("license") = "Dual MIT/GPL";
 struct eth_head {
 	__u8 dst[6];
 	__u8 src[6];
-	__u16 proto;
-} __attribute__((packed));
+	__u16 proto; /* at offset 12: aligned, so one 16-bit load */
+};
 
 struct vlan_head {
 	__u16 tci;
@@ -193,23 +194,26 @@ static __always_inline __u32 key_slot(const struct flowlat_key *key)
 /* Whether any "in" attempt in this slot waits for its ACK. */
 static __always_inline int gate_open(__u32 slot)
 {
-	__u32 k0 = 0, k1 = 1;
-	struct flowlat_gate *g0 = bpf_map_lookup_elem(&gate, &k0);
-	struct flowlat_gate *g1 = bpf_map_lookup_elem(&gate, &k1);
+	__u32 zero = 0;
+	struct flowlat_gate *g = bpf_map_lookup_elem(&gate, &zero);
+	if (!g)
+		return 1; /* cannot happen; never miss a completion over it */
 	slot &= FLOWLAT_GATE_SLOTS - 1;
-	return (g0 && g0->n[slot]) || (g1 && g1->n[slot]);
+	return g->n[0][slot] | g->n[1][slot];
 }
 
 static __always_inline void gate_add(__u32 bank, __u32 slot, int up)
 {
-	struct flowlat_gate *g = bpf_map_lookup_elem(&gate, &bank);
+	__u32 zero = 0;
+	struct flowlat_gate *g = bpf_map_lookup_elem(&gate, &zero);
 	if (!g)
 		return;
+	bank &= 1;
 	slot &= FLOWLAT_GATE_SLOTS - 1;
 	if (up)
-		__sync_fetch_and_add(&g->n[slot], 1);
+		__sync_fetch_and_add(&g->n[bank][slot], 1);
 	else
-		__sync_fetch_and_sub(&g->n[slot], 1);
+		__sync_fetch_and_sub(&g->n[bank][slot], 1);
 }
 
 static __always_inline void emit(struct __sk_buff *skb, const struct flowlat_key *key,
@@ -365,27 +369,27 @@ static __always_inline int segment_kind(__u8 flags)
 }
 
 /* Acts on one TCP segment whose header starts at l4. saddr/daddr point to the
- * packet's addresses (4 or 16 bytes), ip_payload is the IP payload length the
- * IP header claims from l4 on. */
+ * packet's addresses (4 or 16 bytes). The IP header claims ip_len bytes from
+ * ip_start on; only a SYN needs that (for the length of its data). */
 static __always_inline int on_tcp(struct __sk_buff *skb, const int egress, const int direct,
 				  __u8 family, const void *saddr, const void *daddr, __u32 a32,
-				  __u32 b32, __u32 l4, __u32 ip_payload)
+				  __u32 b32, __u32 l4, __u32 ip_start, __u32 ip_len)
 {
 	union hdr_buf buf;
 	struct tcp_head *th = header(skb, l4, &buf, sizeof(struct tcp_head), direct);
 	if (!th)
 		return MISSING;
 	__u8 flags = th->flags;
-	int kind = segment_kind(flags);
-	/* Egress only starts "out" attempts and answers "in" ones: ACKs and data
-	 * leaving (most egress traffic) end here. */
-	if (kind == SEG_OTHER || (egress && kind == SEG_ACK))
-		return TC_ACT_UNSPEC;
 	__u32 slot = gate_slot(a32, b32, th->source, th->dest);
-	/* An arriving ACK is looked up only when an "in" attempt in its slot
-	 * waits for one: established connections' ACKs end here. */
-	if (kind == SEG_ACK && !gate_open(slot))
-		return TC_ACT_UNSPEC;
+	/* Segments of established connections, most of all traffic, end here:
+	 * leaving ones at once (egress only starts "out" attempts and answers "in"
+	 * ones), arriving ones unless an "in" attempt in their slot waits for its
+	 * ACK. */
+	if (!(flags & (TCP_SYN | TCP_RST))) {
+		if (egress || !(flags & TCP_ACK) || !gate_open(slot))
+			return TC_ACT_UNSPEC;
+	}
+	int kind = segment_kind(flags);
 	/* A TCP header shorter than 20 bytes, or cut short, is malformed: the
 	 * stack will drop it, and so do we. */
 	__u32 hlen = (th->doff_res >> 4) * 4;
@@ -409,11 +413,15 @@ static __always_inline int on_tcp(struct __sk_buff *skb, const int egress, const
 	key.client_port = client_is_src ? th->source : th->dest;
 	key.server_port = client_is_src ? th->dest : th->source;
 
+	/* The SYN's data: what the IP length leaves after both headers. */
+	__u32 headers = l4 - ip_start + hlen;
+	__u32 syn_len = ip_len > headers ? ip_len - headers : 0;
+	if (syn_len > 0xffff)
+		syn_len = 0xffff;
 	if (egress) {
 		if (kind == SEG_SYN) {
 			key.dir = FLOWLAT_DIR_OUT;
-			__u32 len = ip_payload > hlen ? ip_payload - hlen : 0;
-			on_syn(skb, &key, bpf_ntohl(th->seq), len > 0xffff ? 0xffff : len);
+			on_syn(skb, &key, bpf_ntohl(th->seq), syn_len);
 		} else {
 			key.dir = FLOWLAT_DIR_IN;
 			if (kind == SEG_SYNACK)
@@ -424,8 +432,7 @@ static __always_inline int on_tcp(struct __sk_buff *skb, const int egress, const
 	} else {
 		if (kind == SEG_SYN) {
 			key.dir = FLOWLAT_DIR_IN;
-			__u32 len = ip_payload > hlen ? ip_payload - hlen : 0;
-			on_syn(skb, &key, bpf_ntohl(th->seq), len > 0xffff ? 0xffff : len);
+			on_syn(skb, &key, bpf_ntohl(th->seq), syn_len);
 		} else if (kind == SEG_ACK) {
 			key.dir = FLOWLAT_DIR_IN;
 			on_ack_in(skb, &key, th);
@@ -454,9 +461,8 @@ static __always_inline int on_ipv4(struct __sk_buff *skb, const int egress, cons
 	 * (it has no TCP header). */
 	if ((ip->ver_ihl >> 4) != 4 || ihl < 20 || (ip->frag_off & bpf_htons(0x1fff)))
 		return TC_ACT_UNSPEC;
-	__u32 tot = bpf_ntohs(ip->tot_len);
 	return on_tcp(skb, egress, direct, 4, &ip->saddr, &ip->daddr, ip->saddr, ip->daddr,
-		      off + ihl, tot > ihl ? tot - ihl : 0);
+		      off + ihl, off, bpf_ntohs(ip->tot_len));
 }
 
 static __always_inline int on_ipv6(struct __sk_buff *skb, const int egress, const int direct,
@@ -469,7 +475,6 @@ static __always_inline int on_ipv6(struct __sk_buff *skb, const int egress, cons
 	if ((ip->ver_tc_flow & 0xf0) != 0x60)
 		return TC_ACT_UNSPEC;
 	__u8 next = ip->nexthdr;
-	__u32 payload = bpf_ntohs(ip->payload_len);
 	__u32 l4 = off + sizeof(struct ipv6_head);
 	if (next != IPPROTO_TCP) {
 		if (next != IPV6_HOPOPTS && next != IPV6_ROUTING && next != IPV6_DSTOPTS &&
@@ -506,7 +511,6 @@ static __always_inline int on_ipv6(struct __sk_buff *skb, const int egress, cons
 			}
 			next = ext->nexthdr;
 			l4 += len;
-			payload = payload > len ? payload - len : 0;
 		}
 		if (next != IPPROTO_TCP) {
 			/* Still an extension header after MAX_EXT of them. */
@@ -516,8 +520,9 @@ static __always_inline int on_ipv6(struct __sk_buff *skb, const int egress, cons
 			return TC_ACT_UNSPEC;
 		}
 	}
+	/* The IPv6 payload length counts from the end of the fixed header. */
 	return on_tcp(skb, egress, direct, 6, ip->saddr, ip->daddr, ip->saddr[3], ip->daddr[3], l4,
-		      payload);
+		      off + sizeof(struct ipv6_head), bpf_ntohs(ip->payload_len));
 }
 
 static __always_inline int handle(struct __sk_buff *skb, const int egress, const int l2,

@@ -11,6 +11,10 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::time::Duration;
 
+use std::num::NonZeroUsize;
+use std::sync::atomic::Ordering;
+
+use crate::bpf::mmap::Mapping;
 use crate::bpf::object::Object;
 use crate::bpf::perf::PerfBuffers;
 use crate::bpf::{cpu, sys, BpfError};
@@ -318,7 +322,9 @@ pub struct Probe {
     pending: OwnedFd,
     events: OwnedFd,
     stats: OwnedFd,
-    gate: OwnedFd,
+    /// The gate map's single value, mapped: both banks of counters.
+    gate: Mapping,
+    _gate_fd: OwnedFd,
     config: OwnedFd,
     possible_cpus: usize,
     max_pending: u32,
@@ -364,12 +370,12 @@ impl Probe {
                 .ok_or_else(|| BpfError::Object(format!("the probe has no map named {name}")))
         };
         let (pending, events, stats) = (take("pending")?, take("events")?, take("stats")?);
-        let (gate, config) = (take("gate")?, take("config")?);
+        let (gate_fd, config) = (take("gate")?, take("config")?);
         let fds: HashMap<&str, BorrowedFd<'_>> = [
             ("pending", pending.as_fd()),
             ("events", events.as_fd()),
             ("stats", stats.as_fd()),
-            ("gate", gate.as_fd()),
+            ("gate", gate_fd.as_fd()),
             ("config", config.as_fd()),
         ]
         .into_iter()
@@ -381,6 +387,10 @@ impl Probe {
             let insns = prog.relocate(|m| fds.get(m).map(|fd| fd.as_raw_fd()))?;
             sys::prog_load(sys::BPF_PROG_TYPE_SCHED_CLS, &insns, &obj.license, name)
         };
+        let gate_len = NonZeroUsize::new(GATE_SLOTS * 4 * GATE_BANKS as usize)
+            .ok_or_else(|| BpfError::Object("the ACK gate has no slots".to_string()))?;
+        let gate = Mapping::new(gate_fd.as_fd(), gate_len)
+            .map_err(|e| BpfError::sys("mapping the ACK gate map (flowlat_gate) into memory", e))?;
         let ingress = load("flowlat_ingress")?;
         let egress = load("flowlat_egress")?;
         let ingress_l3 = load("flowlat_in_l3")?;
@@ -394,6 +404,7 @@ impl Probe {
             events,
             stats,
             gate,
+            _gate_fd: gate_fd,
             config,
             possible_cpus,
             max_pending: cfg.max_pending,
@@ -446,18 +457,12 @@ impl Probe {
     }
 
     /// The ACK gate's count for a slot, summed over both banks (tests).
-    pub fn gate_count(&self, slot: u32) -> Result<u64, BpfError> {
-        let mut total = 0;
-        let mut buf = vec![0u8; GATE_SLOTS * 4];
-        let at = (slot as usize % GATE_SLOTS) * 4;
-        for bank in 0..GATE_BANKS {
-            if sys::map_lookup(self.gate.as_fd(), &bank.to_ne_bytes(), &mut buf)? {
-                let mut word = [0u8; 4];
-                word.copy_from_slice(&buf[at..at + 4]);
-                total += u64::from(u32::from_ne_bytes(word));
-            }
-        }
-        Ok(total)
+    pub fn gate_count(&self, slot: u32) -> u64 {
+        let words = self.gate.words();
+        let at = slot as usize % GATE_SLOTS;
+        (0..GATE_BANKS as usize)
+            .map(|bank| u64::from(words[bank * GATE_SLOTS + at].load(Ordering::Relaxed)))
+            .sum()
     }
 
     /// Zeroes the inactive gate bank and makes it the active one, once every
@@ -471,8 +476,11 @@ impl Probe {
             return Ok(());
         }
         let next = 1 - self.bank;
-        let zeros = vec![0u8; GATE_SLOTS * 4];
-        sys::map_update(self.gate.as_fd(), &next.to_ne_bytes(), &zeros, sys::BPF_ANY)?;
+        // Nothing counts in the inactive bank, so plain stores cannot lose an update.
+        let start = next as usize * GATE_SLOTS;
+        for word in &self.gate.words()[start..start + GATE_SLOTS] {
+            word.store(0, Ordering::Relaxed);
+        }
         let cfg = [next.to_ne_bytes(), [0; 4]].concat();
         sys::map_update(self.config.as_fd(), &0u32.to_ne_bytes(), &cfg, sys::BPF_ANY)?;
         self.bank = next;
@@ -739,7 +747,7 @@ mod tests {
             STAT_MAX,
             GATE_SLOTS,
             GATE_BANKS as usize,
-            GATE_SLOTS * 4,
+            GATE_SLOTS * 4 * GATE_BANKS as usize,
             8,
         ];
         let rust: Vec<u64> = rust.iter().map(|&v| v as u64).collect();

@@ -88,7 +88,11 @@ fn both_ends_measure_the_same_handshakes_v4_and_v6() {
     }
     fa.wait_records(3, Duration::from_secs(5), |r| r.s("result") == "ok");
     // Records are printed live (within a tenth of a second, plus scheduling).
-    assert!(connected.elapsed() < Duration::from_secs(1), "records took {:?}", connected.elapsed());
+    assert!(
+        connected.elapsed() < Duration::from_secs(1),
+        "records took {:?}",
+        connected.elapsed()
+    );
     fb.wait_records(3, Duration::from_secs(5), |r| r.s("result") == "ok");
     let (a, b) = (fa.stop(), fb.stop());
     assert_clean_exit(&a);

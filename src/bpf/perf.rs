@@ -15,11 +15,11 @@ use std::slice;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::Poll;
 
-use nix::sys::mman::{mmap, munmap, MapFlags, ProtFlags};
 use nix::unistd::{sysconf, SysconfVar};
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 
+use super::mmap::Mapping;
 use super::{cpu, sys, BpfError};
 
 /// `PERF_TYPE_SOFTWARE`.
@@ -293,38 +293,6 @@ fn bytes_at<const N: usize>(record: &[u8], at: usize) -> Option<[u8; N]> {
     record.get(at..at + N)?.try_into().ok()
 }
 
-/// A shared mapping of a perf event's control page and data area, unmapped on drop.
-struct Mapping {
-    ptr: NonNull<u8>,
-    len: usize,
-}
-
-// SAFETY: the mapping is process-wide memory with no thread affinity; whoever owns
-// the Mapping may unmap it from any thread.
-unsafe impl Send for Mapping {}
-
-impl Mapping {
-    fn new(fd: BorrowedFd<'_>, len: NonZeroUsize) -> io::Result<Mapping> {
-        let prot = ProtFlags::PROT_READ | ProtFlags::PROT_WRITE;
-        // SAFETY: a new mapping at an address of the kernel's choosing overlaps no Rust
-        // object; it lives until Drop unmaps it.
-        let ptr = unsafe { mmap(None, len, prot, MapFlags::MAP_SHARED, fd, 0) }?;
-        Ok(Mapping {
-            ptr: ptr.cast(),
-            len: len.get(),
-        })
-    }
-}
-
-impl Drop for Mapping {
-    fn drop(&mut self) {
-        // SAFETY: the range is exactly the one `new` mapped, and the Ring reading it is
-        // dropped with this Mapping (see CpuRing). munmap can only fail on arguments
-        // `new` got right, and there is nothing to do about it in a destructor.
-        let _ = unsafe { munmap(self.ptr.cast(), self.len) };
-    }
-}
-
 /// `perf_event_open(attr, pid = -1, cpu, group_fd = -1, PERF_FLAG_FD_CLOEXEC)`:
 /// an event counting on `cpu` for every process.
 fn perf_event_open(attr: &PerfEventAttr, cpu: u32) -> io::Result<OwnedFd> {
@@ -452,7 +420,7 @@ impl PerfBuffers {
             // SAFETY: the mapping is page-aligned, `len` bytes long, read-write, laid out
             // by the kernel as perf_event_mmap_page plus data, and outlives the Ring
             // (both go into the same CpuRing).
-            let ring = unsafe { Ring::new(mapping.ptr, mapping.len, page_size) }?;
+            let ring = unsafe { Ring::new(mapping.ptr(), mapping.len(), page_size) }?;
             let value = (fd.as_raw_fd() as u32).to_ne_bytes();
             if let Err(e) = sys::map_update(event_array, &cpu.to_ne_bytes(), &value, sys::BPF_ANY) {
                 return Err(match e {
@@ -901,7 +869,7 @@ mod tests {
         let rings: Vec<usize> = bufs
             .rings
             .iter()
-            .map(|r| r._mapping.ptr.as_ptr() as usize)
+            .map(|r| r._mapping.ptr().as_ptr() as usize)
             .collect();
         assert!(fds.iter().all(|&fd| perf_fd_open(fd)), "{fds:?}");
         assert!(rings.iter().all(|&a| perf_ring_mapped(a)), "{rings:x?}");

@@ -32,6 +32,9 @@ pub const BPF_NOEXIST: u64 = 1;
 /// `BPF_EXIST`: replace only.
 pub const BPF_EXIST: u64 = 2;
 
+/// `BPF_F_MMAPABLE`: an array map whose values can be `mmap`ed (Linux 5.5).
+pub const BPF_F_MMAPABLE: u32 = 1 << 10;
+
 /// `BPF_OBJ_NAME_LEN`: names are at most 15 bytes plus the NUL.
 pub const BPF_OBJ_NAME_LEN: usize = 16;
 
