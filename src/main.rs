@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::io::{self, Write};
+use std::os::fd::BorrowedFd;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -187,10 +188,6 @@ async fn run_privileged(s: Settings) -> Result<Ended, Error> {
     raise_memlock_limit();
     let mut signals = Signals::catch()?;
     let me = Owner::current().map_err(Error::Other)?;
-    let mut probe = Probe::load(&ProbeConfig {
-        max_pending: s.max_pending,
-    })?;
-    let mut perf = probe.open_perf(s.perf_pages)?;
     let handle = link::connect()?;
     // Subscribed before the lookups, so no change to an interface after its
     // lookup goes unseen.
@@ -208,6 +205,14 @@ async fn run_privileged(s: Settings) -> Result<Ended, Error> {
         }
         links.push(l);
     }
+    let l3 = links.iter().any(|l| framing(l) == Some(Framing::Ip));
+    let mut probe = Probe::load_for(
+        &ProbeConfig {
+            max_pending: s.max_pending,
+        },
+        l3,
+    )?;
+    let mut perf = probe.open_perf(s.perf_pages)?;
 
     let started = Instant::now();
     let (attached, cleanups) = attach_all(&handle, &probe, &links, &me).await?;
@@ -325,7 +330,21 @@ async fn attach_all(
     let mut attached = Vec::new();
     let mut cleanups = Vec::new();
     for l in links {
-        match attach_one(handle, probe, l, me).await {
+        // Checked when the interface was resolved, and loaded for it.
+        let fr = framing(l).unwrap_or(Framing::Ethernet);
+        let result = match (
+            probe.program_for(Hook::Ingress, fr),
+            probe.program_for(Hook::Egress, fr),
+        ) {
+            (Some(ingress), Some(egress)) => attach_one(handle, (ingress, egress), l, me)
+                .await
+                .map_err(Error::from),
+            _ => Err(Error::Other(format!(
+                "no program was loaded for {}'s link type (a flowlat bug: please report it)",
+                l.name
+            ))),
+        };
+        match result {
             Ok((a, c)) => {
                 attached.push(a);
                 cleanups.push(c);
@@ -336,17 +355,18 @@ async fn attach_all(
                         eprintln!("flowlat: {d}");
                     }
                 }
-                return Err(e.into());
+                return Err(e);
             }
         }
     }
     Ok((attached, cleanups))
 }
 
-/// The one place that hands the probe's programs to tc.
+/// Hands one interface's programs to tc, after removing what dead flowlat
+/// processes left there.
 async fn attach_one(
     handle: &Handle,
-    probe: &Probe,
+    (ingress, egress): (BorrowedFd<'_>, BorrowedFd<'_>),
     link: &Link,
     me: &Owner,
 ) -> Result<(Attachment, Cleanup), NetlinkError> {
@@ -356,16 +376,9 @@ async fn attach_one(
     // leaves it empty; otherwise it would outlive them all when its creator
     // is not the last to go.
     let adopt = found.iter().any(|f| f.owns_qdisc);
-    // Checked when the interface was resolved.
-    let fr = framing(link).unwrap_or(Framing::Ethernet);
-    let attachment = tc::attach_with(
-        handle,
-        link,
-        probe.program_for(Hook::Ingress, fr),
-        probe.program_for(Hook::Egress, fr),
-        adopt,
-        |owns_qdisc| me.filter_name(owns_qdisc),
-    )
+    let attachment = tc::attach_with(handle, link, ingress, egress, adopt, |owns_qdisc| {
+        me.filter_name(owns_qdisc)
+    })
     .await?;
     Ok((attachment, cleanup))
 }

@@ -317,8 +317,9 @@ pub enum Framing {
 pub struct Probe {
     ingress: OwnedFd,
     egress: OwnedFd,
-    ingress_l3: OwnedFd,
-    egress_l3: OwnedFd,
+    /// Loaded only when an interface needs them (see [`Probe::load_for`]).
+    ingress_l3: Option<OwnedFd>,
+    egress_l3: Option<OwnedFd>,
     pending: OwnedFd,
     events: OwnedFd,
     stats: OwnedFd,
@@ -348,10 +349,17 @@ impl Probe {
     /// Parses the embedded object, creates its maps (named `flowlat_*`), patches the
     /// map references and loads both programs.
     pub fn load(cfg: &ProbeConfig) -> Result<Probe, BpfError> {
-        Probe::load_from(object_bytes(), cfg)
+        Probe::load_for(cfg, true)
     }
 
-    fn load_from(elf: &[u8], cfg: &ProbeConfig) -> Result<Probe, BpfError> {
+    /// Like [`Probe::load`], loading the programs for L3 devices only when
+    /// `l3` says an interface needs them: the verifier's time is most of
+    /// flowlat's start-up.
+    pub fn load_for(cfg: &ProbeConfig, l3: bool) -> Result<Probe, BpfError> {
+        Probe::load_from(object_bytes(), cfg, l3)
+    }
+
+    fn load_from(elf: &[u8], cfg: &ProbeConfig, l3: bool) -> Result<Probe, BpfError> {
         let obj = Object::parse(elf)?;
         let possible_cpus = cpu::possible_cpus()? as usize;
         let mut maps: HashMap<String, OwnedFd> = HashMap::new();
@@ -393,8 +401,11 @@ impl Probe {
             .map_err(|e| BpfError::sys("mapping the ACK gate map (flowlat_gate) into memory", e))?;
         let ingress = load("flowlat_ingress")?;
         let egress = load("flowlat_egress")?;
-        let ingress_l3 = load("flowlat_in_l3")?;
-        let egress_l3 = load("flowlat_eg_l3")?;
+        let (ingress_l3, egress_l3) = if l3 {
+            (Some(load("flowlat_in_l3")?), Some(load("flowlat_eg_l3")?))
+        } else {
+            (None, None)
+        };
         Ok(Probe {
             ingress,
             egress,
@@ -417,16 +428,19 @@ impl Probe {
 
     /// The program for a hook of an Ethernet interface, to attach with `cls_bpf`.
     pub fn program(&self, hook: Hook) -> BorrowedFd<'_> {
-        self.program_for(hook, Framing::Ethernet)
+        match hook {
+            Hook::Ingress => self.ingress.as_fd(),
+            Hook::Egress => self.egress.as_fd(),
+        }
     }
 
-    /// The program for a hook of an interface with the given framing.
-    pub fn program_for(&self, hook: Hook, framing: Framing) -> BorrowedFd<'_> {
+    /// The program for a hook of an interface with the given framing; `None`
+    /// for L3 framing when the probe was loaded without it.
+    pub fn program_for(&self, hook: Hook, framing: Framing) -> Option<BorrowedFd<'_>> {
         match (hook, framing) {
-            (Hook::Ingress, Framing::Ethernet) => self.ingress.as_fd(),
-            (Hook::Egress, Framing::Ethernet) => self.egress.as_fd(),
-            (Hook::Ingress, Framing::Ip) => self.ingress_l3.as_fd(),
-            (Hook::Egress, Framing::Ip) => self.egress_l3.as_fd(),
+            (_, Framing::Ethernet) => Some(self.program(hook)),
+            (Hook::Ingress, Framing::Ip) => self.ingress_l3.as_ref().map(|fd| fd.as_fd()),
+            (Hook::Egress, Framing::Ip) => self.egress_l3.as_ref().map(|fd| fd.as_fd()),
         }
     }
 
@@ -453,7 +467,10 @@ impl Probe {
         packet: &[u8],
         repeat: u32,
     ) -> Result<sys::TestRun, BpfError> {
-        sys::prog_test_run(self.program_for(hook, framing), packet, None, repeat)
+        let prog = self.program_for(hook, framing).ok_or_else(|| {
+            BpfError::Object("the probe was loaded without its L3 programs".to_string())
+        })?;
+        sys::prog_test_run(prog, packet, None, repeat)
     }
 
     /// The ACK gate's count for a slot, summed over both banks (tests).
