@@ -5,7 +5,7 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -28,19 +28,6 @@ fn tc_state(ns: &NetNs, dev: &str) -> String {
         s.push_str(&String::from_utf8_lossy(&out.stdout));
     }
     s
-}
-
-fn listen(ns: &NetNs, addr: &str, port: u16) -> TcpListener {
-    let sa: SocketAddr = SocketAddr::new(addr.parse().expect("address"), port);
-    let l = ns.enter(move || TcpListener::bind(sa).expect("listen"));
-    let l2 = l.try_clone().expect("clone listener");
-    std::thread::spawn(move || {
-        for conn in l2.incoming() {
-            let Ok(c) = conn else { break };
-            drop(c);
-        }
-    });
-    l
 }
 
 fn connect(ns: &NetNs, addr: &str, port: u16, timeout: Duration) -> std::io::Result<TcpStream> {
@@ -78,8 +65,8 @@ fn both_ends_measure_the_same_handshakes_v4_and_v6() {
     let net = VethPair::new("both");
     let fa = Flowlat::start(&net.a, &["--json", "a"]);
     let fb = Flowlat::start(&net.b, &["--json", "b"]);
-    let _l4 = listen(&net.b, &net.b4, 8080);
-    let _l6 = listen(&net.b, &net.b6, 8080);
+    let _l4 = common::listen(&net.b, &net.b4, 8080);
+    let _l6 = common::listen(&net.b, &net.b6, 8080);
     let mut clients = Vec::new();
     let connected = Instant::now();
     for addr in [&net.b4, &net.b6, &net.b4] {
@@ -193,38 +180,6 @@ fn closed_port_is_refused_at_both_ends() {
     assert!(inn[0].n("local_ns").is_some());
 }
 
-/// A fake server address beyond `b`: `a` reaches it through a static
-/// neighbour entry, nobody owns it, and the raw peer on `b` answers for it.
-fn fake_server(net: &VethPair, v6: bool, last: u8) -> String {
-    let base = if v6 { &net.b6 } else { &net.b4 };
-    let addr = if v6 {
-        format!("{}{:x}", base.trim_end_matches('2'), last)
-    } else {
-        let mut parts: Vec<&str> = base.split('.').collect();
-        let l = last.to_string();
-        parts[3] = &l;
-        parts.join(".")
-    };
-    let mac = net.b.mac("b");
-    let mac = mac
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":");
-    net.a.ip(&[
-        "neigh",
-        "replace",
-        &addr,
-        "lladdr",
-        &mac,
-        "dev",
-        "a",
-        "nud",
-        "permanent",
-    ]);
-    addr
-}
-
 #[test]
 fn a_slow_server_shows_in_rtt_at_the_client_and_local_time_at_the_server() {
     const DELAY: Duration = Duration::from_millis(200);
@@ -233,7 +188,7 @@ fn a_slow_server_shows_in_rtt_at_the_client_and_local_time_at_the_server() {
     let fa = Flowlat::start(&net.a, &["--json", "a"]);
     let fb = Flowlat::start(&net.b, &["--json", "b"]);
     for v6 in [false, true] {
-        let addr = fake_server(&net, v6, 0x63);
+        let addr = net.unowned_beyond_b(v6, 0x63);
         let _peer = Peer::slow_server(&net.b, "b", addr.parse().expect("address"), DELAY, 0);
         let started = Instant::now();
         let _s = connect(&net.a, &addr, 443, Duration::from_secs(3)).expect("the peer answers");
@@ -244,7 +199,7 @@ fn a_slow_server_shows_in_rtt_at_the_client_and_local_time_at_the_server() {
     let (a, b) = (fa.stop(), fb.stop());
     let d = DELAY.as_nanos() as u64;
     for v6 in [false, true] {
-        let addr = fake_server(&net, v6, 0x63);
+        let addr = net.unowned_beyond_b(v6, 0x63);
         let client = if v6 { &net.a6 } else { &net.a4 };
         let out = find(&a.records, "out", client, &addr, 443);
         assert_eq!(out.len(), 1, "{:?}", a.lines);
@@ -269,7 +224,7 @@ fn a_slow_server_shows_in_rtt_at_the_client_and_local_time_at_the_server() {
 fn a_slow_client_shows_in_rtt_at_the_server() {
     const DELAY: Duration = Duration::from_millis(150);
     let net = VethPair::new("slowc");
-    let _l = listen(&net.b, &net.b4, 8443);
+    let _l = common::listen(&net.b, &net.b4, 8443);
     let fake = {
         let mut parts: Vec<&str> = net.a4.split('.').collect();
         parts[3] = "98";
@@ -277,11 +232,7 @@ fn a_slow_client_shows_in_rtt_at_the_server() {
     };
     let amac = net.a.mac("a");
     let bmac = net.b.mac("b");
-    let amac_s = amac
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":");
+    let amac_s = common::mac_text(amac);
     net.b.ip(&[
         "neigh",
         "replace",
@@ -324,7 +275,7 @@ fn a_slow_client_shows_in_rtt_at_the_server() {
 fn a_retransmitted_syn_is_counted() {
     let net = VethPair::new("retrans");
     let fa = Flowlat::start(&net.a, &["--json", "a"]);
-    let addr = fake_server(&net, false, 0x62);
+    let addr = net.unowned_beyond_b(false, 0x62);
     let _peer = Peer::slow_server(
         &net.b,
         "b",
@@ -356,7 +307,7 @@ fn a_retransmitted_syn_is_counted() {
 fn an_unanswered_syn_times_out_once() {
     let net = VethPair::new("timeout");
     let fa = Flowlat::start(&net.a, &["--json", "--syn-timeout", "300ms", "a"]);
-    let addr = fake_server(&net, false, 0x61);
+    let addr = net.unowned_beyond_b(false, 0x61);
     // Give up before the kernel's first retransmission (1 s), so the attempt ends.
     let err = connect(&net.a, &addr, 81, Duration::from_millis(700)).expect_err("nobody answers");
     assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
@@ -469,7 +420,7 @@ fn exit_restores_the_tc_state_including_foreign_filters() {
 #[test]
 fn closing_stdout_stops_flowlat_cleanly() {
     let net = VethPair::new("pipe");
-    let _l = listen(&net.b, &net.b4, 8081);
+    let _l = common::listen(&net.b, &net.b4, 8081);
     let mut cmd = Command::new("ip");
     cmd.args(["netns", "exec", &net.a.name, common::run::binary(), "a"]);
     let mut child = cmd

@@ -7,7 +7,7 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::os::fd::AsFd;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -19,19 +19,6 @@ use common::kernel::{
 use common::run::{binary, Flowlat, Rec};
 use common::{NetNs, VethPair};
 use nix::sys::signal::Signal;
-
-fn listen(ns: &NetNs, addr: &str, port: u16) -> TcpListener {
-    let sa = SocketAddr::new(addr.parse().expect("address"), port);
-    let l = ns.enter(move || TcpListener::bind(sa).expect("listen"));
-    let l2 = l.try_clone().expect("clone listener");
-    std::thread::spawn(move || {
-        for conn in l2.incoming() {
-            let Ok(c) = conn else { break };
-            drop(c);
-        }
-    });
-    l
-}
 
 /// `n` handshakes from `ns` to `addr:port`; the client ports used.
 fn connect_n(ns: &NetNs, addr: &str, port: u16, n: usize) -> Vec<u16> {
@@ -63,33 +50,6 @@ fn ok_ports(recs: &[Rec], dir: &str) -> BTreeSet<u64> {
         .filter(|r| r.s("dir") == dir && r.s("result") == "ok")
         .filter_map(|r| r.n("client_port"))
         .collect()
-}
-
-/// An address in `b`'s subnet that nobody owns, which `a` sends to `b`'s MAC.
-fn blackhole(net: &VethPair, last: u8) -> String {
-    let mut parts: Vec<String> = net.b4.split('.').map(str::to_string).collect();
-    parts[3] = last.to_string();
-    let addr = parts.join(".");
-    let mac = mac_text(net.b.mac("b"));
-    net.a.ip(&[
-        "neigh",
-        "replace",
-        &addr,
-        "lladdr",
-        &mac,
-        "dev",
-        "a",
-        "nud",
-        "permanent",
-    ]);
-    addr
-}
-
-fn mac_text(mac: [u8; 6]) -> String {
-    mac.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
 }
 
 /// A flowlat started by hand, killed if a failed assertion leaves it running.
@@ -208,7 +168,10 @@ fn foreign_filters_keep_their_place_and_see_every_packet() {
     // Silence everything but the test's own packets, so counters can be compared.
     no_ipv6(&net.a, "a");
     no_ipv6(&net.b, "b");
-    let (amac, bmac) = (mac_text(net.a.mac("a")), mac_text(net.b.mac("b")));
+    let (amac, bmac) = (
+        common::mac_text(net.a.mac("a")),
+        common::mac_text(net.b.mac("b")),
+    );
     net.a.ip(&[
         "neigh",
         "replace",
@@ -232,7 +195,7 @@ fn foreign_filters_keep_their_place_and_see_every_packet() {
         "permanent",
     ]);
     add_counting_filters(&net.b, "b");
-    let _l = listen(&net.b, &net.b4, 8090);
+    let _l = common::listen(&net.b, &net.b4, 8090);
     let before = tc_state(&net.b, "b");
     let order = |ns: &NetNs| {
         (
@@ -270,7 +233,7 @@ fn foreign_filters_keep_their_place_and_see_every_packet() {
 fn two_flowlats_both_measure_and_each_removes_only_its_own() {
     let net = VethPair::new("two");
     let fresh = tc_state(&net.a, "a");
-    let _l = listen(&net.b, &net.b4, 8091);
+    let _l = common::listen(&net.b, &net.b4, 8091);
     let first = Flowlat::start(&net.a, &["--json", "a"]);
     let second = Flowlat::start(&net.a, &["--json", "a"]);
     assert!(
@@ -316,7 +279,7 @@ fn two_flowlats_both_measure_and_each_removes_only_its_own() {
 fn a_killed_flowlat_leaves_filters_that_the_next_start_removes() {
     let net = VethPair::new("kill");
     let fresh = tc_state(&net.a, "a");
-    let _l = listen(&net.b, &net.b4, 8092);
+    let _l = common::listen(&net.b, &net.b4, 8092);
     let dead = Flowlat::start(&net.a, &["--json", "a"]);
     let dead_pid = dead.pid();
     let (progs, maps) = bpf_ids_of(dead_pid);
@@ -397,7 +360,7 @@ fn plant_filters(ns: &NetNs, dev: &'static str, names: Vec<String>) {
 #[test]
 fn detach_removes_what_dead_flowlats_left_and_nothing_else() {
     let net = VethPair::new("detach");
-    let _l = listen(&net.b, &net.b4, 8093);
+    let _l = common::listen(&net.b, &net.b4, 8093);
     let live = Flowlat::start(&net.a, &["--json", "a"]);
     let dead = Flowlat::start(&net.a, &["--json", "a"]);
     let dead_pid = dead.pid();
@@ -514,7 +477,7 @@ fn record_of(f: &Flowlat, port: u16) -> Rec {
 fn interfaces_bounced_renamed_and_deleted_under_flowlat() {
     let net = VethPair::new("links");
     second_pair(&net);
-    let _l = listen(&net.b, &net.b4, 8094);
+    let _l = common::listen(&net.b, &net.b4, 8094);
     let mut f = Flowlat::start(&net.a, &["--json", "a", "c"]);
     let stderr = f.stderr();
     let line = stderr
@@ -636,8 +599,8 @@ fn fifty_starts_and_stops_leave_nothing_in_the_kernel() {
 #[test]
 fn a_long_run_keeps_its_fds_and_memory_flat() {
     let net = VethPair::new("flat");
-    let _l = listen(&net.b, &net.b4, 8095);
-    let hole = blackhole(&net, 0x77);
+    let _l = common::listen(&net.b, &net.b4, 8095);
+    let hole = net.unowned_beyond_b(false, 0x77);
     let f = Flowlat::start(&net.a, &["--json", "--syn-timeout", "200ms", "a"]);
     let pid = f.pid();
     let mut expected = 0;
@@ -806,7 +769,7 @@ fn a_runtime_error_after_attaching_still_detaches() {
     use std::io::{BufRead, BufReader, Read};
     let net = VethPair::new("full");
     let fresh = tc_state(&net.a, "a");
-    let _l = listen(&net.b, &net.b4, 8096);
+    let _l = common::listen(&net.b, &net.b4, 8096);
     // Every write to /dev/full fails with ENOSPC: a runtime error, not a closed pipe.
     let full = std::fs::OpenOptions::new()
         .write(true)

@@ -166,6 +166,57 @@ impl VethPair {
     }
 }
 
+/// A listener on `addr:port` in `ns` that accepts (and closes) connections on a
+/// thread of its own for as long as the test runs.
+pub fn listen(ns: &NetNs, addr: &str, port: u16) -> std::net::TcpListener {
+    let sa = std::net::SocketAddr::new(addr.parse().expect("address"), port);
+    let l = ns.enter(move || std::net::TcpListener::bind(sa).expect("listen"));
+    let l2 = l.try_clone().expect("clone listener");
+    std::thread::spawn(move || {
+        for conn in l2.incoming() {
+            let Ok(c) = conn else { break };
+            drop(c);
+        }
+    });
+    l
+}
+
+/// `02:00:..` text of a MAC address, as `ip` takes it.
+pub fn mac_text(mac: [u8; 6]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+impl VethPair {
+    /// An address in `b`'s subnet that nobody owns (last byte `last`), which `a`
+    /// reaches through a static neighbour entry pointing at `b`: packets to it
+    /// cross the veth and are dropped there, unless a raw-socket peer answers.
+    pub fn unowned_beyond_b(&self, v6: bool, last: u8) -> String {
+        let addr = if v6 {
+            format!("{}{:x}", self.b6.trim_end_matches('2'), last)
+        } else {
+            let mut parts: Vec<String> = self.b4.split('.').map(str::to_string).collect();
+            parts[3] = last.to_string();
+            parts.join(".")
+        };
+        let mac = mac_text(self.b.mac("b"));
+        self.a.ip(&[
+            "neigh",
+            "replace",
+            &addr,
+            "lladdr",
+            &mac,
+            "dev",
+            "a",
+            "nud",
+            "permanent",
+        ]);
+        addr
+    }
+}
+
 /// Deletes `flt-*-PID-*` namespaces whose PID is gone (left by a killed run).
 fn reap_stale() {
     let Ok(dir) = std::fs::read_dir("/var/run/netns") else {
