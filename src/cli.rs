@@ -31,7 +31,9 @@ pub const DEFAULT_IFACE: &str = "eth0";
   local_ns     in only: first SYN-ACK (or RST) time - last SYN time: how long this side took
   total_ns     out: SYN-ACK - first SYN;  in: ACK - first SYN (includes retransmissions)
   retrans      client SYNs beyond the first
-Durations are null in JSON (absent in text) where they are not defined.
+  synack_retrans  in only: this side's SYN-ACKs beyond the first (\"synack-retrans\" in text)
+Durations are null in JSON (\"-\" in text) where they are not defined; text shows
+durations in milliseconds, JSON in nanoseconds.
 
 Exit status: 0 after a clean stop, 1 on a runtime failure, 2 on bad usage.",
     example = "sudo flowlat eth0\nsudo flowlat --json --syn-timeout 3s eth0 eth1 | jq .\nsudo flowlat --detach eth0"
@@ -288,6 +290,8 @@ mod tests {
             "local_ns",
             "total_ns",
             "retrans",
+            "synack_retrans",
+            "abandoned",
             "refused",
             "timeout",
             "CAP_BPF",
