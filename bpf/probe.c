@@ -153,6 +153,8 @@ static __always_inline void count(__u32 idx)
  * the skb. Two whole passes, rather than a choice at each header, keep the
  * paths the verifier has to explore few, and so the program quick to load. */
 #define NEED_SLOW 1
+/* Returned by the direct pass for an arriving ACK that the gate lets through. */
+#define GATE_OPEN 2
 
 /* A pointer to len header bytes at off, or NULL when the direct pass cannot
  * read them in place or the copying pass finds the packet too short. */
@@ -388,6 +390,12 @@ static __always_inline int on_tcp(struct __sk_buff *skb, const int egress, const
 	if (!(flags & (TCP_SYN | TCP_RST))) {
 		if (egress || !(flags & TCP_ACK) || !gate_open(slot))
 			return TC_ACT_UNSPEC;
+		/* The direct pass stops at the gate: with nothing left to do after
+		 * the lookup, it keeps nothing on the stack around it, which makes
+		 * it cheap for the many ACKs it turns away. The few it lets through
+		 * are handled by the copying pass. */
+		if (direct)
+			return GATE_OPEN;
 	}
 	int kind = segment_kind(flags);
 	/* A TCP header shorter than 20 bytes, or cut short, is malformed: the
@@ -562,7 +570,7 @@ static __always_inline int handle(struct __sk_buff *skb, const int egress, const
 
 static __always_inline int classify(struct __sk_buff *skb, const int egress, const int l2)
 {
-	if (handle(skb, egress, l2, 1) == NEED_SLOW)
+	if (handle(skb, egress, l2, 1) != TC_ACT_UNSPEC)
 		handle(skb, egress, l2, 0);
 	return TC_ACT_UNSPEC;
 }
