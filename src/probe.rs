@@ -347,7 +347,7 @@ pub struct ProbeConfig {
 
 impl Probe {
     /// Parses the embedded object, creates its maps (named `flowlat_*`), patches the
-    /// map references and loads both programs.
+    /// map references and loads all four programs.
     pub fn load(cfg: &ProbeConfig) -> Result<Probe, BpfError> {
         Probe::load_for(cfg, true)
     }
