@@ -304,18 +304,22 @@ async fn run_privileged(s: Settings) -> Result<Ended, Error> {
             true,
         ),
     };
-    Ok(Ended {
-        summary: format!(
-            "{why}; {total} handshakes: {} ok, {} refused, {} timeout, {} abandoned; \
-             {lost} records lost; {} table-full evictions; {in_progress} in progress at exit (not reported)",
-            n(Outcome::Ok),
-            n(Outcome::Refused),
-            n(Outcome::Timeout),
-            n(Outcome::Abandoned),
-            probe.evicted(&ks, in_table),
-        ),
-        failed,
-    })
+    let mut summary = format!(
+        "{why}; {total} handshakes: {} ok, {} refused, {} timeout, {} abandoned; \
+         {lost} records lost; {} table-full evictions; {in_progress} in progress at exit (not reported)",
+        n(Outcome::Ok),
+        n(Outcome::Refused),
+        n(Outcome::Timeout),
+        n(Outcome::Abandoned),
+        probe.evicted(&ks, in_table),
+    );
+    if ks.ext_skipped > 0 {
+        summary.push_str(&format!(
+            "; {} IPv6 packets not measured (more than 6 extension headers)",
+            ks.ext_skipped
+        ));
+    }
+    Ok(Ended { summary, failed })
 }
 
 /// Attaches the probe to every interface in `links`, or to none: a failure

@@ -460,6 +460,12 @@ fn hostile_frames_on_a_real_interface_are_passed_and_never_measured() {
             sent += 1;
         }
     }
+    // An IPv6 SYN behind more extension headers than are walked: counted.
+    let mut long = Tcp::new("2001:db8::98", 4446, "2001:db8::99", 80, SYN).seq(1);
+    long.src_mac = bmac;
+    long.dst_mac = amac;
+    long.ext = vec![common::packet::Ext::Options(60, 1); 7];
+    rb.send(&long.frame());
     // A maximum-size frame and random garbage.
     let mut big = Tcp::new(&far, 4445, &near, 80, ACK).seq(1).ack(1);
     big.src_mac = bmac;
