@@ -156,10 +156,11 @@ static __always_inline void count(__u32 idx)
 /* Returned by the direct pass for an arriving ACK that the gate lets through. */
 #define GATE_OPEN 2
 
-/* A pointer to len header bytes at off, or NULL when the direct pass cannot
- * read them in place or the copying pass finds the packet too short. */
-static __always_inline void *header(struct __sk_buff *skb, __u32 off, void *buf, const __u32 len,
-				    const int direct)
+/* Points *at to len header bytes at off; false when the direct pass cannot
+ * read them in place or the copying pass finds the packet too short. (A flag,
+ * not a NULL pointer, so that no NULL check follows every header.) */
+static __always_inline int header(struct __sk_buff *skb, __u32 off, void *buf, const __u32 len,
+				  const int direct, void **at)
 {
 	if (off > MAX_L4_OFF)
 		return 0;
@@ -168,11 +169,13 @@ static __always_inline void *header(struct __sk_buff *skb, __u32 off, void *buf,
 		void *data_end = (void *)(long)skb->data_end;
 		if (data + off + len > data_end)
 			return 0;
-		return data + off;
+		*at = data + off;
+		return 1;
 	}
 	if (bpf_skb_load_bytes(skb, off, buf, len) < 0)
 		return 0;
-	return buf;
+	*at = buf;
+	return 1;
 }
 
 /* What to return when a header is missing: try again copying, or give up. */
@@ -378,8 +381,8 @@ static __always_inline int on_tcp(struct __sk_buff *skb, const int egress, const
 				  __u32 b32, __u32 l4, __u32 ip_start, __u32 ip_len)
 {
 	union hdr_buf buf;
-	struct tcp_head *th = header(skb, l4, &buf, sizeof(struct tcp_head), direct);
-	if (!th)
+	struct tcp_head *th;
+	if (!header(skb, l4, &buf, sizeof(struct tcp_head), direct, (void **)&th))
 		return MISSING;
 	__u8 flags = th->flags;
 	__u32 slot = gate_slot(a32, b32, th->source, th->dest);
@@ -459,8 +462,8 @@ static __always_inline int on_ipv4(struct __sk_buff *skb, const int egress, cons
 				   __u32 off)
 {
 	union hdr_buf buf;
-	struct ipv4_head *ip = header(skb, off, &buf, sizeof(struct ipv4_head), direct);
-	if (!ip)
+	struct ipv4_head *ip;
+	if (!header(skb, off, &buf, sizeof(struct ipv4_head), direct, (void **)&ip))
 		return MISSING;
 	if (ip->protocol != IPPROTO_TCP)
 		return TC_ACT_UNSPEC;
@@ -477,8 +480,8 @@ static __always_inline int on_ipv6(struct __sk_buff *skb, const int egress, cons
 				   __u32 off)
 {
 	union hdr_buf buf;
-	struct ipv6_head *ip = header(skb, off, &buf, sizeof(struct ipv6_head), direct);
-	if (!ip)
+	struct ipv6_head *ip;
+	if (!header(skb, off, &buf, sizeof(struct ipv6_head), direct, (void **)&ip))
 		return MISSING;
 	if ((ip->ver_tc_flow & 0xf0) != 0x60)
 		return TC_ACT_UNSPEC;
@@ -505,8 +508,7 @@ static __always_inline int on_ipv6(struct __sk_buff *skb, const int egress, cons
 			if (next != IPV6_HOPOPTS && next != IPV6_ROUTING && next != IPV6_DSTOPTS &&
 			    next != IPV6_FRAGMENT && next != IPV6_AH)
 				return TC_ACT_UNSPEC; /* ESP, no next header, or not TCP */
-			ext = header(skb, l4, &ebuf, sizeof(struct ext_head), 0);
-			if (!ext)
+			if (!header(skb, l4, &ebuf, sizeof(struct ext_head), 0, (void **)&ext))
 				return TC_ACT_UNSPEC;
 			if (next == IPV6_FRAGMENT) {
 				if (ext->frag_off & bpf_htons(0xfff8))
@@ -540,8 +542,8 @@ static __always_inline int handle(struct __sk_buff *skb, const int egress, const
 	__u16 proto;
 	__u32 off = 0;
 	if (l2) {
-		struct eth_head *eth = header(skb, 0, &buf, sizeof(struct eth_head), direct);
-		if (!eth)
+		struct eth_head *eth;
+		if (!header(skb, 0, &buf, sizeof(struct eth_head), direct, (void **)&eth))
 			return MISSING;
 		proto = eth->proto;
 		off = ETH_HLEN;
@@ -551,8 +553,8 @@ static __always_inline int handle(struct __sk_buff *skb, const int egress, const
 		for (int i = 0; i < MAX_VLAN; i++) {
 			if (proto != bpf_htons(ETH_P_8021Q) && proto != bpf_htons(ETH_P_8021AD))
 				break;
-			struct vlan_head *vh = header(skb, off, &buf, sizeof(struct vlan_head), direct);
-			if (!vh)
+			struct vlan_head *vh;
+			if (!header(skb, off, &buf, sizeof(struct vlan_head), direct, (void **)&vh))
 				return MISSING;
 			proto = vh->proto;
 			off += sizeof(struct vlan_head);
