@@ -638,7 +638,15 @@ fn a_long_run_keeps_its_fds_and_memory_flat() {
             .filter(|r| r.s("server_ip") == server && r.s("result") == result)
             .count()
     };
-    assert_eq!(n(&hole, "timeout"), 1200, "{}", stopped.stderr);
+    // The kernel may give a new unanswered attempt the port of one it just
+    // gave up on (with a new ISN) before that one timed out: the contract
+    // then reports the earlier one as abandoned.
+    assert_eq!(
+        n(&hole, "timeout") + n(&hole, "abandoned"),
+        1200,
+        "{}",
+        stopped.stderr
+    );
     assert!(n(&net.b4, "ok") >= 3400, "{}", stopped.stderr);
 }
 
