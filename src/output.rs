@@ -121,7 +121,9 @@ fn endpoint(ip: std::net::IpAddr, port: u16) -> String {
     }
 }
 
-fn json_str(out: &mut String, s: &str) {
+/// Appends `s` to `out` as a JSON string literal (quotes, backslashes and
+/// control characters escaped).
+pub fn json_str(out: &mut String, s: &str) {
     out.push('"');
     for c in s.chars() {
         match c {

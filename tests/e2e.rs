@@ -46,20 +46,6 @@ fn find<'a>(recs: &'a [Rec], dir: &str, client: &str, server: &str, sport: u16) 
         .collect()
 }
 
-fn assert_clean_exit(stopped: &common::run::Stopped) {
-    assert!(
-        stopped.status.success(),
-        "flowlat failed: {:?}\n{}",
-        stopped.status,
-        stopped.stderr
-    );
-    assert!(
-        stopped.stderr.contains("handshakes:"),
-        "no summary on stderr:\n{}",
-        stopped.stderr
-    );
-}
-
 #[test]
 fn both_ends_measure_the_same_handshakes_v4_and_v6() {
     let net = VethPair::new("both");
@@ -82,8 +68,8 @@ fn both_ends_measure_the_same_handshakes_v4_and_v6() {
     );
     fb.wait_records(3, Duration::from_secs(5), |r| r.s("result") == "ok");
     let (a, b) = (fa.stop(), fb.stop());
-    assert_clean_exit(&a);
-    assert_clean_exit(&b);
+    common::run::assert_clean_stop(&a);
+    common::run::assert_clean_stop(&b);
     for c in &clients {
         let server = if c.is_ipv4() { &net.b4 } else { &net.b6 };
         let port = u64::from(c.port());
@@ -339,7 +325,7 @@ fn exit_restores_the_tc_state_including_foreign_filters() {
         during.contains("clsact") && during.matches("flowlat-").count() == 2,
         "{during}"
     );
-    assert_clean_exit(&fb.stop());
+    common::run::assert_clean_stop(&fb.stop());
     assert_eq!(tc_state(&net.b, "b"), fresh);
 
     // An interface with a clsact and filters of someone else's.
@@ -407,7 +393,7 @@ fn exit_restores_the_tc_state_including_foreign_filters() {
             "ours goes first: {during}"
         );
         let stopped = fa.stop_with(sig);
-        assert_clean_exit(&stopped);
+        common::run::assert_clean_stop(&stopped);
         assert!(
             stopped.stderr.contains(&format!("stopped by {sig}")),
             "{}",

@@ -64,20 +64,6 @@ impl Drop for Reaped {
     }
 }
 
-fn assert_clean_stop(stopped: &common::run::Stopped) {
-    assert!(
-        stopped.status.success(),
-        "flowlat failed: {:?}\n{}",
-        stopped.status,
-        stopped.stderr
-    );
-    assert!(
-        stopped.stderr.contains("handshakes:"),
-        "no summary:\n{}",
-        stopped.stderr
-    );
-}
-
 /// Adds, on both hooks of `dev`, a u32 filter (IPv4; pref 10 on ingress, 11 on
 /// egress, since u32 lists the filters of both hooks that share a priority)
 /// and a classic-BPF cls_bpf filter (pref 20, every protocol), each counting
@@ -223,7 +209,7 @@ fn foreign_filters_keep_their_place_and_see_every_packet() {
         "flowlat measured them all too: {:?}",
         f.lines()
     );
-    assert_clean_stop(&f.stop_with(Signal::SIGTERM));
+    common::run::assert_clean_stop(&f.stop_with(Signal::SIGTERM));
 
     assert_eq!(tc_state(&net.b, "b"), before);
     assert_foreign_filters_see_every_packet(&net, 8090, N, "after flowlat");
@@ -257,7 +243,7 @@ fn two_flowlats_both_measure_and_each_removes_only_its_own() {
 
     // The one that created the clsact goes first; the other keeps measuring.
     let first_pid = first.pid();
-    assert_clean_stop(&first.stop());
+    common::run::assert_clean_stop(&first.stop());
     let left = our_filters(&net.a, "a");
     assert_eq!(left.len(), 2, "{left:?}");
     assert!(
@@ -270,7 +256,7 @@ fn two_flowlats_both_measure_and_each_removes_only_its_own() {
         r.n("client_port") == Some(u64::from(port))
     });
     assert_eq!(later.len(), 1, "{:?}", second.lines());
-    assert_clean_stop(&second.stop());
+    common::run::assert_clean_stop(&second.stop());
     // The last one out removes the clsact the first one made.
     assert_eq!(tc_state(&net.a, "a"), fresh);
 }
@@ -325,7 +311,7 @@ fn a_killed_flowlat_leaves_filters_that_the_next_start_removes() {
         r.n("client_port") == Some(u64::from(port))
     });
     assert_eq!(recs.len(), 1, "{:?}", next.lines());
-    assert_clean_stop(&next.stop());
+    common::run::assert_clean_stop(&next.stop());
     assert_eq!(tc_state(&net.a, "a"), fresh);
 }
 
@@ -425,7 +411,7 @@ fn detach_removes_what_dead_flowlats_left_and_nothing_else() {
         r.n("client_port") == Some(u64::from(port))
     });
     assert_eq!(recs.len(), 1, "{:?}", live.lines());
-    assert_clean_stop(&live.stop());
+    common::run::assert_clean_stop(&live.stop());
 
     // Nothing left by a dead flowlat: says so, exits 0; no such interface: 1.
     let run = |args: &[&str]| {
@@ -627,7 +613,7 @@ fn a_long_run_keeps_its_fds_and_memory_flat() {
         "memory grew from {rss0} KiB to {rss1} KiB over 4000 attempts"
     );
     let stopped = f.stop();
-    assert_clean_stop(&stopped);
+    common::run::assert_clean_stop(&stopped);
     // One record per attempt. A SYN the busy listener dropped is retried
     // only after a second, so it may fairly end as a timeout of 200 ms.
     assert_eq!(stopped.records.len(), 4700, "{}", stopped.stderr);
@@ -712,7 +698,7 @@ fn without_privileges_the_error_names_what_is_missing_and_nothing_is_attached() 
     let f = Flowlat::spawn(as_nobody(&net.a, "+bpf,+net_admin,+perfmon"));
     f.wait_stderr("attached to a", Duration::from_secs(20));
     assert_eq!(our_filters(&net.a, "a").len(), 2);
-    assert_clean_stop(&f.stop());
+    common::run::assert_clean_stop(&f.stop());
     assert_eq!(tc_state(&net.a, "a"), fresh);
 }
 

@@ -38,20 +38,7 @@ impl J {
             J::Bool(b) => {
                 let _ = write!(out, "{b}");
             }
-            J::Str(s) => {
-                out.push('"');
-                for c in s.chars() {
-                    match c {
-                        '"' => out.push_str("\\\""),
-                        '\\' => out.push_str("\\\\"),
-                        c if (c as u32) < 0x20 => {
-                            let _ = write!(out, "\\u{:04x}", c as u32);
-                        }
-                        c => out.push(c),
-                    }
-                }
-                out.push('"');
-            }
+            J::Str(s) => flowlat::output::json_str(out, s),
             // Arrays of numbers stay on one line: they are the raw runs.
             J::Arr(items) => {
                 out.push('[');

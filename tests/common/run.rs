@@ -349,3 +349,18 @@ impl Drop for Flowlat {
         }
     }
 }
+
+/// A stop that went well: exit status 0 and the summary line on stderr.
+pub fn assert_clean_stop(stopped: &Stopped) {
+    assert!(
+        stopped.status.success(),
+        "flowlat failed: {:?}\n{}",
+        stopped.status,
+        stopped.stderr
+    );
+    assert!(
+        stopped.stderr.contains("handshakes:"),
+        "no summary on stderr:\n{}",
+        stopped.stderr
+    );
+}
