@@ -275,14 +275,10 @@ async fn run_privileged(s: Settings) -> Result<Ended, Error> {
     let sweep = probe.sweep(monotonic_ns(), s.syn_timeout);
     let (mut in_progress, mut in_table) = (0, 0);
     if let Ok(sw) = &sweep {
-        for r in &sw.expired {
-            tally.add(r);
-            let _ = writeln!(out, "{}", fmt.format(r));
-        }
+        let _ = print_all(&sw.expired, &fmt, &mut tally, &mut out);
         in_progress = sw.pending;
         in_table = sw.pending + sw.tombstones;
     }
-    let _ = out.flush();
     let stop = result?;
     if let Some(e) = detach_error {
         return Err(e.into());
@@ -454,6 +450,15 @@ struct Session<'a> {
 const FLUSH_EVERY: Duration = Duration::from_millis(100);
 
 impl Session<'_> {
+    fn print_ready(&mut self) -> io::Result<()> {
+        emit_ready(
+            self.perf,
+            &self.fmt,
+            &mut self.tally,
+            &mut io::stdout().lock(),
+        )
+    }
+
     async fn watch(&mut self, s: &Settings, signals: &mut Signals) -> Result<Stop, Error> {
         // Sweep often enough that a timeout is reported within a tenth of
         // --syn-timeout of being due, but not more than 20 times a second.
@@ -478,14 +483,12 @@ impl Session<'_> {
                 _ = signals.hup.recv() => return Ok(Stop::Signal("SIGHUP")),
                 ready = self.perf.readable() => {
                     ready?;
-                    let mut out = io::stdout().lock();
-                    if let Err(e) = emit_ready(self.perf, &self.fmt, &mut self.tally, &mut out) {
+                    if let Err(e) = self.print_ready() {
                         return write_failed(e);
                     }
                 }
                 _ = flush.tick() => {
-                    let mut out = io::stdout().lock();
-                    if let Err(e) = emit_ready(self.perf, &self.fmt, &mut self.tally, &mut out) {
+                    if let Err(e) = self.print_ready() {
                         return write_failed(e);
                     }
                 }
@@ -504,13 +507,7 @@ impl Session<'_> {
                 _ = tick.tick() => {
                     let sweep = self.probe.sweep(monotonic_ns(), s.syn_timeout)?;
                     let mut out = io::stdout().lock();
-                    for r in &sweep.expired {
-                        self.tally.add(r);
-                        if let Err(e) = writeln!(out, "{}", self.fmt.format(r)) {
-                            return write_failed(e);
-                        }
-                    }
-                    if let Err(e) = out.flush() {
+                    if let Err(e) = print_all(&sweep.expired, &self.fmt, &mut self.tally, &mut out) {
                         return write_failed(e);
                     }
                     if stdout_closed() {
@@ -594,6 +591,25 @@ impl Session<'_> {
     }
 }
 
+/// Counts and prints records, then flushes. Every record is counted even when
+/// a write fails, so the summary stays right; `Err` is the first write error.
+fn print_all<'r>(
+    records: impl IntoIterator<Item = &'r Record>,
+    fmt: &Formatter,
+    tally: &mut Tally,
+    out: &mut impl Write,
+) -> io::Result<()> {
+    let mut result = Ok(());
+    for r in records {
+        tally.add(r);
+        if result.is_ok() {
+            result = writeln!(out, "{}", fmt.format(r));
+        }
+    }
+    result?;
+    out.flush()
+}
+
 /// Prints what the rings hold. `Err` only for a write error.
 fn emit_ready(
     perf: &mut PerfBuffers,
@@ -601,21 +617,14 @@ fn emit_ready(
     tally: &mut Tally,
     out: &mut impl Write,
 ) -> io::Result<()> {
-    let mut result = Ok(());
+    let mut records = Vec::new();
     perf.drain(|_cpu, bytes| {
-        let rec = flowlat::probe::Event::decode(bytes).and_then(|ev| Record::from_event(&ev));
-        match rec {
-            Some(r) => {
-                tally.add(&r);
-                if result.is_ok() {
-                    result = writeln!(out, "{}", fmt.format(&r));
-                }
-            }
+        match flowlat::probe::Event::decode(bytes).and_then(|ev| Record::from_event(&ev)) {
+            Some(r) => records.push(r),
             None => tally.malformed += 1,
         }
     });
-    result?;
-    out.flush()
+    print_all(&records, fmt, tally, out)
 }
 
 /// True when stdout's reader has gone (a closed pipe) or its terminal hung up.
