@@ -9,26 +9,11 @@ use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use common::kernel::tc_state;
 use common::peer::{slow_client, Peer};
 use common::run::{Flowlat, Rec};
 use common::{NetNs, VethPair};
 use nix::sys::signal::Signal;
-
-/// qdiscs and filters of `dev`, as tc prints them.
-fn tc_state(ns: &NetNs, dev: &str) -> String {
-    let mut s = String::new();
-    for args in [
-        vec!["qdisc", "show", "dev", dev],
-        vec!["filter", "show", "dev", dev, "ingress"],
-        vec!["filter", "show", "dev", dev, "egress"],
-    ] {
-        let mut full = vec!["-n", ns.name.as_str()];
-        full.extend(args);
-        let out = common::run("tc", &full);
-        s.push_str(&String::from_utf8_lossy(&out.stdout));
-    }
-    s
-}
 
 fn connect(ns: &NetNs, addr: &str, port: u16, timeout: Duration) -> std::io::Result<TcpStream> {
     let sa = SocketAddr::new(addr.parse().expect("address"), port);

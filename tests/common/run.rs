@@ -263,26 +263,10 @@ impl Flowlat {
 
     /// Sends `sig` and waits for the exit (10 s at most, then SIGKILL and panic).
     pub fn stop_with(mut self, sig: nix::sys::signal::Signal) -> Stopped {
-        let mut child = self.child.take().expect("running");
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), sig);
-        let end = Instant::now() + Duration::from_secs(10);
-        let status = loop {
-            if let Some(st) = child.try_wait().expect("wait") {
-                break st;
-            }
-            if Instant::now() > end {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "flowlat did not exit within 10 s of {sig}; stderr:\n{}",
-                    self.stderr()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        // Let the reader threads see the end of the pipes.
-        std::thread::sleep(Duration::from_millis(100));
-        let lines = self.lines();
+        if let Some(child) = &self.child {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), sig);
+        }
+        let (status, lines) = self.reap(Duration::from_secs(10), &format!("of {sig}"));
         let records = lines
             .iter()
             .map(|l| parse_json(l).unwrap_or_else(|e| panic!("flowlat printed invalid JSON: {e}")))
@@ -295,12 +279,9 @@ impl Flowlat {
         }
     }
 
-    pub fn stop(self) -> Stopped {
-        self.stop_with(nix::sys::signal::Signal::SIGINT)
-    }
-
-    /// Waits for flowlat to exit on its own (panics after `timeout`).
-    pub fn wait_exit(mut self, timeout: Duration) -> Stopped {
+    /// Waits for the exit (SIGKILL and panic after `timeout`, naming `after`),
+    /// then for the reader threads to see the end of the pipes.
+    fn reap(&mut self, timeout: Duration, after: &str) -> (ExitStatus, Vec<String>) {
         let mut child = self.child.take().expect("running");
         let end = Instant::now() + timeout;
         let status = loop {
@@ -311,14 +292,23 @@ impl Flowlat {
                 let _ = child.kill();
                 let _ = child.wait();
                 panic!(
-                    "flowlat did not exit within {timeout:?}; stderr:\n{}",
+                    "flowlat did not exit within {timeout:?} {after}; stderr:\n{}",
                     self.stderr()
                 );
             }
             std::thread::sleep(Duration::from_millis(20));
         };
         std::thread::sleep(Duration::from_millis(100));
-        let lines = self.lines();
+        (status, self.lines())
+    }
+
+    pub fn stop(self) -> Stopped {
+        self.stop_with(nix::sys::signal::Signal::SIGINT)
+    }
+
+    /// Waits for flowlat to exit on its own (panics after `timeout`).
+    pub fn wait_exit(mut self, timeout: Duration) -> Stopped {
+        let (status, lines) = self.reap(timeout, "on its own");
         let records = lines.iter().filter_map(|l| parse_json(l).ok()).collect();
         Stopped {
             status,
