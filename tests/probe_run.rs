@@ -471,6 +471,46 @@ fn ipv6_extension_headers_are_walked() {
         let recs = out_handshake(&mut rig, C6, S6, |t| t.ext = chain.clone());
         assert_eq!(recs.len(), 1, "chain {chain:?}");
         assert_eq!(recs[0].outcome, Outcome::Ok);
+        // An in handshake: the client's completing ACK behind the headers is
+        // let through the gate, and segments of the connection before and
+        // after it pass without a record.
+        let shaped = |t: Tcp| {
+            let mut t = t;
+            t.ext = chain.clone();
+            t.frame()
+        };
+        let (isn, server_isn) = (7000, 8000);
+        let established = shaped(Tcp::new(C6, 51234, S6, 443, ACK).seq(1).ack(1));
+        rig.run(Hook::Ingress, &established);
+        rig.run(
+            Hook::Ingress,
+            &shaped(Tcp::new(C6, 51234, S6, 443, SYN).seq(isn)),
+        );
+        rig.run(Hook::Egress, &established);
+        rig.run(
+            Hook::Egress,
+            &shaped(
+                Tcp::new(S6, 443, C6, 51234, SYN | ACK)
+                    .seq(server_isn)
+                    .ack(isn + 1),
+            ),
+        );
+        rig.run(Hook::Ingress, &established);
+        rig.run(
+            Hook::Ingress,
+            &shaped(
+                Tcp::new(C6, 51234, S6, 443, ACK)
+                    .seq(isn + 1)
+                    .ack(server_isn + 1),
+            ),
+        );
+        let recs = rig.records();
+        assert_eq!(recs.len(), 1, "in handshake, chain {chain:?}");
+        assert_eq!(recs[0].outcome, Outcome::Ok);
+        assert_eq!(recs[0].dir, Dir::In);
+        rig.run(Hook::Ingress, &established);
+        assert!(rig.records().is_empty());
+        assert_eq!(rig.pending(), 0);
     }
     // A non-first fragment has no TCP header: skipped.
     let frag = vec![Ext::Fragment(185, false)];
