@@ -221,62 +221,51 @@ static __always_inline void gate_add(__u32 bank, __u32 slot, int up)
 		__sync_fetch_and_sub(&g->n[bank][slot], 1);
 }
 
-static __always_inline void emit(struct __sk_buff *skb, const struct flowlat_key *key,
-				 const struct flowlat_pending *p, __u64 end_ns, __u8 result)
+/* Starts the record of an attempt from its table entry. The entry is copied
+ * into the record before it is deleted, because the element's memory may be
+ * reused as soon as it is freed; the record is the only copy. */
+static __always_inline void record_of(struct flowlat_event *ev, const struct flowlat_pending *p)
 {
-	struct flowlat_event ev;
-	__builtin_memset(&ev, 0, sizeof(ev));
-	ev.key = *key;
-	ev.p = *p;
-	ev.end_ns = end_ns;
-	ev.result = result;
-	if (bpf_perf_event_output(skb, &events, BPF_F_CURRENT_CPU, &ev, sizeof(ev)) == 0)
+	__builtin_memset(ev, 0, sizeof(*ev));
+	ev->p = *p;
+}
+
+/* Removes the entry and sends its record, unless user space's timeout sweep
+ * removed it first: whoever deletes the entry reports the attempt, so it is
+ * reported exactly once. */
+static __always_inline void finish_record(struct __sk_buff *skb, const struct flowlat_key *key,
+					  struct flowlat_event *ev, __u64 end_ns, __u8 result)
+{
+	if (bpf_map_delete_elem(&pending, key) != 0)
+		return;
+	count(FLOWLAT_STAT_REMOVED);
+	if (ev->p.state == FLOWLAT_STATE_SYNACK)
+		gate_add(ev->p.bank, key_slot(key), 0);
+	ev->key = *key;
+	ev->end_ns = end_ns;
+	ev->result = result;
+	if (bpf_perf_event_output(skb, &events, BPF_F_CURRENT_CPU, ev, sizeof(*ev)) == 0)
 		count(FLOWLAT_STAT_SENT);
 	else
 		count(FLOWLAT_STAT_SEND_FAILED);
 }
 
-/* Removes the entry and reports it, unless user space's timeout sweep removed
- * it first: whoever deletes the entry reports the attempt, so it is reported
- * exactly once. The value is copied before the delete because the element's
- * memory may be reused as soon as it is freed. */
 static __always_inline void finish(struct __sk_buff *skb, const struct flowlat_key *key,
 				   const struct flowlat_pending *p, __u64 end_ns, __u8 result)
 {
-	struct flowlat_pending copy = *p;
-	if (bpf_map_delete_elem(&pending, key) != 0)
-		return;
-	count(FLOWLAT_STAT_REMOVED);
-	if (copy.state == FLOWLAT_STATE_SYNACK)
-		gate_add(copy.bank, key_slot(key), 0);
-	emit(skb, key, &copy, end_ns, result);
+	struct flowlat_event ev;
+	record_of(&ev, p);
+	finish_record(skb, key, &ev, end_ns, result);
 }
 
 /* A client's SYN: a new attempt, a retransmission (same ISN), or a new attempt
- * that replaces an earlier one on the same tuple (new ISN). */
+ * that replaces an earlier one on the same tuple (new ISN). Most SYNs are new
+ * attempts, so the entry is inserted first and looked up only when the tuple
+ * already has one: one hash-table operation instead of two. */
 static __always_inline void on_syn(struct __sk_buff *skb, const struct flowlat_key *key, __u32 isn,
 				   __u16 len)
 {
 	__u64 now = bpf_ktime_get_ns();
-	struct flowlat_pending *p = bpf_map_lookup_elem(&pending, key);
-	if (p) {
-		if (p->client_isn == isn) {
-			p->syns += 1;
-			if (len > p->syn_len)
-				p->syn_len = len;
-			/* "in" keeps the last SYN before our first SYN-ACK; a reported
-			 * attempt's retransmissions keep its tombstone alive. */
-			if (p->state != FLOWLAT_STATE_SYNACK)
-				p->last_syn_ns = now;
-			return;
-		}
-		if (p->state == FLOWLAT_STATE_REPORTED) {
-			if (bpf_map_delete_elem(&pending, key) == 0)
-				count(FLOWLAT_STAT_REMOVED);
-		} else {
-			finish(skb, key, p, now, FLOWLAT_RESULT_ABANDONED);
-		}
-	}
 	struct flowlat_pending n;
 	__builtin_memset(&n, 0, sizeof(n));
 	n.first_syn_ns = now;
@@ -285,6 +274,29 @@ static __always_inline void on_syn(struct __sk_buff *skb, const struct flowlat_k
 	n.syns = 1;
 	n.syn_len = len;
 	n.state = FLOWLAT_STATE_SYN;
+	if (bpf_map_update_elem(&pending, key, &n, BPF_NOEXIST) == 0) {
+		count(FLOWLAT_STAT_CREATED);
+		return;
+	}
+	struct flowlat_pending *p = bpf_map_lookup_elem(&pending, key);
+	if (!p)
+		return; /* removed in between by the other hook or the sweep */
+	if (p->client_isn == isn) {
+		p->syns += 1;
+		if (len > p->syn_len)
+			p->syn_len = len;
+		/* "in" keeps the last SYN before our first SYN-ACK; a reported
+		 * attempt's retransmissions keep its tombstone alive. */
+		if (p->state != FLOWLAT_STATE_SYNACK)
+			p->last_syn_ns = now;
+		return;
+	}
+	if (p->state == FLOWLAT_STATE_REPORTED) {
+		if (bpf_map_delete_elem(&pending, key) == 0)
+			count(FLOWLAT_STAT_REMOVED);
+	} else {
+		finish(skb, key, p, now, FLOWLAT_RESULT_ABANDONED);
+	}
 	if (bpf_map_update_elem(&pending, key, &n, BPF_NOEXIST) == 0)
 		count(FLOWLAT_STAT_CREATED);
 }
@@ -304,13 +316,14 @@ static __always_inline void on_answer_out(struct __sk_buff *skb, const struct fl
 	if (!p || p->state != FLOWLAT_STATE_SYN || !acks_syn(p, bpf_ntohl(th->ack_seq)))
 		return;
 	__u64 now = bpf_ktime_get_ns();
-	struct flowlat_pending copy = *p;
-	copy.first_synack_ns = now;
-	copy.last_synack_ns = now;
-	copy.synacks = 1;
+	struct flowlat_event ev;
+	record_of(&ev, p);
+	ev.p.first_synack_ns = now;
+	ev.p.last_synack_ns = now;
+	ev.p.synacks = 1;
 	if (result == FLOWLAT_RESULT_OK)
-		copy.server_isn = bpf_ntohl(th->seq);
-	finish(skb, key, &copy, now, result);
+		ev.p.server_isn = bpf_ntohl(th->seq);
+	finish_record(skb, key, &ev, now, result);
 }
 
 /* in: this side's SYN-ACK leaves for the client's SYN. */
