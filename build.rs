@@ -1,5 +1,6 @@
-//! Compiles the classifier (`bpf/probe.c`) and the loader's test fixtures
-//! (`bpf/fixtures/*.c`) with clang into `$OUT_DIR`, where `include_bytes!` embeds them.
+//! Compiles the classifier (`bpf/probe.c`), the loader's test fixtures
+//! (`bpf/fixtures/*.c`) and the bench's programs (`bpf/bench/*.c`) with clang
+//! into `$OUT_DIR`, where `include_bytes!` embeds them.
 
 use std::env;
 use std::path::{Path, PathBuf};
@@ -12,13 +13,15 @@ fn main() {
     println!("cargo:rerun-if-changed=bpf");
 
     let mut sources = vec![PathBuf::from("bpf/probe.c"), PathBuf::from("bpf/layout.c")];
-    if let Ok(dir) = std::fs::read_dir("bpf/fixtures") {
-        let mut fixtures: Vec<PathBuf> = dir
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "c"))
-            .collect();
-        fixtures.sort();
-        sources.extend(fixtures);
+    for folder in ["bpf/fixtures", "bpf/bench"] {
+        if let Ok(dir) = std::fs::read_dir(folder) {
+            let mut more: Vec<PathBuf> = dir
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "c"))
+                .collect();
+            more.sort();
+            sources.extend(more);
+        }
     }
     for src in &sources {
         compile(&clang, src, &out);

@@ -18,6 +18,7 @@ mod shared;
 mod asm;
 mod frames;
 mod kernel;
+mod primitives;
 mod report;
 mod stats;
 mod user;
@@ -122,6 +123,11 @@ fn main() {
     eprintln!("  handshake out        {} ns", hs_out.net_ns());
     let hs_in = rig.handshakes(Dir::In, o.handshakes);
     eprintln!("  handshake in         {} ns", hs_in.net_ns());
+    let prims = primitives::measure(o.rounds);
+    eprintln!(
+        "  primitives: out handshake floor {} ns",
+        primitives::out_floor_ns(&prims)
+    );
     let json_rate = user::format_rate(true, o.format_records, 5);
     let human_rate = user::format_rate(false, o.format_records, 5);
     let reader = user::perf_reader(64, o.reader_secs);
@@ -134,11 +140,14 @@ fn main() {
         &results,
         &[&hs_out, &hs_in],
     );
-    let md = md + &report::user_table(json_rate, human_rate, &reader);
+    let md = md
+        + &report::primitives_table(&prims)
+        + &report::user_table(json_rate, human_rate, &reader);
     println!("{md}");
 
     let report = report::report_json(
         &o, &machine, pending, &classes, &results, &hs_out, &hs_in, json_rate, human_rate, &reader,
+        &prims,
     );
     match &o.out {
         Some(path) => shared::write_report_to(path, report),

@@ -4,6 +4,7 @@ use std::fmt::Write as _;
 
 use crate::frames::{Class, Dir};
 use crate::kernel::{self, ClassResult, HandshakeResult};
+use crate::primitives::{self, PrimitiveResult, PRIMITIVES};
 use crate::shared::json::J;
 use crate::stats::median;
 use crate::user;
@@ -93,6 +94,41 @@ pub fn markdown(
     s
 }
 
+pub fn primitives_table(r: &[PrimitiveResult]) -> String {
+    let mut s = format!(
+        "\nThe operations a handshake is made of, each alone (`bpf/bench/primitives.c`): \
+         `BPF_PROG_TEST_RUN`, {} repeats per run, median of {} runs, alternated with the \
+         baseline (new keys come from `bpf_get_prandom_u32`, so the baseline of the table \
+         operations makes the key and does nothing with it); the LRU table has the probe's \
+         default size and holds 10,000 other attempts; the perf rings are read between runs.\n\n",
+        primitives::REPEAT,
+        r.first().map_or(0, |x| x.runs.len())
+    );
+    s.push_str(
+        "| operation | what | baseline ns | with it ns | Δ ns |\n|---|---|---:|---:|---:|\n",
+    );
+    for (p, x) in PRIMITIVES.iter().zip(r) {
+        let _ = writeln!(
+            s,
+            "| `{}` | {} | {} (`{}`) | {} | {:+} |",
+            p.key,
+            p.what,
+            x.base_ns(),
+            p.base,
+            x.ns(),
+            x.diff_ns()
+        );
+    }
+    let _ = writeln!(
+        s,
+        "\nFloor of a whole `out` handshake with a hash table and perf rings \
+         (insert and delete, a lookup, a record, two clock reads): {} ns; \
+         the target is {HANDSHAKE_OUT_TARGET_NS} ns.",
+        primitives::out_floor_ns(r)
+    );
+    s
+}
+
 pub fn user_table(json_rate: f64, human_rate: f64, r: &user::ReaderResult) -> String {
     let mut s = String::from("\nUser space (one thread):\n\n| what | records/s |\n|---|---:|\n");
     s.push_str(&format!(
@@ -120,6 +156,7 @@ pub fn report_json(
     json_rate: f64,
     human_rate: f64,
     reader: &user::ReaderResult,
+    prims: &[PrimitiveResult],
 ) -> J {
     let class_objs = classes
         .iter()
@@ -185,6 +222,30 @@ pub fn report_json(
         ("handshake_in_raw_ns", J::Int(hs_in.flowlat_ns().into())),
         ("handshake_in_empty_ns", J::Int(hs_in.empty_ns().into())),
         ("handshake_in_packets", packets(hs_in)),
+        (
+            "primitives",
+            J::Obj(
+                PRIMITIVES
+                    .iter()
+                    .zip(prims)
+                    .map(|(p, x)| {
+                        (
+                            p.key.to_string(),
+                            J::obj(vec![
+                                ("baseline", J::Str(p.base.into())),
+                                ("baseline_ns", J::Int(x.base_ns().into())),
+                                ("ns", J::Int(x.ns().into())),
+                                ("diff_ns", J::Int(x.diff_ns())),
+                            ]),
+                        )
+                    })
+                    .collect(),
+            ),
+        ),
+        (
+            "handshake_out_floor_ns",
+            J::Int(primitives::out_floor_ns(prims)),
+        ),
         ("records_per_s_json", J::Num(json_rate.round())),
         ("records_per_s_human", J::Num(human_rate.round())),
         (

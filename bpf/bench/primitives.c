@@ -1,0 +1,126 @@
+/* The kernel operations a handshake is made of, each alone, for `cargo bench`:
+ * they set the floor under what a whole handshake can cost on a machine. Each
+ * program returns 0 when its operation did what it should, so the bench can
+ * check that it measured the operation and not a failure. */
+#include "flowlat.h"
+
+/* The pending table as the probe declares it: same type, key and value. */
+struct flowlat_map_def table SEC("maps") = {
+	.type = BPF_MAP_TYPE_LRU_HASH,
+	.key_size = sizeof(struct flowlat_key),
+	.value_size = sizeof(struct flowlat_pending),
+	.max_entries = 65536, /* the bench sets the probe's default */
+};
+
+struct flowlat_map_def events SEC("maps") = {
+	.type = BPF_MAP_TYPE_PERF_EVENT_ARRAY,
+	.key_size = sizeof(__u32),
+	.value_size = sizeof(__u32),
+	.max_entries = 1, /* the bench sets the number of possible CPUs */
+};
+
+/* For comparison only: flowlat sends its records through perf rings. */
+#define BPF_MAP_TYPE_RINGBUF 27
+#define BPF_RB_NO_WAKEUP 1
+struct flowlat_map_def ring SEC("maps") = {
+	.type = BPF_MAP_TYPE_RINGBUF,
+	.max_entries = 1 << 24,
+};
+
+static __u32 (*bpf_get_prandom_u32)(void) = (void *)7;
+static long (*bpf_ringbuf_output)(void *ring, void *data, __u64 size, __u64 flags) = (void *)130;
+
+char LICENSE[] SEC("license") = "Dual MIT/GPL";
+
+/* A key no run has used: a new connection, as a SYN brings. */
+static __always_inline void new_key(struct flowlat_key *k)
+{
+	__builtin_memset(k, 0, sizeof(*k));
+	k->family = 4;
+	__u32 a = bpf_get_prandom_u32(), b = bpf_get_prandom_u32();
+	__builtin_memcpy(k->client, &a, 4);
+	__builtin_memcpy(k->server, &b, 4);
+	k->client_port = (__u16)a;
+}
+
+SEC("tc/empty")
+int empty(struct __sk_buff *skb)
+{
+	return 0;
+}
+
+/* The baseline of the table operations: the key made, nothing done with it. */
+SEC("tc/make_key")
+int make_key(struct __sk_buff *skb)
+{
+	struct flowlat_key k;
+	new_key(&k);
+	asm volatile("" : : "r"(&k) : "memory");
+	return 0;
+}
+
+SEC("tc/ktime")
+int ktime(struct __sk_buff *skb)
+{
+	__u64 t = bpf_ktime_get_ns();
+	asm volatile("" : : "r"(t));
+	return 0;
+}
+
+/* A SYN's insert of a new attempt. */
+static __always_inline long insert_new(struct flowlat_key *k)
+{
+	struct flowlat_pending p;
+	new_key(k);
+	__builtin_memset(&p, 0, sizeof(p));
+	return bpf_map_update_elem(&table, k, &p, BPF_NOEXIST);
+}
+
+/* Fills the table with attempts of other clients (the bench runs it 10,000
+ * times first), so that lookups and inserts search a table of realistic size. */
+SEC("tc/insert")
+int insert(struct __sk_buff *skb)
+{
+	struct flowlat_key k;
+	return insert_new(&k) == 0 ? 0 : 1;
+}
+
+/* A SYN's entry inserted, then the answer's delete. */
+SEC("tc/insert_delete")
+int insert_delete(struct __sk_buff *skb)
+{
+	struct flowlat_key k;
+	if (insert_new(&k) != 0)
+		return 1;
+	return bpf_map_delete_elem(&table, &k) == 0 ? 0 : 2;
+}
+
+/* The lookup of a tuple that has no entry, as every RST and stray answer does. */
+SEC("tc/lookup_miss")
+int lookup_miss(struct __sk_buff *skb)
+{
+	struct flowlat_key k;
+	new_key(&k);
+	return bpf_map_lookup_elem(&table, &k) ? 1 : 0;
+}
+
+/* One record, as flowlat sends it. */
+SEC("tc/perf_output")
+int perf_output(struct __sk_buff *skb)
+{
+	struct flowlat_event ev;
+	__builtin_memset(&ev, 0, sizeof(ev));
+	ev.end_ns = skb->len;
+	return bpf_perf_event_output(skb, &events, BPF_F_CURRENT_CPU, &ev, sizeof(ev)) == 0 ? 0 : 1;
+}
+
+/* The same record into a BPF ring buffer, which nothing reads: the bench
+ * sizes the ring to hold every record of the run. */
+SEC("tc/ringbuf_output")
+int ringbuf_output(struct __sk_buff *skb)
+{
+	struct flowlat_event ev;
+	__builtin_memset(&ev, 0, sizeof(ev));
+	ev.end_ns = skb->len;
+	return bpf_ringbuf_output(&ring, &ev, sizeof(ev), BPF_RB_NO_WAKEUP) == 0 ? 0 : 1;
+}
