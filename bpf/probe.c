@@ -510,6 +510,12 @@ static __always_inline __u32 is_zero(__u32 x)
  * everything else (a SYN, a RST, an ACK the gate lets through, a header not
  * in the linear data) is left to the copying pass, which does the real work.
  *
+ * This pass may be wrong about a packet that is not a TCP segment of interest,
+ * as long as it can only let it pass or hand it on: a non-first fragment's
+ * payload read as a TCP header either passes (what the copying pass would
+ * do with it too) or goes to the copying pass, which skips it. So fragments
+ * are not told apart here.
+ *
  * Each header is stepped over without a branch that rejoins: the verifier
  * explores every path through a branch separately when the offset it leads
  * to is exact, so a branch per header kind would multiply the paths by five
@@ -522,7 +528,9 @@ static __always_inline int ext_direct(struct __sk_buff *skb, const int egress, _
 	for (int i = 0; i < MAX_EXT; i++) {
 		if (next == IPPROTO_TCP)
 			break;
-		if (next > 63 || !((EXT_MASK >> next) & 1))
+		/* (next & 63 may alias a number of 64 or more to an extension
+		 * header; such a packet is not TCP, and see below.) */
+		if (!((EXT_MASK >> (next & 63)) & 1))
 			return TC_ACT_UNSPEC; /* ESP, no next header, or not TCP */
 		struct ext_head *ext;
 		if (!header(skb, l4, 0, sizeof(struct ext_head), 1, (void **)&ext))
@@ -531,10 +539,6 @@ static __always_inline int ext_direct(struct __sk_buff *skb, const int egress, _
 		__u32 ah = is_zero(next ^ IPV6_AH);
 		/* A fragment header's length byte is reserved: its length is 8. */
 		__u32 units = ext->len & (frag - 1);
-		/* A non-first fragment has no TCP header. */
-		__u32 offset = ext->frag_off & bpf_htons(0xfff8);
-		if (frag & ((offset + 0xffff) >> 16))
-			return TC_ACT_UNSPEC;
 		/* AH counts 4-byte units less 2, the others 8-byte units less 1. */
 		l4 += (units << (3 - ah)) + 8;
 		/* The verifier knows nothing of l4 after the shift: keep clang from
