@@ -522,7 +522,7 @@ static __always_inline __u32 is_zero(__u32 x)
  * per header. Here every branch leaves the function, and the only path on
  * through each header is the one the next header starts from. */
 static __always_inline int ext_direct(struct __sk_buff *skb, const int egress, __u32 next, __u32 l4,
-				      __u32 a32, __u32 b32)
+				      const struct ipv6_head *ip)
 {
 #pragma unroll
 	for (int i = 0; i < MAX_EXT; i++) {
@@ -554,7 +554,10 @@ static __always_inline int ext_direct(struct __sk_buff *skb, const int egress, _
 	__u8 flags = th->flags;
 	if (flags & (TCP_SYN | TCP_RST))
 		return NEED_SLOW;
-	if (egress || !(flags & TCP_ACK) || !gate_open(gate_slot(a32, b32, th->source, th->dest)))
+	/* The addresses are read only now: holding them through the walk would
+	 * take registers the walk needs. */
+	if (egress || !(flags & TCP_ACK) ||
+	    !gate_open(gate_slot(ip->saddr[3], ip->daddr[3], th->source, th->dest)))
 		return TC_ACT_UNSPEC;
 	return GATE_OPEN;
 }
@@ -575,7 +578,7 @@ static __always_inline int on_ipv6(struct __sk_buff *skb, const int egress, cons
 		    next != IPV6_FRAGMENT && next != IPV6_AH)
 			return TC_ACT_UNSPEC; /* UDP, ICMPv6, ESP, ...: not TCP */
 		if (direct)
-			return ext_direct(skb, egress, next, l4, ip->saddr[3], ip->daddr[3]);
+			return ext_direct(skb, egress, next, l4, ip);
 		/* A bounded loop: the verifier accepts it since Linux 5.3. The
 		 * extension headers get a buffer of their own: buf holds the IPv6
 		 * header, whose addresses are still needed. */
