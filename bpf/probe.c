@@ -204,7 +204,7 @@ static __always_inline int gate_open(__u32 slot)
 	if (!g)
 		return 1; /* cannot happen; never miss a completion over it */
 	slot &= FLOWLAT_GATE_SLOTS - 1;
-	return g->n[0][slot] | g->n[1][slot];
+	return *(__u64 *)g->n[slot] != 0;
 }
 
 static __always_inline void gate_add(__u32 bank, __u32 slot, int up)
@@ -216,9 +216,9 @@ static __always_inline void gate_add(__u32 bank, __u32 slot, int up)
 	bank &= 1;
 	slot &= FLOWLAT_GATE_SLOTS - 1;
 	if (up)
-		__sync_fetch_and_add(&g->n[bank][slot], 1);
+		__sync_fetch_and_add(&g->n[slot][bank], 1);
 	else
-		__sync_fetch_and_sub(&g->n[bank][slot], 1);
+		__sync_fetch_and_sub(&g->n[slot][bank], 1);
 }
 
 /* Starts the record of an attempt from its table entry. The entry is copied

@@ -478,7 +478,7 @@ impl Probe {
         let words = self.gate.words();
         let at = slot as usize % GATE_SLOTS;
         (0..GATE_BANKS as usize)
-            .map(|bank| u64::from(words[bank * GATE_SLOTS + at].load(Ordering::Relaxed)))
+            .map(|bank| u64::from(words[at * GATE_BANKS as usize + bank].load(Ordering::Relaxed)))
             .sum()
     }
 
@@ -493,9 +493,14 @@ impl Probe {
             return Ok(());
         }
         let next = 1 - self.bank;
-        // Nothing counts in the inactive bank, so plain stores cannot lose an update.
-        let start = next as usize * GATE_SLOTS;
-        for word in &self.gate.words()[start..start + GATE_SLOTS] {
+        // Nothing counts in the inactive bank, so plain stores cannot lose an
+        // update. A slot's counters are side by side: one word of each pair.
+        let words = self.gate.words();
+        for word in words
+            .iter()
+            .skip(next as usize)
+            .step_by(GATE_BANKS as usize)
+        {
             word.store(0, Ordering::Relaxed);
         }
         let cfg = [next.to_ne_bytes(), [0; 4]].concat();
