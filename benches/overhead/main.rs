@@ -47,7 +47,7 @@ struct Opts {
 fn parse_opts() -> Opts {
     let mut o = Opts {
         repeat: 2_000_000,
-        rounds: 9,
+        rounds: 15,
         pending: 10_000,
         handshakes: 20_000,
         format_records: 500_000,
