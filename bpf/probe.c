@@ -145,6 +145,10 @@ static __always_inline void count(__u32 idx)
 		*v += 1;
 }
 
+/* Hides a value's origin from clang, so that it computes with it as written
+ * instead of turning the arithmetic back into compares and branches. */
+#define OPAQUE(x) asm volatile("" : "+r"(x))
+
 /* Headers are read in one of two passes. The direct pass reads them in place
  * from the linear data, the common case and the fast one; when a header is not
  * there (paged data, or a packet cut short) it gives up with NEED_SLOW before
@@ -204,7 +208,8 @@ static __always_inline int gate_open(__u32 slot)
 	if (!g)
 		return 1; /* cannot happen; never miss a completion over it */
 	slot &= FLOWLAT_GATE_SLOTS - 1;
-	return *(__u64 *)g->n[slot] != 0;
+	/* A pair of counters is 8-byte aligned (the value is page-aligned): one load. */
+	return *(__u64 *)__builtin_assume_aligned(g->n[slot], 8) != 0;
 }
 
 static __always_inline void gate_add(__u32 bank, __u32 slot, int up)
@@ -404,7 +409,14 @@ static __always_inline int on_tcp(struct __sk_buff *skb, const int egress, const
 	 * ones), arriving ones unless an "in" attempt in their slot waits for its
 	 * ACK. */
 	if (!(flags & (TCP_SYN | TCP_RST))) {
-		if (egress || !(flags & TCP_ACK) || !gate_open(slot))
+		if (egress || !(flags & TCP_ACK))
+			return TC_ACT_UNSPEC;
+		/* The slot is computed before the gate's lookup, a helper call to
+		 * clang, so that nothing it is made of has to be kept on the stack
+		 * across the call. */
+		__u32 s = slot;
+		OPAQUE(s);
+		if (!gate_open(s))
 			return TC_ACT_UNSPEC;
 		/* The direct pass stops at the gate: with nothing left to do after
 		 * the lookup, it keeps nothing on the stack around it, which makes
@@ -489,9 +501,6 @@ static __always_inline int on_ipv4(struct __sk_buff *skb, const int egress, cons
 		      off + ihl, off, bpf_ntohs(ip->tot_len));
 }
 
-/* Hides a value's origin from clang, so that it computes with it as written
- * instead of turning the arithmetic back into compares and branches. */
-#define OPAQUE(x) asm volatile("" : "+r"(x))
 
 /* 1 when x == 0, else 0, for x < 2^31, without a branch. */
 static __always_inline __u32 is_zero(__u32 x)
@@ -524,6 +533,9 @@ static __always_inline __u32 is_zero(__u32 x)
 static __always_inline int ext_direct(struct __sk_buff *skb, const int egress, __u32 next, __u32 l4,
 				      const struct ipv6_head *ip)
 {
+	/* Read once: nothing in the walk can move the packet. */
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
 #pragma unroll
 	for (int i = 0; i < MAX_EXT; i++) {
 		if (next == IPPROTO_TCP)
@@ -532,8 +544,10 @@ static __always_inline int ext_direct(struct __sk_buff *skb, const int egress, _
 		 * header; such a packet is not TCP, and see below.) */
 		if (!((EXT_MASK >> (next & 63)) & 1))
 			return TC_ACT_UNSPEC; /* ESP, no next header, or not TCP */
-		struct ext_head *ext;
-		if (!header(skb, l4, 0, sizeof(struct ext_head), 1, (void **)&ext))
+		if (l4 > MAX_L4_OFF)
+			return NEED_SLOW;
+		struct ext_head *ext = data + l4;
+		if ((void *)(ext + 1) > data_end)
 			return NEED_SLOW;
 		__u32 frag = is_zero(next ^ IPV6_FRAGMENT);
 		__u32 ah = is_zero(next ^ IPV6_AH);
@@ -542,14 +556,14 @@ static __always_inline int ext_direct(struct __sk_buff *skb, const int egress, _
 		/* AH counts 4-byte units less 2, the others 8-byte units less 1. */
 		l4 += (units << (3 - ah)) + 8;
 		/* The verifier knows nothing of l4 after the shift: keep clang from
-		 * moving the bound check in header() to a register it derived l4 from. */
+		 * moving the bound check above to a register it derived l4 from. */
 		OPAQUE(l4);
 		next = ext->nexthdr;
 	}
-	if (next != IPPROTO_TCP)
+	if (next != IPPROTO_TCP || l4 > MAX_L4_OFF)
 		return NEED_SLOW; /* the copying pass counts a chain too long */
-	struct tcp_head *th;
-	if (!header(skb, l4, 0, sizeof(struct tcp_head), 1, (void **)&th))
+	struct tcp_head *th = data + l4;
+	if ((void *)(th + 1) > data_end)
 		return NEED_SLOW;
 	__u8 flags = th->flags;
 	if (flags & (TCP_SYN | TCP_RST))
