@@ -46,8 +46,8 @@ struct Opts {
 
 fn parse_opts() -> Opts {
     let mut o = Opts {
-        repeat: 2_000_000,
-        rounds: 15,
+        repeat: 500_000,
+        rounds: 61,
         pending: 10_000,
         handshakes: 20_000,
         format_records: 500_000,
