@@ -9,12 +9,18 @@
 //! - section `license` holds a NUL-terminated string;
 //! - the `SHT_REL` section of a program section holds one `R_BPF_64_64` per
 //!   `ld_imm64` that loads a map's address, which [`Program::relocate`] turns into
-//!   a `BPF_PSEUDO_MAP_FD` load of the map's fd.
+//!   a `BPF_PSEUDO_MAP_FD` load of the map's fd;
+//! - zero-initialised globals live in section `.bss`, which becomes one map
+//!   (named [`BSS_MAP`]: an array of one value the size of the section,
+//!   `BPF_F_MMAPABLE` so that user space can share it), and an `ld_imm64` that
+//!   loads a global's address becomes a `BPF_PSEUDO_MAP_VALUE` load: the
+//!   address of that offset in the map's value, with no lookup at run time.
 //!
-//! Anything else a program section depends on (globals in `.data`/`.bss`/`.rodata`,
-//! BPF-to-BPF calls, externs, other relocation types) is refused with a
-//! [`BpfError::Object`] naming the section, symbol and instruction, so that a
-//! program is never loaded with an address the kernel would read as zero.
+//! Anything else a program section depends on (initialised globals in
+//! `.data`/`.rodata`, BPF-to-BPF calls, externs, other relocation types) is
+//! refused with a [`BpfError::Object`] naming the section, symbol and
+//! instruction, so that a program is never loaded with an address the kernel
+//! would read as zero.
 
 use std::collections::BTreeMap;
 use std::os::fd::RawFd;
@@ -37,6 +43,13 @@ const BPF_CALL: u8 = 0x85;
 
 /// `BPF_PSEUDO_MAP_FD`: the `src_reg` of an `ld_imm64` whose `imm` is a map fd.
 const BPF_PSEUDO_MAP_FD: u8 = 1;
+/// `BPF_PSEUDO_MAP_VALUE`: the `src_reg` of an `ld_imm64` whose first `imm` is the
+/// fd of a map with one entry and whose second `imm` is an offset into its value;
+/// the verifier turns it into that address.
+const BPF_PSEUDO_MAP_VALUE: u8 = 2;
+/// `BPF_MAP_TYPE_ARRAY` and `BPF_F_MMAPABLE`, for the `.bss` map.
+const BPF_MAP_TYPE_ARRAY: u32 = 2;
+const BPF_F_MMAPABLE: u32 = 1 << 10;
 /// `BPF_PSEUDO_CALL`: the `src_reg` of a `call` to another BPF function.
 const BPF_PSEUDO_CALL: u8 = 1;
 /// `BPF_PSEUDO_KFUNC_CALL`: the `src_reg` of a `call` to a kernel function.
@@ -55,11 +68,15 @@ const MAP_DEF_SIZE: usize = 20;
 
 const MAPS_SECTION: &[u8] = b"maps";
 const LICENSE_SECTION: &[u8] = b"license";
+const BSS_SECTION: &[u8] = b".bss";
+/// The name of the map made for section `.bss` (no C symbol can clash with it).
+pub const BSS_MAP: &str = ".bss";
 /// Holds functions that no program section owns: only ever reached by a BPF-to-BPF call.
 const TEXT_SECTION: &[u8] = b".text";
 
-const DATA_HINT: &str = "global variables/constants in .data/.bss/.rodata are not supported; \
-                         make them map values or #defines";
+const DATA_HINT: &str = "initialised global variables and constants (.data, .rodata) are not \
+                         supported; leave globals zero-initialised (.bss), or make them map \
+                         values or #defines";
 const CALL_HINT: &str = "BPF-to-BPF calls are not supported: mark the function __always_inline";
 
 /// A legacy map definition: one `struct flowlat_map_def` in section `maps`,
@@ -100,6 +117,21 @@ pub struct MapRef {
     pub insn: usize,
     /// The name of the map it loads.
     pub map: String,
+    /// `None` for the map itself (`BPF_PSEUDO_MAP_FD`); for a global in `.bss`,
+    /// the offset of the address it loads in the map's value (`BPF_PSEUDO_MAP_VALUE`).
+    pub value_offset: Option<u32>,
+}
+
+/// A zero-initialised global variable: a symbol in section `.bss`, which is the
+/// value of the map [`BSS_MAP`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Global {
+    /// The symbol's name.
+    pub name: String,
+    /// Its offset in the section, and so in the map's value.
+    pub offset: u64,
+    /// Its size in bytes.
+    pub size: u64,
 }
 
 /// One program: the instructions of one executable section.
@@ -120,8 +152,11 @@ pub struct Program {
 pub struct Object {
     /// The contents of section `license` up to its NUL.
     pub license: String,
-    /// The map definitions, in the order of their offsets in section `maps`.
+    /// The map definitions, in the order of their offsets in section `maps`, then
+    /// the map [`BSS_MAP`] when the object has zero-initialised globals.
     pub maps: Vec<MapDef>,
+    /// The zero-initialised globals, in the order of their offsets.
+    pub globals: Vec<Global>,
     /// The programs, in section order.
     pub programs: Vec<Program>,
 }
@@ -404,6 +439,7 @@ impl<'a> Reader<'a> {
         &self,
         maps_index: Option<SectionIndex>,
         maps: &BTreeMap<u64, MapDef>,
+        bss: Option<&Bss>,
     ) -> Result<Vec<Program>, BpfError> {
         let mut programs = Vec::new();
         let mut scans = Vec::new();
@@ -462,7 +498,7 @@ impl<'a> Reader<'a> {
                 )));
             }
             for rel in rels {
-                self.relocation(program, &scans[at], rel, maps_index, maps)?;
+                self.relocation(program, &scans[at], rel, maps_index, maps, bss)?;
             }
         }
         for (program, scan) in programs.iter_mut().zip(&scans) {
@@ -609,6 +645,7 @@ impl<'a> Reader<'a> {
         rel: &elf::Rel64<LittleEndian>,
         maps_index: Option<SectionIndex>,
         maps: &BTreeMap<u64, MapDef>,
+        bss: Option<&Bss>,
     ) -> Result<(), BpfError> {
         let section = &program.section;
         let offset = rel.r_offset(self.endian);
@@ -661,6 +698,26 @@ impl<'a> Reader<'a> {
         } else {
             format!("{target} in section {target_section}")
         };
+        if let Some(bss) = bss.filter(|b| b.index == target_index) {
+            let addend = Self::ld_imm64_addend(program, scan, at, &place, &what)?;
+            let offset = symbol.sym.st_value(self.endian).wrapping_add(addend);
+            let offset = u32::try_from(offset)
+                .ok()
+                .filter(|&o| o < bss.size)
+                .ok_or_else(|| {
+                    err(format!(
+                        "{place} refers to offset {offset} of section .bss (through {target}), \
+                         which holds {} bytes",
+                        bss.size
+                    ))
+                })?;
+            program.map_refs.push(MapRef {
+                insn: index,
+                map: BSS_MAP.to_string(),
+                value_offset: Some(offset),
+            });
+            return Ok(());
+        }
         if is_data_section(&target_section) {
             return Err(err(format!("{place} refers to {what}: {DATA_HINT}")));
         }
@@ -676,31 +733,11 @@ impl<'a> Reader<'a> {
                 )));
             }
             return Err(err(format!(
-                "{place} refers to {what}: only maps (in section maps) can be referenced"
+                "{place} refers to {what}: only maps (in section maps) and \
+                 zero-initialised globals (in section .bss) can be referenced"
             )));
         }
-
-        let insn = program
-            .insns
-            .get(at..at + 2 * INSN_SIZE)
-            .filter(|_| scan.ld_imm64.binary_search(&index).is_ok())
-            .ok_or_else(|| {
-                err(format!(
-                    "{place} refers to map {target}, but is not an ld_imm64 (opcode 0x18)"
-                ))
-            })?;
-        if insn[1] >> 4 != 0 {
-            return Err(err(format!(
-                "{place} refers to map {target}, but its ld_imm64 already has src_reg {}",
-                insn[1] >> 4
-            )));
-        }
-        // In SHT_REL the addend is the instruction's own 64-bit immediate, split over
-        // both halves: clang leaves it 0 for a global map symbol and puts the map's
-        // offset there when it refers to a static map through the section symbol.
-        let lo = u32_at(insn, 4).unwrap_or_default();
-        let hi = u32_at(insn, INSN_SIZE + 4).unwrap_or_default();
-        let addend = (u64::from(hi) << 32) | u64::from(lo);
+        let addend = Self::ld_imm64_addend(program, scan, at, &place, &format!("map {target}"))?;
         let def_offset = symbol.sym.st_value(self.endian).wrapping_add(addend);
         let map = maps.get(&def_offset).ok_or_else(|| {
             err(format!(
@@ -711,9 +748,92 @@ impl<'a> Reader<'a> {
         program.map_refs.push(MapRef {
             insn: index,
             map: map.name.clone(),
+            value_offset: None,
         });
         Ok(())
     }
+
+    /// Checks that a relocated instruction is an unpatched `ld_imm64`, and returns
+    /// its addend. In SHT_REL the addend is the instruction's own 64-bit immediate,
+    /// split over both halves: clang leaves it 0 for a global symbol and puts the
+    /// offset there when it refers to a static map or variable through the section
+    /// symbol.
+    fn ld_imm64_addend(
+        program: &Program,
+        scan: &Scan,
+        at: usize,
+        place: &str,
+        what: &str,
+    ) -> Result<u64, BpfError> {
+        let index = at / INSN_SIZE;
+        let insn = program
+            .insns
+            .get(at..at + 2 * INSN_SIZE)
+            .filter(|_| scan.ld_imm64.binary_search(&index).is_ok())
+            .ok_or_else(|| {
+                err(format!(
+                    "{place} refers to {what}, but is not an ld_imm64 (opcode 0x18)"
+                ))
+            })?;
+        if insn[1] >> 4 != 0 {
+            return Err(err(format!(
+                "{place} refers to {what}, but its ld_imm64 already has src_reg {}",
+                insn[1] >> 4
+            )));
+        }
+        let lo = u32_at(insn, 4).unwrap_or_default();
+        let hi = u32_at(insn, INSN_SIZE + 4).unwrap_or_default();
+        Ok((u64::from(hi) << 32) | u64::from(lo))
+    }
+
+    /// Section `.bss`, if the object has one with globals in it.
+    fn bss(&self) -> Result<Option<Bss>, BpfError> {
+        let Some((index, header)) = self.section_by_name(BSS_SECTION) else {
+            return Ok(None);
+        };
+        let size = header.sh_size(self.endian);
+        if size == 0 {
+            return Ok(None);
+        }
+        let size = u32::try_from(size).map_err(|_| {
+            err(format!(
+                "section .bss holds {size} bytes, too many for a map value"
+            ))
+        })?;
+        let mut globals = Vec::new();
+        for symbol in self.symbols_in(index)? {
+            let offset = symbol.sym.st_value(self.endian);
+            let len = symbol.sym.st_size(self.endian);
+            if offset
+                .checked_add(len)
+                .is_none_or(|end| end > u64::from(size))
+            {
+                return Err(err(format!(
+                    "global {} (offset {offset}, {len} bytes) lies beyond section .bss \
+                     ({size} bytes)",
+                    symbol.name
+                )));
+            }
+            globals.push(Global {
+                name: symbol.name,
+                offset,
+                size: len,
+            });
+        }
+        globals.sort_by_key(|g| g.offset);
+        Ok(Some(Bss {
+            index,
+            size,
+            globals,
+        }))
+    }
+}
+
+/// Section `.bss`: where it is, its size, and the globals in it.
+struct Bss {
+    index: SectionIndex,
+    size: u32,
+    globals: Vec<Global>,
 }
 
 impl Object {
@@ -724,11 +844,26 @@ impl Object {
         let reader = Reader::new(elf)?;
         let license = reader.license()?;
         let (maps_index, maps) = reader.maps()?;
-        let programs = reader.programs(maps_index, &maps)?;
+        let bss = reader.bss()?;
+        let programs = reader.programs(maps_index, &maps, bss.as_ref())?;
+        let mut maps: Vec<MapDef> = maps.into_values().collect();
+        let mut globals = Vec::new();
+        if let Some(bss) = bss {
+            maps.push(MapDef {
+                name: BSS_MAP.to_string(),
+                map_type: BPF_MAP_TYPE_ARRAY,
+                key_size: 4,
+                value_size: bss.size,
+                max_entries: 1,
+                map_flags: BPF_F_MMAPABLE,
+            });
+            globals = bss.globals;
+        }
         Ok(Object {
             license,
-            maps: maps.into_values().collect(),
+            maps,
             programs,
+            globals,
         })
     }
 
@@ -741,13 +876,19 @@ impl Object {
     pub fn map(&self, name: &str) -> Option<&MapDef> {
         self.maps.iter().find(|m| m.name == name)
     }
+
+    /// The zero-initialised global named `name`.
+    pub fn global(&self, name: &str) -> Option<&Global> {
+        self.globals.iter().find(|g| g.name == name)
+    }
 }
 
 impl Program {
-    /// Instructions with every map reference patched to `BPF_PSEUDO_MAP_FD` + the fd
-    /// that `fd_of(map_name)` returns: in each `ld_imm64`, `src_reg` (the high nibble of
-    /// byte 1 of `struct bpf_insn`) becomes `BPF_PSEUDO_MAP_FD`, the first `imm`
-    /// becomes the fd and the second `imm` 0. Every other byte is left as it was.
+    /// Instructions with every map reference patched to the fd that
+    /// `fd_of(map_name)` returns: in each `ld_imm64`, `src_reg` (the high nibble of
+    /// byte 1 of `struct bpf_insn`) becomes `BPF_PSEUDO_MAP_FD` and the second `imm`
+    /// 0, or for a global `BPF_PSEUDO_MAP_VALUE` and the second `imm` its offset;
+    /// the first `imm` becomes the fd. Every other byte is left as it was.
     pub fn relocate(&self, fd_of: impl Fn(&str) -> Option<RawFd>) -> Result<Vec<u8>, BpfError> {
         let mut insns = self.insns.clone();
         for r in &self.map_refs {
@@ -772,9 +913,13 @@ impl Program {
                         r.map
                     ))
                 })?;
-            insn[1] = (insn[1] & 0x0f) | (BPF_PSEUDO_MAP_FD << 4);
+            let (src_reg, second) = match r.value_offset {
+                None => (BPF_PSEUDO_MAP_FD, 0),
+                Some(offset) => (BPF_PSEUDO_MAP_VALUE, offset),
+            };
+            insn[1] = (insn[1] & 0x0f) | (src_reg << 4);
             insn[4..8].copy_from_slice(&fd.to_le_bytes());
-            insn[INSN_SIZE + 4..INSN_SIZE + 8].fill(0);
+            insn[INSN_SIZE + 4..INSN_SIZE + 8].copy_from_slice(&second.to_le_bytes());
         }
         Ok(insns)
     }
@@ -790,6 +935,7 @@ mod tests {
     const STATIC: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/fixture_static.o"));
     const DATA: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/fixture_data.o"));
     const RODATA: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/fixture_rodata.o"));
+    const BSS: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/fixture_bss.o"));
     const CALL: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/fixture_call.o"));
     const NOLICENSE: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/fixture_nolicense.o"));
 
@@ -1065,12 +1211,86 @@ mod tests {
     }
 
     #[test]
-    fn global_variables_are_refused() {
-        let msg = parse_err(DATA);
-        assert_contains(&msg, &["data_ingress", DATA_HINT]);
-        assert!(
-            msg.contains("packets in section .bss") || msg.contains("threshold in section .data"),
-            "{msg}"
+    fn initialised_global_variables_are_refused() {
+        // Its zero-initialised global (in .bss) is fine; the one in .data is not.
+        assert_contains(
+            &parse_err(DATA),
+            &["data_ingress", "threshold in section .data", DATA_HINT],
+        );
+    }
+
+    #[test]
+    fn zero_initialised_globals_become_one_mmapable_map() {
+        let obj = Object::parse(BSS).unwrap_or_else(|e| panic!("{e}"));
+        let bss = obj.map(BSS_MAP).expect("a map for .bss");
+        assert_eq!(
+            (
+                bss.map_type,
+                bss.key_size,
+                bss.value_size,
+                bss.max_entries,
+                bss.map_flags
+            ),
+            (BPF_MAP_TYPE_ARRAY, 4, 20, 1, BPF_F_MMAPABLE)
+        );
+        assert_eq!(obj.maps.last(), Some(bss), "after the maps of section maps");
+        let globals: Vec<(&str, u64, u64)> = obj
+            .globals
+            .iter()
+            .map(|g| (g.name.as_str(), g.offset, g.size))
+            .collect();
+        assert_eq!(
+            globals,
+            [("packets", 0, 8), ("last_len", 8, 4), ("pair", 12, 8)]
+        );
+        let p = obj.program("bss_ingress").expect("program");
+        let refs: Vec<(&str, Option<u32>)> = p
+            .map_refs
+            .iter()
+            .map(|r| (r.map.as_str(), r.value_offset))
+            .collect();
+        // The static is reached through the section symbol, its offset (8) in
+        // the addend; the struct field through the instruction's own offset.
+        assert_eq!(
+            refs,
+            [
+                ("counters", None),
+                (BSS_MAP, Some(0)),
+                (BSS_MAP, Some(8)),
+                (BSS_MAP, Some(12))
+            ]
+        );
+        let fd_of = |name: &str| Some(if name == BSS_MAP { 7 } else { 5 });
+        let insns = p.relocate(fd_of).unwrap_or_else(|e| panic!("{e}"));
+        for r in &p.map_refs {
+            let at = r.insn * INSN_SIZE;
+            let (src_reg, fd, second) = (
+                insns[at + 1] >> 4,
+                u32_at(&insns, at + 4),
+                u32_at(&insns, at + INSN_SIZE + 4),
+            );
+            match r.value_offset {
+                None => assert_eq!((src_reg, fd, second), (BPF_PSEUDO_MAP_FD, Some(5), Some(0))),
+                Some(off) => assert_eq!(
+                    (src_reg, fd, second),
+                    (BPF_PSEUDO_MAP_VALUE, Some(7), Some(off))
+                ),
+            }
+        }
+    }
+
+    #[test]
+    fn a_global_offset_beyond_bss_is_refused() {
+        // The static's addend (8, in the ld_imm64's first imm) pushed past the
+        // section's 20 bytes.
+        let p = Object::parse(BSS).expect("parses").programs.remove(0);
+        let at = p.map_refs[2].insn * INSN_SIZE;
+        let code = file_offset(BSS, "tc/ingress") + at;
+        let mut elf = BSS.to_vec();
+        put_u32(&mut elf, code + 4, 20);
+        assert_contains(
+            &parse_err(&elf),
+            &["bss_ingress", "offset 20 of section .bss", "holds 20 bytes"],
         );
     }
 
@@ -1252,6 +1472,60 @@ mod tests {
             .unwrap_or_else(|e| panic!("{e}"));
         assert!(found, "array slot {slot} missing");
         u64::from_ne_bytes(value)
+    }
+
+    #[test]
+    fn bss_globals_are_the_maps_value_in_the_kernel_as_root() {
+        require_root();
+        let obj = Object::parse(BSS).unwrap_or_else(|e| panic!("{e}"));
+        let maps: Vec<(String, OwnedFd)> = obj
+            .maps
+            .iter()
+            .map(|m| {
+                let fd =
+                    sys::map_create(&m.attr(), "fixture_map").unwrap_or_else(|e| panic!("{e}"));
+                (m.name.clone(), fd)
+            })
+            .collect();
+        let fd = |name: &str| maps.iter().find(|(n, _)| n == name).map(|(_, fd)| fd);
+        let p = obj.program("bss_ingress").expect("program");
+        let insns = p
+            .relocate(|name| fd(name).map(|fd| fd.as_raw_fd()))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let prog = sys::prog_load(sys::BPF_PROG_TYPE_SCHED_CLS, &insns, &obj.license, &p.name)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let bss = fd(BSS_MAP).expect("the .bss map");
+        let mapping = crate::bpf::mmap::Mapping::new(
+            bss.as_fd(),
+            std::num::NonZeroUsize::new(4096).expect("non-zero"),
+        )
+        .unwrap_or_else(|e| panic!("mmap the .bss map: {e}"));
+        for _ in 0..3 {
+            let r = sys::prog_test_run(prog.as_fd(), &[0u8; 64], None, 1)
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(r.retval, 0);
+        }
+        let mut value = [0u8; 20];
+        assert!(
+            sys::map_lookup(bss.as_fd(), &0u32.to_ne_bytes(), &mut value)
+                .unwrap_or_else(|e| panic!("{e}"))
+        );
+        let word = |at: usize| u32::from_ne_bytes(value[at..at + 4].try_into().expect("4 bytes"));
+        assert_eq!(
+            u64::from_ne_bytes(value[..8].try_into().expect("8")),
+            3,
+            "packets"
+        );
+        assert_eq!(word(8), 64, "last_len");
+        assert_eq!((word(12), word(16)), (0, 65), "pair.a, pair.b");
+        assert_eq!(counter(fd("counters").expect("counters"), 0), 3);
+        // User space sees the same memory through the mapping.
+        let words = mapping.words();
+        let seen: Vec<u32> = words[..5]
+            .iter()
+            .map(|w| w.load(std::sync::atomic::Ordering::Relaxed))
+            .collect();
+        assert_eq!(seen, [3, 0, 64, 0, 65]);
     }
 
     #[test]
