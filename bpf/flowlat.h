@@ -44,14 +44,14 @@
 #define FLOWLAT_GATE_SLOTS 32768 /* a power of two */
 #define FLOWLAT_GATE_BANKS 2
 
-/* The single value of the "gate" map, which user space mmaps to zero a bank.
+/* The global "gate" (in .bss), which user space mmaps to zero a bank.
  * A slot's two bank counters sit side by side, so that the check of an ACK is
  * one aligned 8-byte load from one cache line. */
 struct flowlat_gate {
 	__u32 n[FLOWLAT_GATE_SLOTS][FLOWLAT_GATE_BANKS];
 };
 
-/* Settings user space writes at start: the single entry of the "config" map. */
+/* Settings user space changes as it runs: the global "config" (in .bss). */
 struct flowlat_config {
 	__u32 bank; /* the gate bank new attempts count in */
 	__u32 pad;

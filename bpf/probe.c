@@ -61,20 +61,13 @@ struct flowlat_map_def stats SEC("maps") = {
 	.max_entries = FLOWLAT_STAT_MAX,
 };
 
-struct flowlat_map_def gate SEC("maps") = {
-	.type = BPF_MAP_TYPE_ARRAY,
-	.key_size = sizeof(__u32),
-	.value_size = sizeof(struct flowlat_gate),
-	.max_entries = 1,
-	.map_flags = BPF_F_MMAPABLE,
-};
-
-struct flowlat_map_def config SEC("maps") = {
-	.type = BPF_MAP_TYPE_ARRAY,
-	.key_size = sizeof(__u32),
-	.value_size = sizeof(struct flowlat_config),
-	.max_entries = 1,
-};
+/* The ACK gate, and the settings user space changes as it runs: globals. The
+ * loader makes section .bss one mmapable map, which user space writes through
+ * its mapping, and the classifier reaches them with no lookup, a load of their
+ * address (BPF_PSEUDO_MAP_VALUE). Every arriving segment checks the gate, so
+ * that matters. 8-byte alignment makes each pair of gate counters one word. */
+struct flowlat_gate gate __attribute__((aligned(8)));
+struct flowlat_config config;
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";
 
@@ -200,30 +193,22 @@ static __always_inline __u32 key_slot(const struct flowlat_key *key)
 	return gate_slot(a, b, key->client_port, key->server_port);
 }
 
-/* Whether any "in" attempt in this slot waits for its ACK. */
+/* Whether any "in" attempt in this slot waits for its ACK: both banks' counters
+ * in one aligned 8-byte load. */
 static __always_inline int gate_open(__u32 slot)
 {
-	__u32 zero = 0;
-	struct flowlat_gate *g = bpf_map_lookup_elem(&gate, &zero);
-	if (!g)
-		return 1; /* cannot happen; never miss a completion over it */
 	slot &= FLOWLAT_GATE_SLOTS - 1;
-	/* A pair of counters is 8-byte aligned (the value is page-aligned): one load. */
-	return *(__u64 *)__builtin_assume_aligned(g->n[slot], 8) != 0;
+	return *(__u64 *)__builtin_assume_aligned(gate.n[slot], 8) != 0;
 }
 
 static __always_inline void gate_add(__u32 bank, __u32 slot, int up)
 {
-	__u32 zero = 0;
-	struct flowlat_gate *g = bpf_map_lookup_elem(&gate, &zero);
-	if (!g)
-		return;
 	bank &= 1;
 	slot &= FLOWLAT_GATE_SLOTS - 1;
 	if (up)
-		__sync_fetch_and_add(&g->n[slot][bank], 1);
+		__sync_fetch_and_add(&gate.n[slot][bank], 1);
 	else
-		__sync_fetch_and_sub(&g->n[slot][bank], 1);
+		__sync_fetch_and_sub(&gate.n[slot][bank], 1);
 }
 
 /* Starts the record of an attempt from its table entry. The entry is copied
@@ -340,9 +325,8 @@ static __always_inline void on_synack_in(const struct flowlat_key *key, const st
 		return;
 	__u64 now = bpf_ktime_get_ns();
 	if (p->synacks == 0) {
-		__u32 zero = 0;
-		struct flowlat_config *cfg = bpf_map_lookup_elem(&config, &zero);
-		__u32 bank = cfg ? cfg->bank & 1 : 0;
+		/* User space switches banks through its mapping: read it once. */
+		__u32 bank = *(volatile __u32 *)&config.bank & 1;
 		p->first_synack_ns = now;
 		p->server_isn = bpf_ntohl(th->seq);
 		p->bank = bank;
@@ -411,16 +395,9 @@ static __always_inline int on_tcp(struct __sk_buff *skb, const int egress, const
 	if (!(flags & (TCP_SYN | TCP_RST))) {
 		if (egress || !(flags & TCP_ACK))
 			return TC_ACT_UNSPEC;
-		/* The slot is computed before the gate's lookup, a helper call to
-		 * clang, so that nothing it is made of has to be kept on the stack
-		 * across the call. */
-		__u32 s = slot;
-		OPAQUE(s);
-		if (!gate_open(s))
+		if (!gate_open(slot))
 			return TC_ACT_UNSPEC;
-		/* The direct pass stops at the gate: with nothing left to do after
-		 * the lookup, it keeps nothing on the stack around it, which makes
-		 * it cheap for the many ACKs it turns away. The few it lets through
+		/* The direct pass stops at the gate. The few ACKs it lets through
 		 * are handled by the copying pass. */
 		if (direct)
 			return GATE_OPEN;

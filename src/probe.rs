@@ -12,10 +12,10 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::time::Duration;
 
 use std::num::NonZeroUsize;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use crate::bpf::mmap::Mapping;
-use crate::bpf::object::Object;
+use crate::bpf::object::{Object, BSS_MAP};
 use crate::bpf::perf::PerfBuffers;
 use crate::bpf::{cpu, sys, BpfError};
 
@@ -323,10 +323,14 @@ pub struct Probe {
     pending: OwnedFd,
     events: OwnedFd,
     stats: OwnedFd,
-    /// The gate map's single value, mapped: both banks of counters.
-    gate: Mapping,
-    _gate_fd: OwnedFd,
-    config: OwnedFd,
+    /// The probe's globals (section .bss, one map), mapped: the ACK gate's
+    /// counters and the settings.
+    globals: Mapping,
+    _globals_fd: OwnedFd,
+    /// Where the gate's counters start in `globals`, in 32-bit words.
+    gate_word: usize,
+    /// Where `config.bank` is in `globals`, in 32-bit words.
+    bank_word: usize,
     possible_cpus: usize,
     max_pending: u32,
     /// The ACK gate's active bank, and when it last changed (`None` before the first sweep).
@@ -378,13 +382,12 @@ impl Probe {
                 .ok_or_else(|| BpfError::Object(format!("the probe has no map named {name}")))
         };
         let (pending, events, stats) = (take("pending")?, take("events")?, take("stats")?);
-        let (gate_fd, config) = (take("gate")?, take("config")?);
+        let globals_fd = take(BSS_MAP)?;
         let fds: HashMap<&str, BorrowedFd<'_>> = [
             ("pending", pending.as_fd()),
             ("events", events.as_fd()),
             ("stats", stats.as_fd()),
-            ("gate", gate_fd.as_fd()),
-            ("config", config.as_fd()),
+            (BSS_MAP, globals_fd.as_fd()),
         ]
         .into_iter()
         .collect();
@@ -395,10 +398,25 @@ impl Probe {
             let insns = prog.relocate(|m| fds.get(m).map(|fd| fd.as_raw_fd()))?;
             sys::prog_load(sys::BPF_PROG_TYPE_SCHED_CLS, &insns, &obj.license, name)
         };
-        let gate_len = NonZeroUsize::new(GATE_SLOTS * 4 * GATE_BANKS as usize)
-            .ok_or_else(|| BpfError::Object("the ACK gate has no slots".to_string()))?;
-        let gate = Mapping::new(gate_fd.as_fd(), gate_len)
-            .map_err(|e| BpfError::sys("mapping the ACK gate map (flowlat_gate) into memory", e))?;
+        let word_of = |name: &str, size: usize| {
+            obj.global(name)
+                .filter(|g| g.size == size as u64 && g.offset % 8 == 0)
+                .map(|g| g.offset as usize / 4)
+                .ok_or_else(|| {
+                    BpfError::Object(format!(
+                        "the probe has no 8-byte-aligned global {name} of {size} bytes"
+                    ))
+                })
+        };
+        let gate_word = word_of("gate", GATE_SLOTS * 4 * GATE_BANKS as usize)?;
+        let bank_word = word_of("config", 8)?;
+        let globals_len = obj
+            .map(BSS_MAP)
+            .and_then(|m| NonZeroUsize::new(m.value_size as usize))
+            .ok_or_else(|| BpfError::Object("the probe has no globals".to_string()))?;
+        let globals = Mapping::new(globals_fd.as_fd(), globals_len).map_err(|e| {
+            BpfError::sys("mapping the probe's globals (flowlat_.bss) into memory", e)
+        })?;
         let ingress = load("flowlat_ingress")?;
         let egress = load("flowlat_egress")?;
         let (ingress_l3, egress_l3) = if l3 {
@@ -414,9 +432,10 @@ impl Probe {
             pending,
             events,
             stats,
-            gate,
-            _gate_fd: gate_fd,
-            config,
+            globals,
+            _globals_fd: globals_fd,
+            gate_word,
+            bank_word,
             possible_cpus,
             max_pending: cfg.max_pending,
             bank: 0,
@@ -473,41 +492,55 @@ impl Probe {
         sys::prog_test_run(prog, packet, None, repeat)
     }
 
+    /// The ACK gate's counters: a pair per slot, one per bank.
+    fn gate_words(&self) -> &[AtomicU32] {
+        let words = self.globals.words();
+        let len = GATE_SLOTS * GATE_BANKS as usize;
+        // Checked at load: the global lies within the mapped value.
+        &words[self.gate_word..self.gate_word + len]
+    }
+
+    /// The ACK gate's counts for a slot, one per bank (tests).
+    pub fn gate_banks(&self, slot: u32) -> [u32; 2] {
+        let at = (slot as usize % GATE_SLOTS) * GATE_BANKS as usize;
+        let w = self.gate_words();
+        [
+            w[at].load(Ordering::Relaxed),
+            w[at + 1].load(Ordering::Relaxed),
+        ]
+    }
+
     /// The ACK gate's count for a slot, summed over both banks (tests).
     pub fn gate_count(&self, slot: u32) -> u64 {
-        let words = self.gate.words();
-        let at = slot as usize % GATE_SLOTS;
-        (0..GATE_BANKS as usize)
-            .map(|bank| u64::from(words[at * GATE_BANKS as usize + bank].load(Ordering::Relaxed)))
-            .sum()
+        self.gate_banks(slot).iter().map(|&n| u64::from(n)).sum()
     }
 
     /// Zeroes the inactive gate bank and makes it the active one, once every
     /// `timeout` + 1 s: by then every attempt counted in it has completed or
     /// been swept as a timeout, so only counts of evicted or timed-out attempts
     /// are cleared (see `bpf/flowlat.h`).
-    fn rotate_gate(&mut self, now_ns: u64, timeout_ns: u64) -> Result<(), BpfError> {
+    fn rotate_gate(&mut self, now_ns: u64, timeout_ns: u64) {
         let period = timeout_ns.saturating_add(1_000_000_000);
         let last = *self.rotated_ns.get_or_insert(now_ns);
         if now_ns.saturating_sub(last) < period {
-            return Ok(());
+            return;
         }
         let next = 1 - self.bank;
         // Nothing counts in the inactive bank, so plain stores cannot lose an
         // update. A slot's counters are side by side: one word of each pair.
-        let words = self.gate.words();
-        for word in words
+        for word in self
+            .gate_words()
             .iter()
             .skip(next as usize)
             .step_by(GATE_BANKS as usize)
         {
             word.store(0, Ordering::Relaxed);
         }
-        let cfg = [next.to_ne_bytes(), [0; 4]].concat();
-        sys::map_update(self.config.as_fd(), &0u32.to_ne_bytes(), &cfg, sys::BPF_ANY)?;
+        // The classifier reads the bank once per first SYN-ACK; the zeroes
+        // above are visible before it can count in the new bank.
+        self.globals.words()[self.bank_word].store(next, Ordering::SeqCst);
         self.bank = next;
         self.rotated_ns = Some(now_ns);
-        Ok(())
     }
 
     /// Sums the per-CPU counters.
@@ -618,7 +651,7 @@ impl Probe {
             }
         }
         // After the timeouts are gone: see rotate_gate.
-        self.rotate_gate(now_ns, timeout_ns)?;
+        self.rotate_gate(now_ns, timeout_ns);
         Ok(sweep)
     }
 

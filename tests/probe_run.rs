@@ -662,6 +662,20 @@ fn established_acks_pass_the_gate_only_when_an_attempt_waits() {
     assert_eq!(rig.probe.gate_count(slot), 1);
     let _ = rig.probe.sweep(t + period, step).expect("sweep");
     assert_eq!(rig.probe.gate_count(slot), 1, "its bank is still in use");
+    // The rotation made bank 1 active: a new attempt counts there.
+    let other = slot_of([10, 0, 0, 6], [93, 184, 216, 34], 51234, 443);
+    let c6 = "10.0.0.6";
+    assert_eq!(rig.probe.gate_banks(other), [0, 0]);
+    rig.run(Hook::Ingress, &syn(c6, S4, 4000));
+    rig.run(Hook::Egress, &synack(c6, S4, 4000, 9000));
+    assert_eq!(
+        rig.probe.gate_banks(other),
+        [0, 1],
+        "counted in the new bank"
+    );
+    rig.run(Hook::Ingress, &client_ack(c6, S4, 4000, 9000));
+    assert_eq!(rig.records().len(), 1);
+    assert_eq!(rig.probe.gate_banks(other), [0, 0]);
     let _ = rig.probe.sweep(t + 2 * period, step).expect("sweep");
     assert_eq!(rig.probe.gate_count(slot), 0, "recycled");
     // Measurement goes on across rotations.
