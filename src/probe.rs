@@ -374,7 +374,12 @@ impl Probe {
                 "events" => attr.max_entries = possible_cpus as u32,
                 _ => {}
             }
-            let fd = sys::map_create(&attr, &format!("flowlat_{}", def.name))?;
+            // What bpftool lists: flowlat_pending, ..., and flowlat_globals for .bss.
+            let name = match def.name.as_str() {
+                BSS_MAP => "flowlat_globals".to_string(),
+                other => format!("flowlat_{other}"),
+            };
+            let fd = sys::map_create(&attr, &name)?;
             maps.insert(def.name.clone(), fd);
         }
         let mut take = |name: &str| {
@@ -415,7 +420,10 @@ impl Probe {
             .and_then(|m| NonZeroUsize::new(m.value_size as usize))
             .ok_or_else(|| BpfError::Object("the probe has no globals".to_string()))?;
         let globals = Mapping::new(globals_fd.as_fd(), globals_len).map_err(|e| {
-            BpfError::sys("mapping the probe's globals (flowlat_.bss) into memory", e)
+            BpfError::sys(
+                "mapping the probe's globals (flowlat_globals) into memory",
+                e,
+            )
         })?;
         let ingress = load("flowlat_ingress")?;
         let egress = load("flowlat_egress")?;
