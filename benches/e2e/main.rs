@@ -49,9 +49,9 @@ fn parse_opts() -> Opts {
         rates: vec![2_000, 5_000, 10_000, 15_000, 20_000, 30_000, 0],
         clients: 4,
         rounds: 3,
-        bulk_rounds: 7,
+        bulk_rounds: 9,
         startups: 15,
-        iperf_secs: 3,
+        iperf_secs: 2,
         ring_pages: vec![1, 4, 16],
         static_bin: default_static.exists().then_some(default_static),
     };

@@ -205,11 +205,13 @@ pub fn rings(rig: &Rig, o: &Opts, md: &mut String) -> Vec<Step> {
         .collect()
 }
 
-/// iperf3 with and without flowlat at the receiver, alternated. Returns the
-/// JSON and the median of the rounds' ratios.
+/// iperf3 with and without flowlat at the receiver, alternated, and a control:
+/// a second run without flowlat in each round, paired with the first the same
+/// way, which shows what two runs differ by with nothing changed between them.
+/// Returns the JSON and the median of the rounds' with/without ratios.
 pub fn bulk(rig: &Rig, o: &Opts, md: &mut String) -> (J, f64) {
     let _server = iperf::Server::start(&rig.net.b, &rig.net.b4);
-    let (mut without, mut with) = (Vec::new(), Vec::new());
+    let (mut without, mut with, mut control) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..o.bulk_rounds {
         let plain = || iperf::run(&rig.net.a, &rig.net.b4, o.iperf_secs);
         let watched = || {
@@ -218,25 +220,38 @@ pub fn bulk(rig: &Rig, o: &Opts, md: &mut String) -> (J, f64) {
             f.stop();
             bps
         };
-        if round % 2 == 0 {
-            without.push(plain());
-            with.push(watched());
-        } else {
-            with.push(watched());
-            without.push(plain());
+        // Each of the three takes each place in the round's order in turn.
+        for run in 0..3 {
+            match (run + round) % 3 {
+                0 => without.push(plain()),
+                1 => with.push(watched()),
+                _ => control.push(plain()),
+            }
         }
     }
     let ratio = paired_ratio(&with, &without);
+    let control_ratio = paired_ratio(&control, &without);
+    let spread = |v: &[f64]| {
+        let r: Vec<f64> = v.iter().zip(&without).map(|(x, o)| x / o).collect();
+        let lo = r.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = r.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        (lo, hi)
+    };
+    let ((lo, hi), (clo, chi)) = (spread(&with), spread(&control));
     eprintln!(
-        "  bulk: {:.2} Gbit/s without, {:.2} with",
+        "  bulk: {:.2} Gbit/s without, {:.2} with, {:.2} without again",
         median(&without) / 1e9,
-        median(&with) / 1e9
+        median(&with) / 1e9,
+        median(&control) / 1e9
     );
     let _ = writeln!(
         md,
-        "\nBulk TCP (iperf3, one stream, {} s runs, {} alternated rounds, flowlat at the \
-         receiver): {:.2} Gbit/s without, {:.2} Gbit/s with; median ratio of the rounds \
-         {ratio:.3} (target ≥ 0.99: {}).",
+        "\nBulk TCP (iperf3, one stream, {} s runs, flowlat at the receiver; {} rounds of \
+         three runs, without, with, and without again as a control, in rotating order): \
+         {:.2} Gbit/s without, {:.2} Gbit/s with. Median ratio of the rounds, with / \
+         without: {ratio:.3} (rounds from {lo:.3} to {hi:.3}; target ≥ 0.99: {}). The \
+         control, without again / without, which nothing but the machine's noise \
+         separates: {control_ratio:.3} (from {clo:.3} to {chi:.3}).",
         o.iperf_secs,
         with.len(),
         median(&without) / 1e9,
@@ -246,7 +261,9 @@ pub fn bulk(rig: &Rig, o: &Opts, md: &mut String) -> (J, f64) {
     let json = J::obj(vec![
         ("without_bps", nums(&without)),
         ("with_bps", nums(&with)),
+        ("control_bps", nums(&control)),
         ("ratio", J::Num(ratio)),
+        ("control_ratio", J::Num(control_ratio)),
     ]);
     (json, ratio)
 }
