@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::future::Future;
 use std::os::fd::{AsFd, OwnedFd};
 
 use common::NetNs;
@@ -31,25 +30,6 @@ fn veth_ns(tag: &str) -> NetNs {
     let ns = NetNs::new(tag);
     ns.ip(&["link", "add", "v0", "type", "veth", "peer", "name", "v1"]);
     ns
-}
-
-/// Runs `f` with a netlink handle opened inside `ns`, on a fresh runtime there.
-fn in_ns<R, F, Fut>(ns: &NetNs, f: F) -> R
-where
-    R: Send + 'static,
-    F: FnOnce(rtnetlink::Handle) -> Fut + Send + 'static,
-    Fut: Future<Output = R>,
-{
-    ns.enter(move || {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("a tokio runtime")
-            .block_on(async move {
-                let handle = link::connect().expect("netlink connection");
-                f(handle).await
-            })
-    })
 }
 
 /// `tc ARGS` inside `ns`, its standard output.
@@ -99,7 +79,7 @@ fn add_foreign_filters(ns: &NetNs, first_pref: &str, second_pref: &str) {
 #[test]
 fn attach_creates_clsact_and_detach_removes_all() {
     let ns = veth_ns("fresh");
-    let att = in_ns(&ns, |h| async move {
+    let att = ns.netlink(|h| async move {
         let link = v0(&h).await;
         assert_eq!(link.link_layer, LinkLayer::Ethernet);
         let prog = load(BPF_PROG_TYPE_SCHED_CLS);
@@ -131,7 +111,7 @@ fn attach_creates_clsact_and_detach_removes_all() {
     }
 
     let ifindex = att.ifindex;
-    in_ns(&ns, move |h| async move {
+    ns.netlink(move |h| async move {
         tc::detach(&h, &att).await.expect("detach");
         assert!(!tc::has_clsact(&h, ifindex).await.expect("qdisc query"));
         for hook in Hook::BOTH {
@@ -151,7 +131,7 @@ fn attach_goes_ahead_of_existing_filters_and_detach_restores_them() {
     add_foreign_filters(&ns, "10", "20");
     let before = snapshot(&ns);
 
-    let att = in_ns(&ns, |h| async move {
+    let att = ns.netlink(|h| async move {
         let link = v0(&h).await;
         let prog = load(BPF_PROG_TYPE_SCHED_CLS);
         let att = tc::attach(&h, &link, prog.as_fd(), prog.as_fd(), "flowlat_test")
@@ -183,7 +163,7 @@ fn attach_goes_ahead_of_existing_filters_and_detach_restores_them() {
     let during = snapshot(&ns);
     assert!(during.contains("pref 9 bpf"), "{during}");
 
-    in_ns(&ns, move |h| async move {
+    ns.netlink(move |h| async move {
         tc::detach(&h, &att).await.expect("detach");
     });
     assert_eq!(snapshot(&ns), before);
@@ -196,7 +176,7 @@ fn attach_behind_a_filter_at_prio_one_is_reported() {
     add_foreign_filters(&ns, "1", "7");
     let before = snapshot(&ns);
 
-    let att = in_ns(&ns, |h| async move {
+    let att = ns.netlink(|h| async move {
         let link = v0(&h).await;
         let prog = load(BPF_PROG_TYPE_SCHED_CLS);
         tc::attach(&h, &link, prog.as_fd(), prog.as_fd(), "flowlat_test")
@@ -207,7 +187,7 @@ fn attach_behind_a_filter_at_prio_one_is_reported() {
         assert_eq!(att.filter(hook).prio, 8, "{hook}: just after the last");
         assert!(att.filter(hook).behind_others);
     }
-    in_ns(&ns, move |h| async move {
+    ns.netlink(move |h| async move {
         tc::detach(&h, &att).await.expect("detach");
     });
     assert_eq!(snapshot(&ns), before);
@@ -222,7 +202,7 @@ fn ingress_qdisc_blocks_attach_and_nothing_is_added() {
         "u32", "match", "u32", "0", "0", "action", "mirred", "egress", "mirror", "dev", "v1"]);
     let before = snapshot(&ns);
 
-    let err = in_ns(&ns, |h| async move {
+    let err = ns.netlink(|h| async move {
         let link = v0(&h).await;
         let prog = load(BPF_PROG_TYPE_SCHED_CLS);
         let result = tc::attach(&h, &link, prog.as_fd(), prog.as_fd(), "flowlat_test").await;
@@ -248,7 +228,7 @@ fn ingress_qdisc_blocks_attach_and_nothing_is_added() {
 #[test]
 fn missing_interface_is_named() {
     let ns = veth_ns("missing");
-    let (missing, too_long, vanished) = in_ns(&ns, |h| async move {
+    let (missing, too_long, vanished) = ns.netlink(|h| async move {
         let missing = link::resolve(&h, "nosuch0")
             .await
             .expect_err("no such interface");
@@ -287,7 +267,7 @@ fn missing_interface_is_named() {
 #[test]
 fn two_attachments_coexist_and_the_creator_removes_clsact_last() {
     let ns = veth_ns("twoa");
-    let (first, second) = in_ns(&ns, |h| async move {
+    let (first, second) = ns.netlink(|h| async move {
         let link = v0(&h).await;
         let prog_a = load(BPF_PROG_TYPE_SCHED_CLS);
         let prog_b = load(BPF_PROG_TYPE_SCHED_CLS);
@@ -314,7 +294,7 @@ fn two_attachments_coexist_and_the_creator_removes_clsact_last() {
     });
     let ifindex = first.ifindex;
 
-    in_ns(&ns, move |h| async move {
+    ns.netlink(move |h| async move {
         tc::detach(&h, &second).await.expect("detaching the second");
         assert!(tc::has_clsact(&h, ifindex).await.expect("qdisc query"));
         for hook in Hook::BOTH {
@@ -336,7 +316,7 @@ fn two_attachments_coexist_and_the_creator_removes_clsact_last() {
 #[test]
 fn detaching_the_creator_first_keeps_clsact_for_the_other() {
     let ns = veth_ns("twob");
-    let (first, second) = in_ns(&ns, |h| async move {
+    let (first, second) = ns.netlink(|h| async move {
         let link = v0(&h).await;
         let prog_a = load(BPF_PROG_TYPE_SCHED_CLS);
         let prog_b = load(BPF_PROG_TYPE_SCHED_CLS);
@@ -350,7 +330,7 @@ fn detaching_the_creator_first_keeps_clsact_for_the_other() {
     });
     let ifindex = first.ifindex;
 
-    in_ns(&ns, move |h| async move {
+    ns.netlink(move |h| async move {
         tc::detach(&h, &first).await.expect("detaching the first");
         // The first created the clsact, but the second's filters are on it.
         assert!(tc::has_clsact(&h, ifindex).await.expect("qdisc query"));
@@ -371,7 +351,7 @@ fn detaching_the_creator_first_keeps_clsact_for_the_other() {
 #[test]
 fn failed_egress_add_leaves_nothing_behind() {
     let ns = veth_ns("rollback");
-    let err = in_ns(&ns, |h| async move {
+    let err = ns.netlink(|h| async move {
         let link = v0(&h).await;
         let good = load(BPF_PROG_TYPE_SCHED_CLS);
         let wrong_type = load(BPF_PROG_TYPE_SOCKET_FILTER);
@@ -403,7 +383,7 @@ fn failed_egress_add_restores_an_existing_setup() {
     ns.exec("tc", &["qdisc", "add", "dev", "v0", "clsact"]);
     add_foreign_filters(&ns, "10", "20");
     let before = snapshot(&ns);
-    in_ns(&ns, |h| async move {
+    ns.netlink(|h| async move {
         let link = v0(&h).await;
         let good = load(BPF_PROG_TYPE_SCHED_CLS);
         let wrong_type = load(BPF_PROG_TYPE_SOCKET_FILTER);
@@ -417,7 +397,7 @@ fn failed_egress_add_restores_an_existing_setup() {
 #[test]
 fn detach_spares_a_filter_that_replaced_ours() {
     let ns = veth_ns("replaced");
-    let att = in_ns(&ns, |h| async move {
+    let att = ns.netlink(|h| async move {
         let link = v0(&h).await;
         let prog = load(BPF_PROG_TYPE_SCHED_CLS);
         tc::attach(&h, &link, prog.as_fd(), prog.as_fd(), "flowlat_test")
@@ -432,7 +412,7 @@ fn detach_spares_a_filter_that_replaced_ours() {
     let ingress_before = tc_out(&ns, &["filter", "show", "dev", "v0", "ingress"]);
     assert!(ingress_before.contains("bytecode"), "{ingress_before}");
 
-    in_ns(&ns, move |h| async move {
+    ns.netlink(move |h| async move {
         tc::detach(&h, &att).await.expect("detach");
     });
     // Our egress filter is gone; the ingress one is someone else's now and stays,

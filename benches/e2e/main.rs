@@ -1,7 +1,8 @@
 //! The end-to-end benchmark, run by `scripts/bench-e2e.sh` (as root; not part
 //! of `cargo bench` or of the tests): flowlat on a veth between two
 //! namespaces, under a ramp of handshake storms, beside bulk TCP throughput
-//! with and without it, and its start-up time. Prints markdown tables and
+//! with and without it, its start-up time, and the kernel time its
+//! classifier takes per handshake in that traffic. Prints markdown tables and
 //! writes `target/flowlat-e2e.json`.
 //!
 //! Runs only when given `--run` (the script passes it), so that a plain
@@ -15,6 +16,7 @@ mod shared;
 
 mod flowlat;
 mod iperf;
+mod kernel_time;
 mod rig;
 mod sections;
 mod storm;
@@ -123,6 +125,7 @@ fn main() {
     let capacity = sections::capacity(&rig, &o, &mut md);
     let rings = sections::rings(&rig, &o, &mut md);
     let (bulk, bulk_ratio) = sections::bulk(&rig, &o, &mut md);
+    let kernel = kernel_time::kernel_time(&rig, &o, &mut md);
     let load_after = loadavg();
     let _ = writeln!(
         md,
@@ -155,6 +158,7 @@ fn main() {
             ]),
         ),
         ("bulk", bulk),
+        ("kernel_time_per_handshake", kernel),
         (
             "targets",
             J::obj(vec![

@@ -86,6 +86,26 @@ impl NetNs {
             .unwrap_or_else(|p| std::panic::resume_unwind(p))
     }
 
+    /// Runs `f` with an rtnetlink handle opened inside this namespace, on a
+    /// fresh tokio runtime there.
+    pub fn netlink<R, F, Fut>(&self, f: F) -> R
+    where
+        R: Send + 'static,
+        F: FnOnce(rtnetlink::Handle) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = R>,
+    {
+        self.enter(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a tokio runtime")
+                .block_on(async move {
+                    let handle = flowlat::netlink::link::connect().expect("netlink connection");
+                    f(handle).await
+                })
+        })
+    }
+
     /// Starts `f` on a new thread that has entered this namespace.
     pub fn spawn<R: Send + 'static>(
         &self,
