@@ -95,7 +95,7 @@ fn loadavg() -> String {
 fn main() {
     if !std::env::args().any(|a| a == "--run") {
         eprintln!(
-            "end-to-end bench skipped: scripts/bench-e2e.sh runs it (as root, about 3 minutes)"
+            "end-to-end bench skipped: scripts/bench-e2e.sh runs it (as root, about 5 minutes)"
         );
         return;
     }
