@@ -94,24 +94,22 @@ impl PrimitiveResult {
 /// the answer's delete, the answer's lookup (counted as a miss's), a record,
 /// and a clock read for each of the two packets.
 pub fn out_floor_ns(r: &[PrimitiveResult]) -> i64 {
-    let d = |key: &str| {
-        PRIMITIVES
-            .iter()
-            .position(|p| p.key == key)
-            .map_or(0, |i| r[i].diff_ns())
-    };
+    let d = |key| diff_of(r, key);
     d("insert_delete") + d("lookup_miss") + d("perf_output") + 2 * d("ktime")
+}
+
+/// The measured cost of the primitive named `key`.
+fn diff_of(r: &[PrimitiveResult], key: &str) -> i64 {
+    PRIMITIVES
+        .iter()
+        .position(|p| p.key == key)
+        .map_or(0, |i| r[i].diff_ns())
 }
 
 /// The same floor for a classifier that kept its attempts in an array of slots
 /// and sent its records through a BPF ring buffer instead.
 pub fn out_floor_alternative_ns(r: &[PrimitiveResult]) -> i64 {
-    let d = |key: &str| {
-        PRIMITIVES
-            .iter()
-            .position(|p| p.key == key)
-            .map_or(0, |i| r[i].diff_ns())
-    };
+    let d = |key| diff_of(r, key);
     d("slot_claim_release") + d("ringbuf_output") + 2 * d("ktime")
 }
 
