@@ -150,7 +150,9 @@ static __always_inline void count(__u32 idx)
  * the skb. Two whole passes, rather than a choice at each header, keep the
  * paths the verifier has to explore few, and so the program quick to load. */
 #define NEED_SLOW 1
-/* Returned by the direct pass for an arriving ACK that the gate lets through. */
+/* Returned by the direct walk over IPv6 extension headers for an arriving ACK
+ * that the gate lets through: the copying pass completes the handshake. (Other
+ * ACKs the gate lets through are handled in the direct pass itself.) */
 #define GATE_OPEN 2
 
 /* Points *at to len header bytes at off; false when the direct pass cannot
@@ -397,10 +399,6 @@ static __always_inline int on_tcp(struct __sk_buff *skb, const int egress, const
 			return TC_ACT_UNSPEC;
 		if (!gate_open(slot))
 			return TC_ACT_UNSPEC;
-		/* The direct pass stops at the gate. The few ACKs it lets through
-		 * are handled by the copying pass. */
-		if (direct)
-			return GATE_OPEN;
 	}
 	int kind = segment_kind(flags);
 	/* A TCP header shorter than 20 bytes, or cut short, is malformed: the
