@@ -9,9 +9,9 @@ use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::kernel::tc_state;
+use common::kernel::{add_foreign_filters, tc, tc_state};
 use common::peer::{slow_client, Peer};
-use common::run::{Flowlat, Rec};
+use common::run::{Flowlat, Rec, Stopped};
 use common::{NetNs, VethPair};
 use nix::sys::signal::Signal;
 
@@ -29,6 +29,23 @@ fn find<'a>(recs: &'a [Rec], dir: &str, client: &str, server: &str, sport: u16) 
                 && r.n("server_port") == Some(u64::from(sport))
         })
         .collect()
+}
+
+/// The one `dir` record of client `c`'s handshake with `server` port 8080,
+/// which flowlat at the `end` end printed before it stopped.
+fn only_record<'a>(s: &'a Stopped, dir: &str, c: &SocketAddr, server: &str, end: &str) -> &'a Rec {
+    let port = u64::from(c.port());
+    let found: Vec<_> = find(&s.records, dir, &c.ip().to_string(), server, 8080)
+        .into_iter()
+        .filter(|r| r.n("client_port") == Some(port))
+        .collect();
+    assert_eq!(
+        found.len(),
+        1,
+        "one {dir} record for {c} at the {end} end: {:?}",
+        s.lines
+    );
+    found[0]
 }
 
 #[test]
@@ -57,35 +74,14 @@ fn both_ends_measure_the_same_handshakes_v4_and_v6() {
     common::run::assert_clean_stop(&b);
     for c in &clients {
         let server = if c.is_ipv4() { &net.b4 } else { &net.b6 };
-        let port = u64::from(c.port());
-        let out: Vec<_> = find(&a.records, "out", &c.ip().to_string(), server, 8080)
-            .into_iter()
-            .filter(|r| r.n("client_port") == Some(port))
-            .collect();
-        assert_eq!(
-            out.len(),
-            1,
-            "one out record for {c} at the client end: {:?}",
-            a.lines
-        );
-        let r = out[0];
+        let r = only_record(&a, "out", c, server, "client");
         assert_eq!((r.s("iface"), r.s("result")), ("a", "ok"));
         let rtt = r.n("rtt_ns").expect("rtt");
         assert!(rtt > 0 && rtt < 1_000_000_000, "rtt {rtt}");
         assert_eq!(r.n("total_ns"), Some(rtt));
         assert_eq!(r.n("local_ns"), None);
         assert_eq!(r.n("retrans"), Some(0));
-        let inn: Vec<_> = find(&b.records, "in", &c.ip().to_string(), server, 8080)
-            .into_iter()
-            .filter(|r| r.n("client_port") == Some(port))
-            .collect();
-        assert_eq!(
-            inn.len(),
-            1,
-            "one in record for {c} at the server end: {:?}",
-            b.lines
-        );
-        let r = inn[0];
+        let r = only_record(&b, "in", c, server, "server");
         assert_eq!((r.s("iface"), r.s("result")), ("b", "ok"));
         let (rtt, local, total) = (
             r.n("rtt_ns").expect("rtt"),
@@ -314,54 +310,14 @@ fn exit_restores_the_tc_state_including_foreign_filters() {
     assert_eq!(tc_state(&net.b, "b"), fresh);
 
     // An interface with a clsact and filters of someone else's.
-    common::run(
-        "tc",
-        &["-n", &net.a.name, "qdisc", "add", "dev", "a", "clsact"],
-    );
+    tc(&net.a, &["qdisc", "add", "dev", "a", "clsact"]);
     for hook in ["ingress", "egress"] {
-        common::run(
-            "tc",
-            &[
-                "-n",
-                &net.a.name,
-                "filter",
-                "add",
-                "dev",
-                "a",
-                hook,
-                "pref",
-                "10",
-                "protocol",
-                "ip",
-                "u32",
-                "match",
-                "u32",
-                "0",
-                "0",
-                "classid",
-                "1:1",
-            ],
-        );
-        common::run(
-            "tc",
-            &[
-                "-n",
-                &net.a.name,
-                "filter",
-                "add",
-                "dev",
-                "a",
-                hook,
-                "pref",
-                "20",
-                "protocol",
-                "all",
-                "bpf",
-                "bytecode",
-                "1,6 0 0 4294967295",
-                "classid",
-                "1:2",
-            ],
+        add_foreign_filters(
+            &net.a,
+            "a",
+            hook,
+            ("10", &["classid", "1:1"]),
+            ("20", &["classid", "1:2"]),
         );
     }
     let before = tc_state(&net.a, "a");

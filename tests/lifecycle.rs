@@ -13,8 +13,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::kernel::{
-    action_packets, assert_bpf_objects_gone, bpf_ids_of, foreign_filters, link_packets, no_ipv6,
-    open_fds, our_filters, rss_kib, tc, tc_state,
+    action_packets, add_foreign_filters, assert_bpf_objects_gone, bpf_ids_of, foreign_filters,
+    link_packets, no_ipv6, open_fds, our_filters, rss_kib, tc, tc_state,
 };
 use common::run::{binary, Flowlat, Rec};
 use common::{NetNs, VethPair};
@@ -76,39 +76,11 @@ fn add_counting_filters(ns: &NetNs, dev: &str) {
         ns.ip(&["link", "set", "dev", m, "up"]);
     }
     tc(ns, &["qdisc", "add", "dev", dev, "clsact"]);
+    let mirror: &[&str] = &[
+        "action", "mirred", "egress", "mirror", "dev", "m0", "continue",
+    ];
     for (hook, u32_pref) in [("ingress", "10"), ("egress", "11")] {
-        tc(
-            ns,
-            &[
-                "filter", "add", "dev", dev, hook, "pref", u32_pref, "protocol", "ip", "u32",
-                "match", "u32", "0", "0", "action", "mirred", "egress", "mirror", "dev", "m0",
-                "continue",
-            ],
-        );
-        tc(
-            ns,
-            &[
-                "filter",
-                "add",
-                "dev",
-                dev,
-                hook,
-                "pref",
-                "20",
-                "protocol",
-                "all",
-                "bpf",
-                "bytecode",
-                "1,6 0 0 4294967295",
-                "action",
-                "mirred",
-                "egress",
-                "mirror",
-                "dev",
-                "m0",
-                "continue",
-            ],
-        );
+        add_foreign_filters(ns, dev, hook, (u32_pref, mirror), ("20", mirror));
     }
 }
 
@@ -252,10 +224,7 @@ fn two_flowlats_both_measure_and_each_removes_only_its_own() {
     );
     assert!(!left.iter().any(|f| f.pid() == Some(first_pid)));
     let port = connect_n(&net.a, &net.b4, 8091, 1)[0];
-    let later = second.wait_records(1, Duration::from_secs(5), |r| {
-        r.n("client_port") == Some(u64::from(port))
-    });
-    assert_eq!(later.len(), 1, "{:?}", second.lines());
+    record_of(&second, port);
     common::run::assert_clean_stop(&second.stop());
     // The last one out removes the clsact the first one made.
     assert_eq!(tc_state(&net.a, "a"), fresh);
@@ -307,10 +276,7 @@ fn a_killed_flowlat_leaves_filters_that_the_next_start_removes() {
     assert_bpf_objects_gone(&progs, &maps, Duration::from_secs(10));
 
     let port = connect_n(&net.a, &net.b4, 8092, 1)[0];
-    let recs = next.wait_records(1, Duration::from_secs(5), |r| {
-        r.n("client_port") == Some(u64::from(port))
-    });
-    assert_eq!(recs.len(), 1, "{:?}", next.lines());
+    record_of(&next, port);
     common::run::assert_clean_stop(&next.stop());
     assert_eq!(tc_state(&net.a, "a"), fresh);
 }
@@ -407,10 +373,7 @@ fn detach_removes_what_dead_flowlats_left_and_nothing_else() {
 
     // The live flowlat still measures.
     let port = connect_n(&net.a, &net.b4, 8093, 1)[0];
-    let recs = live.wait_records(1, Duration::from_secs(5), |r| {
-        r.n("client_port") == Some(u64::from(port))
-    });
-    assert_eq!(recs.len(), 1, "{:?}", live.lines());
+    record_of(&live, port);
     common::run::assert_clean_stop(&live.stop());
 
     // Nothing left by a dead flowlat: says so, exits 0; no such interface: 1.

@@ -47,6 +47,16 @@ fn snapshot(ns: &NetNs) -> String {
     )
 }
 
+/// Loads a fresh classifier and attaches it at both hooks of `link` as `name`.
+async fn attach_new(
+    handle: &rtnetlink::Handle,
+    link: &Link,
+    name: &str,
+) -> Result<Attachment, NetlinkError> {
+    let prog = load(BPF_PROG_TYPE_SCHED_CLS);
+    tc::attach(handle, link, prog.as_fd(), prog.as_fd(), name).await
+}
+
 async fn v0(handle: &rtnetlink::Handle) -> Link {
     link::resolve(handle, "v0").await.expect("resolving v0")
 }
@@ -66,13 +76,15 @@ fn find(list: &[FilterInfo], att: &Attachment, hook: Hook) -> Option<FilterInfo>
 }
 
 fn add_foreign_filters(ns: &NetNs, first_pref: &str, second_pref: &str) {
+    let mirror: &[&str] = &["action", "mirred", "egress", "mirror", "dev", "v1"];
     for hook in ["ingress", "egress"] {
-        #[rustfmt::skip]
-        ns.exec("tc", &["filter", "add", "dev", "v0", hook, "pref", first_pref, "protocol", "ip",
-            "u32", "match", "u32", "0", "0", "action", "mirred", "egress", "mirror", "dev", "v1"]);
-        #[rustfmt::skip]
-        ns.exec("tc", &["filter", "add", "dev", "v0", hook, "pref", second_pref, "protocol", "all",
-            "bpf", "bytecode", "1,6 0 0 4294967295", "action", "mirred", "egress", "mirror", "dev", "v1"]);
+        common::kernel::add_foreign_filters(
+            ns,
+            "v0",
+            hook,
+            (first_pref, mirror),
+            (second_pref, mirror),
+        );
     }
 }
 
@@ -82,10 +94,7 @@ fn attach_creates_clsact_and_detach_removes_all() {
     let att = ns.netlink(|h| async move {
         let link = v0(&h).await;
         assert_eq!(link.link_layer, LinkLayer::Ethernet);
-        let prog = load(BPF_PROG_TYPE_SCHED_CLS);
-        let att = tc::attach(&h, &link, prog.as_fd(), prog.as_fd(), "flowlat_test")
-            .await
-            .expect("attach");
+        let att = attach_new(&h, &link, "flowlat_test").await.expect("attach");
         assert!(att.created_qdisc);
         assert!(tc::has_clsact(&h, link.index).await.expect("qdisc query"));
         for hook in Hook::BOTH {
@@ -133,10 +142,7 @@ fn attach_goes_ahead_of_existing_filters_and_detach_restores_them() {
 
     let att = ns.netlink(|h| async move {
         let link = v0(&h).await;
-        let prog = load(BPF_PROG_TYPE_SCHED_CLS);
-        let att = tc::attach(&h, &link, prog.as_fd(), prog.as_fd(), "flowlat_test")
-            .await
-            .expect("attach");
+        let att = attach_new(&h, &link, "flowlat_test").await.expect("attach");
         assert!(!att.created_qdisc);
         for hook in Hook::BOTH {
             let ours = att.filter(hook);
@@ -178,10 +184,7 @@ fn attach_behind_a_filter_at_prio_one_is_reported() {
 
     let att = ns.netlink(|h| async move {
         let link = v0(&h).await;
-        let prog = load(BPF_PROG_TYPE_SCHED_CLS);
-        tc::attach(&h, &link, prog.as_fd(), prog.as_fd(), "flowlat_test")
-            .await
-            .expect("attach")
+        attach_new(&h, &link, "flowlat_test").await.expect("attach")
     });
     for hook in Hook::BOTH {
         assert_eq!(att.filter(hook).prio, 8, "{hook}: just after the last");
@@ -204,8 +207,7 @@ fn ingress_qdisc_blocks_attach_and_nothing_is_added() {
 
     let err = ns.netlink(|h| async move {
         let link = v0(&h).await;
-        let prog = load(BPF_PROG_TYPE_SCHED_CLS);
-        let result = tc::attach(&h, &link, prog.as_fd(), prog.as_fd(), "flowlat_test").await;
+        let result = attach_new(&h, &link, "flowlat_test").await;
         assert!(!tc::has_clsact(&h, link.index).await.expect("qdisc query"));
         result.expect_err("attach must refuse an ingress qdisc")
     });
@@ -242,8 +244,7 @@ fn missing_interface_is_named() {
             .execute()
             .await
             .expect("deleting v0");
-        let prog = load(BPF_PROG_TYPE_SCHED_CLS);
-        let vanished = tc::attach(&h, &link, prog.as_fd(), prog.as_fd(), "flowlat_test")
+        let vanished = attach_new(&h, &link, "flowlat_test")
             .await
             .expect_err("attach to a deleted interface");
         (missing, too_long, vanished)
@@ -264,19 +265,24 @@ fn missing_interface_is_named() {
     assert!(text.contains("v0") && text.contains("ip link"), "{text}");
 }
 
+/// Two attachments on v0, "flowlat_a" then "flowlat_b", each with a
+/// classifier of its own.
+async fn attach_two(handle: &rtnetlink::Handle, link: &Link) -> (Attachment, Attachment) {
+    let a = attach_new(handle, link, "flowlat_a")
+        .await
+        .expect("first attach");
+    let b = attach_new(handle, link, "flowlat_b")
+        .await
+        .expect("second attach");
+    (a, b)
+}
+
 #[test]
 fn two_attachments_coexist_and_the_creator_removes_clsact_last() {
     let ns = veth_ns("twoa");
     let (first, second) = ns.netlink(|h| async move {
         let link = v0(&h).await;
-        let prog_a = load(BPF_PROG_TYPE_SCHED_CLS);
-        let prog_b = load(BPF_PROG_TYPE_SCHED_CLS);
-        let a = tc::attach(&h, &link, prog_a.as_fd(), prog_a.as_fd(), "flowlat_a")
-            .await
-            .expect("first attach");
-        let b = tc::attach(&h, &link, prog_b.as_fd(), prog_b.as_fd(), "flowlat_b")
-            .await
-            .expect("second attach");
+        let (a, b) = attach_two(&h, &link).await;
         assert!(a.created_qdisc);
         assert!(!b.created_qdisc);
         for hook in Hook::BOTH {
@@ -318,15 +324,7 @@ fn detaching_the_creator_first_keeps_clsact_for_the_other() {
     let ns = veth_ns("twob");
     let (first, second) = ns.netlink(|h| async move {
         let link = v0(&h).await;
-        let prog_a = load(BPF_PROG_TYPE_SCHED_CLS);
-        let prog_b = load(BPF_PROG_TYPE_SCHED_CLS);
-        let a = tc::attach(&h, &link, prog_a.as_fd(), prog_a.as_fd(), "flowlat_a")
-            .await
-            .expect("first attach");
-        let b = tc::attach(&h, &link, prog_b.as_fd(), prog_b.as_fd(), "flowlat_b")
-            .await
-            .expect("second attach");
-        (a, b)
+        attach_two(&h, &link).await
     });
     let ifindex = first.ifindex;
 
@@ -399,10 +397,7 @@ fn detach_spares_a_filter_that_replaced_ours() {
     let ns = veth_ns("replaced");
     let att = ns.netlink(|h| async move {
         let link = v0(&h).await;
-        let prog = load(BPF_PROG_TYPE_SCHED_CLS);
-        tc::attach(&h, &link, prog.as_fd(), prog.as_fd(), "flowlat_test")
-            .await
-            .expect("attach")
+        attach_new(&h, &link, "flowlat_test").await.expect("attach")
     });
     let prio = att.ingress.prio.to_string();
     #[rustfmt::skip]

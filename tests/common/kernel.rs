@@ -15,6 +15,29 @@ pub fn tc(ns: &NetNs, args: &[&str]) -> String {
     String::from_utf8_lossy(&super::run("tc", &full).stdout).into_owned()
 }
 
+/// Someone else's filters on `hook` of `dev`: a u32 filter at `u32_pref` that
+/// matches every IPv4 packet and a classic-BPF cls_bpf filter at `bpf_pref`
+/// that matches every packet, each followed by the tc words in its `then` (a
+/// classid, or an action).
+pub fn add_foreign_filters(
+    ns: &NetNs,
+    dev: &str,
+    hook: &str,
+    (u32_pref, u32_then): (&str, &[&str]),
+    (bpf_pref, bpf_then): (&str, &[&str]),
+) {
+    #[rustfmt::skip]
+    let mut u32_args = vec!["filter", "add", "dev", dev, hook, "pref", u32_pref, "protocol", "ip",
+        "u32", "match", "u32", "0", "0"];
+    u32_args.extend_from_slice(u32_then);
+    tc(ns, &u32_args);
+    #[rustfmt::skip]
+    let mut bpf_args = vec!["filter", "add", "dev", dev, hook, "pref", bpf_pref, "protocol", "all",
+        "bpf", "bytecode", "1,6 0 0 4294967295"];
+    bpf_args.extend_from_slice(bpf_then);
+    tc(ns, &bpf_args);
+}
+
 /// qdiscs and filters of `dev` (both hooks), as tc prints them.
 pub fn tc_state(ns: &NetNs, dev: &str) -> String {
     let mut s = tc(ns, &["qdisc", "show", "dev", dev]);
