@@ -7,9 +7,10 @@
 mod common;
 
 use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpStream};
 use std::os::fd::AsFd;
-use std::process::{Command, Stdio};
+use std::process::{ChildStderr, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::kernel::{
@@ -54,6 +55,26 @@ fn ok_ports(recs: &[Rec], dir: &str) -> BTreeSet<u64> {
 
 /// A flowlat started by hand, killed if a failed assertion leaves it running.
 struct Reaped(std::process::Child);
+
+impl Reaped {
+    /// Starts `flowlat a` in `ns` with `stdout`, and waits for its first line on
+    /// stderr: that it is attached to a. Returns it and the rest of stderr.
+    fn start_on_a(ns: &NetNs, stdout: Stdio) -> (Reaped, BufReader<ChildStderr>, String) {
+        let mut child = Reaped(
+            ns.command(binary())
+                .arg("a")
+                .stdin(Stdio::null())
+                .stdout(stdout)
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("start flowlat"),
+        );
+        let mut err = BufReader::new(child.0.stderr.take().expect("piped"));
+        let mut line = String::new();
+        err.read_line(&mut line).expect("stderr");
+        (child, err, line)
+    }
+}
 
 impl Drop for Reaped {
     fn drop(&mut self) {
@@ -485,24 +506,12 @@ fn interfaces_bounced_renamed_and_deleted_under_flowlat() {
 
 #[test]
 fn fifty_starts_and_stops_leave_nothing_in_the_kernel() {
-    use std::io::{BufRead, BufReader, Read};
+    use std::io::Read;
     let net = VethPair::new("cycles");
     let fresh = tc_state(&net.a, "a");
     let (mut progs, mut maps) = (BTreeSet::new(), BTreeSet::new());
     for cycle in 0..50 {
-        let mut child = Reaped(
-            net.a
-                .command(binary())
-                .arg("a")
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("start flowlat"),
-        );
-        let mut err = BufReader::new(child.0.stderr.take().expect("piped"));
-        let mut line = String::new();
-        err.read_line(&mut line).expect("stderr");
+        let (mut child, mut err, line) = Reaped::start_on_a(&net.a, Stdio::null());
         assert!(line.contains("attached to a"), "cycle {cycle}: {line}");
         let pid = child.0.id() as i32;
         let (p, m) = bpf_ids_of(pid);
@@ -722,7 +731,7 @@ fn a_failure_on_the_second_interface_undoes_the_first() {
 
 #[test]
 fn a_runtime_error_after_attaching_still_detaches() {
-    use std::io::{BufRead, BufReader, Read};
+    use std::io::Read;
     let net = VethPair::new("full");
     let fresh = tc_state(&net.a, "a");
     let _l = common::listen(&net.b, &net.b4, 8096);
@@ -731,19 +740,7 @@ fn a_runtime_error_after_attaching_still_detaches() {
         .write(true)
         .open("/dev/full")
         .expect("/dev/full");
-    let mut child = Reaped(
-        net.a
-            .command(binary())
-            .arg("a")
-            .stdin(Stdio::null())
-            .stdout(full)
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start flowlat"),
-    );
-    let mut err = BufReader::new(child.0.stderr.take().expect("piped"));
-    let mut line = String::new();
-    err.read_line(&mut line).expect("stderr");
+    let (mut child, mut err, line) = Reaped::start_on_a(&net.a, Stdio::from(full));
     assert!(line.contains("attached to a"), "{line}");
     assert_eq!(our_filters(&net.a, "a").len(), 2);
     connect_n(&net.a, &net.b4, 8096, 1);

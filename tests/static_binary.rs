@@ -313,12 +313,7 @@ fn static_binary_reports_a_handshake_from_an_empty_root() {
     let client_port = u64::from(client.local_addr().expect("local address").port());
     f.wait_records(1, Duration::from_secs(10), |r| r.s("result") == "ok");
     let stopped = f.stop();
-    assert!(
-        stopped.status.success(),
-        "flowlat failed: {:?}\n{}",
-        stopped.status,
-        stopped.stderr
-    );
+    common::run::assert_clean_stop(&stopped);
     assert!(
         stopped.stderr.contains("1 handshakes: 1 ok") && stopped.stderr.contains(" 0 records lost"),
         "{}",
