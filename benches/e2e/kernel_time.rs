@@ -13,6 +13,7 @@ use std::time::Duration;
 use flowlat::bpf::sys;
 use flowlat::netlink::{link, tc};
 
+use crate::asm;
 use crate::common::NetNs;
 use crate::flowlat::Flowlat;
 use crate::rig::{median, Rig};
@@ -22,16 +23,6 @@ use crate::Opts;
 /// Handshakes per second during a measurement: well within what the machine
 /// makes, so that each handshake's packets meet an otherwise idle path.
 const RATE: u32 = 5_000;
-
-/// `r0 = TC_ACT_UNSPEC; exit`.
-fn empty_classifier() -> OwnedFd {
-    let insns = [
-        0xb7u8, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, // r0 = -1
-        0x95, 0, 0, 0, 0, 0, 0, 0, // exit
-    ];
-    sys::prog_load(sys::BPF_PROG_TYPE_SCHED_CLS, &insns, "GPL", "bench_empty")
-        .unwrap_or_else(|e| panic!("load the empty classifier: {e}"))
-}
 
 /// The summed `run_time_ns` and `run_cnt` of the BPF programs among `pid`'s fds
 /// (`fd` None) or of one fd of this process.
@@ -115,7 +106,8 @@ fn with_empty(rig: &Rig, o: &Opts, ns: &NetNs, iface: &str, prog: &OwnedFd) -> S
 /// at the server's (`in`). Returns the JSON.
 pub fn kernel_time(rig: &Rig, o: &Opts, md: &mut String) -> J {
     let _stats = sys::enable_run_time_stats().unwrap_or_else(|e| panic!("{e}"));
-    let empty = empty_classifier();
+    let empty =
+        asm::empty_classifier().unwrap_or_else(|e| panic!("load the empty classifier: {e}"));
     let ends = [("out", &rig.net.a, "a"), ("in", &rig.net.b, "b")];
     let _ = writeln!(
         md,

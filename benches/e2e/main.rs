@@ -13,6 +13,10 @@
 mod common;
 #[path = "../shared/mod.rs"]
 mod shared;
+// The empty classifier the kernel-time section compares flowlat with.
+#[path = "../overhead/asm.rs"]
+#[allow(dead_code)]
+mod asm;
 
 mod flowlat;
 mod iperf;
