@@ -8,6 +8,7 @@
 //! records; the binary (`src/main.rs`) parses arguments, prints, handles signals and exits.
 
 pub mod bpf;
+pub mod cgroup;
 pub mod cli;
 pub mod netlink;
 pub mod output;
