@@ -1,28 +1,113 @@
-//! The local workload of a handshake, as its cgroup v2: a `--cgroup PATH`
-//! becomes the id and level the kernel filters by.
+//! Names the local workload of a handshake: the cgroup v2 id the classifier
+//! reads (`bpf_skb_cgroup_id`) becomes the cgroup's path below the cgroup2
+//! mount, and a `--cgroup PATH` becomes the id and level the kernel filters by.
 //!
 //! A cgroup v2 id is the kernfs node id of the cgroup's directory, which on
 //! 64-bit is that directory's inode number and also the 8-byte handle that
-//! `name_to_handle_at` gives for it (`FILEID_KERNFS`).
+//! `name_to_handle_at` gives for it (`FILEID_KERNFS`). So an id is named either
+//! by `open_by_handle_at` on the mount (which needs `CAP_DAC_READ_SEARCH`) and
+//! reading the opened directory's path back, or, without that capability, by
+//! walking the tree once and indexing every directory's inode number.
 //!
 //! Where the hierarchy is mounted differs between hosts (`/sys/fs/cgroup` on
 //! a unified host, `/sys/fs/cgroup/unified` on a hybrid one beside the v1
 //! controllers, anywhere in a container), so it is read from
 //! `/proc/self/mountinfo`.
 
+use std::collections::{HashMap, VecDeque};
 use std::ffi::OsString;
-use std::fs;
+use std::fs::{self, File};
 use std::io;
-use std::os::unix::ffi::OsStringExt;
-use std::os::unix::fs::MetadataExt;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::{DirEntryExt, MetadataExt};
 use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-/// The cgroup2 hierarchy as this process sees it.
+use nix::errno::Errno;
+
+/// How many ids are remembered, named or not; the oldest is forgotten first.
+const CACHE_ENTRIES: usize = 4096;
+/// A walk indexes at most this many directories: reading a cgroup directory
+/// takes about 25 µs, so one walk holds up the reading of records for a
+/// quarter of a second at the most. Hosts with more cgroups are named fully
+/// only by handle.
+const WALK_DIRS: usize = 10_000;
+/// A stream of unknown ids walks the tree at most this often.
+const WALK_EVERY: Duration = Duration::from_secs(1);
+/// `FILEID_KERNFS` (`include/linux/exportfs.h`): a kernfs handle whose 8
+/// bytes are the node id, which for a cgroup is its id.
+const FILEID_KERNFS: libc::c_int = 0xfe;
+
+/// How ids are opened by handle: not tried yet, through an open descriptor
+/// of the mount's root, or not at all (no mount, or the kernel refused).
+#[derive(Debug)]
+enum Handles {
+    Untried,
+    Mount(OwnedFd),
+    Off,
+}
+
+/// What resolving one id found.
+enum Lookup {
+    Found(Arc<str>),
+    /// No cgroup has the id (any more): remembered, so it costs nothing again.
+    Gone,
+    /// Cannot tell now (a walk was not due): asked again next time.
+    Unknown,
+}
+
+/// Ids to names, at most `capacity` of them, the oldest forgotten first;
+/// `None` remembers an id that names no cgroup.
+#[derive(Debug)]
+struct Cache {
+    names: HashMap<u64, Option<Arc<str>>>,
+    order: VecDeque<u64>,
+    capacity: usize,
+}
+
+impl Cache {
+    fn new(capacity: usize) -> Cache {
+        Cache {
+            names: HashMap::new(),
+            order: VecDeque::new(),
+            capacity,
+        }
+    }
+
+    fn get(&self, id: u64) -> Option<&Option<Arc<str>>> {
+        self.names.get(&id)
+    }
+
+    fn insert(&mut self, id: u64, name: Option<Arc<str>>) {
+        if self.names.insert(id, name).is_some() {
+            return;
+        }
+        self.order.push_back(id);
+        if self.order.len() > self.capacity {
+            if let Some(oldest) = self.order.pop_front() {
+                self.names.remove(&oldest);
+            }
+        }
+    }
+}
+
+/// The cgroup2 hierarchy as this process sees it, and the names of the ids
+/// asked for so far.
 #[derive(Debug)]
 pub struct Cgroups {
     mount: Option<PathBuf>,
     /// Why there is no mount; set exactly when `mount` is `None`.
     why: Option<String>,
+    handles: Handles,
+    cache: Cache,
+    /// Every directory the last walk found, by inode number (at most
+    /// `walk_dirs`).
+    walked: HashMap<u64, Arc<str>>,
+    last_walk: Option<Instant>,
+    walk_dirs: usize,
+    walk_every: Duration,
 }
 
 impl Cgroups {
@@ -48,13 +133,29 @@ impl Cgroups {
         }
     }
 
-    /// A hierarchy rooted at `root` (tests use a plain directory tree).
+    /// A hierarchy rooted at `root`, named by walking it only (tests use a
+    /// plain directory tree, whose handles are not cgroup ids).
     pub fn with_root(root: PathBuf) -> Cgroups {
-        Cgroups::new(Some(root), None)
+        let mut cgroups = Cgroups::new(Some(root), None);
+        cgroups.handles = Handles::Off;
+        cgroups
     }
 
     fn new(mount: Option<PathBuf>, why: Option<String>) -> Cgroups {
-        Cgroups { mount, why }
+        Cgroups {
+            handles: if mount.is_some() {
+                Handles::Untried
+            } else {
+                Handles::Off
+            },
+            mount,
+            why,
+            cache: Cache::new(CACHE_ENTRIES),
+            walked: HashMap::new(),
+            last_walk: None,
+            walk_dirs: WALK_DIRS,
+            walk_every: WALK_EVERY,
+        }
     }
 
     /// Where the cgroup2 hierarchy is mounted, if it is.
@@ -121,6 +222,175 @@ impl Cgroups {
         let level = u32::try_from(level).map_err(|_| format!("--cgroup {path}: too deep"))?;
         Ok((meta.ino(), level))
     }
+
+    /// The path below the mount (`/system.slice/nginx.service`, the root
+    /// being `/`) of the cgroup with this id; `None` when there is none (it
+    /// was removed, or there is no cgroup2 mount). A name asked before costs
+    /// a map lookup and no syscall; a new id is resolved once, by handle or
+    /// from the last walk of the tree, and its answer, found or not, is
+    /// remembered (up to 4096 ids). While a walk is not due (they are at most
+    /// a second apart), an id the last walk did not see is `None` without
+    /// being remembered, so it is looked for again.
+    pub fn name(&mut self, id: u64) -> Option<Arc<str>> {
+        if let Some(known) = self.cache.get(id) {
+            return known.clone();
+        }
+        let found = match self.resolve(id) {
+            Lookup::Found(name) => Some(name),
+            Lookup::Gone => None,
+            Lookup::Unknown => return None,
+        };
+        self.cache.insert(id, found.clone());
+        found
+    }
+
+    fn resolve(&mut self, id: u64) -> Lookup {
+        if self.mount.is_none() {
+            return Lookup::Unknown;
+        }
+        if let Some(name) = self.walked.get(&id) {
+            return Lookup::Found(name.clone());
+        }
+        if let Some(found) = self.by_handle(id) {
+            return found;
+        }
+        if self
+            .last_walk
+            .is_some_and(|t| t.elapsed() < self.walk_every)
+        {
+            return Lookup::Unknown;
+        }
+        self.walk();
+        match self.walked.get(&id) {
+            Some(name) => Lookup::Found(name.clone()),
+            None => Lookup::Gone,
+        }
+    }
+
+    /// The id opened by handle and its path read back; `None` when handles
+    /// cannot tell (then the tree is walked).
+    fn by_handle(&mut self, id: u64) -> Option<Lookup> {
+        if let Handles::Untried = self.handles {
+            self.handles = self.mount.as_deref().map_or(Handles::Off, handles_on);
+        }
+        let Handles::Mount(mount_fd) = &self.handles else {
+            return None;
+        };
+        let fd = match open_by_cgroup_id(mount_fd.as_fd(), id) {
+            Ok(fd) => fd,
+            // ENOTDIR: the id of a file, such as cgroup.procs, not of a cgroup.
+            Err(Errno::ESTALE | Errno::ENOTDIR) => return Some(Lookup::Gone),
+            // The capability dropped since the check: asking again would
+            // fail the same way.
+            Err(
+                Errno::EPERM | Errno::EACCES | Errno::EINVAL | Errno::EOPNOTSUPP | Errno::ENOSYS,
+            ) => {
+                self.handles = Handles::Off;
+                return None;
+            }
+            Err(_) => return None,
+        };
+        let link =
+            nix::fcntl::readlink(format!("/proc/self/fd/{}", fd.as_raw_fd()).as_str()).ok()?;
+        let link = PathBuf::from(link);
+        // Removed between the open and the readlink.
+        if link.as_os_str().as_bytes().ends_with(b" (deleted)") {
+            return Some(Lookup::Gone);
+        }
+        let below = link.strip_prefix(self.mount.as_ref()?).ok()?;
+        Some(Lookup::Found(name_below(below)))
+    }
+
+    /// Indexes every directory of the tree (up to `walk_dirs` of them) by
+    /// inode number, replacing the last walk's index.
+    fn walk(&mut self) {
+        self.last_walk = Some(Instant::now());
+        let Some(mount) = &self.mount else {
+            return;
+        };
+        let mut index = HashMap::new();
+        if let Ok(meta) = fs::metadata(mount) {
+            index.insert(meta.ino(), Arc::from("/"));
+        }
+        let mut todo = vec![(mount.clone(), String::new())];
+        'walk: while let Some((dir, name)) = todo.pop() {
+            let Ok(entries) = fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    continue;
+                }
+                if index.len() >= self.walk_dirs {
+                    break 'walk;
+                }
+                let child = format!("{name}/{}", entry.file_name().to_string_lossy());
+                // d_ino from readdir, which kernfs fills with the node id:
+                // no stat per directory.
+                index.insert(entry.ino(), Arc::from(child.as_str()));
+                todo.push((entry.path(), child));
+            }
+        }
+        self.walked = index;
+    }
+}
+
+/// Handles on the mount if the mount's root opens by its own inode number: a
+/// kernel that refuses (no `CAP_DAC_READ_SEARCH`) or whose handles are not
+/// cgroup ids would fail every id, or call live cgroups gone.
+fn handles_on(mount: &Path) -> Handles {
+    let Ok(dir) = File::open(mount) else {
+        return Handles::Off;
+    };
+    let Ok(root) = dir.metadata() else {
+        return Handles::Off;
+    };
+    match open_by_cgroup_id(dir.as_fd(), root.ino()) {
+        Ok(_) => Handles::Mount(dir.into()),
+        Err(_) => Handles::Off,
+    }
+}
+
+/// `struct file_handle` with the 8 bytes of a kernfs handle.
+#[repr(C)]
+struct KernfsHandle {
+    handle_bytes: libc::c_uint,
+    handle_type: libc::c_int,
+    id: u64,
+}
+
+/// Opens the cgroup with this id (`O_PATH`) below the mount `mount_fd` is on.
+fn open_by_cgroup_id(mount_fd: BorrowedFd<'_>, id: u64) -> Result<OwnedFd, Errno> {
+    let mut handle = KernfsHandle {
+        handle_bytes: 8,
+        handle_type: FILEID_KERNFS,
+        id,
+    };
+    // SAFETY: `handle` is a `file_handle` header followed by the 8 bytes its
+    // `handle_bytes` announces, alive for the call; the kernel only reads it.
+    let fd = unsafe {
+        libc::open_by_handle_at(
+            mount_fd.as_raw_fd(),
+            (&mut handle as *mut KernfsHandle).cast(),
+            libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    };
+    let fd = Errno::result(fd)?;
+    // SAFETY: the kernel just returned this descriptor and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// `/a/b` for the relative path `a/b`, `/` for the root.
+fn name_below(below: &Path) -> Arc<str> {
+    let mut name = String::new();
+    for part in below.components() {
+        name.push('/');
+        name.push_str(&part.as_os_str().to_string_lossy());
+    }
+    if name.is_empty() {
+        name.push('/');
+    }
+    Arc::from(name.as_str())
 }
 
 /// The relative path below `mount` that `path` (below the mount, or absolute
@@ -267,7 +537,7 @@ mod tests {
             .filter(|l| !l.contains("cgroup2"))
             .map(|l| format!("{l}\n"))
             .collect();
-        let cg = Cgroups::from_mountinfo(&v1_only);
+        let mut cg = Cgroups::from_mountinfo(&v1_only);
         assert_eq!(cg.mount(), None);
         let why = cg.why_unavailable().expect("a reason");
         assert!(why.contains("no cgroup2 file system is mounted"), "{why}");
@@ -278,6 +548,7 @@ mod tests {
             e.contains("--cgroup /system.slice") && e.contains(&why),
             "{e}"
         );
+        assert_eq!(cg.name(1), None);
 
         let why = Cgroups::from_mountinfo("")
             .why_unavailable()
@@ -343,6 +614,13 @@ garbage
         }
     }
 
+    /// Pretends the last walk was long ago, so the next miss may walk.
+    fn walk_due(cg: &mut Cgroups) {
+        cg.last_walk = cg
+            .last_walk
+            .and_then(|t| t.checked_sub(Duration::from_secs(10)));
+    }
+
     #[test]
     fn filters_resolve_to_the_directory_inode_and_depth() {
         let tree = Tree::new();
@@ -406,6 +684,107 @@ garbage
 
         let e = cg.resolve_filter("system.slice/../../etc").unwrap_err();
         assert!(e.contains("`..` leads outside the cgroup2 mount"), "{e}");
+    }
+
+    #[test]
+    fn names_are_paths_below_the_mount() {
+        let tree = Tree::new();
+        let nginx = tree.dir("system.slice/nginx.service");
+        let slice = tree.dir("system.slice");
+        let spaced = tree.dir("user.slice/a b");
+        let root = fs::metadata(&tree.0).unwrap().ino();
+        let mut cg = tree.cgroups();
+        assert_eq!(
+            cg.name(nginx).as_deref(),
+            Some("/system.slice/nginx.service")
+        );
+        assert_eq!(cg.name(slice).as_deref(), Some("/system.slice"));
+        assert_eq!(cg.name(spaced).as_deref(), Some("/user.slice/a b"));
+        assert_eq!(cg.name(root).as_deref(), Some("/"));
+    }
+
+    #[test]
+    fn a_removed_cgroup_has_no_name_and_is_not_looked_for_again() {
+        let tree = Tree::new();
+        let gone = tree.dir("gone");
+        fs::remove_dir(tree.0.join("gone")).unwrap();
+        let mut cg = tree.cgroups();
+        assert_eq!(cg.name(gone), None);
+        let walked = cg.last_walk;
+        assert!(walked.is_some());
+        walk_due(&mut cg);
+        let due = cg.last_walk;
+        assert_eq!(cg.name(gone), None);
+        assert_eq!(cg.last_walk, due, "a known miss walked the tree again");
+    }
+
+    #[test]
+    fn unknown_ids_walk_at_most_once_a_second() {
+        let tree = Tree::new();
+        let first = tree.dir("first");
+        let mut cg = tree.cgroups();
+        assert_eq!(cg.name(first).as_deref(), Some("/first"));
+        let walked = cg.last_walk;
+        let later = tree.dir("later");
+        for id in u64::MAX - 10_000..u64::MAX {
+            assert_eq!(cg.name(id), None);
+        }
+        assert_eq!(
+            cg.name(later),
+            None,
+            "made after the walk, and no walk was due"
+        );
+        assert_eq!(cg.last_walk, walked, "a stream of unknown ids walked again");
+        walk_due(&mut cg);
+        assert_eq!(
+            cg.name(later).as_deref(),
+            Some("/later"),
+            "not remembered as missing"
+        );
+    }
+
+    #[test]
+    fn a_walk_indexes_a_bounded_number_of_directories() {
+        let tree = Tree::new();
+        let ids: Vec<u64> = (0..5).map(|i| tree.dir(&format!("d{i}"))).collect();
+        let mut cg = tree.cgroups();
+        cg.walk_dirs = 3;
+        let named = ids.iter().filter(|&&id| cg.name(id).is_some()).count();
+        assert_eq!(named, 2, "the root and two directories");
+    }
+
+    #[test]
+    fn the_cache_forgets_its_oldest_entries_beyond_its_bound() {
+        let mut cache = Cache::new(CACHE_ENTRIES);
+        for id in 0..10_000u64 {
+            cache.insert(id, Some(Arc::from(id.to_string().as_str())));
+        }
+        assert_eq!(cache.names.len(), CACHE_ENTRIES);
+        assert_eq!(cache.order.len(), CACHE_ENTRIES);
+        assert!(cache.get(10_000 - CACHE_ENTRIES as u64 - 1).is_none());
+        assert_eq!(cache.get(9_999), Some(&Some(Arc::from("9999"))));
+    }
+
+    #[test]
+    fn an_evicted_name_is_resolved_again() {
+        let tree = Tree::new();
+        let ids: Vec<u64> = (0..4).map(|i| tree.dir(&format!("d{i}"))).collect();
+        let mut cg = tree.cgroups();
+        cg.cache = Cache::new(2);
+        for &id in &ids {
+            assert!(cg.name(id).is_some());
+        }
+        for i in 0..4 {
+            fs::remove_dir(tree.0.join(format!("d{i}"))).unwrap();
+        }
+        walk_due(&mut cg);
+        assert_eq!(
+            cg.name(u64::MAX),
+            None,
+            "an unknown id walks the emptied tree"
+        );
+        assert_eq!(cg.name(ids[0]), None, "evicted, and gone from the tree");
+        assert_eq!(cg.name(ids[3]).as_deref(), Some("/d3"), "still cached");
     }
 
     fn require_root() {
@@ -484,8 +863,8 @@ garbage
     }
 
     #[test]
-    fn real_cgroup_ids_are_inodes_and_handles_as_root() {
-        let (cg, mount) = real_mount();
+    fn real_cgroup_ids_are_inodes_and_handles_and_are_named_as_root() {
+        let (mut cg, mount) = real_mount();
         let parent = TestCgroup::new(&mount);
         let child = TestCgroup::new(&parent.path);
         let name = format!("/{}", child.path.strip_prefix(&mount).unwrap().display());
@@ -497,12 +876,108 @@ garbage
             Ok((id, 2))
         );
         assert_eq!(id, fs::metadata(&child.path).unwrap().ino());
-        // FILEID_KERNFS: the 8 bytes are the kernfs node id.
-        assert_eq!(handle_of(&child.path), (0xfe, id.to_ne_bytes().to_vec()));
+        assert_eq!(
+            handle_of(&child.path),
+            (FILEID_KERNFS, id.to_ne_bytes().to_vec())
+        );
         assert_eq!(
             cg.resolve_filter("/"),
             Ok((1, 0)),
             "the root cgroup's id is 1"
         );
+
+        assert_eq!(cg.name(id).as_deref(), Some(name.as_str()));
+        assert_eq!(cg.name(1).as_deref(), Some("/"));
+        assert!(cg.last_walk.is_none(), "named by handle, without a walk");
+
+        let mut walker = Cgroups::discover();
+        walker.handles = Handles::Off;
+        assert_eq!(walker.name(id).as_deref(), Some(name.as_str()));
+        assert!(walker.last_walk.is_some(), "named by walking");
+
+        drop(child);
+        let mut by_handle = Cgroups::discover();
+        assert_eq!(by_handle.name(id), None);
+        assert!(by_handle.last_walk.is_none(), "the handle said it is gone");
+        let mut by_walk = Cgroups::discover();
+        by_walk.handles = Handles::Off;
+        assert_eq!(by_walk.name(id), None);
+    }
+
+    const CAP_DAC_READ_SEARCH: u32 = 2;
+
+    #[repr(C)]
+    struct CapHeader {
+        version: u32,
+        pid: libc::c_int,
+    }
+
+    #[repr(C)]
+    #[derive(Clone, Copy, Default)]
+    struct CapData {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+
+    /// `_LINUX_CAPABILITY_VERSION_3`: two `CapData`, for capabilities 0-63.
+    const CAP_VERSION_3: u32 = 0x2008_0522;
+
+    fn capget() -> [CapData; 2] {
+        let mut header = CapHeader {
+            version: CAP_VERSION_3,
+            pid: 0,
+        };
+        let mut data = [CapData::default(); 2];
+        // SAFETY: a version-3 header and the two data structs it announces,
+        // alive for the call.
+        let r = unsafe { libc::syscall(libc::SYS_capget, &mut header, data.as_mut_ptr()) };
+        assert_eq!(r, 0, "capget: {}", io::Error::last_os_error());
+        data
+    }
+
+    fn capset(data: &[CapData; 2]) {
+        let mut header = CapHeader {
+            version: CAP_VERSION_3,
+            pid: 0,
+        };
+        // SAFETY: as in `capget`; the kernel only reads `data`.
+        let r = unsafe { libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()) };
+        assert_eq!(r, 0, "capset: {}", io::Error::last_os_error());
+    }
+
+    /// Takes a capability out of this thread's effective set (capabilities
+    /// are per thread) until dropped; it stays permitted, so it comes back.
+    struct WithoutCap {
+        saved: [CapData; 2],
+    }
+
+    impl WithoutCap {
+        fn new(cap: u32) -> WithoutCap {
+            let saved = capget();
+            let mut data = saved;
+            data[(cap / 32) as usize].effective &= !(1 << (cap % 32));
+            capset(&data);
+            WithoutCap { saved }
+        }
+    }
+
+    impl Drop for WithoutCap {
+        fn drop(&mut self) {
+            capset(&self.saved);
+        }
+    }
+
+    #[test]
+    fn without_cap_dac_read_search_real_cgroups_are_named_by_walking_as_root() {
+        let (_, mount) = real_mount();
+        let cgroup = TestCgroup::new(&mount);
+        let id = fs::metadata(&cgroup.path).unwrap().ino();
+        let name = format!("/{}", cgroup.path.strip_prefix(&mount).unwrap().display());
+        let _without = WithoutCap::new(CAP_DAC_READ_SEARCH);
+        let mut cg = Cgroups::discover();
+        assert_eq!(cg.name(id).as_deref(), Some(name.as_str()));
+        assert!(matches!(cg.handles, Handles::Off), "{:?}", cg.handles);
+        assert!(cg.last_walk.is_some(), "named by walking");
     }
 }
