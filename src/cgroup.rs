@@ -503,6 +503,132 @@ fn unescape(field: &str) -> PathBuf {
     PathBuf::from(OsString::from_vec(out))
 }
 
+/// The widest [`shorten`] makes a path, in characters.
+pub const SHORT_WIDTH: usize = 40;
+const ELLIPSIS: &str = "...";
+/// Characters a cut component keeps, at the least, however long the rest.
+const MIN_KEPT: usize = 12;
+/// Hex digits of a short container id, as `docker ps` shows it.
+const SHORT_ID: usize = 12;
+
+/// A cgroup path for text output, at most [`SHORT_WIDTH`] characters wide
+/// (a few more only where what follows a container's id would otherwise be
+/// cut below 12 characters):
+///
+/// - A container is shown by its short id, from its cgroup on:
+///   `/system.slice/docker-<64 hex>.scope` is `docker-0123456789ab`,
+///   `/kubepods.slice/…/cri-containerd-<64 hex>.scope/init` is
+///   `cri-containerd-0123456789ab/init` (any `<runtime>-<64 hex>.scope`, as
+///   systemd names them: docker, cri-containerd, crio, libpod); a cgroup named
+///   by a bare 64-hex id (the cgroupfs drivers) is shown after its parent when
+///   that fits, `docker/0123456789ab`, else alone.
+/// - Any other path that fits is shown as it is: `/system.slice/nginx.service`.
+/// - A longer one keeps as many of its last components as fit after `/...`:
+///   `/.../user-1000.slice/session-4.scope`; a last component too long by
+///   itself keeps its start and end around `...`. What follows a container's
+///   id is cut the same way, in the room the id leaves.
+/// - Control characters are written in octal (`\012`), as mountinfo does, so
+///   that a record stays on one line.
+pub fn shorten(path: &str) -> String {
+    let path = escape_controls(path);
+    let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
+    let container = parts
+        .iter()
+        .enumerate()
+        .rev()
+        .find_map(|(at, p)| Some((at, container_id(p)?)));
+    if let Some((at, (runtime, id))) = container {
+        let short = short_container(runtime, id, at.checked_sub(1).map(|p| parts[p]));
+        let rest = &parts[at + 1..];
+        if rest.is_empty() {
+            return short;
+        }
+        let room = SHORT_WIDTH.saturating_sub(width(&short));
+        return short + &within(rest, room);
+    }
+    if parts.is_empty() {
+        return "/".to_string();
+    }
+    within(&parts, SHORT_WIDTH)
+}
+
+/// The runtime prefix (if any) and the 64 hex digits of a container's cgroup.
+fn container_id(part: &str) -> Option<(Option<&str>, &str)> {
+    let is_id = |s: &str| s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit());
+    if is_id(part) {
+        return Some((None, part));
+    }
+    let (runtime, id) = part.strip_suffix(".scope")?.rsplit_once('-')?;
+    (!runtime.is_empty() && is_id(id)).then_some((Some(runtime), id))
+}
+
+/// `docker-0123456789ab`, `docker/0123456789ab` or `0123456789ab`.
+fn short_container(runtime: Option<&str>, id: &str, parent: Option<&str>) -> String {
+    let id = &id[..SHORT_ID];
+    match (runtime, parent) {
+        (Some(runtime), _) => format!("{runtime}-{id}"),
+        (None, Some(parent)) if width(parent) + 1 + SHORT_ID <= SHORT_WIDTH => {
+            format!("{parent}/{id}")
+        }
+        _ => id.to_string(),
+    }
+}
+
+/// `/a/b/c` in at most `room` characters: whole when it fits, else `/...`
+/// and the last components that fit, else the last component cut in the
+/// middle.
+fn within(parts: &[&str], room: usize) -> String {
+    let joined = |parts: &[&str]| parts.iter().map(|p| format!("/{p}")).collect::<String>();
+    let elided = format!("/{ELLIPSIS}");
+    let whole: usize = parts.iter().map(|p| 1 + width(p)).sum();
+    if whole <= room {
+        return joined(parts);
+    }
+    let mut first = parts.len();
+    let mut used = width(&elided);
+    while first > 0 && used + 1 + width(parts[first - 1]) <= room {
+        first -= 1;
+        used += 1 + width(parts[first]);
+    }
+    if first < parts.len() {
+        return elided + &joined(&parts[first..]);
+    }
+    let Some((last, before)) = parts.split_last() else {
+        return String::new();
+    };
+    let lead = if before.is_empty() {
+        "/".to_string()
+    } else {
+        elided + "/"
+    };
+    let keep = room
+        .saturating_sub(width(&lead) + ELLIPSIS.len())
+        .max(MIN_KEPT);
+    let chars: Vec<char> = last.chars().collect();
+    if chars.len() <= keep {
+        return lead + last;
+    }
+    let head: String = chars[..keep / 2].iter().collect();
+    let tail: String = chars[chars.len() - (keep - keep / 2)..].iter().collect();
+    format!("{lead}{head}{ELLIPSIS}{tail}")
+}
+
+fn width(s: &str) -> usize {
+    s.chars().count()
+}
+
+fn escape_controls(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c.is_ascii_control() {
+            out.push_str(&format!("\\{:03o}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -785,6 +911,95 @@ garbage
         );
         assert_eq!(cg.name(ids[0]), None, "evicted, and gone from the tree");
         assert_eq!(cg.name(ids[3]).as_deref(), Some("/d3"), "still cached");
+    }
+
+    #[test]
+    fn short_paths_stay_as_they_are() {
+        assert_eq!(shorten("/"), "/");
+        assert_eq!(shorten(""), "/");
+        assert_eq!(
+            shorten("/system.slice/nginx.service"),
+            "/system.slice/nginx.service"
+        );
+        let fits = "/system.slice/systemd-journald.service";
+        assert_eq!(width(fits), SHORT_WIDTH - 2);
+        assert_eq!(shorten(fits), fits);
+    }
+
+    const ID: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn containers_are_shown_by_their_short_id() {
+        let pod = "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1c2d3e4f_5a6b_7c8d_9e0f_1a2b3c4d5e6f.slice";
+        assert_eq!(
+            shorten(&format!("{pod}/cri-containerd-{ID}.scope")),
+            "cri-containerd-0123456789ab"
+        );
+        assert_eq!(
+            shorten(&format!("/system.slice/docker-{ID}.scope")),
+            "docker-0123456789ab"
+        );
+        assert_eq!(
+            shorten(&format!("/machine.slice/libpod-{ID}.scope/container")),
+            "libpod-0123456789ab/container"
+        );
+        assert_eq!(shorten(&format!("/docker/{ID}")), "docker/0123456789ab");
+        assert_eq!(
+            shorten(&format!(
+                "/kubepods/besteffort/pod1c2d3e4f-5a6b-7c8d-9e0f-1a2b3c4d5e6f/{ID}"
+            )),
+            "0123456789ab"
+        );
+        assert_eq!(shorten(&format!("/{ID}")), "0123456789ab");
+        assert_eq!(
+            shorten(&format!(
+                "/system.slice/docker-{ID}.scope/system.slice/cron.service"
+            )),
+            "docker-0123456789ab/.../cron.service"
+        );
+        let nested = shorten(&format!(
+            "/system.slice/docker-{ID}.scope/system.slice/a-long-service-name.service"
+        ));
+        assert_eq!(nested, "docker-0123456789ab/.../a-long...service");
+        assert_eq!(width(&nested), SHORT_WIDTH);
+    }
+
+    #[test]
+    fn not_every_scope_is_a_container() {
+        assert_eq!(
+            shorten("/system.slice/docker-0123.scope"),
+            "/system.slice/docker-0123.scope"
+        );
+        assert_eq!(
+            shorten(&format!("/system.slice/-{ID}.scope")).len(),
+            SHORT_WIDTH
+        );
+    }
+
+    #[test]
+    fn long_paths_keep_their_last_components_within_the_width() {
+        let long =
+            "/user.slice/user-1000.slice/user@1000.service/app.slice/app-gnome-firefox-1234.scope";
+        assert_eq!(shorten(long), "/.../app-gnome-firefox-1234.scope");
+        assert_eq!(
+            shorten("/user.slice/user-1000.slice/session-4.scope"),
+            "/.../user-1000.slice/session-4.scope"
+        );
+        let one = format!("/kubepods-burstable-pod{ID}.slice");
+        let s = shorten(&one);
+        assert_eq!(s, "/kubepods-burstable...456789abcdef.slice");
+        assert_eq!(width(&s), SHORT_WIDTH);
+        let two = shorten(&format!("/a{one}"));
+        assert!(
+            two.starts_with("/.../kubepods-burs") && two.ends_with("ef.slice"),
+            "{two}"
+        );
+        assert_eq!(width(&two), SHORT_WIDTH);
+    }
+
+    #[test]
+    fn control_characters_do_not_break_the_line() {
+        assert_eq!(shorten("/a\nb\tc"), "/a\\012b\\011c");
     }
 
     fn require_root() {
