@@ -184,6 +184,12 @@ impl Cgroups {
              /proc/PID/cgroup",
             mount.display()
         );
+        if path.is_empty() {
+            return Err(format!(
+                "--cgroup needs a path, such as /system.slice/nginx.service (`/` is the root); \
+                 {hint}"
+            ));
+        }
         let below =
             below_mount(mount, path).map_err(|e| format!("--cgroup {path}: {e}; {hint}"))?;
         let dir = mount.join(&below);
@@ -805,6 +811,12 @@ garbage
         let e = cg.resolve_filter("/etc").unwrap_err();
         assert!(
             e.contains("outside the cgroup2 mount") && e.contains(&list),
+            "{e}"
+        );
+
+        let e = cg.resolve_filter("").unwrap_err();
+        assert!(
+            e.starts_with("--cgroup needs a path") && e.contains(&list),
             "{e}"
         );
 
