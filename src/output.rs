@@ -257,6 +257,7 @@ mod tests {
             total_ns: Some(12_400_000),
             retrans: 0,
             synack_retrans: None,
+            cgroup_id: None,
         }
     }
 

@@ -202,6 +202,8 @@ pub struct Record {
     pub retrans: u32,
     /// `in`: this side's SYN-ACKs beyond the first; `None` for `out`.
     pub synack_retrans: Option<u32>,
+    /// The cgroup v2 id of the local socket; `None` when there is none.
+    pub cgroup_id: Option<u64>,
 }
 
 fn addr(family: u8, a: &[u8; 16]) -> Option<IpAddr> {
@@ -267,6 +269,7 @@ impl Record {
                 Dir::In => Some(u32::from(p.synacks.saturating_sub(1))),
                 Dir::Out => None,
             },
+            cgroup_id: None,
         })
     }
 }
