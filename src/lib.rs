@@ -10,6 +10,7 @@
 pub mod bpf;
 pub mod cgroup;
 pub mod cli;
+pub mod histogram;
 pub mod labels;
 pub mod netlink;
 pub mod output;
