@@ -207,10 +207,12 @@ pub struct Log2Hist {
 /// One bucket of a [`Log2Hist`]: `count` samples with `lo_ns <= v < hi_ns`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Log2Bucket {
+    /// The smallest duration in the bucket.
     pub lo_ns: u64,
-    /// Exclusive; saturates at `u64::MAX` for the last slot (durations over
+    /// The bucket's end, exclusive; saturates at `u64::MAX` for the last slot (durations over
     /// 570 years).
     pub hi_ns: u64,
+    /// Samples in the bucket.
     pub count: u64,
 }
 
@@ -275,7 +277,8 @@ impl Log2Hist {
         let peak = self.slots.counts.iter().copied().max().unwrap_or(1).max(1);
         let digits = |n: u64| n.to_string().len();
         // BCC's columns (10-digit bounds, 8-digit counts, 40 stars), widened
-        // for larger numbers, the bar shrinking to keep within 80 columns.
+        // for larger numbers, the bar shrinking to keep within 80 columns
+        // (at most 17 + 17 + 20 digits leave 16 stars).
         let nw = digits(log2_bounds_us(last).1).max(10);
         let cw = digits(peak).max(8);
         let sw = STARS_MAX.min(HIST_COLUMNS - (2 * nw + cw + 10));
