@@ -5,7 +5,9 @@
 //! its record and the measurement contract); [`owner`] tells whose filters are
 //! on an interface and removes those of dead flowlat processes; [`privilege`]
 //! checks the capabilities before anything is created; [`output`] formats
-//! records; the binary (`src/main.rs`) parses arguments, prints, handles signals and exits.
+//! records; [`summary`] groups them into tables (its distributions in
+//! [`histogram`], its names through [`labels`]); the binary (`src/main.rs`)
+//! parses arguments, prints, handles signals and exits.
 
 pub mod bpf;
 pub mod cgroup;
@@ -17,3 +19,4 @@ pub mod output;
 pub mod owner;
 pub mod privilege;
 pub mod probe;
+pub mod summary;

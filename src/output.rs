@@ -77,7 +77,7 @@ pub fn rfc3339(unix_ns: i128) -> String {
 
 /// Seconds east of UTC for the local time zone at `secs`, from the C library
 /// (which reads TZ and /etc/localtime on glibc and musl alike); 0 if unknown.
-fn local_utc_offset(secs: i64) -> i64 {
+pub fn local_utc_offset(secs: i64) -> i64 {
     // `time_t` by inference: naming it warns on musl, where the libc crate
     // flags the type for a 32-bit-target change; on x86_64 it is i64 on both.
     let t = secs as _;
