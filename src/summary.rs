@@ -522,12 +522,10 @@ fn ms(v: Option<u64>) -> String {
     }
 }
 
-const PERCENTILES: [(f64, &str); 3] = [(50.0, "p50"), (90.0, "p90"), (99.0, "p99")];
-
-/// min, p50, p90, p99, max.
+/// A duration's five figures, named by [`FIVE`]: min, p50, p90, p99, max.
 fn five(s: &Sketch) -> [Option<u64>; 5] {
-    let p = PERCENTILES.map(|(p, _)| s.percentile(p));
-    [s.min(), p[0], p[1], p[2], s.max()]
+    let p = |p| s.percentile(p);
+    [s.min(), p(50.0), p(90.0), p(99.0), s.max()]
 }
 
 /// A column of the text table.
@@ -538,6 +536,14 @@ struct Col {
 }
 
 impl Col {
+    fn new(head: &'static str, right: bool) -> Col {
+        Col {
+            head,
+            right,
+            cells: Vec::new(),
+        }
+    }
+
     fn width(&self) -> usize {
         self.cells
             .iter()
@@ -547,6 +553,30 @@ impl Col {
             .unwrap_or(0)
     }
 }
+
+/// The count columns, in order, and a group's values for them.
+const COUNTS: [&str; 6] = [
+    "attempts",
+    "ok",
+    "refused",
+    "timeout",
+    "abandoned",
+    "retrans",
+];
+
+fn counts(s: &Stats) -> [u64; 6] {
+    [
+        s.attempts,
+        s.ok,
+        s.refused,
+        s.timeout,
+        s.abandoned,
+        s.retrans,
+    ]
+}
+
+/// The columns of each duration, in order (see [`five`]).
+const FIVE: [&str; 5] = ["min", "p50", "p90", "p99", "max"];
 
 /// Columns are two spaces apart.
 const GAP: &str = "  ";
@@ -642,36 +672,15 @@ fn render_text_at(
         return out;
     }
     let with_local = t.all_rows().any(|(_, s)| s.inbound > 0);
-    let mut cols: Vec<Col> =
-        t.by.iter()
-            .map(|g| Col {
-                head: g.as_str(),
-                right: false,
-                cells: Vec::new(),
-            })
-            .collect();
-    let nkeys = cols.len();
-    let counts = [
-        "attempts",
-        "ok",
-        "refused",
-        "timeout",
-        "abandoned",
-        "retrans",
-    ];
-    let heads = ["min", "p50", "p90", "p99", "max"];
-    cols.extend(counts.iter().map(|h| Col {
-        head: h,
-        right: true,
-        cells: Vec::new(),
-    }));
-    let durations = if with_local { 2 } else { 1 };
-    for _ in 0..durations {
-        cols.extend(heads.iter().map(|h| Col {
-            head: h,
-            right: true,
-            cells: Vec::new(),
-        }));
+    let durations: &[&str] = if with_local {
+        &["rtt (ms)", "local (ms)"]
+    } else {
+        &["rtt (ms)"]
+    };
+    let mut cols: Vec<Col> = t.by.iter().map(|g| Col::new(g.as_str(), false)).collect();
+    cols.extend(COUNTS.map(|h| Col::new(h, true)));
+    for _ in durations {
+        cols.extend(FIVE.map(|h| Col::new(h, true)));
     }
     let hist = hist && t.hist;
     // Each group's key as `name=value` pairs, heading its histograms.
@@ -679,32 +688,23 @@ fn render_text_at(
     for (key, s) in t.all_rows() {
         let mut cells: Vec<String> = match key {
             Some(k) => t.by.iter().map(|&g| key_text(t, g, k, labels)).collect(),
-            None => (0..nkeys)
+            None => (0..t.by.len())
                 .map(|i| if i == 0 { OTHER } else { "*" }.to_string())
                 .collect(),
         };
-        keys.push(match key {
-            _ if !hist => String::new(),
-            Some(_) => {
-                t.by.iter()
-                    .zip(&cells)
-                    .map(|(g, c)| format!("{}={c}", g.as_str()))
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            }
-            None => OTHER.to_string(),
-        });
-        cells.extend(
-            [
-                s.attempts,
-                s.ok,
-                s.refused,
-                s.timeout,
-                s.abandoned,
-                s.retrans,
-            ]
-            .map(|n| n.to_string()),
-        );
+        if hist {
+            keys.push(match key {
+                Some(_) => {
+                    t.by.iter()
+                        .zip(&cells)
+                        .map(|(g, c)| format!("{}={c}", g.as_str()))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                }
+                None => OTHER.to_string(),
+            });
+        }
+        cells.extend(counts(s).map(|n| n.to_string()));
         cells.extend(five(&s.rtt).map(ms));
         if with_local {
             cells.extend(five(&s.local).map(ms));
@@ -714,49 +714,8 @@ fn render_text_at(
         }
     }
     let widths: Vec<usize> = cols.iter().map(Col::width).collect();
-    // vmstat-style spans over the duration columns, naming them and their unit.
-    let mut spans = String::new();
-    let lead: usize = widths[..nkeys + counts.len()]
-        .iter()
-        .map(|w| w + GAP.len())
-        .sum();
-    spans.push_str(&" ".repeat(lead));
-    for (i, name) in ["rtt (ms)", "local (ms)"]
-        .iter()
-        .take(durations)
-        .enumerate()
-    {
-        let first = nkeys + counts.len() + i * heads.len();
-        let w: usize = widths[first..first + heads.len()].iter().sum::<usize>()
-            + GAP.len() * (heads.len() - 1);
-        let label = format!(" {name} ");
-        let dashes = w.saturating_sub(label.len());
-        if i > 0 {
-            spans.push_str(GAP);
-        }
-        let _ = write!(
-            spans,
-            "{}{label}{}",
-            "-".repeat(dashes / 2),
-            "-".repeat(dashes - dashes / 2)
-        );
-    }
-    out.push_str(spans.trim_end());
-    out.push('\n');
-    let rows = cols[0].cells.len();
-    let mut line = String::new();
-    for r in 0..=rows {
-        line.clear();
-        for (i, (c, &w)) in cols.iter().zip(&widths).enumerate() {
-            if i > 0 {
-                line.push_str(GAP);
-            }
-            let text = if r == 0 { c.head } else { &c.cells[r - 1] };
-            fmt_cell(&mut line, text, w, c.right);
-        }
-        out.push_str(line.trim_end());
-        out.push('\n');
-    }
+    out.push_str(&spans(&widths, t.by.len() + COUNTS.len(), durations));
+    out.push_str(&aligned(&cols, &widths));
     if let Some(o) = &t.other {
         let _ = writeln!(
             out,
@@ -775,6 +734,50 @@ fn render_text_at(
                 draw(&mut out, "local", &s.local_hist);
             }
         }
+    }
+    out
+}
+
+/// vmstat-style headings over the duration columns, naming each group of
+/// five and its unit: `----- rtt (ms) -----`.
+fn spans(widths: &[usize], first: usize, names: &[&str]) -> String {
+    let lead: usize = widths[..first].iter().map(|w| w + GAP.len()).sum();
+    let mut line = " ".repeat(lead);
+    for (i, name) in names.iter().enumerate() {
+        let group = &widths[first + i * FIVE.len()..][..FIVE.len()];
+        let w = group.iter().sum::<usize>() + GAP.len() * (FIVE.len() - 1);
+        let label = format!(" {name} ");
+        let dashes = w.saturating_sub(label.len());
+        if i > 0 {
+            line.push_str(GAP);
+        }
+        let _ = write!(
+            line,
+            "{}{label}{}",
+            "-".repeat(dashes / 2),
+            "-".repeat(dashes - dashes / 2)
+        );
+    }
+    line.truncate(line.trim_end().len());
+    line.push('\n');
+    line
+}
+
+/// The header and the rows, each column padded to its width.
+fn aligned(cols: &[Col], widths: &[usize]) -> String {
+    let mut out = String::new();
+    let rows = cols.first().map_or(0, |c| c.cells.len());
+    for r in 0..=rows {
+        let start = out.len();
+        for (i, (c, &w)) in cols.iter().zip(widths).enumerate() {
+            if i > 0 {
+                out.push_str(GAP);
+            }
+            let text = if r == 0 { c.head } else { &c.cells[r - 1] };
+            fmt_cell(&mut out, text, w, c.right);
+        }
+        out.truncate(start + out[start..].trim_end().len());
+        out.push('\n');
     }
     out
 }
@@ -805,14 +808,7 @@ fn json_opt_str(out: &mut String, name: &str, v: Option<&str>) {
 
 /// `rtt_min_ns` ... `rtt_mean_ns`.
 fn json_durations(out: &mut String, what: &str, s: &Sketch) {
-    let [min, p50, p90, p99, max] = five(s);
-    for (name, v) in [
-        ("min", min),
-        ("p50", p50),
-        ("p90", p90),
-        ("p99", p99),
-        ("max", max),
-    ] {
+    for (name, v) in FIVE.iter().zip(five(s)) {
         json_opt(out, &format!("{what}_{name}_ns"), v);
     }
     json_opt(out, &format!("{what}_mean_ns"), s.mean());
