@@ -14,6 +14,7 @@ use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::time::Duration;
 
+use crate::cgroup::shorten;
 use crate::histogram::{Log2Hist, Sketch};
 use crate::labels::Labels;
 use crate::output::{json_str, local_utc_offset, rfc3339, time_of_day, WallClock};
@@ -604,11 +605,12 @@ fn key_text(t: &Table, g: GroupKey, k: &Key, labels: &mut dyn Labels) -> String 
         GroupKey::ServerPort => opt(k.server_port.map(|p| p.to_string())),
         GroupKey::ClientIp => opt(k.client.map(|a| a.to_string())),
         GroupKey::ClientNet => opt(k.client_net.map(|n| t.net_text(n))),
-        // A cgroup that cannot be named shows its id.
+        // Shortened as in record lines (JSON has the full path); a cgroup
+        // that cannot be named shows its id.
         GroupKey::Cgroup => opt(k.cgroup.map(|id| {
             labels
                 .cgroup(id)
-                .map_or_else(|| id.to_string(), |p| p.to_string())
+                .map_or_else(|| id.to_string(), |p| shorten(&p))
         })),
     }
 }
@@ -930,9 +932,16 @@ mod tests {
     fn names() -> Names {
         Names {
             ifaces: [(2, "eth0".to_string()), (3, "wlan0".to_string())].into(),
-            cgroups: [(7, Arc::from("/system.slice/nginx.service"))].into(),
+            cgroups: [
+                (7, Arc::from("/system.slice/nginx.service")),
+                (8, Arc::from(CONTAINER)),
+            ]
+            .into(),
         }
     }
+
+    const CONTAINER: &str = "/system.slice/docker-\
+        0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef.scope";
 
     /// Monotonic time at which the summaries start.
     const START: u64 = 1_000_000_000_000;
@@ -1376,12 +1385,13 @@ mod tests {
             r.cgroup_id = id;
             r
         };
-        let rs = [of(Some(7)), of(None), of(Some(7)), of(Some(9))];
+        let rs = [of(Some(7)), of(None), of(Some(8)), of(Some(7)), of(Some(9))];
         assert_eq!(
             groups(cfg("cgroup"), &rs, &["cgroup_id", "cgroup"]),
             [
                 (strs(&["7", "/system.slice/nginx.service"]), 2),
                 (strs(&["null", "null"]), 1),
+                (strs(&["8", CONTAINER]), 1),
                 (strs(&["9", "null"]), 1)
             ]
         );
@@ -1397,7 +1407,17 @@ mod tests {
             .skip(3)
             .map(|l| l.split_whitespace().next().expect("a cell"))
             .collect();
-        assert_eq!(cells, ["/system.slice/nginx.service", "-", "9"], "{text}");
+        // Text shortens a container's path as record lines do.
+        assert_eq!(
+            cells,
+            [
+                "/system.slice/nginx.service",
+                "-",
+                "docker-0123456789ab",
+                "9"
+            ],
+            "{text}"
+        );
     }
 
     #[test]
