@@ -5,11 +5,12 @@
 //! its record and the measurement contract); [`owner`] tells whose filters are
 //! on an interface and removes those of dead flowlat processes; [`privilege`]
 //! checks the capabilities before anything is created; [`output`] formats
-//! records; [`metrics`] counts them for Prometheus;
+//! records; [`metrics`] counts them for Prometheus and [`http`] serves that;
 //! the binary (`src/main.rs`) parses arguments, prints, handles signals and exits.
 
 pub mod bpf;
 pub mod cli;
+pub mod http;
 pub mod metrics;
 pub mod netlink;
 pub mod output;
