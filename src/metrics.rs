@@ -1248,4 +1248,36 @@ mod tests {
         let (ok, said) = promtool(&["check", "metrics"], &text);
         assert!(ok && said.trim().is_empty(), "promtool: {said}\n{text}");
     }
+
+    #[test]
+    fn the_contrib_rules_and_scrape_config_pass_promtool() {
+        for args in [
+            ["check", "rules", "contrib/flowlat-alerts.yml"],
+            ["test", "rules", "contrib/flowlat-alerts.test.yml"],
+            ["check", "config", "contrib/prometheus.yml"],
+        ] {
+            let (ok, said) = promtool(&args, "");
+            assert!(ok, "promtool {}: {said}", args.join(" "));
+        }
+        // The rules ask for metrics by the names flowlat gives them.
+        let rules = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/contrib/flowlat-alerts.yml"
+        ))
+        .expect("rules");
+        let text = rich();
+        let mut names: Vec<&str> = rules
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|w| w.starts_with("flowlat_"))
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        assert!(names.len() >= 4, "{names:?}");
+        for name in names {
+            assert!(
+                text.contains(&format!("\n{name}{{")) || text.contains(&format!("\n{name} ")),
+                "{name}"
+            );
+        }
+    }
 }
