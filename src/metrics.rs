@@ -14,7 +14,8 @@
 //!
 //! `--metrics-by server-port` adds a `server_port` label, `--metrics-by cgroup`
 //! a `cgroup` label (the path below the cgroup2 mount; empty when the attempt
-//! had no local socket; `id:N` for a cgroup that was gone before it was named),
+//! had no local socket; `id:N` for a cgroup that was gone before it was named,
+//! which is decided after two seconds, meanwhile its counts wait),
 //! to every metric above that has `iface`. Each such dimension gives a label
 //! value of its own to at most `max_series` distinct values and counts the rest
 //! under `other`.
@@ -31,6 +32,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
 use std::hash::Hash;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crate::probe::{Dir, Record};
 
@@ -148,6 +150,13 @@ pub const DEFAULT_MAX_SERIES: usize = 256;
 /// Cgroup ids whose label is remembered beyond those the kernel's totals
 /// still hold: enough for a host's cgroups between two scrapes.
 const CGROUP_LABELS_KEPT: usize = 4096;
+
+/// How long a cgroup id may go unnamed before it is labelled `id:N` for good.
+/// The namer may answer `None` for a cgroup it has not seen yet while a walk
+/// of the tree is not due (they are a second apart), so one `None` is not
+/// final; meanwhile the id's counts wait, since they could not move to
+/// another label later without a counter going down.
+const NAME_GRACE: Duration = Duration::from_secs(2);
 
 /// Records of cgroups not yet named that wait for the next scrape, by key;
 /// beyond it, a new key is counted under `other` (this takes thousands of
@@ -269,6 +278,11 @@ pub struct Metrics {
     /// A cgroup id's label, fixed when first named, so that the counts filed
     /// under it stay there when the cgroup is removed.
     cgroup_labels: HashMap<u64, Arc<str>>,
+    /// Ids the namer had no name for yet, since when; each is asked again at
+    /// every scrape until named or labelled `id:N`, so this holds only the
+    /// ids of the current kernel totals and of `unresolved`.
+    unnamed: HashMap<u64, Instant>,
+    name_grace: Duration,
     no_cgroup: Arc<str>,
     kernel: Vec<(AggKey, AggValue)>,
     user: HashMap<Series, AggValue>,
@@ -321,6 +335,8 @@ impl Metrics {
             ports: Bounded::new(cfg.max_series),
             cgroups: Bounded::new(cfg.max_series),
             cgroup_labels: HashMap::new(),
+            unnamed: HashMap::new(),
+            name_grace: NAME_GRACE,
             no_cgroup: Arc::from(""),
             kernel: Vec::new(),
             user: HashMap::new(),
@@ -378,39 +394,59 @@ impl Metrics {
         self.user.entry(series).or_insert_with(zero).add_record(r);
     }
 
-    /// The label of a cgroup id, named once and then fixed.
-    fn cgroup_label(&mut self, id: u64, name: &mut dyn FnMut(u64) -> Option<Arc<str>>) -> Arc<str> {
-        let label = self
-            .cgroup_labels
-            .entry(id)
-            .or_insert_with(|| name(id).unwrap_or_else(|| format!("id:{id}").into()))
-            .clone();
-        self.cgroups.label(label, Arc::clone)
+    /// The label of a cgroup id, named once and then fixed; `None` while
+    /// it waits for a name.
+    fn cgroup_label(
+        &mut self,
+        id: u64,
+        name: &mut dyn FnMut(u64) -> Option<Arc<str>>,
+    ) -> Option<Arc<str>> {
+        let label = match self.cgroup_labels.get(&id) {
+            Some(l) => l.clone(),
+            None => {
+                let label = match name(id) {
+                    Some(path) => path,
+                    None => {
+                        let since = *self.unnamed.entry(id).or_insert_with(Instant::now);
+                        if since.elapsed() < self.name_grace {
+                            return None;
+                        }
+                        format!("id:{id}").into()
+                    }
+                };
+                self.unnamed.remove(&id);
+                self.cgroup_labels.insert(id, label.clone());
+                label
+            }
+        };
+        Some(self.cgroups.label(label, Arc::clone))
     }
 
-    /// The series a kernel key is counted in.
+    /// The series a kernel key is counted in; `None` while its cgroup waits
+    /// for a name.
     fn kernel_series(
         &mut self,
         k: &AggKey,
         name: &mut dyn FnMut(u64) -> Option<Arc<str>>,
-    ) -> Series {
+    ) -> Option<Series> {
         let port = self.cfg.by_port.then(|| match (k.other, k.server_port) {
             (false, Some(p)) => self.ports.label(p, |p| p.to_string().into()),
             // The kernel's overflow entry, or a key without the port: no
             // value of its own can be told.
             _ => self.ports.other.clone(),
         });
-        let cgroup = self.cfg.by_cgroup.then(|| match (k.other, k.cgroup_id) {
-            (true, _) => self.cgroups.other.clone(),
-            (false, None) => self.no_cgroup.clone(),
-            (false, Some(id)) => self.cgroup_label(id, name),
-        });
-        Series {
+        let cgroup = match (self.cfg.by_cgroup, k.other, k.cgroup_id) {
+            (false, _, _) => None,
+            (true, true, _) => Some(self.cgroups.other.clone()),
+            (true, false, None) => Some(self.no_cgroup.clone()),
+            (true, false, Some(id)) => Some(self.cgroup_label(id, name)?),
+        };
+        Some(Series {
             ifindex: k.ifindex,
             dir: k.dir,
             port,
             cgroup,
-        }
+        })
     }
 
     /// Everything to write, summed by row. Kernel keys are placed busiest
@@ -433,17 +469,21 @@ impl Metrics {
         let mut order: Vec<&(AggKey, AggValue)> = kernel.iter().collect();
         order.sort_by_key(|(_, v)| Reverse(attempts(v)));
         for (k, v) in order {
-            let series = self.kernel_series(k, name);
-            let row = self.row(series);
-            merge(rows.entry(row).or_insert_with(zero), v);
+            if let Some(series) = self.kernel_series(k, name) {
+                let row = self.row(series);
+                merge(rows.entry(row).or_insert_with(zero), v);
+            }
         }
         for ((ifindex, dir, port, id), v) in std::mem::take(&mut self.unresolved) {
-            let cgroup = Some(self.cgroup_label(id, name));
+            let Some(cgroup) = self.cgroup_label(id, name) else {
+                self.unresolved.insert((ifindex, dir, port, id), v);
+                continue;
+            };
             let s = Series {
                 ifindex,
                 dir,
                 port,
-                cgroup,
+                cgroup: Some(cgroup),
             };
             merge(self.user.entry(s).or_insert_with(zero), &v);
         }
@@ -479,7 +519,9 @@ impl Metrics {
 
     /// The exposition of everything counted so far. `cgroup_name` names a
     /// cgroup id (its path below the cgroup2 mount), `None` when it is gone or
-    /// unknown; it is asked once per id.
+    /// not known yet. Once it has named an id it is not asked again; an id
+    /// still without a name two seconds after the first `None` is labelled
+    /// `id:N`, and until then its counts are not shown.
     pub fn render(
         &mut self,
         cgroup_name: &mut dyn FnMut(u64) -> Option<Arc<str>>,
@@ -1050,6 +1092,7 @@ mod tests {
             ..MetricsConfig::default()
         };
         let mut m = Metrics::new(cfg, &eth0());
+        m.name_grace = Duration::ZERO;
         let mut asked = Vec::new();
         let mut alive: HashMap<u64, &str> = [
             (100, "/system.slice/nginx.service"),
@@ -1145,6 +1188,66 @@ mod tests {
     }
 
     #[test]
+    fn a_cgroup_not_named_yet_waits_and_loses_no_count() {
+        let cfg = MetricsConfig {
+            by_cgroup: true,
+            ..MetricsConfig::default()
+        };
+        let mut m = Metrics::new(cfg, &eth0());
+        m.name_grace = Duration::from_secs(3600);
+        let r = record(2, Dir::In, Outcome::Abandoned, 80);
+        m.set_kernel(vec![(key(Dir::In, None, Some(5)), oks(3))]);
+        m.add_in(&r, Some(5));
+        m.add_in(&r, Some(6));
+        let mut known = false;
+        let mut asked = Vec::new();
+        let mut name = |id: u64| {
+            asked.push(id);
+            (known && id == 5).then(|| Arc::from("/new.scope"))
+        };
+        let first = m.render(&mut name, &Gauges::default());
+        assert!(
+            !first.contains("/new.scope") && !first.contains("id:"),
+            "{first}"
+        );
+        let in_ok = r#"flowlat_handshakes_total{iface="eth0",dir="in",cgroup="other",result="ok"}"#;
+        assert_eq!(
+            value(&first, in_ok),
+            Some("0".into()),
+            "nothing filed under other"
+        );
+        // Named at the next scrape: every count shows up under the name.
+        known = true;
+        let mut name = |id: u64| {
+            asked.push(id);
+            (known && id == 5).then(|| Arc::from("/new.scope"))
+        };
+        let second = m.render(&mut name, &Gauges::default());
+        let named = |result: &str| {
+            format!(
+                r#"flowlat_handshakes_total{{iface="eth0",dir="in",cgroup="/new.scope",result="{result}"}}"#
+            )
+        };
+        assert_eq!(value(&second, &named("ok")), Some("3".into()), "{second}");
+        assert_eq!(value(&second, &named("abandoned")), Some("1".into()));
+        assert!(!second.contains("id:6"), "still within its grace");
+        // Past the grace, the one never named gets its id as its label.
+        m.name_grace = Duration::ZERO;
+        let third = m.render(
+            &mut |id| (id == 5).then(|| Arc::from("/new.scope")),
+            &Gauges::default(),
+        );
+        let by_id =
+            r#"flowlat_handshakes_total{iface="eth0",dir="in",cgroup="id:6",result="abandoned"}"#;
+        assert_eq!(value(&third, by_id), Some("1".into()), "{third}");
+        assert_eq!(value(&third, &named("ok")), Some("3".into()));
+        // Asked at each scrape until named (5 for its kernel totals and for
+        // its records at the first), never after.
+        asked.sort_unstable();
+        assert_eq!(asked, [5, 5, 5, 6, 6]);
+    }
+
+    #[test]
     fn a_renamed_interface_is_labelled_by_its_new_name() {
         let mut m = Metrics::new(MetricsConfig::default(), &eth0());
         m.add(&record(2, Dir::Out, Outcome::Refused, 80));
@@ -1191,6 +1294,7 @@ mod tests {
         };
         let ifaces = [(2, "eth0".to_string()), (3, "we\"ird\\".to_string())];
         let mut m = Metrics::new(cfg, &ifaces);
+        m.name_grace = Duration::ZERO;
         m.set_kernel(vec![
             (key(Dir::In, Some(22), Some(1)), oks(4)),
             (key(Dir::Out, Some(443), Some(2)), oks(9)),
