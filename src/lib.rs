@@ -6,14 +6,17 @@
 //! on an interface and removes those of dead flowlat processes; [`privilege`]
 //! checks the capabilities before anything is created; [`output`] formats
 //! records; [`summary`] groups them into tables (its distributions in
-//! [`histogram`], its names through [`labels`]); the binary (`src/main.rs`)
-//! parses arguments, prints, handles signals and exits.
+//! [`histogram`], its names through [`labels`]); [`metrics`] counts them for
+//! Prometheus and [`http`] serves that; the binary (`src/main.rs`) parses
+//! arguments, prints, handles signals and exits.
 
 pub mod bpf;
 pub mod cgroup;
 pub mod cli;
 pub mod histogram;
+pub mod http;
 pub mod labels;
+pub mod metrics;
 pub mod netlink;
 pub mod output;
 pub mod owner;
