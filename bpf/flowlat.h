@@ -83,6 +83,11 @@ struct flowlat_pending {
 	__u8 state;    /* FLOWLAT_STATE_* */
 	__u8 bank;     /* in: the gate bank our first SYN-ACK counted in */
 	__u16 syn_len; /* the longest SYN payload (TCP Fast Open) */
+	/* The cgroup v2 id of the local socket (bpf_skb_cgroup_id at egress):
+	 * out, the connecting socket's, from its SYN; in, the listener's, from our
+	 * first SYN-ACK. 0 when there is none (a RST the kernel sent for a closed
+	 * port, forwarded traffic, SYN cookies) or it was not seen. */
+	__u64 cgroup_id;
 };
 
 /* One record per attempt, sent through the perf ring. */

@@ -26,6 +26,7 @@ __u64 flowlat_layout[] SEC("layout") = {
 	OFF(flowlat_pending, state),
 	OFF(flowlat_pending, bank),
 	OFF(flowlat_pending, syn_len),
+	OFF(flowlat_pending, cgroup_id),
 	sizeof(struct flowlat_event),
 	OFF(flowlat_event, key),
 	OFF(flowlat_event, p),

@@ -254,8 +254,8 @@ static __always_inline void finish(struct __sk_buff *skb, const struct flowlat_k
  * that replaces an earlier one on the same tuple (new ISN). Most SYNs are new
  * attempts, so the entry is inserted first and looked up only when the tuple
  * already has one: one hash-table operation instead of two. */
-static __always_inline void on_syn(struct __sk_buff *skb, const struct flowlat_key *key, __u32 isn,
-				   __u16 len)
+static __always_inline void on_syn(struct __sk_buff *skb, const int egress,
+				   const struct flowlat_key *key, __u32 isn, __u16 len)
 {
 	__u64 now = bpf_ktime_get_ns();
 	struct flowlat_pending n;
@@ -266,6 +266,10 @@ static __always_inline void on_syn(struct __sk_buff *skb, const struct flowlat_k
 	n.syns = 1;
 	n.syn_len = len;
 	n.state = FLOWLAT_STATE_SYN;
+	/* out: the SYN leaves from the connecting socket. An arriving SYN has no
+	 * local socket yet; "in" takes the listener's from our SYN-ACK. */
+	if (egress)
+		n.cgroup_id = bpf_skb_cgroup_id(skb);
 	if (bpf_map_update_elem(&pending, key, &n, BPF_NOEXIST) == 0) {
 		count(FLOWLAT_STAT_CREATED);
 		return;
@@ -319,8 +323,8 @@ static __always_inline void on_answer_out(struct __sk_buff *skb, const struct fl
 }
 
 /* in: this side's SYN-ACK leaves for the client's SYN. */
-static __always_inline void on_synack_in(const struct flowlat_key *key, const struct tcp_head *th,
-					 __u32 slot)
+static __always_inline void on_synack_in(struct __sk_buff *skb, const struct flowlat_key *key,
+					 const struct tcp_head *th, __u32 slot)
 {
 	struct flowlat_pending *p = bpf_map_lookup_elem(&pending, key);
 	if (!p || p->state == FLOWLAT_STATE_REPORTED || !acks_syn(p, bpf_ntohl(th->ack_seq)))
@@ -333,6 +337,9 @@ static __always_inline void on_synack_in(const struct flowlat_key *key, const st
 		p->server_isn = bpf_ntohl(th->seq);
 		p->bank = bank;
 		p->state = FLOWLAT_STATE_SYNACK;
+		/* The SYN-ACK's socket is a request sock, which the helper
+		 * resolves to its listener. */
+		p->cgroup_id = bpf_skb_cgroup_id(skb);
 		gate_add(bank, slot, 1);
 	}
 	p->last_synack_ns = now;
@@ -432,18 +439,18 @@ static __always_inline int on_tcp(struct __sk_buff *skb, const int egress, const
 	if (egress) {
 		if (kind == SEG_SYN) {
 			key.dir = FLOWLAT_DIR_OUT;
-			on_syn(skb, &key, bpf_ntohl(th->seq), syn_len);
+			on_syn(skb, 1, &key, bpf_ntohl(th->seq), syn_len);
 		} else {
 			key.dir = FLOWLAT_DIR_IN;
 			if (kind == SEG_SYNACK)
-				on_synack_in(&key, th, slot);
+				on_synack_in(skb, &key, th, slot);
 			else if (flags & TCP_ACK) /* a RST answering a SYN carries ACK = ISN+1 */
 				on_rst_in(skb, &key, th);
 		}
 	} else {
 		if (kind == SEG_SYN) {
 			key.dir = FLOWLAT_DIR_IN;
-			on_syn(skb, &key, bpf_ntohl(th->seq), syn_len);
+			on_syn(skb, 0, &key, bpf_ntohl(th->seq), syn_len);
 		} else if (kind == SEG_ACK) {
 			key.dir = FLOWLAT_DIR_IN;
 			on_ack_in(skb, &key, th);

@@ -136,6 +136,8 @@ pub struct Pending {
     pub state: u8,
     pub bank: u8,
     pub syn_len: u16,
+    /// The local socket's cgroup v2 id, or 0 (see `bpf/flowlat.h`).
+    pub cgroup_id: u64,
 }
 
 /// `struct flowlat_event`: one record per attempt, as the classifier sends it.
@@ -202,6 +204,12 @@ pub struct Record {
     pub retrans: u32,
     /// `in`: this side's SYN-ACKs beyond the first; `None` for `out`.
     pub synack_retrans: Option<u32>,
+    /// The cgroup v2 id of the local socket: `out`, the connecting socket's
+    /// (from its SYN); `in`, the listener's (from our first SYN-ACK). `None`
+    /// when the attempt had no local socket (a RST the kernel sent for a closed
+    /// port, forwarded traffic, SYN cookies) or none was seen (an `in` attempt
+    /// that ended before our SYN-ACK).
+    pub cgroup_id: Option<u64>,
 }
 
 fn addr(family: u8, a: &[u8; 16]) -> Option<IpAddr> {
@@ -267,6 +275,7 @@ impl Record {
                 Dir::In => Some(u32::from(p.synacks.saturating_sub(1))),
                 Dir::Out => None,
             },
+            cgroup_id: (p.cgroup_id != 0).then_some(p.cgroup_id),
         })
     }
 }
@@ -788,6 +797,7 @@ mod tests {
             offset_of!(Pending, state),
             offset_of!(Pending, bank),
             offset_of!(Pending, syn_len),
+            offset_of!(Pending, cgroup_id),
             size_of::<Event>(),
             offset_of!(Event, key),
             offset_of!(Event, p),
@@ -815,6 +825,17 @@ mod tests {
         ];
         let rust: Vec<u64> = rust.iter().map(|&v| v as u64).collect();
         assert_eq!(c, rust, "bpf/flowlat.h and src/probe.rs disagree");
+    }
+
+    #[test]
+    fn cgroup_id_zero_means_no_socket() {
+        let mut ev = event(DIR_OUT, RESULT_OK);
+        assert_eq!(Record::from_event(&ev).expect("valid").cgroup_id, None);
+        ev.p.cgroup_id = 4242;
+        assert_eq!(
+            Record::from_event(&ev).expect("valid").cgroup_id,
+            Some(4242)
+        );
     }
 
     #[test]

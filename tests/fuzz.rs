@@ -8,6 +8,7 @@
 //! to explore others. A failure prints the seed and the packet.
 
 mod common;
+mod probe_cgroup;
 
 use std::collections::HashMap;
 
@@ -92,6 +93,8 @@ struct MEntry {
     refreshed: bool,
     /// For a tombstone: the sweep (in seconds of fake time) that made it.
     reported_at: u64,
+    /// The local socket's cgroup, once an egress packet showed it (0: none).
+    cgroup: u64,
 }
 
 /// A record as far as the model can predict it (no timings).
@@ -105,6 +108,7 @@ struct MRec {
     sport: u16,
     retrans: u32,
     synack_retrans: Option<u32>,
+    cgroup_id: Option<u64>,
 }
 
 fn outcome_code(o: Outcome) -> u8 {
@@ -135,6 +139,7 @@ impl MRec {
             sport: r.server_port,
             retrans: r.retrans,
             synack_retrans: r.synack_retrans,
+            cgroup_id: r.cgroup_id,
         }
     }
     fn model(k: &MKey, e: &MEntry, outcome: Outcome) -> MRec {
@@ -147,6 +152,7 @@ impl MRec {
             sport: k.sport,
             retrans: u32::from(e.syns.saturating_sub(1)),
             synack_retrans: (k.dir == Dir::In).then(|| u32::from(e.synacks.saturating_sub(1))),
+            cgroup_id: (e.cgroup != 0).then_some(e.cgroup),
         }
     }
 }
@@ -268,6 +274,8 @@ fn parse(f: &[u8], ext_skipped: &mut u64) -> Option<Seg> {
 struct Model {
     table: HashMap<MKey, MEntry>,
     ext_skipped: u64,
+    /// The cgroup test-run's dummy socket is charged to: this process's.
+    own_cgroup: u64,
 }
 
 impl Model {
@@ -322,6 +330,9 @@ impl Model {
                     state: State::Syn,
                     refreshed: false,
                     reported_at: 0,
+                    // out: the SYN leaves from the connecting socket; in: the
+                    // listener is known at our SYN-ACK.
+                    cgroup: if egress { self.own_cgroup } else { 0 },
                 };
                 self.table.insert(k, e);
             }
@@ -332,6 +343,7 @@ impl Model {
                         if e.synacks == 0 {
                             e.server_isn = s.seq;
                             e.state = State::SynAck;
+                            e.cgroup = self.own_cgroup;
                         }
                         e.synacks += 1;
                     }
@@ -551,7 +563,10 @@ fn classifier_matches_the_contract_on_random_and_mutated_packets() {
     let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
     let fake_start = flowlat::output::monotonic_ns() + 3_600_000_000_000;
     let mut sweeps = 0u64;
-    let mut model = Model::default();
+    let mut model = Model {
+        own_cgroup: probe_cgroup::id_of(&probe_cgroup::own()),
+        ..Model::default()
+    };
     let (mut ran, mut refused, mut records) = (0u64, 0u64, 0u64);
     for i in 0..n {
         let egress = rng.chance(50);
