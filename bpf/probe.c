@@ -154,6 +154,10 @@ static __always_inline void count(__u32 idx)
  * that the gate lets through: the copying pass completes the handshake. (Other
  * ACKs the gate lets through are handled in the direct pass itself.) */
 #define GATE_OPEN 2
+/* Returned by a pass that found a segment of a handshake, which it described
+ * in a struct segment: classify acts on it once, after the passes, so that the
+ * code that changes the table exists once in a program, not once per pass. */
+#define SEGMENT 3
 
 /* Points *at to len header bytes at off; false when the direct pass cannot
  * read them in place or the copying pass finds the packet too short. (A flag,
@@ -304,12 +308,24 @@ static __always_inline int acks_syn(const struct flowlat_pending *p, __u32 ack)
 	return ack - (p->client_isn + 1) <= p->syn_len;
 }
 
+/* What a pass found out about a segment of a handshake, in host order. */
+struct segment {
+	struct flowlat_key key; /* the direction is set when acting on it */
+	__u32 seq;
+	__u32 ack;
+	__u32 syn_len;
+	__u32 slot; /* its gate slot */
+	__u8 kind;  /* SEG_* */
+	__u8 flags;
+	__u16 pad;
+};
+
 /* out: the server's SYN-ACK or RST arrives for our client's SYN. */
 static __always_inline void on_answer_out(struct __sk_buff *skb, const struct flowlat_key *key,
-					  const struct tcp_head *th, __u8 result)
+					  const struct segment *sg, __u8 result)
 {
 	struct flowlat_pending *p = bpf_map_lookup_elem(&pending, key);
-	if (!p || p->state != FLOWLAT_STATE_SYN || !acks_syn(p, bpf_ntohl(th->ack_seq)))
+	if (!p || p->state != FLOWLAT_STATE_SYN || !acks_syn(p, sg->ack))
 		return;
 	__u64 now = bpf_ktime_get_ns();
 	struct flowlat_event ev;
@@ -318,29 +334,29 @@ static __always_inline void on_answer_out(struct __sk_buff *skb, const struct fl
 	ev.p.last_synack_ns = now;
 	ev.p.synacks = 1;
 	if (result == FLOWLAT_RESULT_OK)
-		ev.p.server_isn = bpf_ntohl(th->seq);
+		ev.p.server_isn = sg->seq;
 	finish_record(skb, key, &ev, now, result);
 }
 
 /* in: this side's SYN-ACK leaves for the client's SYN. */
 static __always_inline void on_synack_in(struct __sk_buff *skb, const struct flowlat_key *key,
-					 const struct tcp_head *th, __u32 slot)
+					 const struct segment *sg)
 {
 	struct flowlat_pending *p = bpf_map_lookup_elem(&pending, key);
-	if (!p || p->state == FLOWLAT_STATE_REPORTED || !acks_syn(p, bpf_ntohl(th->ack_seq)))
+	if (!p || p->state == FLOWLAT_STATE_REPORTED || !acks_syn(p, sg->ack))
 		return;
 	__u64 now = bpf_ktime_get_ns();
 	if (p->synacks == 0) {
 		/* User space switches banks through its mapping: read it once. */
 		__u32 bank = *(volatile __u32 *)&config.bank & 1;
 		p->first_synack_ns = now;
-		p->server_isn = bpf_ntohl(th->seq);
+		p->server_isn = sg->seq;
 		p->bank = bank;
 		p->state = FLOWLAT_STATE_SYNACK;
 		/* The SYN-ACK's socket is a request sock, which the helper
 		 * resolves to its listener. */
 		p->cgroup_id = bpf_skb_cgroup_id(skb);
-		gate_add(bank, slot, 1);
+		gate_add(bank, sg->slot, 1);
 	}
 	p->last_synack_ns = now;
 	p->synacks += 1;
@@ -348,20 +364,20 @@ static __always_inline void on_synack_in(struct __sk_buff *skb, const struct flo
 
 /* in: this side refuses the client's SYN with a RST. */
 static __always_inline void on_rst_in(struct __sk_buff *skb, const struct flowlat_key *key,
-				      const struct tcp_head *th)
+				      __u32 ack)
 {
 	struct flowlat_pending *p = bpf_map_lookup_elem(&pending, key);
-	if (!p || p->state != FLOWLAT_STATE_SYN || !acks_syn(p, bpf_ntohl(th->ack_seq)))
+	if (!p || p->state != FLOWLAT_STATE_SYN || !acks_syn(p, ack))
 		return;
 	finish(skb, key, p, bpf_ktime_get_ns(), FLOWLAT_RESULT_REFUSED);
 }
 
 /* in: the client's ACK of our SYN-ACK completes the handshake. */
 static __always_inline void on_ack_in(struct __sk_buff *skb, const struct flowlat_key *key,
-				      const struct tcp_head *th)
+				      __u32 ack)
 {
 	struct flowlat_pending *p = bpf_map_lookup_elem(&pending, key);
-	if (!p || p->state != FLOWLAT_STATE_SYNACK || bpf_ntohl(th->ack_seq) != p->server_isn + 1)
+	if (!p || p->state != FLOWLAT_STATE_SYNACK || ack != p->server_isn + 1)
 		return;
 	finish(skb, key, p, bpf_ktime_get_ns(), FLOWLAT_RESULT_OK);
 }
@@ -384,12 +400,43 @@ static __always_inline int segment_kind(__u8 flags)
 	return SEG_OTHER;
 }
 
-/* Acts on one TCP segment whose header starts at l4. saddr/daddr point to the
- * packet's addresses (4 or 16 bytes). The IP header claims ip_len bytes from
- * ip_start on; only a SYN needs that (for the length of its data). */
+/* Acts on a segment of a handshake that a pass described. */
+static __always_inline void act(struct __sk_buff *skb, const int egress, struct segment *sg)
+{
+	struct flowlat_key *key = &sg->key;
+	int kind = sg->kind;
+	if (kind == SEG_SYN) {
+		key->dir = egress ? FLOWLAT_DIR_OUT : FLOWLAT_DIR_IN;
+		on_syn(skb, egress, key, sg->seq, sg->syn_len);
+		return;
+	}
+	/* A RST answering a SYN carries ACK = ISN+1. */
+	if (kind == SEG_RST && !(sg->flags & TCP_ACK))
+		return;
+	if (egress) {
+		key->dir = FLOWLAT_DIR_IN;
+		if (kind == SEG_SYNACK)
+			on_synack_in(skb, key, sg);
+		else
+			on_rst_in(skb, key, sg->ack);
+	} else if (kind == SEG_ACK) {
+		key->dir = FLOWLAT_DIR_IN;
+		on_ack_in(skb, key, sg->ack);
+	} else {
+		key->dir = FLOWLAT_DIR_OUT;
+		on_answer_out(skb, key, sg,
+			      kind == SEG_SYNACK ? FLOWLAT_RESULT_OK : FLOWLAT_RESULT_REFUSED);
+	}
+}
+
+/* Reads one TCP segment whose header starts at l4 and, if it is part of a
+ * handshake, describes it in *sg for act(). saddr/daddr point to the packet's
+ * addresses (4 or 16 bytes). The IP header claims ip_len bytes from ip_start
+ * on; only a SYN needs that (for the length of its data). */
 static __always_inline int on_tcp(struct __sk_buff *skb, const int egress, const int direct,
 				  __u8 family, const void *saddr, const void *daddr, __u32 a32,
-				  __u32 b32, __u32 l4, __u32 ip_start, __u32 ip_len)
+				  __u32 b32, __u32 l4, __u32 ip_start, __u32 ip_len,
+				  struct segment *sg)
 {
 	union hdr_buf buf;
 	struct tcp_head *th;
@@ -417,56 +464,36 @@ static __always_inline int on_tcp(struct __sk_buff *skb, const int egress, const
 	/* The client is the packet's source for SYNs and the client's ACK, its
 	 * destination for SYN-ACKs and RSTs. */
 	int client_is_src = kind == SEG_SYN || kind == SEG_ACK;
-	struct flowlat_key key;
-	__builtin_memset(&key, 0, sizeof(key));
-	key.family = family;
-	key.ifindex = skb->ifindex;
+	struct flowlat_key *key = &sg->key;
+	__builtin_memset(key, 0, sizeof(*key));
+	key->family = family;
+	key->ifindex = skb->ifindex;
 	if (family == 4) {
-		__builtin_memcpy(key.client, client_is_src ? saddr : daddr, 4);
-		__builtin_memcpy(key.server, client_is_src ? daddr : saddr, 4);
+		__builtin_memcpy(key->client, client_is_src ? saddr : daddr, 4);
+		__builtin_memcpy(key->server, client_is_src ? daddr : saddr, 4);
 	} else {
-		__builtin_memcpy(key.client, client_is_src ? saddr : daddr, 16);
-		__builtin_memcpy(key.server, client_is_src ? daddr : saddr, 16);
+		__builtin_memcpy(key->client, client_is_src ? saddr : daddr, 16);
+		__builtin_memcpy(key->server, client_is_src ? daddr : saddr, 16);
 	}
-	key.client_port = client_is_src ? th->source : th->dest;
-	key.server_port = client_is_src ? th->dest : th->source;
+	key->client_port = client_is_src ? th->source : th->dest;
+	key->server_port = client_is_src ? th->dest : th->source;
 
 	/* The SYN's data: what the IP length leaves after both headers. */
 	__u32 headers = l4 - ip_start + hlen;
 	__u32 syn_len = ip_len > headers ? ip_len - headers : 0;
 	if (syn_len > 0xffff)
 		syn_len = 0xffff;
-	if (egress) {
-		if (kind == SEG_SYN) {
-			key.dir = FLOWLAT_DIR_OUT;
-			on_syn(skb, 1, &key, bpf_ntohl(th->seq), syn_len);
-		} else {
-			key.dir = FLOWLAT_DIR_IN;
-			if (kind == SEG_SYNACK)
-				on_synack_in(skb, &key, th, slot);
-			else if (flags & TCP_ACK) /* a RST answering a SYN carries ACK = ISN+1 */
-				on_rst_in(skb, &key, th);
-		}
-	} else {
-		if (kind == SEG_SYN) {
-			key.dir = FLOWLAT_DIR_IN;
-			on_syn(skb, 0, &key, bpf_ntohl(th->seq), syn_len);
-		} else if (kind == SEG_ACK) {
-			key.dir = FLOWLAT_DIR_IN;
-			on_ack_in(skb, &key, th);
-		} else if (kind == SEG_SYNACK) {
-			key.dir = FLOWLAT_DIR_OUT;
-			on_answer_out(skb, &key, th, FLOWLAT_RESULT_OK);
-		} else if (flags & TCP_ACK) {
-			key.dir = FLOWLAT_DIR_OUT;
-			on_answer_out(skb, &key, th, FLOWLAT_RESULT_REFUSED);
-		}
-	}
-	return TC_ACT_UNSPEC;
+	sg->seq = bpf_ntohl(th->seq);
+	sg->ack = bpf_ntohl(th->ack_seq);
+	sg->syn_len = syn_len;
+	sg->slot = slot;
+	sg->kind = kind;
+	sg->flags = flags;
+	return SEGMENT;
 }
 
 static __always_inline int on_ipv4(struct __sk_buff *skb, const int egress, const int direct,
-				   __u32 off)
+				   __u32 off, struct segment *sg)
 {
 	union hdr_buf buf;
 	struct ipv4_head *ip;
@@ -480,7 +507,7 @@ static __always_inline int on_ipv4(struct __sk_buff *skb, const int egress, cons
 	if ((ip->ver_ihl >> 4) != 4 || ihl < 20 || (ip->frag_off & bpf_htons(0x1fff)))
 		return TC_ACT_UNSPEC;
 	return on_tcp(skb, egress, direct, 4, &ip->saddr, &ip->daddr, ip->saddr, ip->daddr,
-		      off + ihl, off, bpf_ntohs(ip->tot_len));
+		      off + ihl, off, bpf_ntohs(ip->tot_len), sg);
 }
 
 
@@ -559,7 +586,7 @@ static __always_inline int ext_direct(struct __sk_buff *skb, const int egress, _
 }
 
 static __always_inline int on_ipv6(struct __sk_buff *skb, const int egress, const int direct,
-				   __u32 off)
+				   __u32 off, struct segment *sg)
 {
 	union hdr_buf buf;
 	struct ipv6_head *ip;
@@ -611,11 +638,11 @@ static __always_inline int on_ipv6(struct __sk_buff *skb, const int egress, cons
 	}
 	/* The IPv6 payload length counts from the end of the fixed header. */
 	return on_tcp(skb, egress, direct, 6, ip->saddr, ip->daddr, ip->saddr[3], ip->daddr[3], l4,
-		      off + sizeof(struct ipv6_head), bpf_ntohs(ip->payload_len));
+		      off + sizeof(struct ipv6_head), bpf_ntohs(ip->payload_len), sg);
 }
 
 static __always_inline int handle(struct __sk_buff *skb, const int egress, const int l2,
-				  const int direct)
+				  const int direct, struct segment *sg)
 {
 	union hdr_buf buf;
 	__u16 proto;
@@ -643,16 +670,20 @@ static __always_inline int handle(struct __sk_buff *skb, const int egress, const
 		proto = (__u16)skb->protocol;
 	}
 	if (proto == bpf_htons(ETH_P_IP))
-		return on_ipv4(skb, egress, direct, off);
+		return on_ipv4(skb, egress, direct, off, sg);
 	if (proto == bpf_htons(ETH_P_IPV6))
-		return on_ipv6(skb, egress, direct, off);
+		return on_ipv6(skb, egress, direct, off, sg);
 	return TC_ACT_UNSPEC;
 }
 
 static __always_inline int classify(struct __sk_buff *skb, const int egress, const int l2)
 {
-	if (handle(skb, egress, l2, 1) != TC_ACT_UNSPEC)
-		handle(skb, egress, l2, 0);
+	struct segment sg;
+	int r = handle(skb, egress, l2, 1, &sg);
+	if (r == NEED_SLOW || r == GATE_OPEN)
+		r = handle(skb, egress, l2, 0, &sg);
+	if (r == SEGMENT)
+		act(skb, egress, &sg);
 	return TC_ACT_UNSPEC;
 }
 
