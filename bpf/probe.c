@@ -67,7 +67,17 @@ struct flowlat_map_def stats SEC("maps") = {
  * address (BPF_PSEUDO_MAP_VALUE). Every arriving segment checks the gate, so
  * that matters. 8-byte alignment makes each pair of gate counters one word. */
 struct flowlat_gate gate __attribute__((aligned(8)));
-struct flowlat_config config;
+struct flowlat_config config __attribute__((aligned(8)));
+struct flowlat_filter filter __attribute__((aligned(8)));
+
+/* The networks of the filter (FLOWLAT_FILTER_NET); the value is unused. */
+struct flowlat_map_def nets SEC("maps") = {
+	.type = BPF_MAP_TYPE_LPM_TRIE,
+	.key_size = sizeof(struct flowlat_net_key),
+	.value_size = sizeof(__u8),
+	.max_entries = FLOWLAT_MAX_NETS,
+	.map_flags = BPF_F_NO_PREALLOC, /* required of an LPM trie */
+};
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";
 
@@ -217,6 +227,99 @@ static __always_inline void gate_add(__u32 bank, __u32 slot, int up)
 		__sync_fetch_and_sub(&gate.n[slot][bank], 1);
 }
 
+/* Whether this packet's socket lies in one of the filter's cgroups, or below. */
+static __always_inline int in_cgroups(struct __sk_buff *skb)
+{
+	__u32 n = filter.cgroups;
+#pragma unroll
+	for (int i = 0; i < FLOWLAT_MAX_CGROUPS; i++) {
+		if (i >= n)
+			break;
+		if (bpf_skb_ancestor_cgroup_id(skb, filter.cgroup_level[i]) == filter.cgroup_id[i])
+			return 1;
+	}
+	return 0;
+}
+
+/* Whether a port (network order) has its bit in the filter's bitmap. */
+static __always_inline __u32 port_bit(__u16 port)
+{
+	__u32 p = bpf_ntohs(port);
+	/* Tell the verifier what clang knows: a byte swap's 16 bits. */
+	OPAQUE(p);
+	p &= 0xffff;
+	return (filter.ports[p >> 5] >> (p & 31)) & 1;
+}
+
+/* Whether the client's or the server's address is in one of the networks. */
+static __always_inline int in_nets(const struct flowlat_key *key)
+{
+	struct flowlat_net_key nk;
+	__builtin_memset(&nk, 0, sizeof(nk));
+	nk.prefixlen = 8 + 128;
+	nk.family = key->family;
+	__builtin_memcpy(nk.addr, key->client, 16);
+	if (bpf_map_lookup_elem(&nets, &nk))
+		return 1;
+	__builtin_memcpy(nk.addr, key->server, 16);
+	return bpf_map_lookup_elem(&nets, &nk) != 0;
+}
+
+/* Whether the filters keep the attempt a SYN starts, as far as the SYN tells:
+ * an arriving SYN has no local socket, so "in" meets the cgroup filter at our
+ * SYN-ACK. */
+static __always_inline int syn_kept(struct __sk_buff *skb, const int egress,
+				    const struct flowlat_key *key, __u32 kinds)
+{
+	if ((kinds & FLOWLAT_FILTER_DIR) && !((filter.dirs >> key->dir) & 1))
+		return 0;
+	if ((kinds & FLOWLAT_FILTER_PORT) && !port_bit(key->client_port) &&
+	    !port_bit(key->server_port))
+		return 0;
+	if ((kinds & FLOWLAT_FILTER_NET) && !in_nets(key))
+		return 0;
+	if (egress && (kinds & FLOWLAT_FILTER_CGROUP) && !in_cgroups(skb))
+		return 0;
+	return 1;
+}
+
+/* Counts a SYN the filters dropped, once per attempt: a slot of the memo
+ * remembers the last dropped attempt that hashed there, so its
+ * retransmissions are recognised. */
+static __always_inline void count_dropped_syn(const struct flowlat_key *key, __u32 isn)
+{
+	__u32 a, b;
+	int at = key->family == 4 ? 0 : 12;
+	__builtin_memcpy(&a, key->client + at, 4);
+	__builtin_memcpy(&b, key->server + at, 4);
+	__u32 h = (a * 0x9E3779B1u) ^ b ^ ((__u32)key->client_port << 16 | key->server_port);
+	h = (h ^ key->dir) * 0x85EBCA6Bu;
+	h = (h ^ isn) * 0xC2B2AE35u;
+	h ^= h >> 16;
+	__u32 *slot = &filter.memo[h & (FLOWLAT_FILTER_MEMO - 1)];
+	if (*slot == h)
+		return;
+	*slot = h;
+	count(FLOWLAT_STAT_FILTERED);
+}
+
+/* Drops an attempt the cgroup filter rejects once its listener is known, or
+ * that turned out to have none: no record, counted as filtered. */
+static __always_inline void drop_filtered(const struct flowlat_key *key)
+{
+	if (bpf_map_delete_elem(&pending, key) != 0)
+		return;
+	count(FLOWLAT_STAT_REMOVED);
+	count(FLOWLAT_STAT_FILTERED);
+}
+
+/* Whether an "in" attempt must be dropped for want of a listener: the cgroup
+ * filter is set, and no SYN-ACK of ours showed one. */
+static __always_inline int in_unattributed(const struct flowlat_pending *p)
+{
+	return p->state == FLOWLAT_STATE_SYN && (filter.kinds & FLOWLAT_FILTER_CGROUP);
+}
+
 /* Starts the record of an attempt from its table entry. The entry is copied
  * into the record before it is deleted, because the element's memory may be
  * reused as soon as it is freed; the record is the only copy. */
@@ -237,6 +340,14 @@ static __always_inline void finish_record(struct __sk_buff *skb, const struct fl
 	count(FLOWLAT_STAT_REMOVED);
 	if (ev->p.state == FLOWLAT_STATE_SYNACK)
 		gate_add(ev->p.bank, key_slot(key), 0);
+	/* --min-rtt: a fast enough answer is counted, not sent. */
+	if (result == FLOWLAT_RESULT_OK && (config.flags & FLOWLAT_CFG_MIN_RTT)) {
+		__u64 from = key->dir == FLOWLAT_DIR_OUT ? ev->p.last_syn_ns : ev->p.last_synack_ns;
+		if (end_ns - from < filter.min_rtt_ns) {
+			count(FLOWLAT_STAT_BELOW_MIN_RTT);
+			return;
+		}
+	}
 	ev->key = *key;
 	ev->end_ns = end_ns;
 	ev->result = result;
@@ -294,6 +405,8 @@ static __always_inline void on_syn(struct __sk_buff *skb, const int egress,
 	if (p->state == FLOWLAT_STATE_REPORTED) {
 		if (bpf_map_delete_elem(&pending, key) == 0)
 			count(FLOWLAT_STAT_REMOVED);
+	} else if (!egress && in_unattributed(p)) {
+		drop_filtered(key);
 	} else {
 		finish(skb, key, p, now, FLOWLAT_RESULT_ABANDONED);
 	}
@@ -347,6 +460,10 @@ static __always_inline void on_synack_in(struct __sk_buff *skb, const struct flo
 		return;
 	__u64 now = bpf_ktime_get_ns();
 	if (p->synacks == 0) {
+		if ((filter.kinds & FLOWLAT_FILTER_CGROUP) && !in_cgroups(skb)) {
+			drop_filtered(key);
+			return;
+		}
 		/* User space switches banks through its mapping: read it once. */
 		__u32 bank = *(volatile __u32 *)&config.bank & 1;
 		p->first_synack_ns = now;
@@ -369,6 +486,11 @@ static __always_inline void on_rst_in(struct __sk_buff *skb, const struct flowla
 	struct flowlat_pending *p = bpf_map_lookup_elem(&pending, key);
 	if (!p || p->state != FLOWLAT_STATE_SYN || !acks_syn(p, ack))
 		return;
+	/* The kernel's RST for a closed port has no socket to attribute it to. */
+	if (in_unattributed(p)) {
+		drop_filtered(key);
+		return;
+	}
 	finish(skb, key, p, bpf_ktime_get_ns(), FLOWLAT_RESULT_REFUSED);
 }
 
@@ -407,7 +529,11 @@ static __always_inline void act(struct __sk_buff *skb, const int egress, struct 
 	int kind = sg->kind;
 	if (kind == SEG_SYN) {
 		key->dir = egress ? FLOWLAT_DIR_OUT : FLOWLAT_DIR_IN;
-		on_syn(skb, egress, key, sg->seq, sg->syn_len);
+		__u32 kinds = filter.kinds;
+		if (kinds && !syn_kept(skb, egress, key, kinds))
+			count_dropped_syn(key, sg->seq);
+		else
+			on_syn(skb, egress, key, sg->seq, sg->syn_len);
 		return;
 	}
 	/* A RST answering a SYN carries ACK = ISN+1. */

@@ -4,54 +4,13 @@
 
 mod common;
 mod probe_cgroup;
+mod probe_rig;
 
 use std::time::Duration;
 
 use common::packet::{arp_request, icmp_echo, udp, Tcp, ACK, FIN, PSH, RST, SYN};
-use flowlat::bpf::perf::PerfBuffers;
-use flowlat::probe::{Dir, Event, Hook, Outcome, Probe, ProbeConfig, Record};
-
-const TC_ACT_UNSPEC: u32 = u32::MAX; // -1
-
-struct Rig {
-    probe: Probe,
-    perf: PerfBuffers,
-}
-
-impl Rig {
-    fn new() -> Rig {
-        common::require_root();
-        let probe = Probe::load(&ProbeConfig { max_pending: 1024 }).expect("load the probe");
-        let perf = probe.open_perf(8).expect("open perf rings");
-        Rig { probe, perf }
-    }
-
-    /// Runs the packet through one hook and checks it passes untouched.
-    fn run(&self, hook: Hook, frame: &[u8]) {
-        let r = self
-            .probe
-            .test_run(hook, frame, 1)
-            .unwrap_or_else(|e| panic!("test run of {} bytes: {e}", frame.len()));
-        assert_eq!(
-            r.retval, TC_ACT_UNSPEC,
-            "{hook:?} must return TC_ACT_UNSPEC"
-        );
-        assert_eq!(r.data_out, frame, "{hook:?} must not change the packet");
-    }
-
-    fn records(&mut self) -> Vec<Record> {
-        let mut out = Vec::new();
-        self.perf.drain(|_, b| {
-            let ev = Event::decode(b).expect("record of the right size");
-            out.push(Record::from_event(&ev).expect("well-formed record"));
-        });
-        out
-    }
-
-    fn pending(&self) -> usize {
-        self.probe.pending_entries().expect("walk pending").len()
-    }
-}
+use flowlat::probe::{Dir, Hook, Outcome, Probe, ProbeConfig, Record};
+use probe_rig::{Rig, TC_ACT_UNSPEC};
 
 const C4: &str = "10.0.0.5";
 const S4: &str = "93.184.216.34";
