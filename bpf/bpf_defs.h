@@ -29,6 +29,10 @@ struct flowlat_map_def {
 #define BPF_MAP_TYPE_PERF_EVENT_ARRAY 4
 #define BPF_MAP_TYPE_PERCPU_ARRAY 6
 #define BPF_MAP_TYPE_LRU_HASH 9
+#define BPF_MAP_TYPE_LPM_TRIE 11
+
+/* Map flags. */
+#define BPF_F_NO_PREALLOC (1U << 0)
 
 /* Update flags and perf output flags. */
 #define BPF_ANY 0
@@ -68,6 +72,8 @@ static long (*bpf_map_delete_elem)(void *map, const void *key) = (void *)3;
 static __u64 (*bpf_ktime_get_ns)(void) = (void *)5;
 static long (*bpf_perf_event_output)(void *ctx, void *map, __u64 flags, void *data, __u64 size) = (void *)25;
 static long (*bpf_skb_load_bytes)(const void *skb, __u32 offset, void *to, __u32 len) = (void *)26;
+static __u64 (*bpf_skb_cgroup_id)(const void *skb) = (void *)79;
+static __u64 (*bpf_skb_ancestor_cgroup_id)(const void *skb, int level) = (void *)83;
 
 #define bpf_htons(x) ((__u16)__builtin_bswap16(x))
 #define bpf_ntohs(x) ((__u16)__builtin_bswap16(x))

@@ -29,7 +29,9 @@
 #define FLOWLAT_STAT_CREATED 2     /* pending entries inserted */
 #define FLOWLAT_STAT_REMOVED 3     /* pending entries the classifier removed */
 #define FLOWLAT_STAT_EXT_SKIPPED 4 /* IPv6 packets with more extension headers than we walk */
-#define FLOWLAT_STAT_MAX 5
+#define FLOWLAT_STAT_FILTERED 5    /* attempts the filters dropped */
+#define FLOWLAT_STAT_BELOW_MIN_RTT 6 /* ok attempts that sent no record: rtt under min_rtt_ns */
+#define FLOWLAT_STAT_MAX 7
 
 /* The ACK gate: most packets arriving at a server are ACKs of established
  * connections, and only the one completing an "in" handshake matters. Before
@@ -53,8 +55,52 @@ struct flowlat_gate {
 
 /* Settings user space changes as it runs: the global "config" (in .bss). */
 struct flowlat_config {
-	__u32 bank; /* the gate bank new attempts count in */
+	__u32 bank;  /* the gate bank new attempts count in */
+	__u32 flags; /* FLOWLAT_CFG_*, read when an attempt ends */
+};
+
+/* config.flags. Zero (the .bss default) is flowlat's plain mode: a record
+ * per attempt. */
+#define FLOWLAT_CFG_MIN_RTT 1 /* ok attempts under filter.min_rtt_ns send no record */
+
+/* Which attempts are measured at all: the global "filter" (in .bss), which
+ * user space writes before the programs are attached. Kinds combine with
+ * AND, the values of one kind with OR. Everything but the cgroup of an "in"
+ * attempt is decided at the client's SYN, so an attempt filtered out takes
+ * no table entry; "in" learns its listener at our first SYN-ACK, and is
+ * dropped then (or, refused or never answered, for want of one). */
+#define FLOWLAT_FILTER_PORT 1   /* client or server port has its bit in ports */
+#define FLOWLAT_FILTER_NET 2    /* client or server address is in the "nets" trie */
+#define FLOWLAT_FILTER_DIR 4    /* the direction has its bit (1 << FLOWLAT_DIR_*) in dirs */
+#define FLOWLAT_FILTER_CGROUP 8 /* the socket's cgroup is one of cgroup_id[] or below it */
+
+#define FLOWLAT_MAX_CGROUPS 8
+#define FLOWLAT_MAX_NETS 256
+/* Fingerprints of filtered-out SYNs, so that a retransmission of one is not
+ * counted as another attempt (two such attempts in one slot at once count
+ * again: the count is of attempts, within that). A power of two. */
+#define FLOWLAT_FILTER_MEMO 4096
+
+struct flowlat_filter {
+	__u32 kinds; /* FLOWLAT_FILTER_*; 0 measures everything */
+	__u32 dirs;
+	__u32 cgroups; /* how many of cgroup_id[] and cgroup_level[] are set */
 	__u32 pad;
+	__u64 min_rtt_ns; /* with FLOWLAT_CFG_MIN_RTT */
+	/* bpf_skb_ancestor_cgroup_id(skb, cgroup_level[i]) == cgroup_id[i] */
+	__u64 cgroup_id[FLOWLAT_MAX_CGROUPS];
+	__u32 cgroup_level[FLOWLAT_MAX_CGROUPS];
+	__u32 ports[65536 / 32]; /* bit p of the bitmap: port p (host order) */
+	__u32 memo[FLOWLAT_FILTER_MEMO];
+};
+
+/* The key of the "nets" LPM trie: the family byte, then the address, so one
+ * trie holds both families. A network a/p is stored with prefixlen 8 + p. */
+struct flowlat_net_key {
+	__u32 prefixlen;
+	__u8 family; /* 4 or 6 */
+	__u8 addr[16]; /* network order; IPv4 in the first 4 bytes */
+	__u8 pad[3];
 };
 
 /* One attempt's identity: the interface, the direction and the exact
@@ -83,6 +129,11 @@ struct flowlat_pending {
 	__u8 state;    /* FLOWLAT_STATE_* */
 	__u8 bank;     /* in: the gate bank our first SYN-ACK counted in */
 	__u16 syn_len; /* the longest SYN payload (TCP Fast Open) */
+	/* The cgroup v2 id of the local socket (bpf_skb_cgroup_id at egress):
+	 * out, the connecting socket's, from its SYN; in, the listener's, from our
+	 * first SYN-ACK. 0 when there is none (a RST the kernel sent for a closed
+	 * port, forwarded traffic, SYN cookies) or it was not seen. */
+	__u64 cgroup_id;
 };
 
 /* One record per attempt, sent through the perf ring. */

@@ -67,7 +67,17 @@ struct flowlat_map_def stats SEC("maps") = {
  * address (BPF_PSEUDO_MAP_VALUE). Every arriving segment checks the gate, so
  * that matters. 8-byte alignment makes each pair of gate counters one word. */
 struct flowlat_gate gate __attribute__((aligned(8)));
-struct flowlat_config config;
+struct flowlat_config config __attribute__((aligned(8)));
+struct flowlat_filter filter __attribute__((aligned(8)));
+
+/* The networks of the filter (FLOWLAT_FILTER_NET); the value is unused. */
+struct flowlat_map_def nets SEC("maps") = {
+	.type = BPF_MAP_TYPE_LPM_TRIE,
+	.key_size = sizeof(struct flowlat_net_key),
+	.value_size = sizeof(__u8),
+	.max_entries = FLOWLAT_MAX_NETS,
+	.map_flags = BPF_F_NO_PREALLOC, /* required of an LPM trie */
+};
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";
 
@@ -154,6 +164,10 @@ static __always_inline void count(__u32 idx)
  * that the gate lets through: the copying pass completes the handshake. (Other
  * ACKs the gate lets through are handled in the direct pass itself.) */
 #define GATE_OPEN 2
+/* Returned by a pass that found a segment of a handshake, which it described
+ * in a struct segment: classify acts on it once, after the passes, so that the
+ * code that changes the table exists once in a program, not once per pass. */
+#define SEGMENT 3
 
 /* Points *at to len header bytes at off; false when the direct pass cannot
  * read them in place or the copying pass finds the packet too short. (A flag,
@@ -213,6 +227,99 @@ static __always_inline void gate_add(__u32 bank, __u32 slot, int up)
 		__sync_fetch_and_sub(&gate.n[slot][bank], 1);
 }
 
+/* Whether this packet's socket lies in one of the filter's cgroups, or below. */
+static __always_inline int in_cgroups(struct __sk_buff *skb)
+{
+	__u32 n = filter.cgroups;
+#pragma unroll
+	for (int i = 0; i < FLOWLAT_MAX_CGROUPS; i++) {
+		if (i >= n)
+			break;
+		if (bpf_skb_ancestor_cgroup_id(skb, filter.cgroup_level[i]) == filter.cgroup_id[i])
+			return 1;
+	}
+	return 0;
+}
+
+/* Whether a port (network order) has its bit in the filter's bitmap. */
+static __always_inline __u32 port_bit(__u16 port)
+{
+	__u32 p = bpf_ntohs(port);
+	/* Tell the verifier what clang knows: a byte swap's 16 bits. */
+	OPAQUE(p);
+	p &= 0xffff;
+	return (filter.ports[p >> 5] >> (p & 31)) & 1;
+}
+
+/* Whether the client's or the server's address is in one of the networks. */
+static __always_inline int in_nets(const struct flowlat_key *key)
+{
+	struct flowlat_net_key nk;
+	__builtin_memset(&nk, 0, sizeof(nk));
+	nk.prefixlen = 8 + 128;
+	nk.family = key->family;
+	__builtin_memcpy(nk.addr, key->client, 16);
+	if (bpf_map_lookup_elem(&nets, &nk))
+		return 1;
+	__builtin_memcpy(nk.addr, key->server, 16);
+	return bpf_map_lookup_elem(&nets, &nk) != 0;
+}
+
+/* Whether the filters keep the attempt a SYN starts, as far as the SYN tells:
+ * an arriving SYN has no local socket, so "in" meets the cgroup filter at our
+ * SYN-ACK. */
+static __always_inline int syn_kept(struct __sk_buff *skb, const int egress,
+				    const struct flowlat_key *key, __u32 kinds)
+{
+	if ((kinds & FLOWLAT_FILTER_DIR) && !((filter.dirs >> key->dir) & 1))
+		return 0;
+	if ((kinds & FLOWLAT_FILTER_PORT) && !port_bit(key->client_port) &&
+	    !port_bit(key->server_port))
+		return 0;
+	if ((kinds & FLOWLAT_FILTER_NET) && !in_nets(key))
+		return 0;
+	if (egress && (kinds & FLOWLAT_FILTER_CGROUP) && !in_cgroups(skb))
+		return 0;
+	return 1;
+}
+
+/* Counts a SYN the filters dropped, once per attempt: a slot of the memo
+ * remembers the last dropped attempt that hashed there, so its
+ * retransmissions are recognised. */
+static __always_inline void count_dropped_syn(const struct flowlat_key *key, __u32 isn)
+{
+	__u32 a, b;
+	int at = key->family == 4 ? 0 : 12;
+	__builtin_memcpy(&a, key->client + at, 4);
+	__builtin_memcpy(&b, key->server + at, 4);
+	__u32 h = (a * 0x9E3779B1u) ^ b ^ ((__u32)key->client_port << 16 | key->server_port);
+	h = (h ^ key->dir) * 0x85EBCA6Bu;
+	h = (h ^ isn) * 0xC2B2AE35u;
+	h ^= h >> 16;
+	__u32 *slot = &filter.memo[h & (FLOWLAT_FILTER_MEMO - 1)];
+	if (*slot == h)
+		return;
+	*slot = h;
+	count(FLOWLAT_STAT_FILTERED);
+}
+
+/* Drops an attempt the cgroup filter rejects once its listener is known, or
+ * that turned out to have none: no record, counted as filtered. */
+static __always_inline void drop_filtered(const struct flowlat_key *key)
+{
+	if (bpf_map_delete_elem(&pending, key) != 0)
+		return;
+	count(FLOWLAT_STAT_REMOVED);
+	count(FLOWLAT_STAT_FILTERED);
+}
+
+/* Whether an "in" attempt must be dropped for want of a listener: the cgroup
+ * filter is set, and no SYN-ACK of ours showed one. */
+static __always_inline int in_unattributed(const struct flowlat_pending *p)
+{
+	return p->state == FLOWLAT_STATE_SYN && (filter.kinds & FLOWLAT_FILTER_CGROUP);
+}
+
 /* Starts the record of an attempt from its table entry. The entry is copied
  * into the record before it is deleted, because the element's memory may be
  * reused as soon as it is freed; the record is the only copy. */
@@ -233,6 +340,14 @@ static __always_inline void finish_record(struct __sk_buff *skb, const struct fl
 	count(FLOWLAT_STAT_REMOVED);
 	if (ev->p.state == FLOWLAT_STATE_SYNACK)
 		gate_add(ev->p.bank, key_slot(key), 0);
+	/* --min-rtt: a fast enough answer is counted, not sent. */
+	if (result == FLOWLAT_RESULT_OK && (config.flags & FLOWLAT_CFG_MIN_RTT)) {
+		__u64 from = key->dir == FLOWLAT_DIR_OUT ? ev->p.last_syn_ns : ev->p.last_synack_ns;
+		if (end_ns - from < filter.min_rtt_ns) {
+			count(FLOWLAT_STAT_BELOW_MIN_RTT);
+			return;
+		}
+	}
 	ev->key = *key;
 	ev->end_ns = end_ns;
 	ev->result = result;
@@ -254,8 +369,8 @@ static __always_inline void finish(struct __sk_buff *skb, const struct flowlat_k
  * that replaces an earlier one on the same tuple (new ISN). Most SYNs are new
  * attempts, so the entry is inserted first and looked up only when the tuple
  * already has one: one hash-table operation instead of two. */
-static __always_inline void on_syn(struct __sk_buff *skb, const struct flowlat_key *key, __u32 isn,
-				   __u16 len)
+static __always_inline void on_syn(struct __sk_buff *skb, const int egress,
+				   const struct flowlat_key *key, __u32 isn, __u16 len)
 {
 	__u64 now = bpf_ktime_get_ns();
 	struct flowlat_pending n;
@@ -266,6 +381,10 @@ static __always_inline void on_syn(struct __sk_buff *skb, const struct flowlat_k
 	n.syns = 1;
 	n.syn_len = len;
 	n.state = FLOWLAT_STATE_SYN;
+	/* out: the SYN leaves from the connecting socket. An arriving SYN has no
+	 * local socket yet; "in" takes the listener's from our SYN-ACK. */
+	if (egress)
+		n.cgroup_id = bpf_skb_cgroup_id(skb);
 	if (bpf_map_update_elem(&pending, key, &n, BPF_NOEXIST) == 0) {
 		count(FLOWLAT_STAT_CREATED);
 		return;
@@ -286,6 +405,8 @@ static __always_inline void on_syn(struct __sk_buff *skb, const struct flowlat_k
 	if (p->state == FLOWLAT_STATE_REPORTED) {
 		if (bpf_map_delete_elem(&pending, key) == 0)
 			count(FLOWLAT_STAT_REMOVED);
+	} else if (!egress && in_unattributed(p)) {
+		drop_filtered(key);
 	} else {
 		finish(skb, key, p, now, FLOWLAT_RESULT_ABANDONED);
 	}
@@ -300,12 +421,24 @@ static __always_inline int acks_syn(const struct flowlat_pending *p, __u32 ack)
 	return ack - (p->client_isn + 1) <= p->syn_len;
 }
 
+/* What a pass found out about a segment of a handshake, in host order. */
+struct segment {
+	struct flowlat_key key; /* the direction is set when acting on it */
+	__u32 seq;
+	__u32 ack;
+	__u32 syn_len;
+	__u32 slot; /* its gate slot */
+	__u8 kind;  /* SEG_* */
+	__u8 flags;
+	__u16 pad;
+};
+
 /* out: the server's SYN-ACK or RST arrives for our client's SYN. */
 static __always_inline void on_answer_out(struct __sk_buff *skb, const struct flowlat_key *key,
-					  const struct tcp_head *th, __u8 result)
+					  const struct segment *sg, __u8 result)
 {
 	struct flowlat_pending *p = bpf_map_lookup_elem(&pending, key);
-	if (!p || p->state != FLOWLAT_STATE_SYN || !acks_syn(p, bpf_ntohl(th->ack_seq)))
+	if (!p || p->state != FLOWLAT_STATE_SYN || !acks_syn(p, sg->ack))
 		return;
 	__u64 now = bpf_ktime_get_ns();
 	struct flowlat_event ev;
@@ -314,26 +447,33 @@ static __always_inline void on_answer_out(struct __sk_buff *skb, const struct fl
 	ev.p.last_synack_ns = now;
 	ev.p.synacks = 1;
 	if (result == FLOWLAT_RESULT_OK)
-		ev.p.server_isn = bpf_ntohl(th->seq);
+		ev.p.server_isn = sg->seq;
 	finish_record(skb, key, &ev, now, result);
 }
 
 /* in: this side's SYN-ACK leaves for the client's SYN. */
-static __always_inline void on_synack_in(const struct flowlat_key *key, const struct tcp_head *th,
-					 __u32 slot)
+static __always_inline void on_synack_in(struct __sk_buff *skb, const struct flowlat_key *key,
+					 const struct segment *sg)
 {
 	struct flowlat_pending *p = bpf_map_lookup_elem(&pending, key);
-	if (!p || p->state == FLOWLAT_STATE_REPORTED || !acks_syn(p, bpf_ntohl(th->ack_seq)))
+	if (!p || p->state == FLOWLAT_STATE_REPORTED || !acks_syn(p, sg->ack))
 		return;
 	__u64 now = bpf_ktime_get_ns();
 	if (p->synacks == 0) {
+		if ((filter.kinds & FLOWLAT_FILTER_CGROUP) && !in_cgroups(skb)) {
+			drop_filtered(key);
+			return;
+		}
 		/* User space switches banks through its mapping: read it once. */
 		__u32 bank = *(volatile __u32 *)&config.bank & 1;
 		p->first_synack_ns = now;
-		p->server_isn = bpf_ntohl(th->seq);
+		p->server_isn = sg->seq;
 		p->bank = bank;
 		p->state = FLOWLAT_STATE_SYNACK;
-		gate_add(bank, slot, 1);
+		/* The SYN-ACK's socket is a request sock, which the helper
+		 * resolves to its listener. */
+		p->cgroup_id = bpf_skb_cgroup_id(skb);
+		gate_add(bank, sg->slot, 1);
 	}
 	p->last_synack_ns = now;
 	p->synacks += 1;
@@ -341,20 +481,25 @@ static __always_inline void on_synack_in(const struct flowlat_key *key, const st
 
 /* in: this side refuses the client's SYN with a RST. */
 static __always_inline void on_rst_in(struct __sk_buff *skb, const struct flowlat_key *key,
-				      const struct tcp_head *th)
+				      __u32 ack)
 {
 	struct flowlat_pending *p = bpf_map_lookup_elem(&pending, key);
-	if (!p || p->state != FLOWLAT_STATE_SYN || !acks_syn(p, bpf_ntohl(th->ack_seq)))
+	if (!p || p->state != FLOWLAT_STATE_SYN || !acks_syn(p, ack))
 		return;
+	/* The kernel's RST for a closed port has no socket to attribute it to. */
+	if (in_unattributed(p)) {
+		drop_filtered(key);
+		return;
+	}
 	finish(skb, key, p, bpf_ktime_get_ns(), FLOWLAT_RESULT_REFUSED);
 }
 
 /* in: the client's ACK of our SYN-ACK completes the handshake. */
 static __always_inline void on_ack_in(struct __sk_buff *skb, const struct flowlat_key *key,
-				      const struct tcp_head *th)
+				      __u32 ack)
 {
 	struct flowlat_pending *p = bpf_map_lookup_elem(&pending, key);
-	if (!p || p->state != FLOWLAT_STATE_SYNACK || bpf_ntohl(th->ack_seq) != p->server_isn + 1)
+	if (!p || p->state != FLOWLAT_STATE_SYNACK || ack != p->server_isn + 1)
 		return;
 	finish(skb, key, p, bpf_ktime_get_ns(), FLOWLAT_RESULT_OK);
 }
@@ -377,12 +522,47 @@ static __always_inline int segment_kind(__u8 flags)
 	return SEG_OTHER;
 }
 
-/* Acts on one TCP segment whose header starts at l4. saddr/daddr point to the
- * packet's addresses (4 or 16 bytes). The IP header claims ip_len bytes from
- * ip_start on; only a SYN needs that (for the length of its data). */
+/* Acts on a segment of a handshake that a pass described. */
+static __always_inline void act(struct __sk_buff *skb, const int egress, struct segment *sg)
+{
+	struct flowlat_key *key = &sg->key;
+	int kind = sg->kind;
+	if (kind == SEG_SYN) {
+		key->dir = egress ? FLOWLAT_DIR_OUT : FLOWLAT_DIR_IN;
+		__u32 kinds = filter.kinds;
+		if (kinds && !syn_kept(skb, egress, key, kinds))
+			count_dropped_syn(key, sg->seq);
+		else
+			on_syn(skb, egress, key, sg->seq, sg->syn_len);
+		return;
+	}
+	/* A RST answering a SYN carries ACK = ISN+1. */
+	if (kind == SEG_RST && !(sg->flags & TCP_ACK))
+		return;
+	if (egress) {
+		key->dir = FLOWLAT_DIR_IN;
+		if (kind == SEG_SYNACK)
+			on_synack_in(skb, key, sg);
+		else
+			on_rst_in(skb, key, sg->ack);
+	} else if (kind == SEG_ACK) {
+		key->dir = FLOWLAT_DIR_IN;
+		on_ack_in(skb, key, sg->ack);
+	} else {
+		key->dir = FLOWLAT_DIR_OUT;
+		on_answer_out(skb, key, sg,
+			      kind == SEG_SYNACK ? FLOWLAT_RESULT_OK : FLOWLAT_RESULT_REFUSED);
+	}
+}
+
+/* Reads one TCP segment whose header starts at l4 and, if it is part of a
+ * handshake, describes it in *sg for act(). saddr/daddr point to the packet's
+ * addresses (4 or 16 bytes). The IP header claims ip_len bytes from ip_start
+ * on; only a SYN needs that (for the length of its data). */
 static __always_inline int on_tcp(struct __sk_buff *skb, const int egress, const int direct,
 				  __u8 family, const void *saddr, const void *daddr, __u32 a32,
-				  __u32 b32, __u32 l4, __u32 ip_start, __u32 ip_len)
+				  __u32 b32, __u32 l4, __u32 ip_start, __u32 ip_len,
+				  struct segment *sg)
 {
 	union hdr_buf buf;
 	struct tcp_head *th;
@@ -410,56 +590,36 @@ static __always_inline int on_tcp(struct __sk_buff *skb, const int egress, const
 	/* The client is the packet's source for SYNs and the client's ACK, its
 	 * destination for SYN-ACKs and RSTs. */
 	int client_is_src = kind == SEG_SYN || kind == SEG_ACK;
-	struct flowlat_key key;
-	__builtin_memset(&key, 0, sizeof(key));
-	key.family = family;
-	key.ifindex = skb->ifindex;
+	struct flowlat_key *key = &sg->key;
+	__builtin_memset(key, 0, sizeof(*key));
+	key->family = family;
+	key->ifindex = skb->ifindex;
 	if (family == 4) {
-		__builtin_memcpy(key.client, client_is_src ? saddr : daddr, 4);
-		__builtin_memcpy(key.server, client_is_src ? daddr : saddr, 4);
+		__builtin_memcpy(key->client, client_is_src ? saddr : daddr, 4);
+		__builtin_memcpy(key->server, client_is_src ? daddr : saddr, 4);
 	} else {
-		__builtin_memcpy(key.client, client_is_src ? saddr : daddr, 16);
-		__builtin_memcpy(key.server, client_is_src ? daddr : saddr, 16);
+		__builtin_memcpy(key->client, client_is_src ? saddr : daddr, 16);
+		__builtin_memcpy(key->server, client_is_src ? daddr : saddr, 16);
 	}
-	key.client_port = client_is_src ? th->source : th->dest;
-	key.server_port = client_is_src ? th->dest : th->source;
+	key->client_port = client_is_src ? th->source : th->dest;
+	key->server_port = client_is_src ? th->dest : th->source;
 
 	/* The SYN's data: what the IP length leaves after both headers. */
 	__u32 headers = l4 - ip_start + hlen;
 	__u32 syn_len = ip_len > headers ? ip_len - headers : 0;
 	if (syn_len > 0xffff)
 		syn_len = 0xffff;
-	if (egress) {
-		if (kind == SEG_SYN) {
-			key.dir = FLOWLAT_DIR_OUT;
-			on_syn(skb, &key, bpf_ntohl(th->seq), syn_len);
-		} else {
-			key.dir = FLOWLAT_DIR_IN;
-			if (kind == SEG_SYNACK)
-				on_synack_in(&key, th, slot);
-			else if (flags & TCP_ACK) /* a RST answering a SYN carries ACK = ISN+1 */
-				on_rst_in(skb, &key, th);
-		}
-	} else {
-		if (kind == SEG_SYN) {
-			key.dir = FLOWLAT_DIR_IN;
-			on_syn(skb, &key, bpf_ntohl(th->seq), syn_len);
-		} else if (kind == SEG_ACK) {
-			key.dir = FLOWLAT_DIR_IN;
-			on_ack_in(skb, &key, th);
-		} else if (kind == SEG_SYNACK) {
-			key.dir = FLOWLAT_DIR_OUT;
-			on_answer_out(skb, &key, th, FLOWLAT_RESULT_OK);
-		} else if (flags & TCP_ACK) {
-			key.dir = FLOWLAT_DIR_OUT;
-			on_answer_out(skb, &key, th, FLOWLAT_RESULT_REFUSED);
-		}
-	}
-	return TC_ACT_UNSPEC;
+	sg->seq = bpf_ntohl(th->seq);
+	sg->ack = bpf_ntohl(th->ack_seq);
+	sg->syn_len = syn_len;
+	sg->slot = slot;
+	sg->kind = kind;
+	sg->flags = flags;
+	return SEGMENT;
 }
 
 static __always_inline int on_ipv4(struct __sk_buff *skb, const int egress, const int direct,
-				   __u32 off)
+				   __u32 off, struct segment *sg)
 {
 	union hdr_buf buf;
 	struct ipv4_head *ip;
@@ -473,7 +633,7 @@ static __always_inline int on_ipv4(struct __sk_buff *skb, const int egress, cons
 	if ((ip->ver_ihl >> 4) != 4 || ihl < 20 || (ip->frag_off & bpf_htons(0x1fff)))
 		return TC_ACT_UNSPEC;
 	return on_tcp(skb, egress, direct, 4, &ip->saddr, &ip->daddr, ip->saddr, ip->daddr,
-		      off + ihl, off, bpf_ntohs(ip->tot_len));
+		      off + ihl, off, bpf_ntohs(ip->tot_len), sg);
 }
 
 
@@ -552,7 +712,7 @@ static __always_inline int ext_direct(struct __sk_buff *skb, const int egress, _
 }
 
 static __always_inline int on_ipv6(struct __sk_buff *skb, const int egress, const int direct,
-				   __u32 off)
+				   __u32 off, struct segment *sg)
 {
 	union hdr_buf buf;
 	struct ipv6_head *ip;
@@ -604,11 +764,11 @@ static __always_inline int on_ipv6(struct __sk_buff *skb, const int egress, cons
 	}
 	/* The IPv6 payload length counts from the end of the fixed header. */
 	return on_tcp(skb, egress, direct, 6, ip->saddr, ip->daddr, ip->saddr[3], ip->daddr[3], l4,
-		      off + sizeof(struct ipv6_head), bpf_ntohs(ip->payload_len));
+		      off + sizeof(struct ipv6_head), bpf_ntohs(ip->payload_len), sg);
 }
 
 static __always_inline int handle(struct __sk_buff *skb, const int egress, const int l2,
-				  const int direct)
+				  const int direct, struct segment *sg)
 {
 	union hdr_buf buf;
 	__u16 proto;
@@ -636,16 +796,20 @@ static __always_inline int handle(struct __sk_buff *skb, const int egress, const
 		proto = (__u16)skb->protocol;
 	}
 	if (proto == bpf_htons(ETH_P_IP))
-		return on_ipv4(skb, egress, direct, off);
+		return on_ipv4(skb, egress, direct, off, sg);
 	if (proto == bpf_htons(ETH_P_IPV6))
-		return on_ipv6(skb, egress, direct, off);
+		return on_ipv6(skb, egress, direct, off, sg);
 	return TC_ACT_UNSPEC;
 }
 
 static __always_inline int classify(struct __sk_buff *skb, const int egress, const int l2)
 {
-	if (handle(skb, egress, l2, 1) != TC_ACT_UNSPEC)
-		handle(skb, egress, l2, 0);
+	struct segment sg;
+	int r = handle(skb, egress, l2, 1, &sg);
+	if (r == NEED_SLOW || r == GATE_OPEN)
+		r = handle(skb, egress, l2, 0, &sg);
+	if (r == SEGMENT)
+		act(skb, egress, &sg);
 	return TC_ACT_UNSPEC;
 }
 

@@ -11,6 +11,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::time::Duration;
 
+use std::mem::offset_of;
 use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -76,6 +77,37 @@ impl Dir {
 
 const DIR_OUT: u8 = 0;
 const DIR_IN: u8 = 1;
+
+fn dir_code(d: Dir) -> u8 {
+    match d {
+        Dir::Out => DIR_OUT,
+        Dir::In => DIR_IN,
+    }
+}
+
+/// The `nets` trie's key of a network: the family byte, then the address
+/// with its host bits cleared, and the prefix counted from the family byte.
+fn net_key(addr: IpAddr, prefix: u8) -> Result<NetKey, BpfError> {
+    let (family, octets, bits): (u8, Vec<u8>, u8) = match addr {
+        IpAddr::V4(a) => (4, a.octets().to_vec(), 32),
+        IpAddr::V6(a) => (6, a.octets().to_vec(), 128),
+    };
+    if prefix > bits {
+        return Err(BpfError::Invalid(format!(
+            "network {addr}/{prefix}: an IPv{family} prefix is at most {bits} bits"
+        )));
+    }
+    let mut k = NetKey {
+        prefixlen: 8 + u32::from(prefix),
+        family,
+        ..NetKey::default()
+    };
+    for (i, (dst, src)) in k.addr.iter_mut().zip(&octets).enumerate() {
+        let keep = (usize::from(prefix)).saturating_sub(8 * i).min(8);
+        *dst = src & !(0xffu16 >> keep) as u8;
+    }
+    Ok(k)
+}
 const RESULT_OK: u8 = 0;
 const RESULT_REFUSED: u8 = 1;
 const RESULT_TIMEOUT: u8 = 2;
@@ -99,7 +131,25 @@ const STAT_SEND_FAILED: usize = 1;
 const STAT_CREATED: usize = 2;
 const STAT_REMOVED: usize = 3;
 const STAT_EXT_SKIPPED: usize = 4;
-const STAT_MAX: usize = 5;
+const STAT_FILTERED: usize = 5;
+const STAT_BELOW_MIN_RTT: usize = 6;
+const STAT_MAX: usize = 7;
+
+/// `FLOWLAT_CFG_*`: bits of `config.flags`.
+const CFG_MIN_RTT: u32 = 1;
+
+/// `FLOWLAT_FILTER_*`: bits of `filter.kinds`.
+const FILTER_PORT: u32 = 1;
+const FILTER_NET: u32 = 2;
+const FILTER_DIR: u32 = 4;
+const FILTER_CGROUP: u32 = 8;
+
+/// How many cgroups a [`Filter`] may name (`FLOWLAT_MAX_CGROUPS`).
+pub const MAX_FILTER_CGROUPS: usize = 8;
+/// How many networks a [`Filter`] may name (`FLOWLAT_MAX_NETS`).
+pub const MAX_FILTER_NETS: usize = 256;
+/// `FLOWLAT_FILTER_MEMO`.
+const FILTER_MEMO: usize = 4096;
 
 /// `FLOWLAT_GATE_SLOTS` and `FLOWLAT_GATE_BANKS`: the ACK gate (see `bpf/flowlat.h`).
 const GATE_SLOTS: usize = 32768;
@@ -121,6 +171,37 @@ pub struct Key {
     pub pad: [u8; 6],
 }
 
+/// `struct flowlat_config`: settings the classifier reads as it runs.
+#[repr(C)]
+struct ConfigGlobal {
+    bank: u32,
+    flags: u32,
+}
+
+/// `struct flowlat_filter`, the global user space fills before attaching.
+#[repr(C)]
+struct FilterGlobal {
+    kinds: u32,
+    dirs: u32,
+    cgroups: u32,
+    pad: u32,
+    min_rtt_ns: u64,
+    cgroup_id: [u64; MAX_FILTER_CGROUPS],
+    cgroup_level: [u32; MAX_FILTER_CGROUPS],
+    ports: [u32; 65536 / 32],
+    memo: [u32; FILTER_MEMO],
+}
+
+/// `struct flowlat_net_key`: a network in the `nets` LPM trie, behind its family byte.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct NetKey {
+    prefixlen: u32,
+    family: u8,
+    addr: [u8; 16],
+    pad: [u8; 3],
+}
+
 /// `struct flowlat_pending`.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -136,6 +217,8 @@ pub struct Pending {
     pub state: u8,
     pub bank: u8,
     pub syn_len: u16,
+    /// The local socket's cgroup v2 id, or 0 (see `bpf/flowlat.h`).
+    pub cgroup_id: u64,
 }
 
 /// `struct flowlat_event`: one record per attempt, as the classifier sends it.
@@ -154,6 +237,7 @@ trait Pod: Copy + Default {}
 impl Pod for Key {}
 impl Pod for Pending {}
 impl Pod for Event {}
+impl Pod for NetKey {}
 
 fn as_bytes<T: Pod>(v: &T) -> &[u8] {
     // SAFETY: T is a #[repr(C)] struct of integers and byte arrays with explicit padding
@@ -202,7 +286,11 @@ pub struct Record {
     pub retrans: u32,
     /// `in`: this side's SYN-ACKs beyond the first; `None` for `out`.
     pub synack_retrans: Option<u32>,
-    /// The cgroup v2 id of the local socket; `None` when there is none.
+    /// The cgroup v2 id of the local socket: `out`, the connecting socket's
+    /// (from its SYN); `in`, the listener's (from our first SYN-ACK). `None`
+    /// when the attempt had no local socket (a RST the kernel sent for a closed
+    /// port, forwarded traffic, SYN cookies) or none was seen (an `in` attempt
+    /// that ended before our SYN-ACK).
     pub cgroup_id: Option<u64>,
 }
 
@@ -269,7 +357,7 @@ impl Record {
                 Dir::In => Some(u32::from(p.synacks.saturating_sub(1))),
                 Dir::Out => None,
             },
-            cgroup_id: None,
+            cgroup_id: (p.cgroup_id != 0).then_some(p.cgroup_id),
         })
     }
 }
@@ -294,6 +382,14 @@ pub struct KernelStats {
     pub removed: u64,
     /// IPv6 packets skipped because their extension header chain was too long.
     pub ext_skipped: u64,
+    /// Attempts the [`Filter`] dropped: in the kernel at their SYN (a
+    /// retransmitted SYN is not counted again) or, for the cgroup of an `in`
+    /// attempt, at our first SYN-ACK or our RST; and those the sweep dropped
+    /// ([`Sweep::filtered`]). Every one of them sent no record.
+    pub filtered: u64,
+    /// `ok` attempts that sent no record because their rtt was under
+    /// [`Filter::min_rtt_ns`].
+    pub below_min_rtt: u64,
 }
 
 /// What a sweep of the pending table found.
@@ -305,6 +401,38 @@ pub struct Sweep {
     pub pending: u64,
     /// Tombstones of reported timeouts still held (see [`REPORTED_HOLD`]).
     pub tombstones: u64,
+    /// `in` attempts that timed out with no SYN-ACK of ours while a cgroup
+    /// filter is set: with no listener seen, they are dropped as filtered, not
+    /// reported (and leave a tombstone like a timeout).
+    pub filtered: u64,
+}
+
+/// Which attempts the classifier measures. An empty list (or `None`) does not
+/// filter; several kinds must all match (AND), several values of one kind are
+/// alternatives (OR). An attempt filtered out sends no record and, except
+/// for the cgroup of an `in` attempt, takes no table entry: it is decided at
+/// the client's SYN. The listener of an `in` attempt is known only at our
+/// first SYN-ACK, so with `cgroups` set an `in` attempt is dropped there,
+/// and one that is refused by this side or times out before any SYN-ACK of
+/// ours (no listener to attribute it to) is dropped too. Dropped attempts are
+/// counted in [`KernelStats::filtered`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Filter {
+    /// The client's or the server's port is one of these.
+    pub ports: Vec<u16>,
+    /// The client's or the server's address is in one of these networks
+    /// (address, prefix length); at most [`MAX_FILTER_NETS`].
+    pub nets: Vec<(IpAddr, u8)>,
+    /// Only this direction.
+    pub dir: Option<Dir>,
+    /// The local socket's cgroup is one of these (cgroup v2 id, level below
+    /// the root: the number of path components under the cgroup2 mount) or a
+    /// descendant of one; at most [`MAX_FILTER_CGROUPS`].
+    pub cgroups: Vec<(u64, u32)>,
+    /// `ok` attempts whose rtt (`out`: answer − last SYN; `in`: ACK − last
+    /// SYN-ACK) is under this many nanoseconds send no record; they are
+    /// counted in [`KernelStats::below_min_rtt`]. Other results are always sent.
+    pub min_rtt_ns: Option<u64>,
 }
 
 /// How an interface's packets start, which picks the program variant.
@@ -332,8 +460,15 @@ pub struct Probe {
     _globals_fd: OwnedFd,
     /// Where the gate's counters start in `globals`, in 32-bit words.
     gate_word: usize,
-    /// Where `config.bank` is in `globals`, in 32-bit words.
-    bank_word: usize,
+    /// Where `config` is in `globals`, in 32-bit words.
+    config_word: usize,
+    /// Where `filter` is in `globals`, in 32-bit words.
+    filter_word: usize,
+    nets: OwnedFd,
+    /// Whether the filter names cgroups, which the sweep applies to `in` attempts.
+    cgroup_filter: bool,
+    /// `in` attempts the sweep dropped for the cgroup filter, for [`KernelStats::filtered`].
+    swept_filtered: u64,
     possible_cpus: usize,
     max_pending: u32,
     /// The ACK gate's active bank, and when it last changed (`None` before the first sweep).
@@ -390,11 +525,13 @@ impl Probe {
                 .ok_or_else(|| BpfError::Object(format!("the probe has no map named {name}")))
         };
         let (pending, events, stats) = (take("pending")?, take("events")?, take("stats")?);
+        let nets = take("nets")?;
         let globals_fd = take(BSS_MAP)?;
         let fds: HashMap<&str, BorrowedFd<'_>> = [
             ("pending", pending.as_fd()),
             ("events", events.as_fd()),
             ("stats", stats.as_fd()),
+            ("nets", nets.as_fd()),
             (BSS_MAP, globals_fd.as_fd()),
         ]
         .into_iter()
@@ -417,7 +554,8 @@ impl Probe {
                 })
         };
         let gate_word = word_of("gate", GATE_SLOTS * 4 * GATE_BANKS as usize)?;
-        let bank_word = word_of("config", 8)?;
+        let config_word = word_of("config", std::mem::size_of::<ConfigGlobal>())?;
+        let filter_word = word_of("filter", std::mem::size_of::<FilterGlobal>())?;
         let globals_len = obj
             .map(BSS_MAP)
             .and_then(|m| NonZeroUsize::new(m.value_size as usize))
@@ -446,7 +584,11 @@ impl Probe {
             globals,
             _globals_fd: globals_fd,
             gate_word,
-            bank_word,
+            config_word,
+            filter_word,
+            nets,
+            cgroup_filter: false,
+            swept_filtered: 0,
             possible_cpus,
             max_pending: cfg.max_pending,
             bank: 0,
@@ -549,9 +691,99 @@ impl Probe {
         }
         // The classifier reads the bank once per first SYN-ACK; the zeroes
         // above are visible before it can count in the new bank.
-        self.globals.words()[self.bank_word].store(next, Ordering::SeqCst);
+        self.globals.words()[self.config_word + offset_of!(ConfigGlobal, bank) / 4]
+            .store(next, Ordering::SeqCst);
         self.bank = next;
         self.rotated_ns = Some(now_ns);
+    }
+
+    /// Stores a 64-bit field of the globals, `at` in words: two words, in the
+    /// order they have in memory.
+    fn store_u64(&self, at: usize, v: u64) {
+        let b = v.to_ne_bytes();
+        let words = self.globals.words();
+        for (i, half) in b.chunks_exact(4).enumerate() {
+            let w = u32::from_ne_bytes(half.try_into().unwrap_or([0; 4]));
+            words[at + i].store(w, Ordering::Relaxed);
+        }
+    }
+
+    /// Sets which attempts the classifier measures (see [`Filter`]). Meant to
+    /// be called before the programs are attached; attempts already in the
+    /// table are not judged again. A filter the maps cannot hold (too many
+    /// networks or cgroups, a prefix longer than its family's address) is
+    /// refused with [`BpfError::Invalid`] before anything changes.
+    pub fn set_filter(&mut self, f: &Filter) -> Result<(), BpfError> {
+        if f.nets.len() > MAX_FILTER_NETS {
+            return Err(BpfError::Invalid(format!(
+                "{} networks to filter on; the classifier holds at most {MAX_FILTER_NETS}",
+                f.nets.len()
+            )));
+        }
+        if f.cgroups.len() > MAX_FILTER_CGROUPS {
+            return Err(BpfError::Invalid(format!(
+                "{} cgroups to filter on; the classifier holds at most {MAX_FILTER_CGROUPS}",
+                f.cgroups.len()
+            )));
+        }
+        let nets = f
+            .nets
+            .iter()
+            .map(|&(a, p)| net_key(a, p))
+            .collect::<Result<Vec<NetKey>, BpfError>>()?;
+        let words = self.globals.words();
+        let fw = |off: usize| self.filter_word + off / 4;
+        let flags = &words[self.config_word + offset_of!(ConfigGlobal, flags) / 4];
+        // Off while it is rewritten: the classifier never applies half a filter.
+        words[fw(offset_of!(FilterGlobal, kinds))].store(0, Ordering::SeqCst);
+        flags.fetch_and(!CFG_MIN_RTT, Ordering::SeqCst);
+
+        let trie = self.nets.as_fd();
+        let mut old = [0u8; std::mem::size_of::<NetKey>()];
+        while sys::map_get_next_key(trie, None, &mut old)? {
+            sys::map_delete(trie, &old)?;
+        }
+        for k in &nets {
+            sys::map_update(trie, as_bytes(k), &[1], sys::BPF_ANY)?;
+        }
+        let ports = fw(offset_of!(FilterGlobal, ports));
+        for w in &words[ports..ports + 65536 / 32] {
+            w.store(0, Ordering::Relaxed);
+        }
+        for &p in &f.ports {
+            words[ports + usize::from(p) / 32].fetch_or(1 << (p % 32), Ordering::Relaxed);
+        }
+        let dirs = f.dir.map_or(0, |d| 1u32 << dir_code(d));
+        words[fw(offset_of!(FilterGlobal, dirs))].store(dirs, Ordering::Relaxed);
+        for (i, &(id, level)) in f.cgroups.iter().enumerate() {
+            self.store_u64(fw(offset_of!(FilterGlobal, cgroup_id) + 8 * i), id);
+            words[fw(offset_of!(FilterGlobal, cgroup_level) + 4 * i)]
+                .store(level, Ordering::Relaxed);
+        }
+        words[fw(offset_of!(FilterGlobal, cgroups))]
+            .store(f.cgroups.len() as u32, Ordering::Relaxed);
+        self.store_u64(
+            fw(offset_of!(FilterGlobal, min_rtt_ns)),
+            f.min_rtt_ns.unwrap_or(0),
+        );
+
+        let mut kinds = 0;
+        for (set, bit) in [
+            (!f.ports.is_empty(), FILTER_PORT),
+            (!f.nets.is_empty(), FILTER_NET),
+            (f.dir.is_some(), FILTER_DIR),
+            (!f.cgroups.is_empty(), FILTER_CGROUP),
+        ] {
+            if set {
+                kinds |= bit;
+            }
+        }
+        words[fw(offset_of!(FilterGlobal, kinds))].store(kinds, Ordering::SeqCst);
+        if f.min_rtt_ns.is_some() {
+            flags.fetch_or(CFG_MIN_RTT, Ordering::SeqCst);
+        }
+        self.cgroup_filter = !f.cgroups.is_empty();
+        Ok(())
     }
 
     /// Sums the per-CPU counters.
@@ -572,6 +804,8 @@ impl Probe {
             created: sum[STAT_CREATED],
             removed: sum[STAT_REMOVED],
             ext_skipped: sum[STAT_EXT_SKIPPED],
+            filtered: sum[STAT_FILTERED] + self.swept_filtered,
+            below_min_rtt: sum[STAT_BELOW_MIN_RTT],
         })
     }
 
@@ -635,6 +869,12 @@ impl Probe {
                 continue;
             }
             self.swept += 1;
+            // No SYN-ACK of ours, so no listener to hold against the cgroup filter.
+            let unattributed = self.cgroup_filter && k.dir == DIR_IN && p.synacks == 0;
+            if unattributed {
+                self.swept_filtered += 1;
+                sweep.filtered += 1;
+            }
             let ev = Event {
                 key: k,
                 p,
@@ -642,7 +882,7 @@ impl Probe {
                 result: RESULT_TIMEOUT,
                 pad: [0; 7],
             };
-            if let Some(r) = Record::from_event(&ev) {
+            if let Some(r) = Record::from_event(&ev).filter(|_| !unattributed) {
                 sweep.expired.push(r);
             }
             let tomb = Pending {
@@ -791,6 +1031,7 @@ mod tests {
             offset_of!(Pending, state),
             offset_of!(Pending, bank),
             offset_of!(Pending, syn_len),
+            offset_of!(Pending, cgroup_id),
             size_of::<Event>(),
             offset_of!(Event, key),
             offset_of!(Event, p),
@@ -810,14 +1051,69 @@ mod tests {
             STAT_CREATED,
             STAT_REMOVED,
             STAT_EXT_SKIPPED,
+            STAT_FILTERED,
+            STAT_BELOW_MIN_RTT,
             STAT_MAX,
             GATE_SLOTS,
             GATE_BANKS as usize,
             GATE_SLOTS * 4 * GATE_BANKS as usize,
-            8,
+            size_of::<ConfigGlobal>(),
+            offset_of!(ConfigGlobal, bank),
+            offset_of!(ConfigGlobal, flags),
+            CFG_MIN_RTT as usize,
+            FILTER_PORT as usize,
+            FILTER_NET as usize,
+            FILTER_DIR as usize,
+            FILTER_CGROUP as usize,
+            MAX_FILTER_CGROUPS,
+            MAX_FILTER_NETS,
+            FILTER_MEMO,
+            size_of::<FilterGlobal>(),
+            offset_of!(FilterGlobal, kinds),
+            offset_of!(FilterGlobal, dirs),
+            offset_of!(FilterGlobal, cgroups),
+            offset_of!(FilterGlobal, min_rtt_ns),
+            offset_of!(FilterGlobal, cgroup_id),
+            offset_of!(FilterGlobal, cgroup_level),
+            offset_of!(FilterGlobal, ports),
+            offset_of!(FilterGlobal, memo),
+            size_of::<NetKey>(),
+            offset_of!(NetKey, prefixlen),
+            offset_of!(NetKey, family),
+            offset_of!(NetKey, addr),
         ];
         let rust: Vec<u64> = rust.iter().map(|&v| v as u64).collect();
         assert_eq!(c, rust, "bpf/flowlat.h and src/probe.rs disagree");
+    }
+
+    #[test]
+    fn net_keys_clear_host_bits_and_count_the_family_byte() {
+        let k = net_key("10.1.2.3".parse().expect("literal"), 20).expect("valid");
+        assert_eq!((k.prefixlen, k.family), (28, 4));
+        assert_eq!(k.addr[..4], [10, 1, 0, 0]);
+        let k = net_key("2001:db8:ffff::1".parse().expect("literal"), 36).expect("valid");
+        assert_eq!((k.prefixlen, k.family), (44, 6));
+        assert_eq!(k.addr[..6], [0x20, 0x01, 0x0d, 0xb8, 0xf0, 0]);
+        assert_eq!(k.addr[15], 0);
+        let all = net_key("0.0.0.0".parse().expect("literal"), 0).expect("valid");
+        assert_eq!((all.prefixlen, all.addr), (8, [0; 16]));
+        let full = net_key("::1".parse().expect("literal"), 128).expect("valid");
+        assert_eq!(full.addr[15], 1);
+        for (a, p) in [("10.0.0.0", 33), ("::", 129)] {
+            let e = net_key(a.parse().expect("literal"), p).expect_err("too long");
+            assert!(e.to_string().contains("prefix is at most"), "{e}");
+        }
+    }
+
+    #[test]
+    fn cgroup_id_zero_means_no_socket() {
+        let mut ev = event(DIR_OUT, RESULT_OK);
+        assert_eq!(Record::from_event(&ev).expect("valid").cgroup_id, None);
+        ev.p.cgroup_id = 4242;
+        assert_eq!(
+            Record::from_event(&ev).expect("valid").cgroup_id,
+            Some(4242)
+        );
     }
 
     #[test]

@@ -8,12 +8,13 @@
 //! to explore others. A failure prints the seed and the packet.
 
 mod common;
+mod probe_cgroup;
 
 use std::collections::HashMap;
 
 use common::packet::{Ext, Tcp, ACK, FIN, PSH, RST, SYN};
 use flowlat::bpf::perf::PerfBuffers;
-use flowlat::probe::{Dir, Event, Hook, Outcome, Probe, ProbeConfig, Record};
+use flowlat::probe::{Dir, Event, Filter, Hook, Outcome, Probe, ProbeConfig, Record};
 
 const TC_ACT_UNSPEC: u32 = u32::MAX;
 
@@ -92,6 +93,8 @@ struct MEntry {
     refreshed: bool,
     /// For a tombstone: the sweep (in seconds of fake time) that made it.
     reported_at: u64,
+    /// The local socket's cgroup, once an egress packet showed it (0: none).
+    cgroup: u64,
 }
 
 /// A record as far as the model can predict it (no timings).
@@ -105,6 +108,7 @@ struct MRec {
     sport: u16,
     retrans: u32,
     synack_retrans: Option<u32>,
+    cgroup_id: Option<u64>,
 }
 
 fn outcome_code(o: Outcome) -> u8 {
@@ -135,6 +139,7 @@ impl MRec {
             sport: r.server_port,
             retrans: r.retrans,
             synack_retrans: r.synack_retrans,
+            cgroup_id: r.cgroup_id,
         }
     }
     fn model(k: &MKey, e: &MEntry, outcome: Outcome) -> MRec {
@@ -147,6 +152,7 @@ impl MRec {
             sport: k.sport,
             retrans: u32::from(e.syns.saturating_sub(1)),
             synack_retrans: (k.dir == Dir::In).then(|| u32::from(e.synacks.saturating_sub(1))),
+            cgroup_id: (e.cgroup != 0).then_some(e.cgroup),
         }
     }
 }
@@ -268,6 +274,46 @@ fn parse(f: &[u8], ext_skipped: &mut u64) -> Option<Seg> {
 struct Model {
     table: HashMap<MKey, MEntry>,
     ext_skipped: u64,
+    /// The cgroup test-run's dummy socket is charged to: this process's.
+    own_cgroup: u64,
+    filter: MFilter,
+}
+
+/// The filter as the README states it: kinds AND, values OR.
+#[derive(Default)]
+struct MFilter {
+    ports: Vec<u16>,
+    /// Family, network address bytes, prefix length.
+    nets: Vec<(u8, [u8; 16], u8)>,
+    dir: Option<Dir>,
+    /// A cgroup filter is set, and whether this process's cgroup is under it.
+    cgroup: Option<bool>,
+}
+
+impl MFilter {
+    fn in_net(&self, family: u8, a: &[u8; 16]) -> bool {
+        self.nets.iter().any(|(f, n, p)| {
+            let p = usize::from(*p);
+            *f == family && (0..p).all(|bit| (a[bit / 8] ^ n[bit / 8]) & (0x80 >> (bit % 8)) == 0)
+        })
+    }
+
+    /// What the SYN alone decides: an arriving SYN has no socket of ours, so
+    /// the cgroup of an `in` attempt is not known yet.
+    fn keeps_syn(&self, k: &MKey) -> bool {
+        (self.ports.is_empty() || self.ports.contains(&k.cport) || self.ports.contains(&k.sport))
+            && (self.nets.is_empty()
+                || self.in_net(k.family, &k.client)
+                || self.in_net(k.family, &k.server))
+            && self.dir.is_none_or(|d| d == k.dir)
+            && (k.dir == Dir::In || self.cgroup != Some(false))
+    }
+
+    /// Whether an `in` attempt with no SYN-ACK of ours seen must be dropped
+    /// rather than reported: the cgroup filter wants a listener.
+    fn wants_listener(&self) -> bool {
+        self.cgroup.is_some()
+    }
 }
 
 impl Model {
@@ -301,6 +347,9 @@ impl Model {
             (true, Kind::Ack) => {}
             (_, Kind::Syn) => {
                 let k = Model::key(&s, if egress { Dir::Out } else { Dir::In }, true);
+                if !self.filter.keeps_syn(&k) {
+                    return out;
+                }
                 if let Some(e) = self.table.get_mut(&k) {
                     if e.isn == s.seq {
                         e.syns += 1;
@@ -309,7 +358,9 @@ impl Model {
                         return out;
                     }
                     let old = self.table.remove(&k).expect("present");
-                    if old.state != State::Reported {
+                    let unattributed =
+                        k.dir == Dir::In && old.state == State::Syn && self.filter.wants_listener();
+                    if old.state != State::Reported && !unattributed {
                         out.push(MRec::model(&k, &old, Outcome::Abandoned));
                     }
                 }
@@ -322,6 +373,9 @@ impl Model {
                     state: State::Syn,
                     refreshed: false,
                     reported_at: 0,
+                    // out: the SYN leaves from the connecting socket; in: the
+                    // listener is known at our SYN-ACK.
+                    cgroup: if egress { self.own_cgroup } else { 0 },
                 };
                 self.table.insert(k, e);
             }
@@ -329,9 +383,14 @@ impl Model {
                 let k = Model::key(&s, Dir::In, false);
                 if let Some(e) = self.table.get_mut(&k) {
                     if e.state != State::Reported && Model::acks_syn(e, s.ack) {
+                        if e.synacks == 0 && self.filter.cgroup == Some(false) {
+                            self.table.remove(&k);
+                            return out;
+                        }
                         if e.synacks == 0 {
                             e.server_isn = s.seq;
                             e.state = State::SynAck;
+                            e.cgroup = self.own_cgroup;
                         }
                         e.synacks += 1;
                     }
@@ -342,7 +401,9 @@ impl Model {
                 if let Some(e) = self.table.get(&k).copied() {
                     if s.flags & ACK != 0 && e.state == State::Syn && Model::acks_syn(&e, s.ack) {
                         self.table.remove(&k);
-                        out.push(MRec::model(&k, &e, Outcome::Refused));
+                        if !self.filter.wants_listener() {
+                            out.push(MRec::model(&k, &e, Outcome::Refused));
+                        }
                     }
                 }
             }
@@ -388,9 +449,12 @@ impl Model {
         self.table.retain(|_, e| {
             !(e.state == State::Reported && (e.refreshed || now_s - e.reported_at >= hold))
         });
+        let wants_listener = self.filter.wants_listener();
         for (k, e) in self.table.iter_mut() {
             if e.state != State::Reported {
-                out.push(MRec::model(k, e, Outcome::Timeout));
+                if !(k.dir == Dir::In && e.synacks == 0 && wants_listener) {
+                    out.push(MRec::model(k, e, Outcome::Timeout));
+                }
                 e.state = State::Reported;
                 e.reported_at = now_s;
             }
@@ -539,19 +603,85 @@ fn env_u64(name: &str, default: u64) -> u64 {
 
 #[test]
 fn classifier_matches_the_contract_on_random_and_mutated_packets() {
+    let n = env_u64("FLOWLAT_FUZZ_PACKETS", 100_000);
+    fuzz(n, &Filter::default(), MFilter::default());
+}
+
+fn v6(s: &str) -> [u8; 16] {
+    s.parse::<std::net::Ipv6Addr>().expect("literal").octets()
+}
+
+/// The same under filters of every kind, each with values the generator's
+/// endpoints do and do not match; the cgroup filter once with a cgroup this
+/// process is under (the root) and once with one it is not.
+#[test]
+fn filtered_classifier_matches_the_contract() {
+    let n = env_u64("FLOWLAT_FUZZ_PACKETS", 100_000) / 4;
+    let root = probe_cgroup::id_of(&probe_cgroup::mount());
+    let ip = |s: &str| s.parse::<std::net::IpAddr>().expect("literal");
+    let mut v4 = [0u8; 16];
+    v4[..4].copy_from_slice(&[10, 9, 0, 0]);
+    fuzz(
+        n,
+        &Filter {
+            ports: vec![80, 40001],
+            nets: vec![(ip("10.9.0.0"), 31), (ip("2001:db8::2"), 128)],
+            ..Filter::default()
+        },
+        MFilter {
+            ports: vec![80, 40001],
+            nets: vec![(4, v4, 31), (6, v6("2001:db8::2"), 128)],
+            ..MFilter::default()
+        },
+    );
+    fuzz(
+        n,
+        &Filter {
+            dir: Some(Dir::In),
+            cgroups: vec![(0xdead_beef, 1)],
+            ..Filter::default()
+        },
+        MFilter {
+            dir: Some(Dir::In),
+            cgroup: Some(false),
+            ..MFilter::default()
+        },
+    );
+    fuzz(
+        n,
+        &Filter {
+            cgroups: vec![(0xdead_beef, 1), (root, 0)],
+            nets: vec![(ip("2001:db8:9::"), 48)],
+            ..Filter::default()
+        },
+        MFilter {
+            cgroup: Some(true),
+            nets: vec![(6, v6("2001:db8:9::"), 48)],
+            ..MFilter::default()
+        },
+    );
+}
+
+/// `n` packets through the classifier with `filter` set and through the
+/// model with the same filter, `mfilter`.
+fn fuzz(n: u64, filter: &Filter, mfilter: MFilter) {
     common::require_root();
     let seed = env_u64("FLOWLAT_FUZZ_SEED", 0x00f1_0a7c_0ffe_e001);
-    let n = env_u64("FLOWLAT_FUZZ_PACKETS", 100_000);
     // Large enough that nothing is evicted: eviction is tested elsewhere.
     let mut probe = Probe::load(&ProbeConfig {
         max_pending: 1 << 18,
     })
     .expect("load");
+    probe.set_filter(filter).expect("set the filter");
     let mut perf: PerfBuffers = probe.open_perf(16).expect("perf rings");
     let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
     let fake_start = flowlat::output::monotonic_ns() + 3_600_000_000_000;
     let mut sweeps = 0u64;
-    let mut model = Model::default();
+    let mut model = Model {
+        own_cgroup: probe_cgroup::id_of(&probe_cgroup::own()),
+        filter: mfilter,
+        ..Model::default()
+    };
     let (mut ran, mut refused, mut records) = (0u64, 0u64, 0u64);
     for i in 0..n {
         let egress = rng.chance(50);
@@ -670,15 +800,17 @@ fn classifier_matches_the_contract_on_random_and_mutated_packets() {
         ran > n * 9 / 10,
         "only {ran} of {n} packets ran ({refused} refused)"
     );
+    // Under a filter that keeps nothing, the drops are what is exercised.
     assert!(
-        records > n / 50,
-        "only {records} records in {n} packets: the generator is too weak"
+        records + ks.filtered > n / 50,
+        "only {records} records and {} filtered in {n} packets: the generator is too weak",
+        ks.filtered
     );
     assert!(sweeps > 0 || n < 10_000, "no timeout sweep was exercised");
     eprintln!(
         "fuzz: seed {seed:#x}: {ran} packets ran, {refused} refused by test-run, {records} records, \
-         {sweeps} sweeps, {} long IPv6 chains",
-        model.ext_skipped
+         {} filtered, {sweeps} sweeps, {} long IPv6 chains",
+        ks.filtered, model.ext_skipped
     );
 }
 

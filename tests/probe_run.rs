@@ -3,54 +3,14 @@
 //! the pending table and the records follow the measurement contract.
 
 mod common;
+mod probe_cgroup;
+mod probe_rig;
 
 use std::time::Duration;
 
 use common::packet::{arp_request, icmp_echo, udp, Tcp, ACK, FIN, PSH, RST, SYN};
-use flowlat::bpf::perf::PerfBuffers;
-use flowlat::probe::{Dir, Event, Hook, Outcome, Probe, ProbeConfig, Record};
-
-const TC_ACT_UNSPEC: u32 = u32::MAX; // -1
-
-struct Rig {
-    probe: Probe,
-    perf: PerfBuffers,
-}
-
-impl Rig {
-    fn new() -> Rig {
-        common::require_root();
-        let probe = Probe::load(&ProbeConfig { max_pending: 1024 }).expect("load the probe");
-        let perf = probe.open_perf(8).expect("open perf rings");
-        Rig { probe, perf }
-    }
-
-    /// Runs the packet through one hook and checks it passes untouched.
-    fn run(&self, hook: Hook, frame: &[u8]) {
-        let r = self
-            .probe
-            .test_run(hook, frame, 1)
-            .unwrap_or_else(|e| panic!("test run of {} bytes: {e}", frame.len()));
-        assert_eq!(
-            r.retval, TC_ACT_UNSPEC,
-            "{hook:?} must return TC_ACT_UNSPEC"
-        );
-        assert_eq!(r.data_out, frame, "{hook:?} must not change the packet");
-    }
-
-    fn records(&mut self) -> Vec<Record> {
-        let mut out = Vec::new();
-        self.perf.drain(|_, b| {
-            let ev = Event::decode(b).expect("record of the right size");
-            out.push(Record::from_event(&ev).expect("well-formed record"));
-        });
-        out
-    }
-
-    fn pending(&self) -> usize {
-        self.probe.pending_entries().expect("walk pending").len()
-    }
-}
+use flowlat::probe::{Dir, Hook, Outcome, Probe, ProbeConfig, Record};
+use probe_rig::{Rig, TC_ACT_UNSPEC};
 
 const C4: &str = "10.0.0.5";
 const S4: &str = "93.184.216.34";
@@ -110,6 +70,45 @@ fn out_handshake_reports_ok_once_with_rtt() {
         (ks.sent, ks.send_failed, ks.created, ks.removed),
         (1, 0, 1, 1)
     );
+}
+
+/// The record carries the local socket's cgroup: out from the SYN, in from our
+/// SYN-ACK, none for a refusal from this side (the kernel's RST for a closed
+/// port has no socket of ours). Test-run gives every packet a dummy socket
+/// charged to this process's cgroup, which is what the classifier reads here;
+/// an arriving packet's socket is never read.
+#[test]
+fn records_carry_the_cgroup_of_the_local_socket() {
+    let mut rig = Rig::new();
+    let own = probe_cgroup::id_of(&probe_cgroup::own());
+    rig.run(Hook::Egress, &syn(C4, S4, 1000));
+    rig.run(Hook::Ingress, &synack(C4, S4, 1000, 7000));
+    let recs = rig.records();
+    assert_eq!(recs.len(), 1);
+    assert_eq!(recs[0].cgroup_id, Some(own), "out: the SYN's socket");
+
+    rig.run(Hook::Ingress, &syn(C6, S6, 10));
+    rig.run(Hook::Egress, &synack(C6, S6, 10, 20));
+    rig.run(Hook::Ingress, &client_ack(C6, S6, 10, 20));
+    let recs = rig.records();
+    assert_eq!(recs.len(), 1);
+    assert_eq!(recs[0].cgroup_id, Some(own), "in: our SYN-ACK's socket");
+
+    rig.run(Hook::Ingress, &syn(C4, S4, 30));
+    rig.run(Hook::Egress, &rst_to_client(C4, S4, 30));
+    let recs = rig.records();
+    assert_eq!(recs.len(), 1);
+    assert_eq!(recs[0].outcome, Outcome::Refused);
+    assert_eq!(recs[0].cgroup_id, None, "in, refused: no socket of ours");
+
+    // An in attempt that times out before our SYN-ACK has no cgroup either.
+    rig.run(Hook::Ingress, &syn(C4, S4, 40));
+    let sweep = rig
+        .probe
+        .sweep(u64::MAX / 2, Duration::from_millis(1))
+        .expect("sweep");
+    assert_eq!(sweep.expired.len(), 1);
+    assert_eq!(sweep.expired[0].cgroup_id, None);
 }
 
 #[test]

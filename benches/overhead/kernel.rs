@@ -6,7 +6,7 @@ use std::os::fd::{AsFd, OwnedFd};
 
 use flowlat::bpf::perf::PerfBuffers;
 use flowlat::bpf::sys;
-use flowlat::probe::{Event, Hook, Probe, ProbeConfig, Record};
+use flowlat::probe::{Event, Filter, Hook, Probe, ProbeConfig, Record};
 
 use crate::asm;
 use crate::frames::{self, Class, Dir, Layout};
@@ -116,6 +116,29 @@ impl Rig {
         r.duration_ns
     }
 
+    /// Sets the classifier's filter for what is measured next.
+    pub fn set_filter(&mut self, f: &Filter) {
+        self.probe.set_filter(f).expect("set the filter");
+    }
+
+    /// Runs one packet once through flowlat and once through the empty
+    /// classifier, the order alternating with `i`: (flowlat ns, empty ns).
+    pub fn once(&mut self, i: usize, hook: Hook, frame: &[u8]) -> (u32, u32) {
+        if i.is_multiple_of(2) {
+            let e = self.run_empty(frame, 1);
+            (self.run(hook, frame, 1), e)
+        } else {
+            let f = self.run(hook, frame, 1);
+            (f, self.run_empty(frame, 1))
+        }
+    }
+
+    /// Runs a packet through flowlat alone, once, unmeasured (to end an attempt).
+    pub fn feed(&mut self, hook: Hook, frame: &[u8]) {
+        self.run(hook, frame, 1);
+        self.drain();
+    }
+
     /// Reads the records the classifier sent, as flowlat's main loop would.
     fn drain(&mut self) {
         let mut n = 0;
@@ -203,13 +226,7 @@ impl Rig {
             }
             let (mut f_sum, mut e_sum) = (0, 0);
             for (p, (_, hook, frame)) in packets.iter().enumerate() {
-                let (f, e) = if (i as usize + p).is_multiple_of(2) {
-                    let e = self.run_empty(frame, 1);
-                    (self.run(*hook, frame, 1), e)
-                } else {
-                    let f = self.run(*hook, frame, 1);
-                    (f, self.run_empty(frame, 1))
-                };
+                let (f, e) = self.once(i as usize + p, *hook, frame);
                 res.packets[p].1.push(f);
                 res.packets[p].2.push(e);
                 f_sum += f;

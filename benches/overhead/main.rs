@@ -15,7 +15,11 @@ mod packet;
 #[path = "../shared/mod.rs"]
 mod shared;
 
+#[path = "../../tests/probe_cgroup/mod.rs"]
+mod probe_cgroup;
+
 mod asm;
+mod filters;
 mod frames;
 mod kernel;
 mod primitives;
@@ -123,6 +127,30 @@ fn main() {
     eprintln!("  handshake out        {} ns", hs_out.net_ns());
     let hs_in = rig.handshakes(Dir::In, o.handshakes);
     eprintln!("  handshake in         {} ns", hs_in.net_ns());
+    let (settings, filtered) = filters::in_nested_cgroup(|cg| {
+        let settings = filters::settings(cg);
+        let r = filters::measure(&mut rig, &settings, o.handshakes);
+        (settings, r)
+    });
+    for (s, r) in settings.iter().zip(&filtered) {
+        eprintln!(
+            "  SYN, filter {:<14} v4 {:>4} ns  v6 {:>4} ns",
+            s.key,
+            r.v4_ns(),
+            r.v6_ns()
+        );
+    }
+    // Packets that are no SYN, with the last (broadest) filter set: the
+    // filters must not touch them.
+    let all = &settings[settings.len() - 1].filter;
+    rig.set_filter(all);
+    let bystanders: Vec<(usize, kernel::ClassResult)> = classes
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.bystander && c.needs_parser.is_none() && c.key.starts_with("tcp_"))
+        .map(|(i, c)| (i, rig.measure(c, o.repeat, o.rounds)))
+        .collect();
+    rig.set_filter(&Default::default());
     let prims = primitives::measure(o.rounds);
     eprintln!(
         "  primitives: out handshake floor {} ns",
@@ -141,14 +169,27 @@ fn main() {
         &[&hs_out, &hs_in],
     );
     let md = md
+        + &report::filters_table(&settings, &filtered, o.handshakes)
+        + &report::filtered_bystanders_table(
+            settings[settings.len() - 1].key,
+            &classes,
+            &results,
+            &bystanders,
+        )
         + &report::primitives_table(&prims)
         + &report::user_table(json_rate, human_rate, &reader);
     println!("{md}");
 
-    let report = report::report_json(
+    let mut report = report::report_json(
         &o, &machine, pending, &classes, &results, &hs_out, &hs_in, json_rate, human_rate, &reader,
         &prims,
     );
+    if let shared::json::J::Obj(fields) = &mut report {
+        fields.push((
+            "filters".to_string(),
+            report::filters_json(&settings, &filtered, &classes, &bystanders),
+        ));
+    }
     match &o.out {
         Some(path) => shared::write_report_to(path, report),
         None => shared::write_report("flowlat-bench.json", report),

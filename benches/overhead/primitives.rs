@@ -20,7 +20,7 @@ static OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/primitives.o"))
 /// Runs per test-run: few enough that the records of a round fit the perf
 /// rings, which are drained between runs, and the BPF ring buffer, which is not.
 pub const REPEAT: u32 = 1000;
-/// Data pages per CPU of the perf rings: 1,000 records of 128 bytes fit.
+/// Data pages per CPU of the perf rings: 1,000 records of 136 bytes fit.
 const PERF_PAGES: usize = 64;
 /// The table's size: the probe's default `--max-pending`.
 const TABLE_SIZE: u32 = 65_536;
@@ -33,12 +33,21 @@ pub struct Primitive {
     prog: &'static str,
 }
 
-pub const PRIMITIVES: [Primitive; 6] = [
+// The perf_output row names the record's size.
+const _: () = assert!(std::mem::size_of::<Event>() == 120);
+
+pub const PRIMITIVES: [Primitive; 7] = [
     Primitive {
         key: "ktime",
         what: "bpf_ktime_get_ns: one clock read",
         base: "empty",
         prog: "ktime",
+    },
+    Primitive {
+        key: "cgroup_id",
+        what: "bpf_skb_cgroup_id: the cgroup of the packet's socket (an out SYN, an in SYN-ACK)",
+        base: "empty",
+        prog: "cgroup_id",
     },
     Primitive {
         key: "insert_delete",
@@ -54,7 +63,7 @@ pub const PRIMITIVES: [Primitive; 6] = [
     },
     Primitive {
         key: "perf_output",
-        what: "one 112-byte record through the perf rings (bpf_perf_event_output)",
+        what: "one 120-byte record through the perf rings (bpf_perf_event_output)",
         base: "empty",
         prog: "perf_output",
     },

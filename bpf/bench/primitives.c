@@ -83,6 +83,17 @@ int ktime(struct __sk_buff *skb)
 	return 0;
 }
 
+/* The cgroup of the packet's socket, as an out SYN and an in SYN-ACK read it.
+ * Test-run gives the skb a socket of its own, in the caller's cgroup, so the
+ * helper does the whole walk from socket to cgroup id. */
+SEC("tc/cgroup_id")
+int cgroup_id(struct __sk_buff *skb)
+{
+	__u64 id = bpf_skb_cgroup_id(skb);
+	asm volatile("" : : "r"(id));
+	return id ? 0 : 1;
+}
+
 /* A SYN's insert of a new attempt. */
 static __always_inline long insert_new(struct flowlat_key *k)
 {

@@ -26,6 +26,9 @@ pub enum BpfError {
     },
     /// The ELF object holds something this loader does not support or cannot parse.
     Object(String),
+    /// A setting the program cannot take as given (more values than its maps
+    /// hold, a value out of range); the message says which, and the limit.
+    Invalid(String),
 }
 
 impl BpfError {
@@ -80,6 +83,7 @@ impl fmt::Display for BpfError {
                 Ok(())
             }
             BpfError::Object(msg) => write!(f, "BPF object: {msg}"),
+            BpfError::Invalid(msg) => f.write_str(msg),
         }
     }
 }
@@ -88,7 +92,7 @@ impl std::error::Error for BpfError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             BpfError::Sys { source, .. } | BpfError::Verifier { source, .. } => Some(source),
-            BpfError::Object(_) => None,
+            BpfError::Object(_) | BpfError::Invalid(_) => None,
         }
     }
 }

@@ -1,0 +1,61 @@
+//! The real embedded classifier under `BPF_PROG_TEST_RUN`, for the program
+//! tests: every run must leave the packet unchanged and return TC_ACT_UNSPEC,
+//! and the records are read back from the perf rings.
+#![allow(dead_code)]
+
+use flowlat::bpf::perf::PerfBuffers;
+use flowlat::probe::{Event, Hook, Probe, ProbeConfig, Record};
+
+pub const TC_ACT_UNSPEC: u32 = u32::MAX; // -1
+
+pub struct Rig {
+    pub probe: Probe,
+    pub perf: PerfBuffers,
+}
+
+impl Rig {
+    /// The probe with a table of 1024 attempts and small perf rings.
+    pub fn new() -> Rig {
+        crate::common::require_root();
+        let probe = Probe::load(&ProbeConfig { max_pending: 1024 }).expect("load the probe");
+        let perf = probe.open_perf(8).expect("open perf rings");
+        Rig { probe, perf }
+    }
+
+    /// Runs the packet through one hook and checks it passes untouched.
+    pub fn run(&self, hook: Hook, frame: &[u8]) {
+        let r = self
+            .probe
+            .test_run(hook, frame, 1)
+            .unwrap_or_else(|e| panic!("test run of {} bytes: {e}", frame.len()));
+        assert_eq!(
+            r.retval, TC_ACT_UNSPEC,
+            "{hook:?} must return TC_ACT_UNSPEC"
+        );
+        assert_eq!(r.data_out, frame, "{hook:?} must not change the packet");
+    }
+
+    /// The records sent since the last call.
+    pub fn records(&mut self) -> Vec<Record> {
+        let mut out = Vec::new();
+        self.perf.drain(|_, b| {
+            let ev = Event::decode(b).expect("record of the right size");
+            out.push(Record::from_event(&ev).expect("well-formed record"));
+        });
+        out
+    }
+
+    /// Entries in the pending table.
+    pub fn pending(&self) -> usize {
+        self.probe.pending_entries().expect("walk pending").len()
+    }
+
+    /// Whether the table holds an entry of the attempt from client port `cport`.
+    pub fn holds(&self, cport: u16) -> bool {
+        self.probe
+            .pending_entries()
+            .expect("walk pending")
+            .iter()
+            .any(|(k, _)| u16::from_be(k.client_port) == cport)
+    }
+}
