@@ -1,8 +1,12 @@
 //! Command-line arguments: parsing and checking, nothing else.
 
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use argh::FromArgs;
+
+use crate::probe::{Dir, MAX_FILTER_CGROUPS, MAX_FILTER_NETS};
+use crate::summary::{self, GroupKey};
 
 /// The name used when no interface is given, like the tool flowlat replaces.
 pub const DEFAULT_IFACE: &str = "eth0";
@@ -32,11 +36,24 @@ pub const DEFAULT_IFACE: &str = "eth0";
   total_ns     out: SYN-ACK - first SYN;  in: ACK - first SYN (includes retransmissions)
   retrans      client SYNs beyond the first
   synack_retrans  in only: this side's SYN-ACKs beyond the first (\"synack-retrans\" in text)
+  cgroup_id, cgroup  the local workload: out, the connecting socket's cgroup (v2); in, the
+               listening socket's; null when there is no local socket (forwarded packets,
+               the kernel's RSTs for closed ports, SYN cookies). Text shows the path last,
+               container scopes by their short id.
+JSON records carry \"type\":\"handshake\"; --summary --json prints \"type\":\"summary\" rows with
+interval_start, interval_end, the group's keys, handshakes, ok, refused, timeout, abandoned,
+retrans and rtt_/local_ min, p50, p90, p99, max, mean (_ns).
 Durations are null in JSON (\"-\" in text) where they are not defined; text shows
 durations in milliseconds, JSON in nanoseconds.
 
 Exit status: 0 after a clean stop, 1 on a runtime failure, 2 on bad usage.",
-    example = "sudo flowlat eth0\nsudo flowlat --json --syn-timeout 3s eth0 eth1 | jq .\nsudo flowlat --detach eth0"
+    example = "Watch one interface, one line per handshake:\n  sudo flowlat eth0\n\
+Which upstreams are slow or failing? One row per server, at exit:\n  sudo flowlat --summary --duration 60s eth0\n\
+How far away are my clients? Incoming handshakes by client /24, a table a minute, with histograms:\n  sudo flowlat --summary --by dir,client-net --dir in --interval 1m --hist eth0\n\
+Did it get worse in the last minute? Only HTTPS, only failures and slow answers:\n  sudo flowlat --port 443 --min-rtt 100ms eth0\n\
+A Prometheus exporter that sends no record per handshake:\n  sudo flowlat --metrics 127.0.0.1:9464 --quiet eth0\n\
+JSON lines for scripts, the first 100 attempts to 10.0.0.0/8:\n  sudo flowlat --json --net 10.0.0.0/8 --count 100 eth0 | jq .\n\
+Remove filters a killed flowlat left behind:\n  sudo flowlat --detach eth0"
 )]
 pub struct Args {
     /// interfaces to watch (default: eth0)
@@ -70,6 +87,89 @@ pub struct Args {
     #[argh(option, default = "64", from_str_fn(parse_pages))]
     pub perf_pages: usize,
 
+    /// no line per attempt: one table of groups at exit (and every --interval),
+    /// with counts by result and rtt min/p50/p90/p99/max
+    #[argh(switch)]
+    pub summary: bool,
+
+    /// with --summary, also print a table every DURATION (e.g. 10s, 1m); each
+    /// attempt counts in the interval in which it ended
+    #[argh(option, from_str_fn(parse_duration), arg_name = "DURATION")]
+    pub interval: Option<Duration>,
+
+    /// with --summary, how attempts are grouped: a comma list of iface, dir,
+    /// server (address and port), server-ip, server-port, client-ip,
+    /// client-net, cgroup (default iface,dir,server)
+    #[argh(option, arg_name = "KEYS")]
+    pub by: Option<String>,
+
+    /// the client-net prefix lengths for IPv4 and IPv6 (default 24,48)
+    #[argh(option, arg_name = "V4,V6")]
+    pub client_prefix: Option<String>,
+
+    /// with --summary, draw log2 histograms of rtt (and local) for each group
+    #[argh(switch)]
+    pub hist: bool,
+
+    /// with --summary, at most N groups per table (default 4096); attempts
+    /// beyond them are counted in one `other` row
+    #[argh(option, arg_name = "N", from_str_fn(parse_max_groups))]
+    pub max_groups: Option<usize>,
+
+    /// only attempts whose client or server port is N (repeatable: any of them);
+    /// decided in the kernel
+    #[argh(option, arg_name = "N", from_str_fn(parse_port))]
+    pub port: Vec<u16>,
+
+    /// only attempts whose client or server address is in CIDR, IPv4 or IPv6
+    /// (repeatable: any of them); decided in the kernel
+    #[argh(option, arg_name = "CIDR", from_str_fn(parse_net))]
+    pub net: Vec<Net>,
+
+    /// only attempts in this direction: in (clients beyond the interface) or
+    /// out (clients on this host)
+    #[argh(option, arg_name = "in|out", from_str_fn(parse_dir))]
+    pub dir: Option<Dir>,
+
+    /// do not report ok attempts whose rtt is under DURATION (they still count
+    /// in the exit line); refused, timeout and abandoned are always reported
+    #[argh(option, from_str_fn(parse_duration), arg_name = "DURATION")]
+    pub min_rtt: Option<Duration>,
+
+    /// only attempts of this cgroup (v2) or its descendants, a path below the
+    /// cgroup2 mount such as /system.slice/nginx.service (repeatable: any of
+    /// them); decided in the kernel
+    #[argh(option, arg_name = "PATH")]
+    pub cgroup: Vec<String>,
+
+    /// stop after N attempts have been reported (with --summary, counted into
+    /// the tables), then detach and exit 0
+    #[argh(option, arg_name = "N", from_str_fn(parse_count))]
+    pub count: Option<u64>,
+
+    /// stop after DURATION, then detach and exit 0
+    #[argh(option, from_str_fn(parse_duration), arg_name = "DURATION")]
+    pub duration: Option<Duration>,
+
+    /// serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9464,
+    /// [::1]:9464 or 0.0.0.0:9464
+    #[argh(option, arg_name = "ADDR", from_str_fn(parse_addr))]
+    pub metrics: Option<SocketAddr>,
+
+    /// with --metrics, extra labels: a comma list of server-port, cgroup
+    #[argh(option, arg_name = "KEYS")]
+    pub metrics_by: Option<String>,
+
+    /// with --metrics-by, at most N values per label (default 256); the rest
+    /// are counted under the value `other`
+    #[argh(option, arg_name = "N", from_str_fn(parse_max_series))]
+    pub max_series: Option<usize>,
+
+    /// print nothing per attempt (with --metrics: the kernel counts, and no
+    /// record per handshake reaches flowlat)
+    #[argh(switch, short = 'q')]
+    pub quiet: bool,
+
     /// remove the filters that flowlat processes no longer running (killed,
     /// crashed) left on the interfaces, then exit; filters of a flowlat that
     /// still runs are kept
@@ -87,20 +187,99 @@ pub enum Command {
     /// Print this text to stdout and exit 0 (`--help`, `--version`).
     Print(String),
     /// Run with these settings.
-    Run(Settings),
+    Run(Box<Settings>),
     /// Remove what dead flowlat processes left on these interfaces, then exit.
     Detach(Vec<String>),
 }
 
 /// Checked settings for a run.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
     pub ifaces: Vec<String>,
     pub json: bool,
     pub syn_timeout: Duration,
     pub max_pending: u32,
     pub perf_pages: usize,
+    /// What is printed per attempt.
+    pub output: Output,
+    /// What the kernel keeps: `--port`, `--net`, `--dir`, `--cgroup`, `--min-rtt`.
+    pub filter: FilterOptions,
+    /// `--count`: stop after this many attempts.
+    pub count: Option<u64>,
+    /// `--duration`: stop after this long.
+    pub duration: Option<Duration>,
+    /// `--metrics`.
+    pub metrics: Option<MetricsOptions>,
 }
+
+/// What goes to stdout while flowlat runs.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    /// One line per attempt (text or JSON).
+    Lines,
+    /// Tables of groups (`--summary`).
+    Summary(SummaryOptions),
+    /// Nothing per attempt (`--quiet`).
+    Quiet,
+}
+
+/// `--summary` and what shapes its tables.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SummaryOptions {
+    pub by: Vec<GroupKey>,
+    pub v4_prefix: u8,
+    pub v6_prefix: u8,
+    pub max_groups: usize,
+    pub hist: bool,
+    pub interval: Option<Duration>,
+}
+
+/// An address range of `--net`, its host bits cleared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Net {
+    pub addr: IpAddr,
+    pub prefix: u8,
+}
+
+impl std::fmt::Display for Net {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+/// The in-kernel filters, as given (cgroup paths are resolved at start).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FilterOptions {
+    pub ports: Vec<u16>,
+    pub nets: Vec<Net>,
+    pub dir: Option<Dir>,
+    pub cgroups: Vec<String>,
+    pub min_rtt: Option<Duration>,
+}
+
+impl FilterOptions {
+    /// Whether any filter that drops attempts before they are tracked is set.
+    pub fn any(&self) -> bool {
+        !self.ports.is_empty()
+            || !self.nets.is_empty()
+            || self.dir.is_some()
+            || !self.cgroups.is_empty()
+    }
+}
+
+/// `--metrics` and its labels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MetricsOptions {
+    pub addr: SocketAddr,
+    pub by_port: bool,
+    pub by_cgroup: bool,
+    pub max_series: usize,
+}
+
+/// Default `--max-groups`.
+pub const DEFAULT_MAX_GROUPS: usize = 4096;
+/// Default `--max-series`.
+pub const DEFAULT_MAX_SERIES: usize = 256;
 
 /// Parses `args` (without the program name). `Err` holds the message for
 /// stderr: bad usage, exit code 2.
@@ -124,8 +303,8 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
             env!("CARGO_PKG_VERSION")
         )));
     }
-    let mut ifaces = parsed.ifaces;
-    ifaces.extend(parsed.iface);
+    let mut ifaces = parsed.ifaces.clone();
+    ifaces.extend(parsed.iface.iter().cloned());
     if ifaces.is_empty() {
         ifaces.push(DEFAULT_IFACE.to_string());
     }
@@ -137,12 +316,126 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
     if parsed.detach {
         return Ok(Command::Detach(ifaces));
     }
-    Ok(Command::Run(Settings {
+    let output = output_of(&parsed)?;
+    let metrics = metrics_of(&parsed)?;
+    let (nets, cgroups) = (dedup(parsed.net), dedup(parsed.cgroup));
+    // The kernel's tables for them have a fixed size.
+    if nets.len() > MAX_FILTER_NETS {
+        return Err(format!(
+            "{} --net ranges given; at most {MAX_FILTER_NETS} are kept in the kernel",
+            nets.len()
+        ));
+    }
+    if cgroups.len() > MAX_FILTER_CGROUPS {
+        return Err(format!(
+            "{} --cgroup paths given; at most {MAX_FILTER_CGROUPS} are checked in the kernel \
+             (name a common parent instead: its descendants are kept too)",
+            cgroups.len()
+        ));
+    }
+    Ok(Command::Run(Box::new(Settings {
         ifaces,
         json: parsed.json,
         syn_timeout: parsed.syn_timeout,
         max_pending: parsed.max_pending,
         perf_pages: parsed.perf_pages,
+        output,
+        filter: FilterOptions {
+            ports: dedup(parsed.port),
+            nets,
+            dir: parsed.dir,
+            cgroups,
+            min_rtt: parsed.min_rtt,
+        },
+        count: parsed.count,
+        duration: parsed.duration,
+        metrics,
+    })))
+}
+
+fn dedup<T: PartialEq>(v: Vec<T>) -> Vec<T> {
+    let mut out: Vec<T> = Vec::with_capacity(v.len());
+    for x in v {
+        if !out.contains(&x) {
+            out.push(x);
+        }
+    }
+    out
+}
+
+/// An option that only means something beside another one is an error
+/// without it, rather than silently ignored.
+fn needs(given: bool, option: &str, other: &str) -> Result<(), String> {
+    if given {
+        Err(format!("{option} works only with {other}"))
+    } else {
+        Ok(())
+    }
+}
+
+fn output_of(a: &Args) -> Result<Output, String> {
+    if !a.summary {
+        needs(a.interval.is_some(), "--interval", "--summary")?;
+        needs(a.by.is_some(), "--by", "--summary")?;
+        needs(a.client_prefix.is_some(), "--client-prefix", "--summary")?;
+        needs(a.hist, "--hist", "--summary")?;
+        needs(a.max_groups.is_some(), "--max-groups", "--summary")?;
+        return Ok(if a.quiet {
+            Output::Quiet
+        } else {
+            Output::Lines
+        });
+    }
+    if a.quiet {
+        return Err("--quiet and --summary contradict each other: --summary already prints no line per attempt, and --quiet would hide its tables".to_string());
+    }
+    let by = match &a.by {
+        Some(s) => summary::parse_by(s)?,
+        None => vec![GroupKey::Iface, GroupKey::Dir, GroupKey::Server],
+    };
+    let (v4_prefix, v6_prefix) = match &a.client_prefix {
+        Some(s) => summary::parse_client_prefix(s)?,
+        None => (24, 48),
+    };
+    Ok(Output::Summary(SummaryOptions {
+        by,
+        v4_prefix,
+        v6_prefix,
+        max_groups: a.max_groups.unwrap_or(DEFAULT_MAX_GROUPS),
+        hist: a.hist,
+        interval: a.interval,
+    }))
+}
+
+fn metrics_of(a: &Args) -> Result<Option<MetricsOptions>, String> {
+    let Some(addr) = a.metrics else {
+        needs(a.metrics_by.is_some(), "--metrics-by", "--metrics")?;
+        needs(a.max_series.is_some(), "--max-series", "--metrics")?;
+        return Ok(None);
+    };
+    let (mut by_port, mut by_cgroup) = (false, false);
+    if let Some(keys) = &a.metrics_by {
+        for k in keys.split(',').map(str::trim) {
+            match k {
+                "server-port" => by_port = true,
+                "cgroup" => by_cgroup = true,
+                _ => {
+                    return Err(format!(
+                    "`{k}` is not a metrics label: --metrics-by takes server-port, cgroup or both \
+                         (per-address labels would make the number of series unbounded)"
+                ))
+                }
+            }
+        }
+    }
+    if a.max_series.is_some() && !by_port && !by_cgroup {
+        return Err("--max-series works only with --metrics-by".to_string());
+    }
+    Ok(Some(MetricsOptions {
+        addr,
+        by_port,
+        by_cgroup,
+        max_series: a.max_series.unwrap_or(DEFAULT_MAX_SERIES),
     }))
 }
 
@@ -197,6 +490,93 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
+fn parse_port(s: &str) -> Result<u16, String> {
+    match s.parse::<u32>() {
+        Ok(n) if (1..=65535).contains(&n) => Ok(n as u16),
+        _ => Err(format!(
+            "`{s}` is not a port: give a number from 1 to 65535"
+        )),
+    }
+}
+
+/// `10.0.0.0/8`, `2001:db8::/32`, or a bare address (one host). Host bits
+/// are cleared, as `ip route` would store the range.
+pub fn parse_net(s: &str) -> Result<Net, String> {
+    let bad = |why: &str| {
+        format!("`{s}` is not a CIDR range ({why}): write e.g. 10.0.0.0/8 or 2001:db8::/32")
+    };
+    let (a, p) = match s.split_once('/') {
+        Some((a, p)) => (a, Some(p)),
+        None => (s, None),
+    };
+    let addr: IpAddr = a
+        .parse()
+        .map_err(|_| bad("no IPv4 or IPv6 address before the /"))?;
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    let prefix = match p {
+        None => max,
+        Some(p) => {
+            let n: u32 = p
+                .parse()
+                .map_err(|_| bad("the prefix length is not a number"))?;
+            if n > u32::from(max) {
+                let family = if addr.is_ipv4() { "IPv4" } else { "IPv6" };
+                return Err(bad(&format!("an {family} prefix is at most /{max}")));
+            }
+            n as u8
+        }
+    };
+    let addr = summary::network(addr, prefix);
+    Ok(Net { addr, prefix })
+}
+
+fn parse_dir(s: &str) -> Result<Dir, String> {
+    match s {
+        "in" => Ok(Dir::In),
+        "out" => Ok(Dir::Out),
+        _ => Err(format!(
+            "`{s}` is not a direction: in (clients beyond the interface) or out (clients on this host)"
+        )),
+    }
+}
+
+fn parse_count(s: &str) -> Result<u64, String> {
+    match s.parse::<u64>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!(
+            "`{s}` is not a count: give a number of attempts above 0"
+        )),
+    }
+}
+
+fn parse_max_groups(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if (1..=1 << 20).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "`{s}` is not a number of groups: give 1 to 1048576"
+        )),
+    }
+}
+
+fn parse_max_series(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if (1..=65536).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "`{s}` is not a number of label values: give 1 to 65536"
+        )),
+    }
+}
+
+/// `127.0.0.1:9464`, `[::1]:9464`, `0.0.0.0:9464`.
+fn parse_addr(s: &str) -> Result<SocketAddr, String> {
+    s.parse().map_err(|_| {
+        format!(
+            "`{s}` is not an address to listen on: write IP:PORT, e.g. 127.0.0.1:9464, \
+             [::1]:9464 or 0.0.0.0:9464"
+        )
+    })
+}
+
 fn parse_max_pending(s: &str) -> Result<u32, String> {
     match s.parse::<u32>() {
         Ok(n) if (16..=1 << 24).contains(&n) => Ok(n),
@@ -222,7 +602,7 @@ mod tests {
     fn run(args: &[&str]) -> Result<Settings, String> {
         let owned: Vec<String> = args.iter().map(|s| s.to_string()).collect();
         match parse(&owned)? {
-            Command::Run(s) => Ok(s),
+            Command::Run(s) => Ok(*s),
             Command::Print(p) => Err(format!("unexpected print: {p}")),
             Command::Detach(i) => Err(format!("unexpected detach: {i:?}")),
         }
@@ -286,6 +666,24 @@ mod tests {
             "--iface",
             "--version",
             "--detach",
+            "--summary",
+            "--interval",
+            "--by",
+            "--client-prefix",
+            "--hist",
+            "--max-groups",
+            "--port",
+            "--net",
+            "--dir",
+            "--min-rtt",
+            "--cgroup",
+            "--count",
+            "--duration",
+            "--metrics",
+            "--metrics-by",
+            "--max-series",
+            "--quiet",
+            "client-net",
             "rtt_ns",
             "local_ns",
             "total_ns",
@@ -298,6 +696,162 @@ mod tests {
         ] {
             assert!(text.contains(word), "--help lacks {word}:\n{text}");
         }
+    }
+
+    #[test]
+    fn filters_parse_and_combine() {
+        let s = run(&[
+            "--port",
+            "443",
+            "--port",
+            "80",
+            "--port",
+            "443",
+            "--net",
+            "10.1.2.3/8",
+            "--net",
+            "2001:db8::1/32",
+            "--net",
+            "192.0.2.7",
+            "--dir",
+            "in",
+            "--min-rtt",
+            "5ms",
+        ])
+        .expect("valid");
+        assert_eq!(s.filter.ports, vec![443, 80], "repeats collapse");
+        let nets: Vec<String> = s.filter.nets.iter().map(|n| n.to_string()).collect();
+        assert_eq!(nets, ["10.0.0.0/8", "2001:db8::/32", "192.0.2.7/32"]);
+        assert_eq!(s.filter.dir, Some(Dir::In));
+        assert_eq!(s.filter.min_rtt, Some(Duration::from_millis(5)));
+        assert!(s.filter.any());
+        assert!(!run(&[]).expect("valid").filter.any());
+    }
+
+    #[test]
+    fn bad_filter_values_say_what_is_wrong() {
+        for (args, says) in [
+            (&["--port", "0"][..], "1 to 65535"),
+            (&["--port", "65536"], "1 to 65535"),
+            (&["--port", "http"], "not a port"),
+            (&["--net", "10.0.0.0/33"], "at most /32"),
+            (&["--net", "::/129"], "at most /128"),
+            (&["--net", "10.0.0/8"], "no IPv4 or IPv6 address"),
+            (&["--net", "10.0.0.0/x"], "not a number"),
+            (&["--dir", "both"], "in (clients beyond"),
+            (&["--count", "0"], "above 0"),
+            (&["--max-groups", "0", "--summary"], "number of groups"),
+            (
+                &[
+                    "--cgroup", "/1", "--cgroup", "/2", "--cgroup", "/3", "--cgroup", "/4",
+                    "--cgroup", "/5", "--cgroup", "/6", "--cgroup", "/7", "--cgroup", "/8",
+                    "--cgroup", "/9",
+                ],
+                "at most 8",
+            ),
+        ] {
+            let e = run(args).expect_err("bad value");
+            assert!(e.contains(says), "{args:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn summary_options_shape_the_tables() {
+        let s = run(&[
+            "--summary",
+            "--by",
+            "dir,client-net",
+            "--client-prefix",
+            "16,32",
+            "--hist",
+            "--interval",
+            "10s",
+            "--max-groups",
+            "10",
+        ])
+        .expect("valid");
+        let Output::Summary(o) = s.output else {
+            panic!("{:?}", s.output)
+        };
+        assert_eq!(o.by, vec![GroupKey::Dir, GroupKey::ClientNet]);
+        assert_eq!((o.v4_prefix, o.v6_prefix), (16, 32));
+        assert!(o.hist);
+        assert_eq!(o.interval, Some(Duration::from_secs(10)));
+        assert_eq!(o.max_groups, 10);
+        let Output::Summary(d) = run(&["--summary"]).expect("valid").output else {
+            panic!()
+        };
+        assert_eq!(d.by, vec![GroupKey::Iface, GroupKey::Dir, GroupKey::Server]);
+        assert_eq!(
+            (d.v4_prefix, d.v6_prefix, d.max_groups),
+            (24, 48, DEFAULT_MAX_GROUPS)
+        );
+        assert_eq!(run(&[]).expect("valid").output, Output::Lines);
+    }
+
+    #[test]
+    fn options_that_need_another_say_which() {
+        for (args, says) in [
+            (
+                &["--interval", "1s"][..],
+                "--interval works only with --summary",
+            ),
+            (&["--hist"], "--hist works only with --summary"),
+            (&["--by", "dir"], "--by works only with --summary"),
+            (
+                &["--metrics-by", "cgroup"],
+                "--metrics-by works only with --metrics",
+            ),
+            (
+                &["--metrics", "127.0.0.1:9464", "--max-series", "9"],
+                "--max-series works only with --metrics-by",
+            ),
+            (&["--summary", "--quiet"], "contradict"),
+        ] {
+            let e = run(args).expect_err("incomplete");
+            assert!(e.contains(says), "{args:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn metrics_take_an_address_and_bounded_labels() {
+        let s = run(&[
+            "--metrics",
+            "[::1]:9464",
+            "--metrics-by",
+            "server-port,cgroup",
+            "--max-series",
+            "32",
+            "--quiet",
+        ])
+        .expect("valid");
+        let m = s.metrics.expect("metrics");
+        assert_eq!(m.addr, "[::1]:9464".parse().expect("literal"));
+        assert!(m.by_port && m.by_cgroup);
+        assert_eq!(m.max_series, 32);
+        assert_eq!(s.output, Output::Quiet);
+        let e = run(&["--metrics", "localhost:9464"]).expect_err("not an IP");
+        assert!(e.contains("IP:PORT"), "{e}");
+        let e = run(&["--metrics", "127.0.0.1:9464", "--metrics-by", "client-ip"])
+            .expect_err("unbounded");
+        assert!(e.contains("server-port, cgroup"), "{e}");
+        let d = run(&["--metrics", "0.0.0.0:9464"])
+            .expect("valid")
+            .metrics
+            .expect("metrics");
+        assert_eq!(
+            (d.by_port, d.by_cgroup, d.max_series),
+            (false, false, DEFAULT_MAX_SERIES)
+        );
+    }
+
+    #[test]
+    fn bounded_runs() {
+        let s = run(&["--count", "100", "--duration", "1m"]).expect("valid");
+        assert_eq!(
+            (s.count, s.duration),
+            (Some(100), Some(Duration::from_secs(60)))
+        );
     }
 
     #[test]

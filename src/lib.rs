@@ -10,9 +10,11 @@
 //! Prometheus and [`http`] serves that; the binary (`src/main.rs`) parses
 //! arguments, prints, handles signals and exits.
 
+pub mod attach;
 pub mod bpf;
 pub mod cgroup;
 pub mod cli;
+pub mod consume;
 pub mod histogram;
 pub mod http;
 pub mod labels;
@@ -22,4 +24,5 @@ pub mod output;
 pub mod owner;
 pub mod privilege;
 pub mod probe;
+pub mod run;
 pub mod summary;

@@ -8,7 +8,7 @@
 //! | `flowlat_syn_retransmits_total` | counter | `iface`, `dir` | client SYNs beyond the first of each attempt |
 //! | `flowlat_records_lost_total` | counter | | records the perf ring had no room for (raise `--perf-pages`) |
 //! | `flowlat_pending_evictions_total` | counter | | attempts evicted unreported from the full table (raise `--max-pending`) |
-//! | `flowlat_filtered_total` | counter | | attempts the kernel left out because of `--cgroup` |
+//! | `flowlat_filtered_total` | counter | | attempts the filters dropped (`--port`, `--net`, `--dir`, `--cgroup`) |
 //! | `flowlat_pending_attempts` | gauge | | attempts in progress in the kernel's table |
 //! | `flowlat_build_info` | gauge | `version` | always 1 |
 //!
@@ -37,112 +37,7 @@ use std::time::{Duration, Instant};
 use crate::probe::{Dir, Record};
 
 // ---- agg_shim: BEGIN ------------------------------------------------------
-// Stand-ins, exactly as the plan defines them, for the kernel-aggregation items
-// that belong in src/probe.rs. At merge, delete this module and `record_cgroup`
-// and write instead:
-//     use crate::probe::{AggKey, AggValue, Hist, HIST_BOUNDS_NS};
-// with `record_cgroup(r)` replaced by `r.cgroup_id`. Nothing outside this block
-// uses more of them than their fields and `AggValue::add_record`: no derive
-// and no other method.
-mod agg_shim {
-    use crate::probe::{Dir, Outcome, Record};
-
-    /// Upper bounds of the histogram buckets, in nanoseconds: 1-2-5 per decade
-    /// from 5 µs to 50 s. Bucket `i` counts values `<= HIST_BOUNDS_NS[i]` (and
-    /// above the bound before it); bucket `HIST_BOUNDS_NS.len()` is `+Inf`.
-    pub const HIST_BOUNDS_NS: [u64; 22] = [
-        5_000,
-        10_000,
-        20_000,
-        50_000,
-        100_000,
-        200_000,
-        500_000,
-        1_000_000,
-        2_000_000,
-        5_000_000,
-        10_000_000,
-        20_000_000,
-        50_000_000,
-        100_000_000,
-        200_000_000,
-        500_000_000,
-        1_000_000_000,
-        2_000_000_000,
-        5_000_000_000,
-        10_000_000_000,
-        20_000_000_000,
-        50_000_000_000,
-    ];
-
-    /// The bucket a value falls into, by the kernel's rule.
-    pub fn hist_bucket(ns: u64) -> usize {
-        HIST_BOUNDS_NS.partition_point(|&b| b < ns)
-    }
-
-    /// Which attempts are counted together.
-    pub struct AggKey {
-        pub ifindex: u32,
-        pub dir: Dir,
-        pub server_port: Option<u16>,
-        pub cgroup_id: Option<u64>,
-        /// The kernel's overflow entry, for keys beyond its table.
-        pub other: bool,
-    }
-
-    /// A histogram over [`HIST_BOUNDS_NS`]; its count is the sum of the buckets.
-    pub struct Hist {
-        pub buckets: [u64; HIST_BOUNDS_NS.len() + 1],
-        pub sum_ns: u64,
-    }
-
-    impl Hist {
-        pub fn observe(&mut self, ns: u64) {
-            self.buckets[hist_bucket(ns)] += 1;
-            self.sum_ns = self.sum_ns.wrapping_add(ns);
-        }
-    }
-
-    /// Cumulative totals for one key.
-    pub struct AggValue {
-        /// By outcome, in the order ok, refused, timeout, abandoned.
-        pub results: [u64; 4],
-        pub retrans: u64,
-        pub rtt: Hist,
-        pub local: Hist,
-    }
-
-    impl AggValue {
-        /// Counts one record: the one definition shared with the kernel.
-        pub fn add_record(&mut self, r: &Record) {
-            let i = match r.outcome {
-                Outcome::Ok => 0,
-                Outcome::Refused => 1,
-                Outcome::Timeout => 2,
-                Outcome::Abandoned => 3,
-            };
-            self.results[i] += 1;
-            self.retrans += u64::from(r.retrans);
-            if r.outcome == Outcome::Ok {
-                if let Some(ns) = r.rtt_ns {
-                    self.rtt.observe(ns);
-                }
-                if r.dir == Dir::In {
-                    if let Some(ns) = r.local_ns {
-                        self.local.observe(ns);
-                    }
-                }
-            }
-        }
-    }
-}
-use agg_shim::{AggKey, AggValue, Hist, HIST_BOUNDS_NS};
-
-/// The record's cgroup id (`Record::cgroup_id`, which comes with the kernel side).
-fn record_cgroup(_r: &Record) -> Option<u64> {
-    None
-}
-// ---- agg_shim: END --------------------------------------------------------
+use crate::probe::{AggKey, AggValue, Hist, HIST_BOUNDS_NS};
 
 /// `--max-series` when not given.
 pub const DEFAULT_MAX_SERIES: usize = 256;
@@ -191,7 +86,7 @@ pub struct Gauges {
     pub records_lost: u64,
     /// Table-full evictions, cumulative.
     pub evictions: u64,
-    /// Attempts left out by the `--cgroup` filter, cumulative.
+    /// Attempts the filters (`--port`, `--net`, `--dir`, `--cgroup`) dropped, cumulative.
     pub filtered: u64,
     /// Attempts in progress now.
     pub pending: u64,
@@ -358,7 +253,7 @@ impl Metrics {
     /// Counts a record user space has and the kernel did not aggregate: the
     /// sweep's timeouts, or every record when the kernel does not aggregate.
     pub fn add(&mut self, r: &Record) {
-        self.add_in(r, record_cgroup(r));
+        self.add_in(r, r.cgroup_id);
     }
 
     fn add_in(&mut self, r: &Record, cgroup_id: Option<u64>) {
@@ -694,7 +589,6 @@ mod tests {
     use super::*;
     use crate::probe::Outcome;
 
-    // At merge: `cgroup_id: None` joins this literal.
     fn record(ifindex: u32, dir: Dir, outcome: Outcome, port: u16) -> Record {
         Record {
             ifindex,
@@ -710,6 +604,7 @@ mod tests {
             total_ns: None,
             retrans: 0,
             synack_retrans: None,
+            cgroup_id: None,
         }
     }
 

@@ -1,10 +1,10 @@
 //! Formats records as text lines or JSON lines. Printing is `main`'s job.
 
-use std::collections::HashMap;
 use std::fmt::Write as _;
 
 use nix::time::{clock_gettime, ClockId};
 
+use crate::labels::Labels;
 use crate::probe::Record;
 
 /// Converts the kernel's `CLOCK_MONOTONIC` timestamps (`bpf_ktime_get_ns`) to
@@ -146,19 +146,17 @@ fn json_opt(v: Option<u64>) -> String {
 pub struct Formatter {
     json: bool,
     clock: WallClock,
-    names: HashMap<u32, String>,
     name_width: usize,
     utc_offset_s: Option<i64>,
 }
 
 impl Formatter {
-    /// `names` maps interface indexes to names; `json` picks the format.
-    pub fn new(json: bool, clock: WallClock, names: HashMap<u32, String>) -> Formatter {
-        let name_width = names.values().map(|n| n.len()).max().unwrap_or(0);
+    /// `json` picks the format; `name_width` is the longest interface name,
+    /// so that text lines align.
+    pub fn new(json: bool, clock: WallClock, name_width: usize) -> Formatter {
         Formatter {
             json,
             clock,
-            names,
             name_width,
             utc_offset_s: None,
         }
@@ -170,33 +168,23 @@ impl Formatter {
         self
     }
 
-    /// Renames an interface (it was renamed under us).
-    pub fn rename(&mut self, ifindex: u32, name: String) {
-        self.name_width = self.name_width.max(name.len());
-        self.names.insert(ifindex, name);
-    }
-
-    fn iface(&self, ifindex: u32) -> String {
-        self.names
-            .get(&ifindex)
-            .cloned()
-            .unwrap_or_else(|| format!("if{ifindex}"))
-    }
-
-    /// One line for one record.
-    pub fn format(&self, r: &Record) -> String {
+    /// One line for one record; `cgroup` is the path of its cgroup, when known.
+    pub fn format(&mut self, r: &Record, labels: &dyn Labels, cgroup: Option<&str>) -> String {
         let unix = self.clock.unix_ns(r.end_ns);
+        let iface = labels.iface(r.ifindex);
+        // A renamed interface may be longer than the names at start.
+        self.name_width = self.name_width.max(iface.len());
         if self.json {
-            let mut s = String::with_capacity(320);
-            s.push_str("{\"ts\":\"");
+            let mut s = String::with_capacity(384);
+            s.push_str("{\"type\":\"handshake\",\"ts\":\"");
             s.push_str(&rfc3339(unix));
             s.push_str("\",\"iface\":");
-            json_str(&mut s, &self.iface(r.ifindex));
+            json_str(&mut s, &iface);
             let _ = write!(
                 s,
                 ",\"dir\":\"{}\",\"result\":\"{}\",\"client_ip\":\"{}\",\"client_port\":{},\
                  \"server_ip\":\"{}\",\"server_port\":{},\"rtt_ns\":{},\"local_ns\":{},\
-                 \"total_ns\":{},\"retrans\":{},\"synack_retrans\":{}}}",
+                 \"total_ns\":{},\"retrans\":{},\"synack_retrans\":{},\"cgroup_id\":{},\"cgroup\":",
                 r.dir.as_str(),
                 r.outcome.as_str(),
                 r.client,
@@ -207,8 +195,14 @@ impl Formatter {
                 json_opt(r.local_ns),
                 json_opt(r.total_ns),
                 r.retrans,
-                json_opt(r.synack_retrans.map(u64::from))
+                json_opt(r.synack_retrans.map(u64::from)),
+                json_opt(r.cgroup_id),
             );
+            match cgroup {
+                Some(c) => json_str(&mut s, c),
+                None => s.push_str("null"),
+            }
+            s.push('}');
             s
         } else {
             let offset = self
@@ -218,10 +212,16 @@ impl Formatter {
                 Some(n) => format!(" synack-retrans {n}"),
                 None => String::new(),
             };
+            // The cgroup comes last: it is the one field of unbounded width.
+            let cg = match (cgroup, r.cgroup_id) {
+                (Some(path), _) => crate::cgroup::shorten(path),
+                (None, Some(id)) => format!("cgroup#{id}"),
+                (None, None) => "-".to_string(),
+            };
             format!(
-                "{} {:<nw$} {:<3} {:>21} -> {:<21} {:<9} rtt {:>10} local {:>10} total {:>10} retrans {}{}",
+                "{} {:<nw$} {:<3} {:>21} -> {:<21} {:<9} rtt {:>10} local {:>10} total {:>10} retrans {}{} {}",
                 time_of_day(unix, offset),
-                self.iface(r.ifindex),
+                iface,
                 r.dir.as_str(),
                 endpoint(r.client, r.client_port),
                 endpoint(r.server, r.server_port),
@@ -231,6 +231,7 @@ impl Formatter {
                 millis(r.total_ns),
                 r.retrans,
                 synack,
+                cg,
                 nw = self.name_width
             )
         }
@@ -240,6 +241,7 @@ impl Formatter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::labels::FixedNames;
     use crate::probe::{Dir, Outcome};
 
     fn record() -> Record {
@@ -266,32 +268,45 @@ mod tests {
         WallClock::with_offset(1_795_780_801_123_456_000 - 5_000_000_000)
     }
 
-    fn names() -> HashMap<u32, String> {
-        [(2, "eth0".to_string()), (3, "wlan0".to_string())]
-            .into_iter()
-            .collect()
+    /// Interface names, and no cgroups.
+    fn names() -> FixedNames {
+        FixedNames {
+            ifaces: [(2, "eth0".to_string()), (3, "wlan0".to_string())].into(),
+            ..FixedNames::default()
+        }
+    }
+
+    fn text() -> Formatter {
+        Formatter::new(false, clock(), 5)
+    }
+
+    fn json() -> Formatter {
+        Formatter::new(true, clock(), 5)
     }
 
     #[test]
     fn text_line_has_every_field_in_order() {
-        let f = Formatter::new(false, clock(), names()).with_utc_offset(0);
-        let line = f.format(&record());
+        let mut f = text().with_utc_offset(0);
+        let line = f.format(&record(), &names(), None);
         assert_eq!(
             line,
             "12:00:01.123456 eth0  out        10.0.0.5:51234 -> 93.184.216.34:443     ok        \
-             rtt   12.345ms local          - total   12.400ms retrans 0"
+             rtt   12.345ms local          - total   12.400ms retrans 0 -"
         );
     }
 
     #[test]
     fn text_lines_align_across_records() {
-        let f = Formatter::new(false, clock(), names()).with_utc_offset(3600);
+        let mut f = text().with_utc_offset(3600);
         let mut r2 = record();
         r2.ifindex = 3;
         r2.outcome = Outcome::Timeout;
         r2.client = "10.1.2.3".parse().expect("literal");
         r2.rtt_ns = None;
-        let (a, b) = (f.format(&record()), f.format(&r2));
+        let (a, b) = (
+            f.format(&record(), &names(), None),
+            f.format(&r2, &names(), None),
+        );
         assert!(a.starts_with("13:00:01.123456 "), "{a}");
         assert_eq!(a.find(" -> "), b.find(" -> "), "\n{a}\n{b}");
         assert_eq!(a.find(" rtt "), b.find(" rtt "), "\n{a}\n{b}");
@@ -299,47 +314,49 @@ mod tests {
 
     #[test]
     fn inbound_lines_count_synack_retransmissions() {
-        let f = Formatter::new(false, clock(), names()).with_utc_offset(0);
+        let mut f = text().with_utc_offset(0);
         let mut r = record();
         r.dir = Dir::In;
         r.local_ns = Some(50_000);
         r.synack_retrans = Some(2);
-        let line = f.format(&r);
-        assert!(line.ends_with("retrans 0 synack-retrans 2"), "{line}");
-        let json = Formatter::new(true, clock(), names()).format(&r);
+        let line = f.format(&r, &names(), None);
+        assert!(line.ends_with("retrans 0 synack-retrans 2 -"), "{line}");
+        let json = json().format(&r, &names(), None);
         assert!(
-            json.ends_with("\"retrans\":0,\"synack_retrans\":2}"),
+            json.contains("\"retrans\":0,\"synack_retrans\":2,"),
             "{json}"
         );
     }
 
     #[test]
     fn ipv6_endpoints_are_bracketed() {
-        let f = Formatter::new(false, clock(), names()).with_utc_offset(0);
+        let mut f = text().with_utc_offset(0);
         let mut r = record();
         r.server = "2001:db8::1".parse().expect("literal");
         r.server_port = 80;
-        assert!(f.format(&r).contains("-> [2001:db8::1]:80 "));
+        assert!(f
+            .format(&r, &names(), None)
+            .contains("-> [2001:db8::1]:80 "));
     }
 
     #[test]
     fn json_line_has_the_documented_keys_and_nulls() {
-        let f = Formatter::new(true, clock(), names());
-        let line = f.format(&record());
+        let line = json().format(&record(), &names(), None);
         assert_eq!(
             line,
-            "{\"ts\":\"2026-11-27T12:00:01.123456Z\",\"iface\":\"eth0\",\"dir\":\"out\",\
+            "{\"type\":\"handshake\",\"ts\":\"2026-11-27T12:00:01.123456Z\",\"iface\":\"eth0\",\"dir\":\"out\",\
              \"result\":\"ok\",\"client_ip\":\"10.0.0.5\",\"client_port\":51234,\
              \"server_ip\":\"93.184.216.34\",\"server_port\":443,\"rtt_ns\":12345678,\
-             \"local_ns\":null,\"total_ns\":12400000,\"retrans\":0,\"synack_retrans\":null}"
+             \"local_ns\":null,\"total_ns\":12400000,\"retrans\":0,\"synack_retrans\":null,\
+             \"cgroup_id\":null,\"cgroup\":null}"
         );
     }
 
     #[test]
     fn json_escapes_interface_names() {
         let mut n = names();
-        n.insert(2, "we\"ird\\".to_string());
-        let line = Formatter::new(true, clock(), n).format(&record());
+        n.ifaces.insert(2, "we\"ird\\".to_string());
+        let line = json().format(&record(), &n, None);
         assert!(line.contains("\"iface\":\"we\\\"ird\\\\\""), "{line}");
     }
 
@@ -357,8 +374,27 @@ mod tests {
     fn unknown_interfaces_are_named_by_index() {
         let mut r = record();
         r.ifindex = 42;
-        assert!(Formatter::new(true, clock(), names())
-            .format(&r)
+        assert!(json()
+            .format(&r, &names(), None)
             .contains("\"iface\":\"if42\""));
+    }
+
+    #[test]
+    fn the_cgroup_ends_the_line_and_is_in_json_whole() {
+        let mut r = record();
+        r.cgroup_id = Some(4242);
+        let path = "/system.slice/nginx.service";
+        let line = text().with_utc_offset(0).format(&r, &names(), Some(path));
+        assert!(line.ends_with(" /system.slice/nginx.service"), "{line}");
+        let j = json().format(&r, &names(), Some(path));
+        assert!(
+            j.ends_with("\"cgroup_id\":4242,\"cgroup\":\"/system.slice/nginx.service\"}"),
+            "{j}"
+        );
+        // Known by id only: a cgroup that was gone before it could be named.
+        let line = text().with_utc_offset(0).format(&r, &names(), None);
+        assert!(line.ends_with(" cgroup#4242"), "{line}");
+        let j = json().format(&r, &names(), None);
+        assert!(j.ends_with("\"cgroup_id\":4242,\"cgroup\":null}"), "{j}");
     }
 }

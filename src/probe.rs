@@ -917,6 +917,98 @@ impl Probe {
     }
 }
 
+/// Upper bounds of the histogram buckets, in nanoseconds: 1-2-5 per decade
+/// from 5 µs to 50 s. Bucket `i` counts values `<= HIST_BOUNDS_NS[i]` (and
+/// above the bound before it); bucket `HIST_BOUNDS_NS.len()` is `+Inf`.
+pub const HIST_BOUNDS_NS: [u64; 22] = [
+    5_000,
+    10_000,
+    20_000,
+    50_000,
+    100_000,
+    200_000,
+    500_000,
+    1_000_000,
+    2_000_000,
+    5_000_000,
+    10_000_000,
+    20_000_000,
+    50_000_000,
+    100_000_000,
+    200_000_000,
+    500_000_000,
+    1_000_000_000,
+    2_000_000_000,
+    5_000_000_000,
+    10_000_000_000,
+    20_000_000_000,
+    50_000_000_000,
+];
+
+/// The bucket a value falls into, by the kernel's rule.
+pub fn hist_bucket(ns: u64) -> usize {
+    HIST_BOUNDS_NS.partition_point(|&b| b < ns)
+}
+
+/// Which attempts are counted together in the metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct AggKey {
+    pub ifindex: u32,
+    pub dir: Dir,
+    pub server_port: Option<u16>,
+    pub cgroup_id: Option<u64>,
+    /// The kernel's overflow entry, for keys beyond its table.
+    pub other: bool,
+}
+
+/// A histogram over [`HIST_BOUNDS_NS`]; its count is the sum of the buckets.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Hist {
+    pub buckets: [u64; HIST_BOUNDS_NS.len() + 1],
+    pub sum_ns: u64,
+}
+
+impl Hist {
+    pub fn observe(&mut self, ns: u64) {
+        self.buckets[hist_bucket(ns)] += 1;
+        self.sum_ns = self.sum_ns.wrapping_add(ns);
+    }
+}
+
+/// Cumulative totals for one key.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AggValue {
+    /// By outcome, in the order ok, refused, timeout, abandoned.
+    pub results: [u64; 4],
+    pub retrans: u64,
+    pub rtt: Hist,
+    pub local: Hist,
+}
+
+impl AggValue {
+    /// Counts one record: the one definition shared with the kernel.
+    pub fn add_record(&mut self, r: &Record) {
+        let i = match r.outcome {
+            Outcome::Ok => 0,
+            Outcome::Refused => 1,
+            Outcome::Timeout => 2,
+            Outcome::Abandoned => 3,
+        };
+        self.results[i] += 1;
+        self.retrans += u64::from(r.retrans);
+        if r.outcome == Outcome::Ok {
+            if let Some(ns) = r.rtt_ns {
+                self.rtt.observe(ns);
+            }
+            if r.dir == Dir::In {
+                if let Some(ns) = r.local_ns {
+                    self.local.observe(ns);
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

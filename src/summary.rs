@@ -912,22 +912,7 @@ mod tests {
     use crate::histogram::tests::Rng;
     use std::sync::Arc;
 
-    struct Names {
-        ifaces: HashMap<u32, String>,
-        cgroups: HashMap<u64, Arc<str>>,
-    }
-
-    impl Labels for Names {
-        fn iface(&self, ifindex: u32) -> String {
-            self.ifaces
-                .get(&ifindex)
-                .cloned()
-                .unwrap_or_else(|| format!("if{ifindex}"))
-        }
-        fn cgroup(&mut self, id: u64) -> Option<Arc<str>> {
-            self.cgroups.get(&id).cloned()
-        }
-    }
+    use crate::labels::FixedNames as Names;
 
     fn names() -> Names {
         Names {

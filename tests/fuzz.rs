@@ -824,11 +824,19 @@ fn record_decoding_and_formatting_never_fail_on_random_bytes() {
     let n = env_u64("FLOWLAT_FUZZ_RECORDS", 200_000);
     let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
     let size = std::mem::size_of::<Event>();
-    let names: HashMap<u32, String> = [(1, "eth0".to_string()), (2, "we\"ird\\name".to_string())]
-        .into_iter()
-        .collect();
-    let text = Formatter::new(false, WallClock::now(), names.clone()).with_utc_offset(3600);
-    let json = Formatter::new(true, WallClock::with_offset(i128::from(i64::MAX)), names);
+    let names = flowlat::labels::FixedNames {
+        ifaces: [(1, "eth0".to_string()), (2, "we\"ird\\name".to_string())].into(),
+        ..Default::default()
+    };
+    // Cgroup paths are whatever directory names someone made.
+    let cgroups = [
+        None,
+        Some("/system.slice/a.service"),
+        Some("/we\"ird\\\n\t/x"),
+        Some(""),
+    ];
+    let mut text = Formatter::new(false, WallClock::now(), 12).with_utc_offset(3600);
+    let mut json = Formatter::new(true, WallClock::with_offset(i128::from(i64::MAX)), 12);
     let (mut valid, mut rejected) = (0u64, 0u64);
     let start = std::time::Instant::now();
     for _ in 0..n {
@@ -852,9 +860,10 @@ fn record_decoding_and_formatting_never_fail_on_random_bytes() {
         match Record::from_event(&ev) {
             Some(r) => {
                 valid += 1;
-                let line = text.format(&r);
+                let cg = *rng.pick(&cgroups);
+                let line = text.format(&r, &names, cg);
                 assert!(!line.contains('\n'), "{line}");
-                let j = json.format(&r);
+                let j = json.format(&r, &names, cg);
                 common::run::parse_json(&j).unwrap_or_else(|e| panic!("invalid JSON line: {e}"));
             }
             None => rejected += 1,

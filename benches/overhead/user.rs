@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 use flowlat::bpf::perf::PerfBuffers;
 use flowlat::bpf::{cpu, sys};
+use flowlat::cgroup::Cgroups;
+use flowlat::labels::Names;
 use flowlat::output::{Formatter, WallClock};
 use flowlat::probe::{Event, Record};
 
@@ -52,9 +54,10 @@ fn sample_events() -> Vec<Vec<u8>> {
 /// main loop does them: the median of `rounds` rounds of `n` records.
 pub fn format_rate(json: bool, n: usize, rounds: usize) -> f64 {
     let events = sample_events();
-    let names: HashMap<u32, String> = [(2, "eth0".to_string())].into_iter().collect();
+    let ifaces: HashMap<u32, String> = [(2, "eth0".to_string())].into_iter().collect();
+    let names = Names::new(ifaces, Cgroups::discover());
     // No fixed UTC offset: text lines look up the local zone per record, as flowlat does.
-    let fmt = Formatter::new(json, WallClock::now(), names);
+    let mut fmt = Formatter::new(json, WallClock::now(), 4);
     let rates: Vec<f64> = (0..rounds)
         .map(|_| {
             let start = Instant::now();
@@ -62,7 +65,7 @@ pub fn format_rate(json: bool, n: usize, rounds: usize) -> f64 {
             for b in events.iter().cycle().take(n) {
                 let ev = Event::decode(black_box(b)).expect("record size");
                 let r = Record::from_event(&ev).expect("valid record");
-                bytes += black_box(fmt.format(&r)).len();
+                bytes += black_box(fmt.format(&r, &names, None)).len();
             }
             black_box(bytes);
             n as f64 / start.elapsed().as_secs_f64()

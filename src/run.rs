@@ -1,0 +1,727 @@
+//! One measuring run: load the probe, attach, follow the rings, the sweep,
+//! the interfaces and the scrapes, hand every record to the consumers, and
+//! leave the interfaces as found. Printing goes through the [`Sink`] that
+//! `main` gives it.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::io::{self, Write};
+use std::net::TcpListener;
+use std::time::{Duration, Instant};
+
+use rtnetlink::Handle;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::mpsc;
+
+use crate::attach::{self, framing};
+use crate::bpf::perf::PerfBuffers;
+use crate::bpf::BpfError;
+use crate::cgroup::Cgroups;
+use crate::cli::{Output, Settings};
+use crate::consume::{Consumer, Lines, Tables, Tally};
+use crate::http::{self, Scrape};
+use crate::labels::{Labels, Names};
+use crate::metrics::{Gauges, Metrics, MetricsConfig};
+use crate::netlink::link::{self, LinkEvent, LinkEvents, LinkLayer, LinkState};
+use crate::netlink::tc::{self, Attachment};
+use crate::netlink::NetlinkError;
+use crate::output::{monotonic_ns, Formatter, WallClock};
+use crate::owner::Owner;
+use crate::privilege::{self, Facts};
+use crate::probe::{Filter, Framing, Probe, ProbeConfig, Record};
+use crate::summary::{Summary, SummaryConfig};
+
+/// A failure of the run, from whichever layer; each carries its own advice.
+pub enum Error {
+    Bpf(BpfError),
+    Netlink(NetlinkError),
+    Other(String),
+    /// The kernel refused a privileged operation although the capabilities
+    /// are there; the text says which setting may be why.
+    Refused(Box<Error>, String),
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Bpf(e) => e.fmt(f),
+            Error::Netlink(e) => e.fmt(f),
+            Error::Other(s) => f.write_str(s),
+            Error::Refused(e, why) => write!(f, "{e}; {why}"),
+        }
+    }
+}
+
+impl From<BpfError> for Error {
+    fn from(e: BpfError) -> Self {
+        Error::Bpf(e)
+    }
+}
+
+impl From<NetlinkError> for Error {
+    fn from(e: NetlinkError) -> Self {
+        Error::Netlink(e)
+    }
+}
+
+impl Error {
+    /// Adds why the kernel may have refused, when it answered EPERM or EACCES.
+    /// A verifier's EACCES is its verdict on the program, not a privilege matter.
+    fn explained(self, facts: &Facts) -> Error {
+        use std::error::Error as _;
+        let errno = match &self {
+            Error::Bpf(e @ BpfError::Sys { .. }) => e
+                .source()
+                .and_then(|s| s.downcast_ref::<io::Error>())
+                .and_then(io::Error::raw_os_error),
+            Error::Bpf(BpfError::Verifier { source, .. }) => {
+                source.raw_os_error().filter(|&e| e == libc::EPERM)
+            }
+            Error::Netlink(e) => e.errno(),
+            _ => None,
+        };
+        match errno {
+            Some(libc::EPERM | libc::EACCES) => {
+                let why = privilege::explain_refusal(facts);
+                Error::Refused(Box::new(self), why)
+            }
+            _ => self,
+        }
+    }
+}
+
+/// Where a run's output goes: `main` owns stdout and stderr.
+pub trait Sink {
+    /// Records and tables.
+    fn out(&mut self) -> &mut dyn Write;
+    /// One line of news for stderr (without the `flowlat: ` prefix).
+    fn note(&mut self, line: &str);
+    /// Whether the reader of `out` has gone (a closed pipe, a hung-up terminal).
+    fn closed(&mut self) -> bool;
+}
+
+/// What `main` resolved before the run, so that its mistakes are usage errors.
+pub struct Prepared {
+    /// The cgroup2 hierarchy, for names and `--cgroup`.
+    pub cgroups: Cgroups,
+    /// `--cgroup` resolved: (id, level below the cgroup2 root).
+    pub cgroup_filter: Vec<(u64, u32)>,
+}
+
+/// How a run ended after attaching: the summary line, and whether that is a
+/// failure (exit 1).
+pub struct Ended {
+    pub summary: String,
+    pub failed: bool,
+}
+
+/// Why the main loop stopped.
+enum Stop {
+    Signal(&'static str),
+    StdoutClosed,
+    /// Every interface was deleted; their names.
+    NothingLeft(Vec<String>),
+    Count(u64),
+    Duration(Duration),
+}
+
+/// SIGINT, SIGTERM and SIGHUP, caught from before the first attach so that a
+/// signal during start-up still ends in a clean detach.
+struct Signals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn catch() -> Result<Signals, Error> {
+        let sig = |k: SignalKind, name: &str| {
+            signal(k).map_err(|e| Error::Other(format!("cannot catch {name}: {e}")))
+        };
+        Ok(Signals {
+            int: sig(SignalKind::interrupt(), "SIGINT")?,
+            term: sig(SignalKind::terminate(), "SIGTERM")?,
+            hup: sig(SignalKind::hangup(), "SIGHUP")?,
+        })
+    }
+}
+
+/// Measures until a signal, `--count`, `--duration`, a closed output, or
+/// every interface gone.
+pub async fn run(s: Settings, prep: Prepared, sink: &mut dyn Sink) -> Result<Ended, Error> {
+    // Refuse before creating anything, naming exactly what is missing.
+    let facts = Facts::read();
+    privilege::check(&facts).map_err(Error::Other)?;
+    // Bound before anything is attached: a taken address leaves nothing behind.
+    let listener = match &s.metrics {
+        Some(m) => Some(http::bind(m.addr).map_err(Error::Other)?),
+        None => None,
+    };
+    run_privileged(s, prep, listener, sink)
+        .await
+        .map_err(|e| e.explained(&facts))
+}
+
+async fn run_privileged(
+    s: Settings,
+    prep: Prepared,
+    listener: Option<TcpListener>,
+    sink: &mut dyn Sink,
+) -> Result<Ended, Error> {
+    raise_memlock_limit();
+    let mut signals = Signals::catch()?;
+    let me = Owner::current().map_err(Error::Other)?;
+    let handle = link::connect()?;
+    // Subscribed before the lookups, so no change to an interface after its
+    // lookup goes unseen.
+    let mut events = link::watch()?;
+
+    let mut links = Vec::new();
+    for name in &s.ifaces {
+        let l = link::resolve(&handle, name).await?;
+        if let (None, LinkLayer::Other(t)) = (framing(&l), l.link_layer) {
+            return Err(Error::Other(format!(
+                "{} has link type {t} (see `ip -d link show {}`); flowlat reads Ethernet \
+                 interfaces, lo, and L3 devices without a link header (tun, WireGuard)",
+                l.name, l.name
+            )));
+        }
+        links.push(l);
+    }
+    let l3 = links.iter().any(|l| framing(l) == Some(Framing::Ip));
+    let mut probe = Probe::load_for(
+        &ProbeConfig {
+            max_pending: s.max_pending,
+        },
+        l3,
+    )?;
+    probe.set_filter(&filter_of(&s, &prep))?;
+    let mut perf = probe.open_perf(s.perf_pages)?;
+
+    let started = Instant::now();
+    let (attached, cleanups) = {
+        let mut note = |l: &str| sink.note(l);
+        attach::attach_all(&handle, &probe, &links, &me, &mut note).await?
+    };
+    let took = started.elapsed();
+    let removed: Vec<String> = cleanups
+        .iter()
+        .filter_map(|c| Some(format!("on {}, {}", c.ifname, c.describe_removed()?)))
+        .collect();
+    if !removed.is_empty() {
+        sink.note(&format!(
+            "removed what flowlat processes no longer running left behind: {}",
+            removed.join("; ")
+        ));
+    }
+    let list: Vec<&str> = links.iter().map(|l| l.name.as_str()).collect();
+    let mut line = format!("attached to {} (ingress and egress)", list.join(", "));
+    if took > Duration::from_millis(100) {
+        line.push_str(&format!(" in {} ms", took.as_millis()));
+    }
+    if let Some(m) = &s.metrics {
+        line.push_str(&format!("; metrics at http://{}/metrics", m.addr));
+    }
+    sink.note(&line);
+    if let Some(why) = prep.cgroups.why_unavailable() {
+        sink.note(&why);
+    }
+
+    let ifnames: HashMap<u32, String> = links.iter().map(|l| (l.index, l.name.clone())).collect();
+    let mut watched = Vec::new();
+    for att in attached {
+        // Only to tell later whether down/up is news; an error here is not
+        // worth stopping for, the link events carry the state anyway.
+        let up = match link::by_index(&handle, att.ifindex).await {
+            Ok(Some(state)) => state.up,
+            _ => true,
+        };
+        watched.push(Watched { att, up });
+    }
+    let clock = WallClock::now();
+    let now = monotonic_ns();
+    let every = sweep_every(s.syn_timeout);
+    let consumer: Option<Box<dyn Consumer>> = match &s.output {
+        Output::Lines => {
+            let width = ifnames.values().map(String::len).max().unwrap_or(0);
+            Some(Box::new(Lines::new(Formatter::new(s.json, clock, width))))
+        }
+        Output::Summary(o) => {
+            let cfg = SummaryConfig {
+                by: o.by.clone(),
+                v4_prefix: o.v4_prefix,
+                v6_prefix: o.v6_prefix,
+                max_groups: o.max_groups,
+                hist: o.hist,
+                json: s.json,
+                interval: o.interval,
+                // A record reaches us up to a flush after it ended, and a
+                // timeout up to a sweep after it was due.
+                grace: every + FLUSH_EVERY * 2,
+            };
+            Some(Box::new(Tables::new(
+                Summary::new(cfg, now),
+                s.json,
+                o.hist,
+                clock,
+            )))
+        }
+        Output::Quiet => None,
+    };
+    let metrics = s.metrics.map(|m| {
+        let ifaces: Vec<(u32, String)> = ifnames.iter().map(|(i, n)| (*i, n.clone())).collect();
+        Metrics::new(
+            MetricsConfig {
+                by_port: m.by_port,
+                by_cgroup: m.by_cgroup,
+                max_series: m.max_series,
+            },
+            &ifaces,
+        )
+    });
+    let (scrape_tx, scrape_rx) = mpsc::channel(16);
+    let server = listener.map(|l| tokio::spawn(http::serve(l, scrape_tx)).abort_handle());
+    let mut session = Session {
+        probe: &mut probe,
+        perf: &mut perf,
+        handle: &handle,
+        events: &mut events,
+        watched,
+        names: Names::new(ifnames, prep.cgroups),
+        consumer,
+        metrics,
+        scrapes: scrape_rx,
+        tally: Tally::default(),
+        malformed: 0,
+        left: s.count,
+        beyond_count: 0,
+        pending: 0,
+    };
+    let result = session.watch(&s, &mut signals, sink).await;
+    if let Some(server) = server {
+        server.abort();
+    }
+
+    let mut detach_error = None;
+    for w in &session.watched {
+        if let Err(e) = tc::detach(&handle, &w.att).await {
+            detach_error.get_or_insert(e);
+        }
+    }
+    // Records sent before the filters went away are still in the rings.
+    let _ = session.drain(sink.out());
+    let sweep = session.probe.sweep(monotonic_ns(), s.syn_timeout);
+    let (mut in_progress, mut in_table) = (0, 0);
+    if let Ok(sw) = &sweep {
+        let _ = session.consume(&sw.expired, sink.out());
+        in_progress = sw.pending;
+        in_table = sw.pending + sw.tombstones;
+    }
+    if let Some(c) = session.consumer.as_mut() {
+        let _ = c.finish(monotonic_ns(), &mut session.names, sink.out());
+    }
+    let _ = sink.out().flush();
+    let stop = result?;
+    if let Some(e) = detach_error {
+        return Err(e.into());
+    }
+    let summary = session.exit_line(&stop, in_progress, in_table)?;
+    Ok(Ended {
+        summary,
+        failed: matches!(stop, Stop::NothingLeft(_)),
+    })
+}
+
+/// The kernel's filters from the options.
+fn filter_of(s: &Settings, prep: &Prepared) -> Filter {
+    Filter {
+        ports: s.filter.ports.clone(),
+        nets: s.filter.nets.iter().map(|n| (n.addr, n.prefix)).collect(),
+        dir: s.filter.dir,
+        cgroups: prep.cgroup_filter.clone(),
+        min_rtt_ns: s
+            .filter
+            .min_rtt
+            .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
+    }
+}
+
+/// Sweep often enough that a timeout is reported within a tenth of
+/// --syn-timeout of being due, but not more than 20 times a second.
+fn sweep_every(syn_timeout: Duration) -> Duration {
+    (syn_timeout / 10).clamp(Duration::from_millis(50), Duration::from_secs(1))
+}
+
+/// An interface being measured.
+struct Watched {
+    att: Attachment,
+    /// Whether it was up when last seen, to report only changes.
+    up: bool,
+}
+
+/// Everything the main loop reads from and writes to.
+struct Session<'a> {
+    probe: &'a mut Probe,
+    perf: &'a mut PerfBuffers,
+    handle: &'a Handle,
+    events: &'a mut LinkEvents,
+    watched: Vec<Watched>,
+    names: Names,
+    /// Lines or tables; none with `--quiet`.
+    consumer: Option<Box<dyn Consumer>>,
+    metrics: Option<Metrics>,
+    scrapes: mpsc::Receiver<Scrape>,
+    /// Reported attempts by result (with `--quiet`, only the sweep's).
+    tally: Tally,
+    /// Records that did not decode.
+    malformed: u64,
+    /// `--count`: attempts still to report.
+    left: Option<u64>,
+    /// Attempts that ended after `--count` was reached.
+    beyond_count: u64,
+    /// Attempts in progress at the last sweep (the metrics gauge).
+    pending: u64,
+}
+
+/// How often records below the perf rings' wakeup watermark are handed on.
+const FLUSH_EVERY: Duration = Duration::from_millis(100);
+
+impl Session<'_> {
+    async fn watch(
+        &mut self,
+        s: &Settings,
+        signals: &mut Signals,
+        sink: &mut dyn Sink,
+    ) -> Result<Stop, Error> {
+        let mut tick = tokio::time::interval(sweep_every(s.syn_timeout));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The rings wake us only when a quarter full (see PerfBuffers::open):
+        // a tenth of a second is how long a record may wait to be handed on.
+        let mut flush = tokio::time::interval(FLUSH_EVERY);
+        flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let deadline = s.duration.map(|d| tokio::time::Instant::now() + d);
+        let until_deadline = async {
+            match deadline {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(until_deadline);
+        let write_failed = |e: io::Error| {
+            if e.kind() == io::ErrorKind::BrokenPipe {
+                Ok(Stop::StdoutClosed)
+            } else {
+                Err(Error::Other(format!("cannot write to stdout: {e}")))
+            }
+        };
+        loop {
+            tokio::select! {
+                _ = signals.int.recv() => return Ok(Stop::Signal("SIGINT")),
+                _ = signals.term.recv() => return Ok(Stop::Signal("SIGTERM")),
+                _ = signals.hup.recv() => return Ok(Stop::Signal("SIGHUP")),
+                _ = &mut until_deadline => {
+                    return Ok(Stop::Duration(s.duration.unwrap_or_default()));
+                }
+                ready = self.perf.readable() => {
+                    ready?;
+                    match self.drain(sink.out()) {
+                        Ok(Some(stop)) => return Ok(stop),
+                        Ok(None) => {}
+                        Err(e) => return write_failed(e),
+                    }
+                }
+                _ = flush.tick() => {
+                    let drained = self.drain(sink.out());
+                    match drained {
+                        Ok(Some(stop)) => return Ok(stop),
+                        Ok(None) => {}
+                        Err(e) => return write_failed(e),
+                    }
+                    if let Some(c) = self.consumer.as_mut() {
+                        let out = sink.out();
+                        if let Err(e) = c.tick(monotonic_ns(), &mut self.names, out).and_then(|()| out.flush()) {
+                            return write_failed(e);
+                        }
+                    }
+                }
+                event = self.events.next() => {
+                    let Some(event) = event else {
+                        return Err(Error::Other(
+                            "the kernel's interface notifications stopped (the netlink socket \
+                             closed), so deleted or renamed interfaces could go unnoticed"
+                                .to_string(),
+                        ));
+                    };
+                    if let Some(stop) = self.on_link_event(event, sink).await? {
+                        return Ok(stop);
+                    }
+                }
+                Some(scrape) = self.scrapes.recv() => {
+                    let text = self.render_metrics()?;
+                    // The client may have gone meanwhile: nothing to do then.
+                    let _ = scrape.reply.send(text);
+                }
+                _ = tick.tick() => {
+                    let sweep = self.probe.sweep(monotonic_ns(), s.syn_timeout)?;
+                    self.pending = sweep.pending;
+                    match self.consume(&sweep.expired, sink.out()) {
+                        Ok(Some(stop)) => return Ok(stop),
+                        Ok(None) => {}
+                        Err(e) => return write_failed(e),
+                    }
+                    if sink.closed() {
+                        return Ok(Stop::StdoutClosed);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Hands on what the rings hold. `Err` only for a write error.
+    fn drain(&mut self, out: &mut dyn Write) -> io::Result<Option<Stop>> {
+        let mut records = Vec::new();
+        let mut malformed = 0;
+        self.perf.drain(|_cpu, bytes| {
+            match crate::probe::Event::decode(bytes).and_then(|ev| Record::from_event(&ev)) {
+                Some(r) => records.push(r),
+                None => malformed += 1,
+            }
+        });
+        self.malformed += malformed;
+        self.consume(&records, out)
+    }
+
+    /// Counts records and hands them to the consumer, then flushes. Every
+    /// record is counted even when a write fails, so the exit line stays
+    /// right; `Err` is the first write error.
+    fn consume(&mut self, records: &[Record], out: &mut dyn Write) -> io::Result<Option<Stop>> {
+        let mut result = Ok(());
+        for r in records {
+            if let Some(m) = self.metrics.as_mut() {
+                m.add(r);
+            }
+            if self.left == Some(0) {
+                self.beyond_count += 1;
+                continue;
+            }
+            self.tally.add(r.outcome, 1);
+            if let (Some(c), true) = (self.consumer.as_mut(), result.is_ok()) {
+                result = c.record(r, &mut self.names, out);
+            }
+            if let Some(n) = self.left.as_mut() {
+                *n -= 1;
+            }
+        }
+        result?;
+        out.flush()?;
+        Ok(match self.left {
+            Some(0) => Some(Stop::Count(self.tally.total())),
+            _ => None,
+        })
+    }
+
+    fn render_metrics(&mut self) -> Result<String, Error> {
+        let ks = self.probe.kernel_stats()?;
+        let ps = self.perf.stats();
+        let gauges = Gauges {
+            records_lost: ks.send_failed.max(ps.lost) + ps.wrong_size + self.malformed,
+            evictions: self.probe.evicted(&ks, self.pending),
+            filtered: ks.filtered,
+            pending: self.pending,
+        };
+        let Some(m) = self.metrics.as_mut() else {
+            return Ok(String::new());
+        };
+        let names = &mut self.names;
+        Ok(m.render(&mut |id| names.cgroup(id), &gauges))
+    }
+
+    /// The line printed at exit.
+    fn exit_line(&mut self, stop: &Stop, in_progress: u64, in_table: u64) -> Result<String, Error> {
+        let ks = self.probe.kernel_stats()?;
+        let ps = self.perf.stats();
+        let lost = ks.send_failed.max(ps.lost) + ps.wrong_size + self.malformed;
+        let mut tally = self.tally;
+        // Not reported, but they happened.
+        tally.ok += ks.below_min_rtt;
+        let why = match stop {
+            Stop::Signal(sig) => format!("stopped by {sig}"),
+            Stop::StdoutClosed => "stopped: output closed".to_string(),
+            Stop::NothingLeft(gone) => format!(
+                "stopped: no interface is left to measure ({} gone)",
+                gone.join(", ")
+            ),
+            Stop::Count(n) => format!("stopped after {n} attempts (--count)"),
+            Stop::Duration(d) => format!("stopped after {} (--duration)", human(*d)),
+        };
+        let mut line = format!(
+            "{why}; {} handshakes: {} ok, {} refused, {} timeout, {} abandoned; \
+             {lost} records lost; {} table-full evictions; {in_progress} in progress at exit (not reported)",
+            tally.total(),
+            tally.ok,
+            tally.refused,
+            tally.timeout,
+            tally.abandoned,
+            self.probe.evicted(&ks, in_table),
+        );
+        if ks.filtered > 0 {
+            line.push_str(&format!(
+                "; {} attempts dropped by the filters",
+                ks.filtered
+            ));
+        }
+        if ks.below_min_rtt > 0 {
+            line.push_str(&format!(
+                "; {} ok under --min-rtt not reported",
+                ks.below_min_rtt
+            ));
+        }
+        if self.beyond_count > 0 {
+            line.push_str(&format!(
+                "; {} more ended after --count was reached (not reported)",
+                self.beyond_count
+            ));
+        }
+        if let Some(other) = self.consumer.as_ref().and_then(|c| c.other_attempts()) {
+            if other > 0 {
+                line.push_str(&format!(
+                    "; {other} attempts counted in `other` (more groups than --max-groups)"
+                ));
+            }
+        }
+        if ks.ext_skipped > 0 {
+            line.push_str(&format!(
+                "; {} IPv6 packets not measured (more than 6 extension headers)",
+                ks.ext_skipped
+            ));
+        }
+        Ok(line)
+    }
+
+    /// Follows a change to one of our interfaces; `Some` when none is left.
+    async fn on_link_event(
+        &mut self,
+        event: LinkEvent,
+        sink: &mut dyn Sink,
+    ) -> Result<Option<Stop>, Error> {
+        match event {
+            LinkEvent::Changed(state) => self.changed(&state, sink),
+            LinkEvent::Removed { index, .. } => return Ok(self.removed(index, sink)),
+            LinkEvent::Missed => {
+                // Some events were dropped: ask for each interface instead.
+                let indexes: Vec<u32> = self.watched.iter().map(|w| w.att.ifindex).collect();
+                for index in indexes {
+                    match link::by_index(self.handle, index).await? {
+                        Some(state) => self.changed(&state, sink),
+                        None => {
+                            if let Some(stop) = self.removed(index, sink) {
+                                return Ok(Some(stop));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    fn changed(&mut self, state: &LinkState, sink: &mut dyn Sink) {
+        let Some(w) = self
+            .watched
+            .iter_mut()
+            .find(|w| w.att.ifindex == state.index)
+        else {
+            return;
+        };
+        if !state.name.is_empty() && state.name != w.att.ifname {
+            sink.note(&format!(
+                "{} was renamed to {}; still measuring it",
+                w.att.ifname, state.name
+            ));
+            w.att.ifname = state.name.clone();
+            self.names.rename(state.index, state.name.clone());
+            if let Some(m) = self.metrics.as_mut() {
+                m.rename_iface(state.index, state.name.clone());
+            }
+        }
+        if state.up != w.up {
+            w.up = state.up;
+            if state.up {
+                sink.note(&format!("{} is up again; still measuring it", w.att.ifname));
+            } else {
+                sink.note(&format!(
+                    "{} is down; flowlat stays attached and measures again when it is up",
+                    w.att.ifname
+                ));
+            }
+        }
+    }
+
+    /// Stops measuring a deleted interface: its filters and qdisc went with it.
+    fn removed(&mut self, index: u32, sink: &mut dyn Sink) -> Option<Stop> {
+        let pos = self.watched.iter().position(|w| w.att.ifindex == index)?;
+        let gone = self.watched.remove(pos);
+        if self.watched.is_empty() {
+            sink.note(&format!(
+                "{} is gone (deleted, or moved to another network namespace)",
+                gone.att.ifname
+            ));
+            return Some(Stop::NothingLeft(vec![gone.att.ifname]));
+        }
+        let left: Vec<&str> = self.watched.iter().map(|w| w.att.ifname.as_str()).collect();
+        sink.note(&format!(
+            "{} is gone (deleted, or moved to another network namespace); still measuring {}",
+            gone.att.ifname,
+            left.join(", ")
+        ));
+        None
+    }
+}
+
+/// `90s` as `1m30s`, `1.5s` as `1.5s`: how a duration reads in the exit line.
+fn human(d: Duration) -> String {
+    let ms = d.as_millis();
+    if !ms.is_multiple_of(1000) {
+        return format!("{}s", d.as_secs_f64());
+    }
+    let s = ms / 1000;
+    match (s / 3600, s % 3600 / 60, s % 60) {
+        (0, 0, s) => format!("{s}s"),
+        (0, m, 0) => format!("{m}m"),
+        (0, m, s) => format!("{m}m{s}s"),
+        (h, m, s) => format!("{h}h{m:02}m{s:02}s"),
+    }
+}
+
+/// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; lift it where we may.
+fn raise_memlock_limit() {
+    use nix::sys::resource::{setrlimit, Resource, RLIM_INFINITY};
+    let _ = setrlimit(Resource::RLIMIT_MEMLOCK, RLIM_INFINITY, RLIM_INFINITY);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_as_written() {
+        assert_eq!(human(Duration::from_secs(5)), "5s");
+        assert_eq!(human(Duration::from_secs(120)), "2m");
+        assert_eq!(human(Duration::from_secs(90)), "1m30s");
+        assert_eq!(human(Duration::from_millis(1500)), "1.5s");
+        assert_eq!(human(Duration::from_secs(3600)), "1h00m00s");
+    }
+
+    #[test]
+    fn the_sweep_runs_between_20_times_a_second_and_once_a_second() {
+        assert_eq!(sweep_every(Duration::from_secs(10)), Duration::from_secs(1));
+        assert_eq!(
+            sweep_every(Duration::from_secs(3)),
+            Duration::from_millis(300)
+        );
+        assert_eq!(
+            sweep_every(Duration::from_millis(100)),
+            Duration::from_millis(50)
+        );
+    }
+}
