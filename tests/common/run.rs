@@ -14,6 +14,9 @@ use super::NetNs;
 pub enum Val {
     Str(String),
     Num(u64),
+    Bool(bool),
+    /// An array or object, kept as its text (summary histograms).
+    Raw(String),
     Null,
 }
 
@@ -26,6 +29,14 @@ impl Rec {
         match self.0.get(k) {
             Some(Val::Str(s)) => s,
             other => panic!("{k} is not a string: {other:?} in {self:?}"),
+        }
+    }
+    /// A key that may be absent, null, or a string.
+    pub fn opt_s(&self, k: &str) -> Option<&str> {
+        match self.0.get(k) {
+            Some(Val::Str(s)) => Some(s),
+            None | Some(Val::Null) => None,
+            other => panic!("{k} is not a string or null: {other:?} in {self:?}"),
         }
     }
     pub fn n(&self, k: &str) -> Option<u64> {
@@ -109,6 +120,38 @@ pub fn parse_json(line: &str) -> Result<Rec, String> {
             Some(b'n') if b[i..].starts_with(b"null") => {
                 i += 4;
                 Val::Null
+            }
+            Some(b't') if b[i..].starts_with(b"true") => {
+                i += 4;
+                Val::Bool(true)
+            }
+            Some(b'f') if b[i..].starts_with(b"false") => {
+                i += 5;
+                Val::Bool(false)
+            }
+            Some(b'[' | b'{') => {
+                // Nested values hold no strings with brackets in them.
+                let start = i;
+                let mut depth = 0i32;
+                while i < b.len() {
+                    match b[i] {
+                        b'[' | b'{' => depth += 1,
+                        b']' | b'}' => depth -= 1,
+                        b'"' => {
+                            string(&mut i)?;
+                            continue;
+                        }
+                        _ => {}
+                    }
+                    i += 1;
+                    if depth == 0 {
+                        break;
+                    }
+                }
+                if depth != 0 {
+                    return Err(err(start, "unterminated array"));
+                }
+                Val::Raw(String::from_utf8_lossy(&b[start..i]).into_owned())
             }
             Some(c) if c.is_ascii_digit() => {
                 let start = i;
