@@ -17,6 +17,9 @@ command -v bpftool >/dev/null || [ -x /usr/sbin/bpftool ] || missing+=(bpftool)
 # The static-binary test checks the musl build with file and strips a copy.
 command -v file >/dev/null || missing+=(file)
 command -v strip >/dev/null || missing+=(binutils)
+# The metrics tests check the exposition with promtool and scrape it with a
+# real Prometheus server (the package brings both).
+{ command -v prometheus && command -v promtool; } >/dev/null || missing+=(prometheus)
 if [ ${#missing[@]} -gt 0 ]; then
     echo "installing ${missing[*]}" >&2
     as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
