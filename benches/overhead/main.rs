@@ -159,6 +159,10 @@ fn main() {
     let json_rate = user::format_rate(true, o.format_records, 5);
     let human_rate = user::format_rate(false, o.format_records, 5);
     let reader = user::perf_reader(64, o.reader_secs);
+    let summary_rates: Vec<(&user::SummaryCase, f64)> = user::SUMMARY_CASES
+        .iter()
+        .map(|c| (c, user::summary_rate(c, o.format_records, 5)))
+        .collect();
 
     let md = report::markdown(
         &o,
@@ -177,7 +181,8 @@ fn main() {
             &bystanders,
         )
         + &report::primitives_table(&prims)
-        + &report::user_table(json_rate, human_rate, &reader);
+        + &report::user_table(json_rate, human_rate, &reader)
+        + &report::summary_table(&summary_rates);
     println!("{md}");
 
     let mut report = report::report_json(
@@ -188,6 +193,10 @@ fn main() {
         fields.push((
             "filters".to_string(),
             report::filters_json(&settings, &filtered, &classes, &bystanders),
+        ));
+        fields.push((
+            "summary_ingestion".to_string(),
+            report::summary_json(&summary_rates),
         ));
     }
     match &o.out {

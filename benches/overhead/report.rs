@@ -364,3 +364,37 @@ pub fn filters_json(
         ("bystanders_all_filters_diff_ns", J::Obj(by)),
     ])
 }
+
+/// Summary ingestion, one row per grouping.
+pub fn summary_table(rates: &[(&user::SummaryCase, f64)]) -> String {
+    let mut s = String::from(
+        "\n`--summary` ingestion (one thread; records taken into the tables, 4096 groups at most):\n\n\
+         | --by | --hist | distinct clients | records/s |\n|---|---|---:|---:|\n",
+    );
+    for (c, rate) in rates {
+        s.push_str(&format!(
+            "| `{}` | {} | {} | {:.0} |\n",
+            c.by,
+            if c.hist { "yes" } else { "no" },
+            c.clients,
+            rate
+        ));
+    }
+    s
+}
+
+pub fn summary_json(rates: &[(&user::SummaryCase, f64)]) -> J {
+    J::Arr(
+        rates
+            .iter()
+            .map(|(c, rate)| {
+                J::obj(vec![
+                    ("by", J::Str(c.by.to_string())),
+                    ("hist", J::Bool(c.hist)),
+                    ("distinct_clients", J::Int(c.clients.into())),
+                    ("records_per_s", J::Num(rate.round())),
+                ])
+            })
+            .collect(),
+    )
+}

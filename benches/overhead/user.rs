@@ -219,3 +219,97 @@ pub fn perf_reader(pages: usize, secs: f64) -> ReaderResult {
         pages,
     }
 }
+
+/// One `--summary` grouping measured by [`summary_rate`].
+pub struct SummaryCase {
+    pub by: &'static str,
+    pub hist: bool,
+    /// Distinct clients and servers the records come from.
+    pub clients: u32,
+    pub servers: u32,
+}
+
+pub const SUMMARY_CASES: [SummaryCase; 3] = [
+    SummaryCase {
+        by: "iface,dir,server",
+        hist: false,
+        clients: 1000,
+        servers: 100,
+    },
+    SummaryCase {
+        by: "dir,client-net",
+        hist: true,
+        clients: 5000,
+        servers: 10,
+    },
+    SummaryCase {
+        by: "client-ip",
+        hist: false,
+        clients: 1_000_000,
+        servers: 10,
+    },
+];
+
+/// Records taken into a summary per second on one thread, as `--summary`
+/// does with every record (the default 4096 groups, the rest in `other`):
+/// the median of `rounds` rounds of `n` records.
+pub fn summary_rate(case: &SummaryCase, n: usize, rounds: usize) -> f64 {
+    use flowlat::probe::{Dir, Outcome};
+    use flowlat::summary::{parse_by, Summary, SummaryConfig};
+    let by = parse_by(case.by).expect("a valid --by");
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let records: Vec<Record> = (0..n.min(1 << 20))
+        .map(|i| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let client = 0x0a00_0000 + (x % u64::from(case.clients)) as u32;
+            let server = 0xc000_0200 + (i as u32 % case.servers);
+            let rtt = 20_000 + x % 50_000_000;
+            Record {
+                ifindex: 2,
+                dir: if x & 1 == 0 { Dir::Out } else { Dir::In },
+                outcome: if x % 50 == 0 {
+                    Outcome::Timeout
+                } else {
+                    Outcome::Ok
+                },
+                client: std::net::Ipv4Addr::from(client).into(),
+                client_port: 40_000 + (x % 20_000) as u16,
+                server: std::net::Ipv4Addr::from(server).into(),
+                server_port: 443,
+                end_ns: 1_000_000_000 + i as u64,
+                rtt_ns: Some(rtt),
+                local_ns: Some(rtt / 100),
+                total_ns: Some(rtt),
+                retrans: 0,
+                synack_retrans: None,
+                cgroup_id: None,
+            }
+        })
+        .collect();
+    let rates: Vec<f64> = (0..rounds)
+        .map(|_| {
+            let mut s = Summary::new(
+                SummaryConfig {
+                    by: by.clone(),
+                    v4_prefix: 24,
+                    v6_prefix: 48,
+                    max_groups: 4096,
+                    hist: case.hist,
+                    json: false,
+                    interval: None,
+                    grace: Duration::from_secs(1),
+                },
+                0,
+            );
+            let start = Instant::now();
+            for r in records.iter().cycle().take(n) {
+                s.add(black_box(r));
+            }
+            black_box(s.finish(2_000_000_000));
+            n as f64 / start.elapsed().as_secs_f64()
+        })
+        .collect();
+    median_f64(&rates)
+}
