@@ -269,7 +269,7 @@ pub fn summary_rate(case: &SummaryCase, n: usize, rounds: usize) -> f64 {
             Record {
                 ifindex: 2,
                 dir: if x & 1 == 0 { Dir::Out } else { Dir::In },
-                outcome: if x % 50 == 0 {
+                outcome: if x.is_multiple_of(50) {
                     Outcome::Timeout
                 } else {
                     Outcome::Ok
