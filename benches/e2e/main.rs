@@ -12,7 +12,8 @@
 //! (per storm step), `--rates 2000,5000,...` (0 = flat out), `--clients N`,
 //! `--static PATH`, `--kernel-rounds N`, `--kernel-secs N`, `--kernel-rate N`,
 //! `--against PATH` (another flowlat build measured beside this one in the
-//! kernel-time section, repeatable).
+//! kernel-time section, repeatable), and `--profile FILE` with
+//! `--profile-end`, `--profile-mode`, `--profile-secs` (see `profile.rs`).
 
 #[path = "../../tests/common/mod.rs"]
 mod common;
@@ -26,6 +27,7 @@ mod asm;
 mod flowlat;
 mod iperf;
 mod kernel_time;
+mod profile;
 mod rig;
 mod sections;
 mod storm;
@@ -57,6 +59,7 @@ struct Opts {
     kernel_secs: f64,
     kernel_rate: u32,
     against: Vec<PathBuf>,
+    profile: Option<profile::Opts>,
 }
 
 impl Opts {
@@ -84,6 +87,7 @@ fn parse_opts() -> Opts {
         kernel_secs: 2.0,
         kernel_rate: 5_000,
         against: Vec::new(),
+        profile: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -117,6 +121,15 @@ fn parse_opts() -> Opts {
                 o.kernel_rate = val().parse().expect("--kernel-rate takes handshakes/s")
             }
             "--against" => o.against.push(PathBuf::from(val())),
+            "--profile" => {
+                o.profile.get_or_insert_with(profile::Opts::default).data = PathBuf::from(val())
+            }
+            "--profile-end" => o.profile.get_or_insert_with(profile::Opts::default).end = val(),
+            "--profile-mode" => o.profile.get_or_insert_with(profile::Opts::default).mode = val(),
+            "--profile-secs" => {
+                o.profile.get_or_insert_with(profile::Opts::default).secs =
+                    val().parse().expect("--profile-secs takes seconds")
+            }
             "--secs" => o.secs = val().parse().expect("--secs takes seconds"),
             "--rates" => {
                 o.rates = val()
@@ -165,6 +178,11 @@ fn main() {
         bin: PathBuf::from(env!("CARGO_BIN_EXE_flowlat")),
         net,
     };
+
+    if let Some(p) = &o.profile {
+        profile::profile(&rig, &o, p);
+        return;
+    }
 
     let mut md = String::new();
     let mut report = vec![
