@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
-# The end-to-end benchmark (README, "Performance"): a handshake storm through a
-# veth pair between two namespaces with flowlat attached, bulk iperf3
-# throughput with and without it, and its start-up time, for the release
-# binary and the static musl one, and the classifier's kernel time per
-# handshake in that traffic. Takes about five minutes; needs root (it
-# makes namespaces and attaches filters) and is not part of the test suite.
-# Options go to the bench: --quick, --secs N, --rates 2000,5000,0 (0 = flat
-# out), --clients N.
+# The end-to-end benchmark (README, "Performance"): first the kernel time
+# flowlat's classifier adds per handshake in real traffic beyond an empty
+# classifier, at both ends of a veth pair between two namespaces and in each
+# mode (records, kernel aggregation); then a handshake storm with flowlat
+# attached, bulk iperf3 throughput with and without it, and its start-up
+# time, for the release binary and the static musl one. Takes about five
+# minutes; needs root (it makes namespaces and attaches filters) and is not
+# part of the test suite. Tables on stdout, figures in target/flowlat-e2e.json.
+# Options go to the bench: --quick, --only kernel,startup,ramp,capacity,rings,bulk
+# (sections), --secs N, --rates 2000,5000,0 (0 = flat out), --clients N,
+# --kernel-rounds N, --kernel-secs N, --kernel-rate N, --against PATH (another
+# flowlat build measured beside this one in the kernel-time section).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,11 +26,21 @@ if [ ${#missing[@]} -gt 0 ]; then
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
-# The static binary's start-up is measured too, when its target is installed.
-if rustup target list --installed 2>/dev/null | grep -qx x86_64-unknown-linux-musl; then
-    cargo build --release --locked --target x86_64-unknown-linux-musl --target-dir target/static-musl
-else
-    echo "x86_64-unknown-linux-musl is not installed: measuring the release binary only" >&2
+# The static binary's start-up is measured too, when its target is installed
+# and the start-up section runs.
+startup=yes
+args=("$@")
+for i in "${!args[@]}"; do
+    if [ "${args[$i]}" = --only ] && [[ ",${args[$((i + 1))]:-}," != *,startup,* ]]; then
+        startup=no
+    fi
+done
+if [ $startup = yes ]; then
+    if rustup target list --installed 2>/dev/null | grep -qx x86_64-unknown-linux-musl; then
+        cargo build --release --locked --target x86_64-unknown-linux-musl --target-dir target/static-musl
+    else
+        echo "x86_64-unknown-linux-musl is not installed: measuring the release binary only" >&2
+    fi
 fi
 
 if [ "$(id -u)" -ne 0 ]; then

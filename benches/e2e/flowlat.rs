@@ -125,7 +125,13 @@ impl Flowlat {
     }
 
     /// SIGINT, then the summary line it printed.
-    pub fn stop(mut self) -> Summary {
+    pub fn stop(self) -> Summary {
+        let (summary, text) = self.stop_with_stderr();
+        summary.unwrap_or_else(|| panic!("no summary from flowlat:\n{text}"))
+    }
+
+    /// SIGINT; the summary line, if it printed one, and all it wrote to stderr.
+    pub fn stop_with_stderr(mut self) -> (Option<Summary>, String) {
         let mut child = self.child.take().expect("running");
         let pid = nix::unistd::Pid::from_raw(child.id() as i32);
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT);
@@ -144,8 +150,22 @@ impl Flowlat {
         std::thread::sleep(Duration::from_millis(50));
         let text = self.stderr();
         assert!(status.success(), "flowlat failed ({status}):\n{text}");
-        parse_summary(&text).unwrap_or_else(|| panic!("no summary from flowlat:\n{text}"))
+        (parse_summary(&text), text)
     }
+}
+
+/// Whether `bin --help` lists `flag`: modes that need an option a build does
+/// not have yet are skipped, with a note.
+pub fn supports(bin: &Path, flag: &str) -> bool {
+    Command::new(bin)
+        .arg("--help")
+        .output()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+                .any(|w| w == flag)
+        })
+        .unwrap_or(false)
 }
 
 impl Drop for Flowlat {

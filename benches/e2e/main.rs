@@ -1,13 +1,19 @@
 //! The end-to-end benchmark, run by `scripts/bench-e2e.sh` (as root; not part
 //! of `cargo bench` or of the tests): flowlat on a veth between two
-//! namespaces, under a ramp of handshake storms, beside bulk TCP throughput
-//! with and without it, its start-up time, and the kernel time its
-//! classifier takes per handshake in that traffic. Prints markdown tables and
-//! writes `target/flowlat-e2e.json`.
+//! namespaces. First the headline, the kernel time its classifier adds per
+//! handshake in real traffic beyond an empty classifier, at both ends and in
+//! each mode; then a ramp of handshake storms, bulk TCP throughput with and
+//! without it, and its start-up time. Prints markdown tables and writes
+//! `target/flowlat-e2e.json`.
 //!
 //! Runs only when given `--run` (the script passes it), so that a plain
-//! `cargo bench` skips it. Other options: `--quick`, `--secs N` (per storm
-//! step), `--rates 2000,5000,...` (0 = flat out), `--clients N`, `--static PATH`.
+//! `cargo bench` skips it. Other options: `--quick`, `--only
+//! kernel,startup,ramp,capacity,rings,bulk` (sections to run), `--secs N`
+//! (per storm step), `--rates 2000,5000,...` (0 = flat out), `--clients N`,
+//! `--static PATH`, `--kernel-rounds N`, `--kernel-secs N`, `--kernel-rate N`,
+//! `--against PATH` (another flowlat build measured beside this one in the
+//! kernel-time section, repeatable), and `--profile FILE` with
+//! `--profile-end`, `--profile-mode`, `--profile-secs` (see `profile.rs`).
 
 #[path = "../../tests/common/mod.rs"]
 mod common;
@@ -21,6 +27,7 @@ mod asm;
 mod flowlat;
 mod iperf;
 mod kernel_time;
+mod profile;
 mod rig;
 mod sections;
 mod storm;
@@ -34,7 +41,11 @@ use rig::{Rig, Step};
 use sections::{BULK_TARGET, RSS_TARGET, STARTUP_TARGET_MS};
 use shared::json::J;
 
+/// The sections, in the order they run.
+const SECTIONS: [&str; 6] = ["kernel", "startup", "ramp", "capacity", "rings", "bulk"];
+
 struct Opts {
+    only: Vec<String>,
     secs: f64,
     rates: Vec<u32>,
     clients: usize,
@@ -44,6 +55,17 @@ struct Opts {
     iperf_secs: u32,
     ring_pages: Vec<u32>,
     static_bin: Option<PathBuf>,
+    kernel_rounds: usize,
+    kernel_secs: f64,
+    kernel_rate: u32,
+    against: Vec<PathBuf>,
+    profile: Option<profile::Opts>,
+}
+
+impl Opts {
+    fn runs(&self, section: &str) -> bool {
+        self.only.iter().any(|s| s == section)
+    }
 }
 
 fn parse_opts() -> Opts {
@@ -51,6 +73,7 @@ fn parse_opts() -> Opts {
     let default_static =
         manifest.join("target/static-musl/x86_64-unknown-linux-musl/release/flowlat");
     let mut o = Opts {
+        only: SECTIONS.iter().map(|s| s.to_string()).collect(),
         secs: 5.0,
         rates: vec![2_000, 5_000, 10_000, 15_000, 20_000, 30_000, 0],
         clients: 4,
@@ -60,6 +83,11 @@ fn parse_opts() -> Opts {
         iperf_secs: 2,
         ring_pages: vec![1, 4, 16],
         static_bin: default_static.exists().then_some(default_static),
+        kernel_rounds: 5,
+        kernel_secs: 2.0,
+        kernel_rate: 5_000,
+        against: Vec::new(),
+        profile: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -73,6 +101,34 @@ fn parse_opts() -> Opts {
                 o.startups = 5;
                 o.iperf_secs = 2;
                 o.ring_pages = vec![1];
+                o.kernel_rounds = 3;
+                o.kernel_secs = 1.0;
+            }
+            "--only" => {
+                o.only = val().split(',').map(|s| s.trim().to_string()).collect();
+                if let Some(bad) = o.only.iter().find(|s| !SECTIONS.contains(&s.as_str())) {
+                    panic!(
+                        "--only: no section {bad}; the sections: {}",
+                        SECTIONS.join(",")
+                    );
+                }
+            }
+            "--kernel-rounds" => {
+                o.kernel_rounds = val().parse().expect("--kernel-rounds takes a number")
+            }
+            "--kernel-secs" => o.kernel_secs = val().parse().expect("--kernel-secs takes seconds"),
+            "--kernel-rate" => {
+                o.kernel_rate = val().parse().expect("--kernel-rate takes handshakes/s")
+            }
+            "--against" => o.against.push(PathBuf::from(val())),
+            "--profile" => {
+                o.profile.get_or_insert_with(profile::Opts::default).data = PathBuf::from(val())
+            }
+            "--profile-end" => o.profile.get_or_insert_with(profile::Opts::default).end = val(),
+            "--profile-mode" => o.profile.get_or_insert_with(profile::Opts::default).mode = val(),
+            "--profile-secs" => {
+                o.profile.get_or_insert_with(profile::Opts::default).secs =
+                    val().parse().expect("--profile-secs takes seconds")
             }
             "--secs" => o.secs = val().parse().expect("--secs takes seconds"),
             "--rates" => {
@@ -123,55 +179,73 @@ fn main() {
         net,
     };
 
+    if let Some(p) = &o.profile {
+        profile::profile(&rig, &o, p);
+        return;
+    }
+
     let mut md = String::new();
-    let (startup, slowest_startup) = sections::startup(&rig, &o, &mut md);
-    let ramp = sections::ramp(&rig, &o, &mut md);
-    let capacity = sections::capacity(&rig, &o, &mut md);
-    let rings = sections::rings(&rig, &o, &mut md);
-    let (bulk, bulk_ratio) = sections::bulk(&rig, &o, &mut md);
-    let kernel = kernel_time::kernel_time(&rig, &o, &mut md);
+    let mut report = vec![
+        ("machine", J::Str(machine.clone())),
+        ("load_average_before", J::Str(load_before.clone())),
+    ];
+    let mut targets = Vec::new();
+    // The headline first: its table leads the output.
+    if o.runs("kernel") {
+        report.push((
+            "kernel_time_per_handshake",
+            kernel_time::kernel_time(&rig, &o, &mut md),
+        ));
+    }
+    if o.runs("startup") {
+        let (startup, slowest) = sections::startup(&rig, &o, &mut md);
+        report.push(("startup", startup));
+        targets.push(("startup_met", J::Bool(slowest < STARTUP_TARGET_MS)));
+    }
+    let mut storm = vec![
+        ("clients", J::Int(o.clients as i64)),
+        ("flowlat_end", J::Str("server (in handshakes)".into())),
+    ];
+    if o.runs("ramp") {
+        let ramp = sections::ramp(&rig, &o, &mut md);
+        storm.extend([
+            ("target_rates_per_s", J::ints(&o.rates)),
+            ("secs_per_step", J::Num(o.secs)),
+            ("steps", J::Arr(ramp.steps.iter().map(Step::json).collect())),
+            ("max_handshakes_per_s", J::Num(ramp.max_rate.round())),
+            (
+                "loss_from_per_s",
+                ramp.first_loss
+                    .map_or(J::Str("none".into()), |r| J::Num(r.round())),
+            ),
+            ("peak_rss_bytes", J::Int(ramp.peak_rss as i64)),
+        ]);
+        targets.push(("no_loss_met", J::Bool(ramp.first_loss.is_none())));
+        targets.push(("peak_rss_met", J::Bool(ramp.peak_rss < RSS_TARGET)));
+    }
+    if o.runs("capacity") {
+        storm.push(("capacity", sections::capacity(&rig, &o, &mut md)));
+    }
+    if o.runs("rings") {
+        let rings = sections::rings(&rig, &o, &mut md);
+        storm.push(("ring", J::Arr(rings.iter().map(Step::json).collect())));
+    }
+    if storm.len() > 2 {
+        report.push(("storm", J::obj(storm)));
+    }
+    if o.runs("bulk") {
+        let (bulk, ratio) = sections::bulk(&rig, &o, &mut md);
+        report.push(("bulk", bulk));
+        targets.push(("bulk_met", J::Bool(ratio >= BULK_TARGET)));
+    }
     let load_after = loadavg();
     let _ = writeln!(
         md,
         "\n{machine}; load average {load_before} before, {load_after} after."
     );
     println!("{md}");
-
-    let report = J::obj(vec![
-        ("machine", J::Str(machine)),
-        ("load_average_before", J::Str(load_before)),
-        ("load_average_after", J::Str(load_after)),
-        ("startup", startup),
-        (
-            "storm",
-            J::obj(vec![
-                ("clients", J::Int(o.clients as i64)),
-                ("target_rates_per_s", J::ints(&o.rates)),
-                ("secs_per_step", J::Num(o.secs)),
-                ("flowlat_end", J::Str("server (in handshakes)".into())),
-                ("steps", J::Arr(ramp.steps.iter().map(Step::json).collect())),
-                ("max_handshakes_per_s", J::Num(ramp.max_rate.round())),
-                (
-                    "loss_from_per_s",
-                    ramp.first_loss
-                        .map_or(J::Str("none".into()), |r| J::Num(r.round())),
-                ),
-                ("peak_rss_bytes", J::Int(ramp.peak_rss as i64)),
-                ("capacity", capacity),
-                ("ring", J::Arr(rings.iter().map(Step::json).collect())),
-            ]),
-        ),
-        ("bulk", bulk),
-        ("kernel_time_per_handshake", kernel),
-        (
-            "targets",
-            J::obj(vec![
-                ("startup_met", J::Bool(slowest_startup < STARTUP_TARGET_MS)),
-                ("no_loss_met", J::Bool(ramp.first_loss.is_none())),
-                ("peak_rss_met", J::Bool(ramp.peak_rss < RSS_TARGET)),
-                ("bulk_met", J::Bool(bulk_ratio >= BULK_TARGET)),
-            ]),
-        ),
-    ]);
+    report.push(("load_average_after", J::Str(load_after)));
+    report.push(("targets", J::obj(targets)));
+    let report = J::obj(report);
     shared::write_report("flowlat-e2e.json", report);
 }

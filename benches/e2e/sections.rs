@@ -33,7 +33,7 @@ fn nums(v: &[f64]) -> J {
 pub fn startup(rig: &Rig, o: &Opts, md: &mut String) -> (J, f64) {
     let _ = writeln!(
         md,
-        "Start-up, from fork to both filters attached (veth, {} runs):\n\n\
+        "\nStart-up, from fork to both filters attached (veth, {} runs):\n\n\
          | binary | median ms | max ms | target |\n|---|---:|---:|---|",
         o.startups
     );

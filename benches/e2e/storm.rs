@@ -51,12 +51,40 @@ pub struct Storm {
     pub ok: u64,
     pub failed: u64,
     pub secs: f64,
+    /// CPU time of the client threads in user space: the storm's own code.
+    pub user_ns: u64,
+    /// CPU time of the client threads in the kernel: their connects, and the
+    /// packet processing the kernel does in their context.
+    pub sys_ns: u64,
 }
 
 impl Storm {
     pub fn rate(&self) -> f64 {
         self.ok as f64 / self.secs
     }
+
+    /// The client threads' CPU time in user space, as a share of one CPU
+    /// over the storm: what says whether the storm's own code is what
+    /// limits the rate.
+    pub fn user_cpu_share(&self) -> f64 {
+        self.user_ns as f64 / (self.secs * 1e9)
+    }
+
+    /// The client threads' CPU time, user and kernel, per handshake, in µs.
+    pub fn cpu_us_per_handshake(&self) -> f64 {
+        (self.user_ns + self.sys_ns) as f64 / 1000.0 / self.ok.max(1) as f64
+    }
+}
+
+/// This thread's (user, system) CPU time so far, in ns.
+fn thread_cpu_ns() -> (u64, u64) {
+    // SAFETY: an all-zero rusage is a valid value for getrusage to overwrite.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `ru` is a live rusage; RUSAGE_THREAD asks for this thread's times.
+    let r = unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) };
+    assert_eq!(r, 0, "getrusage: {}", std::io::Error::last_os_error());
+    let ns = |t: libc::timeval| t.tv_sec as u64 * 1_000_000_000 + t.tv_usec as u64 * 1000;
+    (ns(ru.ru_utime), ns(ru.ru_stime))
 }
 
 /// `clients` threads in `ns` connect to `server` for `dur`, together at
@@ -77,6 +105,7 @@ pub fn run(
         .map(|i| {
             let (ok, failed) = (ok.clone(), failed.clone());
             ns.spawn(move || {
+                let cpu0 = thread_cpu_ns();
                 // Spread the clients' schedules over one gap.
                 let mut next =
                     start + gap.map_or(Duration::ZERO, |g| g * i as u32 / clients as u32);
@@ -105,15 +134,22 @@ pub fn run(
                         }
                     }
                 }
+                let cpu1 = thread_cpu_ns();
+                (cpu1.0 - cpu0.0, cpu1.1 - cpu0.1)
             })
         })
         .collect();
+    let (mut user_ns, mut sys_ns) = (0, 0);
     for t in threads {
-        t.join().expect("client thread");
+        let (u, s) = t.join().expect("client thread");
+        user_ns += u;
+        sys_ns += s;
     }
     Storm {
         ok: ok.load(Ordering::Relaxed),
         failed: failed.load(Ordering::Relaxed),
         secs: start.elapsed().as_secs_f64(),
+        user_ns,
+        sys_ns,
     }
 }
