@@ -100,17 +100,8 @@ impl Drop for Cgroups {
     }
 }
 
-/// Starts flowlat in `ns`'s network namespace only: `ip netns exec` would
-/// also give it a mount namespace with a fresh /sys, without the cgroup2
-/// mount, so it could name no cgroup.
 fn start(ns: &NetNs, args: &[&str]) -> Flowlat {
-    let mut cmd = std::process::Command::new("nsenter");
-    cmd.arg(format!("--net=/var/run/netns/{}", ns.name))
-        .arg(common::run::binary())
-        .args(args);
-    let f = Flowlat::spawn(cmd);
-    f.wait_stderr("attached to", Duration::from_secs(20));
-    f
+    Flowlat::start_net_only(ns, args)
 }
 
 fn connect(ns: &NetNs, addr: &str, port: u16) -> std::io::Result<SocketAddr> {

@@ -218,6 +218,19 @@ impl Flowlat {
         f
     }
 
+    /// Like [`Flowlat::start`], entering only `ns`'s network namespace:
+    /// `ip netns exec` also gives the command a mount namespace with a fresh
+    /// /sys, without the cgroup2 mount, so flowlat could name no cgroup.
+    pub fn start_net_only(ns: &NetNs, args: &[&str]) -> Flowlat {
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--net=/var/run/netns/{}", ns.name))
+            .arg(binary())
+            .args(args);
+        let f = Flowlat::spawn(cmd);
+        f.wait_stderr("attached to", Duration::from_secs(20));
+        f
+    }
+
     /// Spawns a prepared command with piped output (no wait).
     pub fn spawn(mut cmd: Command) -> Flowlat {
         let mut child = cmd
@@ -343,6 +356,24 @@ impl Flowlat {
         };
         std::thread::sleep(Duration::from_millis(100));
         (status, self.lines())
+    }
+
+    /// Like [`Flowlat::stop`] for text output: lines that are not JSON are kept as lines only.
+    pub fn stop_text(mut self) -> Stopped {
+        if let Some(child) = &self.child {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::Signal::SIGINT,
+            );
+        }
+        let (status, lines) = self.reap(Duration::from_secs(10), "of SIGINT");
+        let records = lines.iter().filter_map(|l| parse_json(l).ok()).collect();
+        Stopped {
+            status,
+            lines,
+            records,
+            stderr: self.stderr(),
+        }
     }
 
     pub fn stop(self) -> Stopped {
