@@ -320,49 +320,49 @@ static __always_inline int in_unattributed(const struct flowlat_pending *p)
 	return p->state == FLOWLAT_STATE_SYN && (filter.kinds & FLOWLAT_FILTER_CGROUP);
 }
 
-/* Starts the record of an attempt from its table entry. The entry is copied
- * into the record before it is deleted, because the element's memory may be
- * reused as soon as it is freed; the record is the only copy. */
-static __always_inline void record_of(struct flowlat_event *ev, const struct flowlat_pending *p)
+/* act() has taken no attempt out of the table (struct flowlat_event.result). */
+#define NOTHING_ENDED 0xff
+
+/* Takes an attempt that ended out of the table into *ev, for act() to report,
+ * unless user space's timeout sweep removed it first: whoever deletes the
+ * entry reports the attempt, so it is reported exactly once. The entry is
+ * copied before it is deleted, because the element's memory may be reused as
+ * soon as it is freed; *ev is then the only copy. */
+static __always_inline int take(const struct flowlat_key *key, const struct flowlat_pending *p,
+				struct flowlat_event *ev, __u64 end_ns, __u8 result)
 {
 	__builtin_memset(ev, 0, sizeof(*ev));
 	ev->p = *p;
-}
-
-/* Removes the entry and sends its record, unless user space's timeout sweep
- * removed it first: whoever deletes the entry reports the attempt, so it is
- * reported exactly once. */
-static __always_inline void finish_record(struct __sk_buff *skb, const struct flowlat_key *key,
-					  struct flowlat_event *ev, __u64 end_ns, __u8 result)
-{
-	if (bpf_map_delete_elem(&pending, key) != 0)
-		return;
+	if (bpf_map_delete_elem(&pending, key) != 0) {
+		ev->result = NOTHING_ENDED;
+		return 0;
+	}
 	count(FLOWLAT_STAT_REMOVED);
 	if (ev->p.state == FLOWLAT_STATE_SYNACK)
 		gate_add(ev->p.bank, key_slot(key), 0);
+	ev->key = *key;
+	ev->end_ns = end_ns;
+	ev->result = result;
+	return 1;
+}
+
+/* Reports an attempt take() ended. One place for it in a program, however
+ * many ways an attempt can end. */
+static __always_inline void report(struct __sk_buff *skb, struct flowlat_event *ev)
+{
+	__u32 flags = config.flags;
 	/* --min-rtt: a fast enough answer is counted, not sent. */
-	if (result == FLOWLAT_RESULT_OK && (config.flags & FLOWLAT_CFG_MIN_RTT)) {
-		__u64 from = key->dir == FLOWLAT_DIR_OUT ? ev->p.last_syn_ns : ev->p.last_synack_ns;
-		if (end_ns - from < filter.min_rtt_ns) {
+	if (ev->result == FLOWLAT_RESULT_OK && (flags & FLOWLAT_CFG_MIN_RTT)) {
+		__u64 from = ev->key.dir == FLOWLAT_DIR_OUT ? ev->p.last_syn_ns : ev->p.last_synack_ns;
+		if (ev->end_ns - from < filter.min_rtt_ns) {
 			count(FLOWLAT_STAT_BELOW_MIN_RTT);
 			return;
 		}
 	}
-	ev->key = *key;
-	ev->end_ns = end_ns;
-	ev->result = result;
 	if (bpf_perf_event_output(skb, &events, BPF_F_CURRENT_CPU, ev, sizeof(*ev)) == 0)
 		count(FLOWLAT_STAT_SENT);
 	else
 		count(FLOWLAT_STAT_SEND_FAILED);
-}
-
-static __always_inline void finish(struct __sk_buff *skb, const struct flowlat_key *key,
-				   const struct flowlat_pending *p, __u64 end_ns, __u8 result)
-{
-	struct flowlat_event ev;
-	record_of(&ev, p);
-	finish_record(skb, key, &ev, end_ns, result);
 }
 
 /* A client's SYN: a new attempt, a retransmission (same ISN), or a new attempt
@@ -370,7 +370,8 @@ static __always_inline void finish(struct __sk_buff *skb, const struct flowlat_k
  * attempts, so the entry is inserted first and looked up only when the tuple
  * already has one: one hash-table operation instead of two. */
 static __always_inline void on_syn(struct __sk_buff *skb, const int egress,
-				   const struct flowlat_key *key, __u32 isn, __u16 len)
+				   const struct flowlat_key *key, __u32 isn, __u16 len,
+				   struct flowlat_event *ev)
 {
 	__u64 now = bpf_ktime_get_ns();
 	struct flowlat_pending n;
@@ -408,7 +409,7 @@ static __always_inline void on_syn(struct __sk_buff *skb, const int egress,
 	} else if (!egress && in_unattributed(p)) {
 		drop_filtered(key);
 	} else {
-		finish(skb, key, p, now, FLOWLAT_RESULT_ABANDONED);
+		take(key, p, ev, now, FLOWLAT_RESULT_ABANDONED);
 	}
 	if (bpf_map_update_elem(&pending, key, &n, BPF_NOEXIST) == 0)
 		count(FLOWLAT_STAT_CREATED);
@@ -434,21 +435,20 @@ struct segment {
 };
 
 /* out: the server's SYN-ACK or RST arrives for our client's SYN. */
-static __always_inline void on_answer_out(struct __sk_buff *skb, const struct flowlat_key *key,
-					  const struct segment *sg, __u8 result)
+static __always_inline void on_answer_out(const struct flowlat_key *key, const struct segment *sg,
+					  __u8 result, struct flowlat_event *ev)
 {
 	struct flowlat_pending *p = bpf_map_lookup_elem(&pending, key);
 	if (!p || p->state != FLOWLAT_STATE_SYN || !acks_syn(p, sg->ack))
 		return;
 	__u64 now = bpf_ktime_get_ns();
-	struct flowlat_event ev;
-	record_of(&ev, p);
-	ev.p.first_synack_ns = now;
-	ev.p.last_synack_ns = now;
-	ev.p.synacks = 1;
+	if (!take(key, p, ev, now, result))
+		return;
+	ev->p.first_synack_ns = now;
+	ev->p.last_synack_ns = now;
+	ev->p.synacks = 1;
 	if (result == FLOWLAT_RESULT_OK)
-		ev.p.server_isn = sg->seq;
-	finish_record(skb, key, &ev, now, result);
+		ev->p.server_isn = sg->seq;
 }
 
 /* in: this side's SYN-ACK leaves for the client's SYN. */
@@ -480,8 +480,8 @@ static __always_inline void on_synack_in(struct __sk_buff *skb, const struct flo
 }
 
 /* in: this side refuses the client's SYN with a RST. */
-static __always_inline void on_rst_in(struct __sk_buff *skb, const struct flowlat_key *key,
-				      __u32 ack)
+static __always_inline void on_rst_in(const struct flowlat_key *key, __u32 ack,
+				      struct flowlat_event *ev)
 {
 	struct flowlat_pending *p = bpf_map_lookup_elem(&pending, key);
 	if (!p || p->state != FLOWLAT_STATE_SYN || !acks_syn(p, ack))
@@ -491,17 +491,17 @@ static __always_inline void on_rst_in(struct __sk_buff *skb, const struct flowla
 		drop_filtered(key);
 		return;
 	}
-	finish(skb, key, p, bpf_ktime_get_ns(), FLOWLAT_RESULT_REFUSED);
+	take(key, p, ev, bpf_ktime_get_ns(), FLOWLAT_RESULT_REFUSED);
 }
 
 /* in: the client's ACK of our SYN-ACK completes the handshake. */
-static __always_inline void on_ack_in(struct __sk_buff *skb, const struct flowlat_key *key,
-				      __u32 ack)
+static __always_inline void on_ack_in(const struct flowlat_key *key, __u32 ack,
+				      struct flowlat_event *ev)
 {
 	struct flowlat_pending *p = bpf_map_lookup_elem(&pending, key);
 	if (!p || p->state != FLOWLAT_STATE_SYNACK || ack != p->server_isn + 1)
 		return;
-	finish(skb, key, p, bpf_ktime_get_ns(), FLOWLAT_RESULT_OK);
+	take(key, p, ev, bpf_ktime_get_ns(), FLOWLAT_RESULT_OK);
 }
 
 /* What a TCP segment is to the handshake tracker. */
@@ -522,10 +522,13 @@ static __always_inline int segment_kind(__u8 flags)
 	return SEG_OTHER;
 }
 
-/* Acts on a segment of a handshake that a pass described. */
+/* Acts on a segment of a handshake that a pass described, then reports the
+ * attempt it ended, if any. */
 static __always_inline void act(struct __sk_buff *skb, const int egress, struct segment *sg)
 {
 	struct flowlat_key *key = &sg->key;
+	struct flowlat_event ev;
+	ev.result = NOTHING_ENDED;
 	int kind = sg->kind;
 	if (kind == SEG_SYN) {
 		key->dir = egress ? FLOWLAT_DIR_OUT : FLOWLAT_DIR_IN;
@@ -533,26 +536,25 @@ static __always_inline void act(struct __sk_buff *skb, const int egress, struct 
 		if (kinds && !syn_kept(skb, egress, key, kinds))
 			count_dropped_syn(key, sg->seq);
 		else
-			on_syn(skb, egress, key, sg->seq, sg->syn_len);
-		return;
-	}
-	/* A RST answering a SYN carries ACK = ISN+1. */
-	if (kind == SEG_RST && !(sg->flags & TCP_ACK))
-		return;
-	if (egress) {
+			on_syn(skb, egress, key, sg->seq, sg->syn_len, &ev);
+	} else if (kind == SEG_RST && !(sg->flags & TCP_ACK)) {
+		/* Not an answer: a RST answering a SYN carries ACK = ISN+1. */
+	} else if (egress) {
 		key->dir = FLOWLAT_DIR_IN;
 		if (kind == SEG_SYNACK)
 			on_synack_in(skb, key, sg);
 		else
-			on_rst_in(skb, key, sg->ack);
+			on_rst_in(key, sg->ack, &ev);
 	} else if (kind == SEG_ACK) {
 		key->dir = FLOWLAT_DIR_IN;
-		on_ack_in(skb, key, sg->ack);
+		on_ack_in(key, sg->ack, &ev);
 	} else {
 		key->dir = FLOWLAT_DIR_OUT;
-		on_answer_out(skb, key, sg,
-			      kind == SEG_SYNACK ? FLOWLAT_RESULT_OK : FLOWLAT_RESULT_REFUSED);
+		on_answer_out(key, sg, kind == SEG_SYNACK ? FLOWLAT_RESULT_OK : FLOWLAT_RESULT_REFUSED,
+			      &ev);
 	}
+	if (ev.result != NOTHING_ENDED)
+		report(skb, &ev);
 }
 
 /* Reads one TCP segment whose header starts at l4 and, if it is part of a
