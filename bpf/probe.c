@@ -79,6 +79,20 @@ struct flowlat_map_def nets SEC("maps") = {
 	.map_flags = BPF_F_NO_PREALLOC, /* required of an LPM trie */
 };
 
+/* Kernel aggregation (FLOWLAT_CFG_AGGREGATE). Per CPU, so updates need no
+ * atomics; user space sums the CPUs. Entries are allocated as keys appear. */
+struct flowlat_map_def agg SEC("maps") = {
+	.type = BPF_MAP_TYPE_PERCPU_HASH,
+	.key_size = sizeof(struct flowlat_agg_key),
+	.value_size = sizeof(struct flowlat_agg),
+	.max_entries = FLOWLAT_AGG_KEYS + FLOWLAT_AGG_RESERVE,
+	.map_flags = BPF_F_NO_PREALLOC,
+};
+
+/* What a new key of "agg" starts from: too big for the stack beside the
+ * rest, and a map value is as good a source for an update. Never written. */
+struct flowlat_agg agg_zero __attribute__((aligned(8)));
+
 char LICENSE[] SEC("license") = "Dual MIT/GPL";
 
 struct eth_head {
@@ -320,6 +334,90 @@ static __always_inline int in_unattributed(const struct flowlat_pending *p)
 	return p->state == FLOWLAT_STATE_SYN && (filter.kinds & FLOWLAT_FILTER_CGROUP);
 }
 
+/* The histogram bucket of a duration: how many bounds lie below it. Each
+ * comparison is a subtraction's sign bit, not a branch, so that the verifier
+ * walks one path with the bucket known to lie in [0, FLOWLAT_HIST_N]. */
+static __always_inline __u64 hist_bucket(__u64 v)
+{
+	/* Durations are far below 2^62 ns; the sign bit needs room. */
+	if (v > (1ULL << 62))
+		v = 1ULL << 62;
+	OPAQUE(v);
+	__u64 i = 0;
+#define ABOVE(b) i += ((b) - v) >> 63;
+	FLOWLAT_HIST_BOUNDS(ABOVE)
+#undef ABOVE
+	return i;
+}
+
+static __always_inline void hist_add(struct flowlat_hist *h, __u64 v)
+{
+	h->buckets[hist_bucket(v)] += 1;
+	h->sum_ns += v;
+}
+
+/* The value of an aggregation key, inserted if new. Keys with a port or a
+ * cgroup are capped at FLOWLAT_AGG_KEYS (CPUs inserting at the same moment
+ * can pass it by a few, which the reserve absorbs); beyond that, and if the
+ * map is full, the attempt counts in the "other" key of its interface and
+ * direction. */
+static __always_inline struct flowlat_agg *agg_value(struct flowlat_agg_key *k)
+{
+	struct flowlat_agg *v = bpf_map_lookup_elem(&agg, k);
+	if (v)
+		return v;
+	int capped = k->server_port || k->cgroup_id;
+	if (capped && *(volatile __u32 *)&config.agg_keys >= FLOWLAT_AGG_KEYS)
+		goto other;
+	/* A failure may be EEXIST, another CPU having added it meanwhile: the
+	 * lookup below tells. (The count's add returns nothing: an atomic that
+	 * returns the old value needs Linux 5.12.) */
+	if (bpf_map_update_elem(&agg, k, &agg_zero, BPF_NOEXIST) == 0 && capped)
+		__sync_fetch_and_add(&config.agg_keys, 1);
+	v = bpf_map_lookup_elem(&agg, k);
+	if (v)
+		return v;
+other:
+	k->server_port = 0;
+	k->cgroup_id = 0;
+	k->other = 1;
+	v = bpf_map_lookup_elem(&agg, k);
+	if (v)
+		return v;
+	bpf_map_update_elem(&agg, k, &agg_zero, BPF_NOEXIST);
+	return bpf_map_lookup_elem(&agg, k);
+}
+
+/* Adds an ended attempt to its aggregate: the same arithmetic as
+ * Record::from_event and AggValue::add_record in src/probe.rs. */
+static __always_inline void aggregate(const struct flowlat_key *key,
+				      const struct flowlat_pending *p, __u64 end_ns, __u8 result,
+				      __u32 flags)
+{
+	struct flowlat_agg_key k;
+	__builtin_memset(&k, 0, sizeof(k));
+	k.ifindex = key->ifindex;
+	k.dir = key->dir;
+	if (flags & FLOWLAT_CFG_AGG_PORT)
+		k.server_port = bpf_ntohs(key->server_port);
+	if (flags & FLOWLAT_CFG_AGG_CGROUP)
+		k.cgroup_id = p->cgroup_id;
+	struct flowlat_agg *v = agg_value(&k);
+	if (!v) {
+		count(FLOWLAT_STAT_AGG_FAILED);
+		return;
+	}
+	v->results[result & 3] += 1;
+	v->retrans += p->syns ? p->syns - 1 : 0;
+	if (result != FLOWLAT_RESULT_OK)
+		return;
+	__u64 from = key->dir == FLOWLAT_DIR_OUT ? p->last_syn_ns : p->last_synack_ns;
+	if (end_ns >= from)
+		hist_add(&v->rtt, end_ns - from);
+	if (key->dir == FLOWLAT_DIR_IN && p->first_synack_ns >= p->last_syn_ns)
+		hist_add(&v->local, p->first_synack_ns - p->last_syn_ns);
+}
+
 /* act() has taken no attempt out of the table (struct flowlat_event.result). */
 #define NOTHING_ENDED 0xff
 
@@ -346,11 +444,15 @@ static __always_inline int take(const struct flowlat_key *key, const struct flow
 	return 1;
 }
 
-/* Reports an attempt take() ended. One place for it in a program, however
- * many ways an attempt can end. */
+/* Reports an attempt take() ended: into its aggregate, as a record, or both.
+ * One place for it in a program, however many ways an attempt can end. */
 static __always_inline void report(struct __sk_buff *skb, struct flowlat_event *ev)
 {
 	__u32 flags = config.flags;
+	if (flags & FLOWLAT_CFG_AGGREGATE)
+		aggregate(&ev->key, &ev->p, ev->end_ns, ev->result, flags);
+	if (flags & FLOWLAT_CFG_NO_RECORDS)
+		return;
 	/* --min-rtt: a fast enough answer is counted, not sent. */
 	if (ev->result == FLOWLAT_RESULT_OK && (flags & FLOWLAT_CFG_MIN_RTT)) {
 		__u64 from = ev->key.dir == FLOWLAT_DIR_OUT ? ev->p.last_syn_ns : ev->p.last_synack_ns;
