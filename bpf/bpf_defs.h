@@ -26,6 +26,7 @@ struct flowlat_map_def {
 
 /* include/uapi/linux/bpf.h: enum bpf_map_type (the ones we use). */
 #define BPF_MAP_TYPE_ARRAY 2
+#define BPF_MAP_TYPE_PERCPU_HASH 5
 #define BPF_MAP_TYPE_PERF_EVENT_ARRAY 4
 #define BPF_MAP_TYPE_PERCPU_ARRAY 6
 #define BPF_MAP_TYPE_LRU_HASH 9

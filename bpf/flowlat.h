@@ -31,7 +31,8 @@
 #define FLOWLAT_STAT_EXT_SKIPPED 4 /* IPv6 packets with more extension headers than we walk */
 #define FLOWLAT_STAT_FILTERED 5    /* attempts the filters dropped */
 #define FLOWLAT_STAT_BELOW_MIN_RTT 6 /* ok attempts that sent no record: rtt under min_rtt_ns */
-#define FLOWLAT_STAT_MAX 7
+#define FLOWLAT_STAT_AGG_FAILED 7  /* ended attempts the aggregation map had no room for */
+#define FLOWLAT_STAT_MAX 8
 
 /* The ACK gate: most packets arriving at a server are ACKs of established
  * connections, and only the one completing an "in" handshake matters. Before
@@ -57,11 +58,58 @@ struct flowlat_gate {
 struct flowlat_config {
 	__u32 bank;  /* the gate bank new attempts count in */
 	__u32 flags; /* FLOWLAT_CFG_*, read when an attempt ends */
+	/* Keys with a server port or a cgroup the classifier has added to the
+	 * "agg" map: beyond FLOWLAT_AGG_KEYS, attempts go to their "other" key. */
+	__u32 agg_keys;
+	__u32 pad;
 };
 
 /* config.flags. Zero (the .bss default) is flowlat's plain mode: a record
- * per attempt. */
-#define FLOWLAT_CFG_MIN_RTT 1 /* ok attempts under filter.min_rtt_ns send no record */
+ * per attempt, no aggregation. */
+#define FLOWLAT_CFG_MIN_RTT 1    /* ok attempts under filter.min_rtt_ns send no record */
+#define FLOWLAT_CFG_AGGREGATE 2  /* each ended attempt is added to the "agg" map */
+#define FLOWLAT_CFG_NO_RECORDS 4 /* no record per attempt (aggregates only) */
+#define FLOWLAT_CFG_AGG_PORT 8   /* the aggregation key has the server port */
+#define FLOWLAT_CFG_AGG_CGROUP 16 /* the aggregation key has the cgroup id */
+
+/* Kernel aggregation: the per-CPU hash "agg", one value per key, which the
+ * classifier updates when an attempt ends (ok, refused, abandoned; user space
+ * adds the timeouts it finds). Histogram bucket i counts durations
+ * v <= FLOWLAT_HIST_BOUNDS[i] (and above the bound before it); the last
+ * bucket, FLOWLAT_HIST_N, counts the rest (+Inf). Bounds: 1-2-5 per decade,
+ * 5 us to 50 s, in nanoseconds. */
+#define FLOWLAT_HIST_BOUNDS(X)                                                              \
+	X(5000ULL) X(10000ULL) X(20000ULL) X(50000ULL) X(100000ULL) X(200000ULL) X(500000ULL) \
+	X(1000000ULL) X(2000000ULL) X(5000000ULL) X(10000000ULL) X(20000000ULL)             \
+	X(50000000ULL) X(100000000ULL) X(200000000ULL) X(500000000ULL) X(1000000000ULL)     \
+	X(2000000000ULL) X(5000000000ULL) X(10000000000ULL) X(20000000000ULL)               \
+	X(50000000000ULL)
+#define FLOWLAT_HIST_N 22
+
+/* Keys with a server port or a cgroup; and room kept besides for the keys
+ * with neither and the "other" keys, two per interface and direction. */
+#define FLOWLAT_AGG_KEYS 1024
+#define FLOWLAT_AGG_RESERVE 128
+
+struct flowlat_agg_key {
+	__u32 ifindex;
+	__u8 dir;
+	__u8 other;        /* 1: an attempt beyond FLOWLAT_AGG_KEYS (port and cgroup 0) */
+	__u16 server_port; /* host order; 0 unless FLOWLAT_CFG_AGG_PORT */
+	__u64 cgroup_id;   /* 0 unless FLOWLAT_CFG_AGG_CGROUP, or no socket */
+};
+
+struct flowlat_hist {
+	__u64 buckets[FLOWLAT_HIST_N + 1];
+	__u64 sum_ns;
+};
+
+struct flowlat_agg {
+	__u64 results[4]; /* by FLOWLAT_RESULT_* */
+	__u64 retrans;    /* client SYNs beyond the first */
+	struct flowlat_hist rtt;   /* ok attempts: the record's rtt */
+	struct flowlat_hist local; /* in and ok: first SYN-ACK - last SYN before it */
+};
 
 /* Which attempts are measured at all: the global "filter" (in .bss), which
  * user space writes before the programs are attached. Kinds combine with

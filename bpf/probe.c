@@ -79,6 +79,20 @@ struct flowlat_map_def nets SEC("maps") = {
 	.map_flags = BPF_F_NO_PREALLOC, /* required of an LPM trie */
 };
 
+/* Kernel aggregation (FLOWLAT_CFG_AGGREGATE). Per CPU, so updates need no
+ * atomics; user space sums the CPUs. Entries are allocated as keys appear. */
+struct flowlat_map_def agg SEC("maps") = {
+	.type = BPF_MAP_TYPE_PERCPU_HASH,
+	.key_size = sizeof(struct flowlat_agg_key),
+	.value_size = sizeof(struct flowlat_agg),
+	.max_entries = FLOWLAT_AGG_KEYS + FLOWLAT_AGG_RESERVE,
+	.map_flags = BPF_F_NO_PREALLOC,
+};
+
+/* What a new key of "agg" starts from: too big for the stack beside the
+ * rest, and a map value is as good a source for an update. Never written. */
+struct flowlat_agg agg_zero __attribute__((aligned(8)));
+
 char LICENSE[] SEC("license") = "Dual MIT/GPL";
 
 struct eth_head {
@@ -320,49 +334,137 @@ static __always_inline int in_unattributed(const struct flowlat_pending *p)
 	return p->state == FLOWLAT_STATE_SYN && (filter.kinds & FLOWLAT_FILTER_CGROUP);
 }
 
-/* Starts the record of an attempt from its table entry. The entry is copied
- * into the record before it is deleted, because the element's memory may be
- * reused as soon as it is freed; the record is the only copy. */
-static __always_inline void record_of(struct flowlat_event *ev, const struct flowlat_pending *p)
+/* The histogram bucket of a duration: how many bounds lie below it. Each
+ * comparison is a subtraction's sign bit, not a branch, so that the verifier
+ * walks one path with the bucket known to lie in [0, FLOWLAT_HIST_N]. */
+static __always_inline __u64 hist_bucket(__u64 v)
+{
+	/* Durations are far below 2^62 ns; the sign bit needs room. */
+	if (v > (1ULL << 62))
+		v = 1ULL << 62;
+	OPAQUE(v);
+	__u64 i = 0;
+#define ABOVE(b) i += ((b) - v) >> 63;
+	FLOWLAT_HIST_BOUNDS(ABOVE)
+#undef ABOVE
+	return i;
+}
+
+static __always_inline void hist_add(struct flowlat_hist *h, __u64 v)
+{
+	h->buckets[hist_bucket(v)] += 1;
+	h->sum_ns += v;
+}
+
+/* The value of an aggregation key, inserted if new. Keys with a port or a
+ * cgroup are capped at FLOWLAT_AGG_KEYS (CPUs inserting at the same moment
+ * can pass it by a few, which the reserve absorbs); beyond that, and if the
+ * map is full, the attempt counts in the "other" key of its interface and
+ * direction. */
+static __always_inline struct flowlat_agg *agg_value(struct flowlat_agg_key *k)
+{
+	struct flowlat_agg *v = bpf_map_lookup_elem(&agg, k);
+	if (v)
+		return v;
+	int capped = k->server_port || k->cgroup_id;
+	if (capped && *(volatile __u32 *)&config.agg_keys >= FLOWLAT_AGG_KEYS)
+		goto other;
+	/* A failure may be EEXIST, another CPU having added it meanwhile: the
+	 * lookup below tells. (The count's add returns nothing: an atomic that
+	 * returns the old value needs Linux 5.12.) */
+	if (bpf_map_update_elem(&agg, k, &agg_zero, BPF_NOEXIST) == 0 && capped)
+		__sync_fetch_and_add(&config.agg_keys, 1);
+	v = bpf_map_lookup_elem(&agg, k);
+	if (v)
+		return v;
+other:
+	k->server_port = 0;
+	k->cgroup_id = 0;
+	k->other = 1;
+	v = bpf_map_lookup_elem(&agg, k);
+	if (v)
+		return v;
+	bpf_map_update_elem(&agg, k, &agg_zero, BPF_NOEXIST);
+	return bpf_map_lookup_elem(&agg, k);
+}
+
+/* Adds an ended attempt to its aggregate: the same arithmetic as
+ * Record::from_event and AggValue::add_record in src/probe.rs. */
+static __always_inline void aggregate(const struct flowlat_key *key,
+				      const struct flowlat_pending *p, __u64 end_ns, __u8 result,
+				      __u32 flags)
+{
+	struct flowlat_agg_key k;
+	__builtin_memset(&k, 0, sizeof(k));
+	k.ifindex = key->ifindex;
+	k.dir = key->dir;
+	if (flags & FLOWLAT_CFG_AGG_PORT)
+		k.server_port = bpf_ntohs(key->server_port);
+	if (flags & FLOWLAT_CFG_AGG_CGROUP)
+		k.cgroup_id = p->cgroup_id;
+	struct flowlat_agg *v = agg_value(&k);
+	if (!v) {
+		count(FLOWLAT_STAT_AGG_FAILED);
+		return;
+	}
+	v->results[result & 3] += 1;
+	v->retrans += p->syns ? p->syns - 1 : 0;
+	if (result != FLOWLAT_RESULT_OK)
+		return;
+	__u64 from = key->dir == FLOWLAT_DIR_OUT ? p->last_syn_ns : p->last_synack_ns;
+	if (end_ns >= from)
+		hist_add(&v->rtt, end_ns - from);
+	if (key->dir == FLOWLAT_DIR_IN && p->first_synack_ns >= p->last_syn_ns)
+		hist_add(&v->local, p->first_synack_ns - p->last_syn_ns);
+}
+
+/* act() has taken no attempt out of the table (struct flowlat_event.result). */
+#define NOTHING_ENDED 0xff
+
+/* Takes an attempt that ended out of the table into *ev, for act() to report,
+ * unless user space's timeout sweep removed it first: whoever deletes the
+ * entry reports the attempt, so it is reported exactly once. The entry is
+ * copied before it is deleted, because the element's memory may be reused as
+ * soon as it is freed; *ev is then the only copy. */
+static __always_inline int take(const struct flowlat_key *key, const struct flowlat_pending *p,
+				struct flowlat_event *ev, __u64 end_ns, __u8 result)
 {
 	__builtin_memset(ev, 0, sizeof(*ev));
 	ev->p = *p;
-}
-
-/* Removes the entry and sends its record, unless user space's timeout sweep
- * removed it first: whoever deletes the entry reports the attempt, so it is
- * reported exactly once. */
-static __always_inline void finish_record(struct __sk_buff *skb, const struct flowlat_key *key,
-					  struct flowlat_event *ev, __u64 end_ns, __u8 result)
-{
-	if (bpf_map_delete_elem(&pending, key) != 0)
-		return;
+	if (bpf_map_delete_elem(&pending, key) != 0) {
+		ev->result = NOTHING_ENDED;
+		return 0;
+	}
 	count(FLOWLAT_STAT_REMOVED);
 	if (ev->p.state == FLOWLAT_STATE_SYNACK)
 		gate_add(ev->p.bank, key_slot(key), 0);
+	ev->key = *key;
+	ev->end_ns = end_ns;
+	ev->result = result;
+	return 1;
+}
+
+/* Reports an attempt take() ended: into its aggregate, as a record, or both.
+ * One place for it in a program, however many ways an attempt can end. */
+static __always_inline void report(struct __sk_buff *skb, struct flowlat_event *ev)
+{
+	__u32 flags = config.flags;
+	if (flags & FLOWLAT_CFG_AGGREGATE)
+		aggregate(&ev->key, &ev->p, ev->end_ns, ev->result, flags);
+	if (flags & FLOWLAT_CFG_NO_RECORDS)
+		return;
 	/* --min-rtt: a fast enough answer is counted, not sent. */
-	if (result == FLOWLAT_RESULT_OK && (config.flags & FLOWLAT_CFG_MIN_RTT)) {
-		__u64 from = key->dir == FLOWLAT_DIR_OUT ? ev->p.last_syn_ns : ev->p.last_synack_ns;
-		if (end_ns - from < filter.min_rtt_ns) {
+	if (ev->result == FLOWLAT_RESULT_OK && (flags & FLOWLAT_CFG_MIN_RTT)) {
+		__u64 from = ev->key.dir == FLOWLAT_DIR_OUT ? ev->p.last_syn_ns : ev->p.last_synack_ns;
+		if (ev->end_ns - from < filter.min_rtt_ns) {
 			count(FLOWLAT_STAT_BELOW_MIN_RTT);
 			return;
 		}
 	}
-	ev->key = *key;
-	ev->end_ns = end_ns;
-	ev->result = result;
 	if (bpf_perf_event_output(skb, &events, BPF_F_CURRENT_CPU, ev, sizeof(*ev)) == 0)
 		count(FLOWLAT_STAT_SENT);
 	else
 		count(FLOWLAT_STAT_SEND_FAILED);
-}
-
-static __always_inline void finish(struct __sk_buff *skb, const struct flowlat_key *key,
-				   const struct flowlat_pending *p, __u64 end_ns, __u8 result)
-{
-	struct flowlat_event ev;
-	record_of(&ev, p);
-	finish_record(skb, key, &ev, end_ns, result);
 }
 
 /* A client's SYN: a new attempt, a retransmission (same ISN), or a new attempt
@@ -370,7 +472,8 @@ static __always_inline void finish(struct __sk_buff *skb, const struct flowlat_k
  * attempts, so the entry is inserted first and looked up only when the tuple
  * already has one: one hash-table operation instead of two. */
 static __always_inline void on_syn(struct __sk_buff *skb, const int egress,
-				   const struct flowlat_key *key, __u32 isn, __u16 len)
+				   const struct flowlat_key *key, __u32 isn, __u16 len,
+				   struct flowlat_event *ev)
 {
 	__u64 now = bpf_ktime_get_ns();
 	struct flowlat_pending n;
@@ -408,7 +511,7 @@ static __always_inline void on_syn(struct __sk_buff *skb, const int egress,
 	} else if (!egress && in_unattributed(p)) {
 		drop_filtered(key);
 	} else {
-		finish(skb, key, p, now, FLOWLAT_RESULT_ABANDONED);
+		take(key, p, ev, now, FLOWLAT_RESULT_ABANDONED);
 	}
 	if (bpf_map_update_elem(&pending, key, &n, BPF_NOEXIST) == 0)
 		count(FLOWLAT_STAT_CREATED);
@@ -434,21 +537,20 @@ struct segment {
 };
 
 /* out: the server's SYN-ACK or RST arrives for our client's SYN. */
-static __always_inline void on_answer_out(struct __sk_buff *skb, const struct flowlat_key *key,
-					  const struct segment *sg, __u8 result)
+static __always_inline void on_answer_out(const struct flowlat_key *key, const struct segment *sg,
+					  __u8 result, struct flowlat_event *ev)
 {
 	struct flowlat_pending *p = bpf_map_lookup_elem(&pending, key);
 	if (!p || p->state != FLOWLAT_STATE_SYN || !acks_syn(p, sg->ack))
 		return;
 	__u64 now = bpf_ktime_get_ns();
-	struct flowlat_event ev;
-	record_of(&ev, p);
-	ev.p.first_synack_ns = now;
-	ev.p.last_synack_ns = now;
-	ev.p.synacks = 1;
+	if (!take(key, p, ev, now, result))
+		return;
+	ev->p.first_synack_ns = now;
+	ev->p.last_synack_ns = now;
+	ev->p.synacks = 1;
 	if (result == FLOWLAT_RESULT_OK)
-		ev.p.server_isn = sg->seq;
-	finish_record(skb, key, &ev, now, result);
+		ev->p.server_isn = sg->seq;
 }
 
 /* in: this side's SYN-ACK leaves for the client's SYN. */
@@ -480,8 +582,8 @@ static __always_inline void on_synack_in(struct __sk_buff *skb, const struct flo
 }
 
 /* in: this side refuses the client's SYN with a RST. */
-static __always_inline void on_rst_in(struct __sk_buff *skb, const struct flowlat_key *key,
-				      __u32 ack)
+static __always_inline void on_rst_in(const struct flowlat_key *key, __u32 ack,
+				      struct flowlat_event *ev)
 {
 	struct flowlat_pending *p = bpf_map_lookup_elem(&pending, key);
 	if (!p || p->state != FLOWLAT_STATE_SYN || !acks_syn(p, ack))
@@ -491,17 +593,17 @@ static __always_inline void on_rst_in(struct __sk_buff *skb, const struct flowla
 		drop_filtered(key);
 		return;
 	}
-	finish(skb, key, p, bpf_ktime_get_ns(), FLOWLAT_RESULT_REFUSED);
+	take(key, p, ev, bpf_ktime_get_ns(), FLOWLAT_RESULT_REFUSED);
 }
 
 /* in: the client's ACK of our SYN-ACK completes the handshake. */
-static __always_inline void on_ack_in(struct __sk_buff *skb, const struct flowlat_key *key,
-				      __u32 ack)
+static __always_inline void on_ack_in(const struct flowlat_key *key, __u32 ack,
+				      struct flowlat_event *ev)
 {
 	struct flowlat_pending *p = bpf_map_lookup_elem(&pending, key);
 	if (!p || p->state != FLOWLAT_STATE_SYNACK || ack != p->server_isn + 1)
 		return;
-	finish(skb, key, p, bpf_ktime_get_ns(), FLOWLAT_RESULT_OK);
+	take(key, p, ev, bpf_ktime_get_ns(), FLOWLAT_RESULT_OK);
 }
 
 /* What a TCP segment is to the handshake tracker. */
@@ -522,10 +624,13 @@ static __always_inline int segment_kind(__u8 flags)
 	return SEG_OTHER;
 }
 
-/* Acts on a segment of a handshake that a pass described. */
+/* Acts on a segment of a handshake that a pass described, then reports the
+ * attempt it ended, if any. */
 static __always_inline void act(struct __sk_buff *skb, const int egress, struct segment *sg)
 {
 	struct flowlat_key *key = &sg->key;
+	struct flowlat_event ev;
+	ev.result = NOTHING_ENDED;
 	int kind = sg->kind;
 	if (kind == SEG_SYN) {
 		key->dir = egress ? FLOWLAT_DIR_OUT : FLOWLAT_DIR_IN;
@@ -533,26 +638,25 @@ static __always_inline void act(struct __sk_buff *skb, const int egress, struct 
 		if (kinds && !syn_kept(skb, egress, key, kinds))
 			count_dropped_syn(key, sg->seq);
 		else
-			on_syn(skb, egress, key, sg->seq, sg->syn_len);
-		return;
-	}
-	/* A RST answering a SYN carries ACK = ISN+1. */
-	if (kind == SEG_RST && !(sg->flags & TCP_ACK))
-		return;
-	if (egress) {
+			on_syn(skb, egress, key, sg->seq, sg->syn_len, &ev);
+	} else if (kind == SEG_RST && !(sg->flags & TCP_ACK)) {
+		/* Not an answer: a RST answering a SYN carries ACK = ISN+1. */
+	} else if (egress) {
 		key->dir = FLOWLAT_DIR_IN;
 		if (kind == SEG_SYNACK)
 			on_synack_in(skb, key, sg);
 		else
-			on_rst_in(skb, key, sg->ack);
+			on_rst_in(key, sg->ack, &ev);
 	} else if (kind == SEG_ACK) {
 		key->dir = FLOWLAT_DIR_IN;
-		on_ack_in(skb, key, sg->ack);
+		on_ack_in(key, sg->ack, &ev);
 	} else {
 		key->dir = FLOWLAT_DIR_OUT;
-		on_answer_out(skb, key, sg,
-			      kind == SEG_SYNACK ? FLOWLAT_RESULT_OK : FLOWLAT_RESULT_REFUSED);
+		on_answer_out(key, sg, kind == SEG_SYNACK ? FLOWLAT_RESULT_OK : FLOWLAT_RESULT_REFUSED,
+			      &ev);
 	}
+	if (ev.result != NOTHING_ENDED)
+		report(skb, &ev);
 }
 
 /* Reads one TCP segment whose header starts at l4 and, if it is part of a

@@ -133,10 +133,57 @@ const STAT_REMOVED: usize = 3;
 const STAT_EXT_SKIPPED: usize = 4;
 const STAT_FILTERED: usize = 5;
 const STAT_BELOW_MIN_RTT: usize = 6;
-const STAT_MAX: usize = 7;
+const STAT_AGG_FAILED: usize = 7;
+const STAT_MAX: usize = 8;
 
 /// `FLOWLAT_CFG_*`: bits of `config.flags`.
 const CFG_MIN_RTT: u32 = 1;
+const CFG_AGGREGATE: u32 = 2;
+const CFG_NO_RECORDS: u32 = 4;
+const CFG_AGG_PORT: u32 = 8;
+const CFG_AGG_CGROUP: u32 = 16;
+
+/// How many bounds the histograms have (`FLOWLAT_HIST_N`); they have one
+/// bucket more, for what lies above the last bound.
+pub const HIST_N: usize = 22;
+
+/// The histogram bounds in nanoseconds (`FLOWLAT_HIST_BOUNDS`): 1-2-5 per
+/// decade, 5 µs to 50 s. Bucket `i < HIST_N` counts durations `v` with
+/// `HIST_BOUNDS_NS[i - 1] < v <= HIST_BOUNDS_NS[i]`; bucket `HIST_N` the rest.
+pub const HIST_BOUNDS_NS: [u64; HIST_N] = [
+    5_000,
+    10_000,
+    20_000,
+    50_000,
+    100_000,
+    200_000,
+    500_000,
+    1_000_000,
+    2_000_000,
+    5_000_000,
+    10_000_000,
+    20_000_000,
+    50_000_000,
+    100_000_000,
+    200_000_000,
+    500_000_000,
+    1_000_000_000,
+    2_000_000_000,
+    5_000_000_000,
+    10_000_000_000,
+    20_000_000_000,
+    50_000_000_000,
+];
+
+/// The bucket a duration falls in, by the classifier's rule: the first
+/// bound it does not exceed, or `HIST_N` above them all.
+pub fn hist_bucket(ns: u64) -> usize {
+    HIST_BOUNDS_NS.partition_point(|&b| b < ns)
+}
+
+/// `FLOWLAT_AGG_KEYS` and `FLOWLAT_AGG_RESERVE`.
+const AGG_KEYS: usize = 1024;
+const AGG_RESERVE: usize = 128;
 
 /// `FLOWLAT_FILTER_*`: bits of `filter.kinds`.
 const FILTER_PORT: u32 = 1;
@@ -176,6 +223,146 @@ pub struct Key {
 struct ConfigGlobal {
     bank: u32,
     flags: u32,
+    agg_keys: u32,
+    pad: u32,
+}
+
+/// `struct flowlat_agg_key`, as the map holds it.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct AggKeyRaw {
+    ifindex: u32,
+    dir: u8,
+    other: u8,
+    /// Host order.
+    server_port: u16,
+    cgroup_id: u64,
+}
+
+/// A histogram of durations (`struct flowlat_hist`), over [`HIST_BOUNDS_NS`].
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hist {
+    /// Counts per bucket, not cumulative; `buckets[HIST_N]` is above the last bound.
+    pub buckets: [u64; HIST_N + 1],
+    /// The sum of the durations counted, in nanoseconds.
+    pub sum_ns: u64,
+}
+
+impl Default for Hist {
+    fn default() -> Hist {
+        Hist {
+            buckets: [0; HIST_N + 1],
+            sum_ns: 0,
+        }
+    }
+}
+
+impl Hist {
+    /// Counts one duration.
+    pub fn observe(&mut self, ns: u64) {
+        self.buckets[hist_bucket(ns)] += 1;
+        self.sum_ns = self.sum_ns.wrapping_add(ns);
+    }
+
+    /// How many durations it counts.
+    pub fn count(&self) -> u64 {
+        self.buckets.iter().sum()
+    }
+
+    fn merge(&mut self, o: &Hist) {
+        for (a, b) in self.buckets.iter_mut().zip(&o.buckets) {
+            *a = a.wrapping_add(*b);
+        }
+        self.sum_ns = self.sum_ns.wrapping_add(o.sum_ns);
+    }
+}
+
+/// What an aggregate holds (`struct flowlat_agg`): ended attempts by result,
+/// their SYN retransmissions, and two histograms.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AggValue {
+    /// Attempts by [`Outcome`]: ok, refused, timeout, abandoned.
+    pub results: [u64; 4],
+    /// Client SYNs beyond the first ([`Record::retrans`]), summed.
+    pub retrans: u64,
+    /// [`Record::rtt_ns`] of the `ok` attempts.
+    pub rtt: Hist,
+    /// [`Record::local_ns`] of the `in` attempts that are `ok`.
+    pub local: Hist,
+}
+
+impl AggValue {
+    /// Adds one attempt, as the classifier adds the ones it ends: the one
+    /// definition of what an aggregate counts (user space adds its timeouts
+    /// with it).
+    pub fn add_record(&mut self, r: &Record) {
+        self.results[outcome_index(r.outcome)] += 1;
+        self.retrans += u64::from(r.retrans);
+        if r.outcome != Outcome::Ok {
+            return;
+        }
+        if let Some(ns) = r.rtt_ns {
+            self.rtt.observe(ns);
+        }
+        if let (Dir::In, Some(ns)) = (r.dir, r.local_ns) {
+            self.local.observe(ns);
+        }
+    }
+
+    /// Adds another aggregate's counts to this one.
+    pub fn merge(&mut self, o: &AggValue) {
+        for (a, b) in self.results.iter_mut().zip(&o.results) {
+            *a = a.wrapping_add(*b);
+        }
+        self.retrans = self.retrans.wrapping_add(o.retrans);
+        self.rtt.merge(&o.rtt);
+        self.local.merge(&o.local);
+    }
+}
+
+fn outcome_index(o: Outcome) -> usize {
+    usize::from(match o {
+        Outcome::Ok => RESULT_OK,
+        Outcome::Refused => RESULT_REFUSED,
+        Outcome::Timeout => RESULT_TIMEOUT,
+        Outcome::Abandoned => RESULT_ABANDONED,
+    })
+}
+
+/// What the classifier aggregates by: the interface, the direction, and as
+/// [`Aggregation`] asks the server port and the cgroup. `other` holds the
+/// attempts of keys beyond the classifier's room (1024 keys with a port or a
+/// cgroup), with neither.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct AggKey {
+    pub ifindex: u32,
+    pub dir: Dir,
+    /// `None` unless aggregated by server port.
+    pub server_port: Option<u16>,
+    /// `None` unless aggregated by cgroup, or when the attempt had no local socket.
+    pub cgroup_id: Option<u64>,
+    pub other: bool,
+}
+
+/// Whether and how the classifier aggregates ended attempts itself, in the
+/// map [`Probe::aggregates`] reads. It adds an attempt when it ends it (`ok`,
+/// `refused`, `abandoned`); timeouts are found by [`Probe::sweep`], whose
+/// records the caller adds with [`AggValue::add_record`]. Attempts the
+/// filters drop are not aggregated; `ok` attempts under
+/// [`Filter::min_rtt_ns`] are (the filter holds back records only).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Aggregation {
+    /// Aggregate.
+    pub enabled: bool,
+    /// Send no record per attempt (the daemon mode): the rings stay quiet, and
+    /// only the timeouts come as records, from the sweep.
+    pub no_records: bool,
+    /// Key the aggregates by the server's port too.
+    pub by_server_port: bool,
+    /// Key the aggregates by the local socket's cgroup too.
+    pub by_cgroup: bool,
 }
 
 /// `struct flowlat_filter`, the global user space fills before attaching.
@@ -238,6 +425,8 @@ impl Pod for Key {}
 impl Pod for Pending {}
 impl Pod for Event {}
 impl Pod for NetKey {}
+impl Pod for AggKeyRaw {}
+impl Pod for AggValue {}
 
 fn as_bytes<T: Pod>(v: &T) -> &[u8] {
     // SAFETY: T is a #[repr(C)] struct of integers and byte arrays with explicit padding
@@ -390,6 +579,9 @@ pub struct KernelStats {
     /// `ok` attempts that sent no record because their rtt was under
     /// [`Filter::min_rtt_ns`].
     pub below_min_rtt: u64,
+    /// Ended attempts the aggregation map had no room for, not even in an
+    /// `other` key (see [`Aggregation`]); not aggregated.
+    pub agg_failed: u64,
 }
 
 /// What a sweep of the pending table found.
@@ -465,6 +657,7 @@ pub struct Probe {
     /// Where `filter` is in `globals`, in 32-bit words.
     filter_word: usize,
     nets: OwnedFd,
+    agg: OwnedFd,
     /// Whether the filter names cgroups, which the sweep applies to `in` attempts.
     cgroup_filter: bool,
     /// `in` attempts the sweep dropped for the cgroup filter, for [`KernelStats::filtered`].
@@ -525,13 +718,14 @@ impl Probe {
                 .ok_or_else(|| BpfError::Object(format!("the probe has no map named {name}")))
         };
         let (pending, events, stats) = (take("pending")?, take("events")?, take("stats")?);
-        let nets = take("nets")?;
+        let (nets, agg) = (take("nets")?, take("agg")?);
         let globals_fd = take(BSS_MAP)?;
         let fds: HashMap<&str, BorrowedFd<'_>> = [
             ("pending", pending.as_fd()),
             ("events", events.as_fd()),
             ("stats", stats.as_fd()),
             ("nets", nets.as_fd()),
+            ("agg", agg.as_fd()),
             (BSS_MAP, globals_fd.as_fd()),
         ]
         .into_iter()
@@ -587,6 +781,7 @@ impl Probe {
             config_word,
             filter_word,
             nets,
+            agg,
             cgroup_filter: false,
             swept_filtered: 0,
             possible_cpus,
@@ -786,6 +981,137 @@ impl Probe {
         Ok(())
     }
 
+    /// Sets whether and how the classifier aggregates (see [`Aggregation`]);
+    /// it applies to attempts that end from now on.
+    pub fn set_aggregation(&mut self, a: &Aggregation) {
+        let flags = &self.globals.words()[self.config_word + offset_of!(ConfigGlobal, flags) / 4];
+        let mut set = 0;
+        for (on, bit) in [
+            (a.enabled, CFG_AGGREGATE),
+            (a.no_records, CFG_NO_RECORDS),
+            (a.by_server_port, CFG_AGG_PORT),
+            (a.by_cgroup, CFG_AGG_CGROUP),
+        ] {
+            if on {
+                set |= bit;
+            }
+        }
+        let mine = CFG_AGGREGATE | CFG_NO_RECORDS | CFG_AGG_PORT | CFG_AGG_CGROUP;
+        // One store: the classifier reads the flags once per ended attempt.
+        let _ = flags.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |f| {
+            Some((f & !mine) | set)
+        });
+    }
+
+    /// The classifier's aggregates, summed over CPUs, read with batch lookups
+    /// (falling back to one lookup per key on kernels without them, before
+    /// Linux 5.6). The counts only grow; the timeouts are not in them (see
+    /// [`Aggregation`]).
+    pub fn aggregates(&self) -> Result<Vec<(AggKey, AggValue)>, BpfError> {
+        match self.aggregates_batched() {
+            Err(e) if sys::batch_unsupported(&e) => self.aggregates_walked(),
+            r => r,
+        }
+    }
+
+    /// The bytes of one key's values, one per possible CPU.
+    fn agg_stride(&self) -> usize {
+        std::mem::size_of::<AggValue>().next_multiple_of(8) * self.possible_cpus
+    }
+
+    fn aggregates_batched(&self) -> Result<Vec<(AggKey, AggValue)>, BpfError> {
+        let key_size = std::mem::size_of::<AggKeyRaw>();
+        let stride = self.agg_stride();
+        let mut count = 64u32;
+        let mut keys = vec![0u8; count as usize * key_size];
+        let mut values = vec![0u8; count as usize * stride];
+        let mut out = Vec::new();
+        let mut at = sys::Batch::Start;
+        // Every call moves on by at least one bucket; the bound only guards
+        // against a kernel that would not.
+        for _ in 0..2 * (AGG_KEYS + AGG_RESERVE) + 16 {
+            if at == sys::Batch::Done {
+                return Ok(out);
+            }
+            let step = sys::map_lookup_batch(
+                self.agg.as_fd(),
+                at,
+                count,
+                key_size,
+                stride,
+                &mut keys,
+                &mut values,
+            );
+            let (n, next) = match step {
+                Ok(step) => step,
+                // One bucket holds more keys than asked for: ask for more.
+                Err(BpfError::Sys { source, .. })
+                    if source.raw_os_error() == Some(libc::ENOSPC) && count < 4096 =>
+                {
+                    count *= 2;
+                    keys.resize(count as usize * key_size, 0);
+                    values.resize(count as usize * stride, 0);
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            for i in 0..n as usize {
+                let k = &keys[i * key_size..(i + 1) * key_size];
+                let v = &values[i * stride..(i + 1) * stride];
+                if let Some(kv) = self.agg_entry(k, v) {
+                    out.push(kv);
+                }
+            }
+            at = next;
+        }
+        Err(BpfError::Invalid(
+            "reading the aggregates did not come to an end".to_string(),
+        ))
+    }
+
+    /// [`Probe::aggregates`] the way kernels before Linux 5.6 allow: one
+    /// lookup per key (public to compare the two in tests).
+    pub fn aggregates_walked(&self) -> Result<Vec<(AggKey, AggValue)>, BpfError> {
+        let map = self.agg.as_fd();
+        let mut values = vec![0u8; self.agg_stride()];
+        let mut cur: Option<[u8; std::mem::size_of::<AggKeyRaw>()]> = None;
+        let mut out = Vec::new();
+        for _ in 0..AGG_KEYS + AGG_RESERVE {
+            let mut next = [0u8; std::mem::size_of::<AggKeyRaw>()];
+            if !sys::map_get_next_key(map, cur.as_ref().map(|k| &k[..]), &mut next)? {
+                break;
+            }
+            if sys::map_lookup(map, &next, &mut values)? {
+                out.extend(self.agg_entry(&next, &values));
+            }
+            cur = Some(next);
+        }
+        Ok(out)
+    }
+
+    /// One key of the map and its per-CPU values, summed.
+    fn agg_entry(&self, key: &[u8], values: &[u8]) -> Option<(AggKey, AggValue)> {
+        let k: AggKeyRaw = from_bytes(key)?;
+        let dir = match k.dir {
+            DIR_OUT => Dir::Out,
+            DIR_IN => Dir::In,
+            _ => return None,
+        };
+        let size = std::mem::size_of::<AggValue>();
+        let mut sum = AggValue::default();
+        for cpu in values.chunks_exact(size.next_multiple_of(8)) {
+            sum.merge(&from_bytes::<AggValue>(&cpu[..size])?);
+        }
+        let key = AggKey {
+            ifindex: k.ifindex,
+            dir,
+            server_port: (k.server_port != 0).then_some(k.server_port),
+            cgroup_id: (k.cgroup_id != 0).then_some(k.cgroup_id),
+            other: k.other != 0,
+        };
+        Some((key, sum))
+    }
+
     /// Sums the per-CPU counters.
     pub fn kernel_stats(&self) -> Result<KernelStats, BpfError> {
         let mut sum = [0u64; STAT_MAX];
@@ -806,6 +1132,7 @@ impl Probe {
             ext_skipped: sum[STAT_EXT_SKIPPED],
             filtered: sum[STAT_FILTERED] + self.swept_filtered,
             below_min_rtt: sum[STAT_BELOW_MIN_RTT],
+            agg_failed: sum[STAT_AGG_FAILED],
         })
     }
 
@@ -914,98 +1241,6 @@ impl Probe {
             .saturating_sub(ks.removed)
             .saturating_sub(self.swept)
             .saturating_sub(in_table)
-    }
-}
-
-/// Upper bounds of the histogram buckets, in nanoseconds: 1-2-5 per decade
-/// from 5 µs to 50 s. Bucket `i` counts values `<= HIST_BOUNDS_NS[i]` (and
-/// above the bound before it); bucket `HIST_BOUNDS_NS.len()` is `+Inf`.
-pub const HIST_BOUNDS_NS: [u64; 22] = [
-    5_000,
-    10_000,
-    20_000,
-    50_000,
-    100_000,
-    200_000,
-    500_000,
-    1_000_000,
-    2_000_000,
-    5_000_000,
-    10_000_000,
-    20_000_000,
-    50_000_000,
-    100_000_000,
-    200_000_000,
-    500_000_000,
-    1_000_000_000,
-    2_000_000_000,
-    5_000_000_000,
-    10_000_000_000,
-    20_000_000_000,
-    50_000_000_000,
-];
-
-/// The bucket a value falls into, by the kernel's rule.
-pub fn hist_bucket(ns: u64) -> usize {
-    HIST_BOUNDS_NS.partition_point(|&b| b < ns)
-}
-
-/// Which attempts are counted together in the metrics.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct AggKey {
-    pub ifindex: u32,
-    pub dir: Dir,
-    pub server_port: Option<u16>,
-    pub cgroup_id: Option<u64>,
-    /// The kernel's overflow entry, for keys beyond its table.
-    pub other: bool,
-}
-
-/// A histogram over [`HIST_BOUNDS_NS`]; its count is the sum of the buckets.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Hist {
-    pub buckets: [u64; HIST_BOUNDS_NS.len() + 1],
-    pub sum_ns: u64,
-}
-
-impl Hist {
-    pub fn observe(&mut self, ns: u64) {
-        self.buckets[hist_bucket(ns)] += 1;
-        self.sum_ns = self.sum_ns.wrapping_add(ns);
-    }
-}
-
-/// Cumulative totals for one key.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct AggValue {
-    /// By outcome, in the order ok, refused, timeout, abandoned.
-    pub results: [u64; 4],
-    pub retrans: u64,
-    pub rtt: Hist,
-    pub local: Hist,
-}
-
-impl AggValue {
-    /// Counts one record: the one definition shared with the kernel.
-    pub fn add_record(&mut self, r: &Record) {
-        let i = match r.outcome {
-            Outcome::Ok => 0,
-            Outcome::Refused => 1,
-            Outcome::Timeout => 2,
-            Outcome::Abandoned => 3,
-        };
-        self.results[i] += 1;
-        self.retrans += u64::from(r.retrans);
-        if r.outcome == Outcome::Ok {
-            if let Some(ns) = r.rtt_ns {
-                self.rtt.observe(ns);
-            }
-            if r.dir == Dir::In {
-                if let Some(ns) = r.local_ns {
-                    self.local.observe(ns);
-                }
-            }
-        }
     }
 }
 
@@ -1145,6 +1380,7 @@ mod tests {
             STAT_EXT_SKIPPED,
             STAT_FILTERED,
             STAT_BELOW_MIN_RTT,
+            STAT_AGG_FAILED,
             STAT_MAX,
             GATE_SLOTS,
             GATE_BANKS as usize,
@@ -1152,7 +1388,12 @@ mod tests {
             size_of::<ConfigGlobal>(),
             offset_of!(ConfigGlobal, bank),
             offset_of!(ConfigGlobal, flags),
+            offset_of!(ConfigGlobal, agg_keys),
             CFG_MIN_RTT as usize,
+            CFG_AGGREGATE as usize,
+            CFG_NO_RECORDS as usize,
+            CFG_AGG_PORT as usize,
+            CFG_AGG_CGROUP as usize,
             FILTER_PORT as usize,
             FILTER_NET as usize,
             FILTER_DIR as usize,
@@ -1173,7 +1414,28 @@ mod tests {
             offset_of!(NetKey, prefixlen),
             offset_of!(NetKey, family),
             offset_of!(NetKey, addr),
+            HIST_N,
+            AGG_KEYS,
+            AGG_RESERVE,
+            size_of::<AggKeyRaw>(),
+            offset_of!(AggKeyRaw, ifindex),
+            offset_of!(AggKeyRaw, dir),
+            offset_of!(AggKeyRaw, other),
+            offset_of!(AggKeyRaw, server_port),
+            offset_of!(AggKeyRaw, cgroup_id),
+            size_of::<Hist>(),
+            offset_of!(Hist, buckets),
+            offset_of!(Hist, sum_ns),
+            size_of::<AggValue>(),
+            offset_of!(AggValue, results),
+            offset_of!(AggValue, retrans),
+            offset_of!(AggValue, rtt),
+            offset_of!(AggValue, local),
         ];
+        let rust: Vec<usize> = rust
+            .into_iter()
+            .chain(HIST_BOUNDS_NS.iter().map(|&b| b as usize))
+            .collect();
         let rust: Vec<u64> = rust.iter().map(|&v| v as u64).collect();
         assert_eq!(c, rust, "bpf/flowlat.h and src/probe.rs disagree");
     }
@@ -1195,6 +1457,56 @@ mod tests {
             let e = net_key(a.parse().expect("literal"), p).expect_err("too long");
             assert!(e.to_string().contains("prefix is at most"), "{e}");
         }
+    }
+
+    #[test]
+    fn durations_fall_in_the_first_bucket_whose_bound_they_do_not_exceed() {
+        assert_eq!(hist_bucket(0), 0);
+        assert_eq!(hist_bucket(5_000), 0);
+        assert_eq!(hist_bucket(5_001), 1);
+        assert_eq!(hist_bucket(10_000), 1);
+        assert_eq!(hist_bucket(999_999), 7);
+        assert_eq!(hist_bucket(1_000_000), 7);
+        assert_eq!(hist_bucket(50_000_000_000), HIST_N - 1);
+        assert_eq!(hist_bucket(50_000_000_001), HIST_N);
+        assert_eq!(hist_bucket(u64::MAX), HIST_N);
+        for w in HIST_BOUNDS_NS.windows(2) {
+            assert!(w[0] < w[1]);
+            assert!(w[1] == 2 * w[0] || 2 * w[1] == 5 * w[0], "1-2-5: {w:?}");
+        }
+    }
+
+    #[test]
+    fn records_aggregate_by_the_one_definition() {
+        let mut a = AggValue::default();
+        let mut ok_in = event(DIR_IN, RESULT_OK);
+        ok_in.p.first_synack_ns = 3_500;
+        ok_in.p.last_synack_ns = 4_000;
+        ok_in.end_ns = 3_004_000;
+        let mut refused_out = event(DIR_OUT, RESULT_REFUSED);
+        refused_out.end_ns = 10_000;
+        let mut timeout_in = event(DIR_IN, RESULT_TIMEOUT);
+        timeout_in.p.synacks = 1;
+        timeout_in.p.first_synack_ns = 3_100;
+        timeout_in.end_ns = 99_000_000;
+        for ev in [ok_in, refused_out, timeout_in] {
+            a.add_record(&Record::from_event(&ev).expect("valid"));
+        }
+        assert_eq!(a.results, [1, 1, 1, 0]);
+        assert_eq!(a.retrans, 3, "each event had two SYNs");
+        assert_eq!(a.rtt.count(), 1, "rtt of ok attempts only");
+        assert_eq!(a.rtt.buckets[hist_bucket(3_000_000)], 1);
+        assert_eq!(a.rtt.sum_ns, 3_000_000);
+        assert_eq!(
+            a.local.count(),
+            1,
+            "local of in + ok only, not the timeout's"
+        );
+        assert_eq!(a.local.sum_ns, 500);
+        let mut b = a;
+        b.merge(&a);
+        assert_eq!(b.results, [2, 2, 2, 0]);
+        assert_eq!((b.rtt.count(), b.local.sum_ns), (2, 1_000));
     }
 
     #[test]

@@ -14,7 +14,9 @@ use std::collections::HashMap;
 
 use common::packet::{Ext, Tcp, ACK, FIN, PSH, RST, SYN};
 use flowlat::bpf::perf::PerfBuffers;
-use flowlat::probe::{Dir, Event, Filter, Hook, Outcome, Probe, ProbeConfig, Record};
+use flowlat::probe::{
+    AggKey, AggValue, Aggregation, Dir, Event, Filter, Hook, Outcome, Probe, ProbeConfig, Record,
+};
 
 const TC_ACT_UNSPEC: u32 = u32::MAX;
 
@@ -673,6 +675,14 @@ fn fuzz(n: u64, filter: &Filter, mfilter: MFilter) {
     })
     .expect("load");
     probe.set_filter(filter).expect("set the filter");
+    // The classifier aggregates too, which must come to what the records say.
+    probe.set_aggregation(&Aggregation {
+        enabled: true,
+        no_records: false,
+        by_server_port: true,
+        by_cgroup: true,
+    });
+    let mut from_records: HashMap<AggKey, AggValue> = HashMap::new();
     let mut perf: PerfBuffers = probe.open_perf(16).expect("perf rings");
     let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
     let fake_start = flowlat::output::monotonic_ns() + 3_600_000_000_000;
@@ -712,9 +722,16 @@ fn fuzz(n: u64, filter: &Filter, mfilter: MFilter) {
         let mut got = Vec::new();
         perf.drain(|_, b| {
             let ev = Event::decode(b).expect("record size");
-            got.push(MRec::of(
-                &Record::from_event(&ev).expect("well-formed record"),
-            ));
+            let r = Record::from_event(&ev).expect("well-formed record");
+            let key = AggKey {
+                ifindex: r.ifindex,
+                dir: r.dir,
+                server_port: Some(r.server_port).filter(|&p| p != 0),
+                cgroup_id: r.cgroup_id,
+                other: false,
+            };
+            from_records.entry(key).or_default().add_record(&r);
+            got.push(MRec::of(&r));
         });
         want.sort();
         got.sort();
@@ -793,6 +810,15 @@ fn fuzz(n: u64, filter: &Filter, mfilter: MFilter) {
     assert_eq!(
         ks.ext_skipped, model.ext_skipped,
         "long IPv6 chains counted"
+    );
+    let kernel: HashMap<AggKey, AggValue> = probe
+        .aggregates()
+        .expect("aggregates")
+        .into_iter()
+        .collect();
+    assert_eq!(
+        kernel, from_records,
+        "the kernel's aggregates differ from the records': seed {seed:#x}"
     );
     assert_eq!(ks.send_failed, 0);
     // The run must have exercised the contract, not just the parser's exits.

@@ -6,7 +6,7 @@ use std::os::fd::{AsFd, OwnedFd};
 
 use flowlat::bpf::perf::PerfBuffers;
 use flowlat::bpf::sys;
-use flowlat::probe::{Event, Filter, Hook, Probe, ProbeConfig, Record};
+use flowlat::probe::{Aggregation, Event, Filter, Hook, Probe, ProbeConfig, Record};
 
 use crate::asm;
 use crate::frames::{self, Class, Dir, Layout};
@@ -21,6 +21,8 @@ pub struct Rig {
     empty: OwnedFd,
     perf: PerfBuffers,
     records: u64,
+    /// How the classifier aggregates, which decides what a handshake must produce.
+    aggregation: Aggregation,
     /// Whether the probe parses each layout, found out once.
     parses: HashMap<Layout, bool>,
 }
@@ -95,6 +97,7 @@ impl Rig {
             empty,
             perf,
             records: 0,
+            aggregation: Aggregation::default(),
             parses: HashMap::new(),
         }
     }
@@ -114,6 +117,18 @@ impl Rig {
             .unwrap_or_else(|e| panic!("test run of the empty classifier: {e}"));
         assert_eq!(r.retval, TC_ACT_UNSPEC);
         r.duration_ns
+    }
+
+    /// Sets the classifier's aggregation for what is measured next.
+    pub fn set_aggregation(&mut self, a: Aggregation) {
+        self.probe.set_aggregation(&a);
+        self.aggregation = a;
+    }
+
+    /// Attempts in the classifier's aggregates, all keys and results.
+    fn aggregated(&self) -> u64 {
+        let aggs = self.probe.aggregates().expect("read the aggregates");
+        aggs.iter().flat_map(|(_, v)| v.results).sum()
     }
 
     /// Sets the classifier's filter for what is measured next.
@@ -209,6 +224,7 @@ impl Rig {
     pub fn handshakes(&mut self, dir: Dir, count: u32) -> HandshakeResult {
         let sent_before = self.probe.kernel_stats().expect("stats").sent;
         let records_before = self.records;
+        let aggregated_before = self.aggregated();
         let mut res = HandshakeResult {
             dir,
             count: count as usize,
@@ -237,16 +253,27 @@ impl Rig {
             self.drain();
         }
         let ks = self.probe.kernel_stats().expect("stats");
+        let records = if self.aggregation.no_records {
+            0
+        } else {
+            count
+        };
         assert_eq!(
             ks.sent - sent_before,
-            u64::from(count),
-            "every handshake sends one record ({} failed to send)",
+            u64::from(records),
+            "every handshake sends one record, or none when aggregating only ({} failed to send)",
             ks.send_failed
         );
         assert_eq!(
             self.records - records_before,
-            u64::from(count),
+            u64::from(records),
             "every record is read"
+        );
+        let aggregated = if self.aggregation.enabled { count } else { 0 };
+        assert_eq!(
+            self.aggregated() - aggregated_before,
+            u64::from(aggregated),
+            "every handshake is aggregated once, when aggregating"
         );
         res
     }

@@ -29,7 +29,7 @@ mod user;
 
 use std::path::PathBuf;
 
-use flowlat::probe::Hook;
+use flowlat::probe::{Aggregation, Hook};
 use frames::Dir;
 use kernel::Rig;
 
@@ -127,6 +127,23 @@ fn main() {
     eprintln!("  handshake out        {} ns", hs_out.net_ns());
     let hs_in = rig.handshakes(Dir::In, o.handshakes);
     eprintln!("  handshake in         {} ns", hs_in.net_ns());
+    // The same handshakes with the classifier aggregating: only (the daemon
+    // mode, no record sent), and beside the records.
+    let mut aggregated = Vec::new();
+    for (mode, no_records) in [("aggregates only", true), ("aggregates and records", false)] {
+        rig.set_aggregation(Aggregation {
+            enabled: true,
+            no_records,
+            by_server_port: true,
+            by_cgroup: true,
+        });
+        for dir in [Dir::Out, Dir::In] {
+            let h = rig.handshakes(dir, o.handshakes);
+            eprintln!("  handshake {dir:?}, {mode}: {} ns", h.net_ns());
+            aggregated.push((mode, h));
+        }
+    }
+    rig.set_aggregation(Aggregation::default());
     let (settings, filtered) = filters::in_nested_cgroup(|cg| {
         let settings = filters::settings(cg);
         let r = filters::measure(&mut rig, &settings, o.handshakes);
@@ -173,6 +190,7 @@ fn main() {
         &[&hs_out, &hs_in],
     );
     let md = md
+        + &report::aggregation_table(&[&hs_out, &hs_in], &aggregated)
         + &report::filters_table(&settings, &filtered, o.handshakes)
         + &report::filtered_bystanders_table(
             settings[settings.len() - 1].key,
@@ -190,6 +208,10 @@ fn main() {
         &prims,
     );
     if let shared::json::J::Obj(fields) = &mut report {
+        fields.push((
+            "aggregation".to_string(),
+            report::aggregation_json(&aggregated),
+        ));
         fields.push((
             "filters".to_string(),
             report::filters_json(&settings, &filtered, &classes, &bystanders),

@@ -19,6 +19,8 @@ pub const BPF_MAP_TYPE_ARRAY: u32 = 2;
 pub const BPF_MAP_TYPE_PERF_EVENT_ARRAY: u32 = 4;
 /// `BPF_MAP_TYPE_PERCPU_ARRAY`: one value per possible CPU per index.
 pub const BPF_MAP_TYPE_PERCPU_ARRAY: u32 = 6;
+/// `BPF_MAP_TYPE_PERCPU_HASH`: a hash with one value per possible CPU per key.
+pub const BPF_MAP_TYPE_PERCPU_HASH: u32 = 5;
 /// `BPF_MAP_TYPE_LRU_HASH`: a hash that evicts its least recently used entry when full.
 pub const BPF_MAP_TYPE_LRU_HASH: u32 = 9;
 
@@ -45,7 +47,10 @@ const BPF_MAP_DELETE_ELEM: libc::c_int = 3;
 const BPF_MAP_GET_NEXT_KEY: libc::c_int = 4;
 const BPF_PROG_LOAD: libc::c_int = 5;
 const BPF_PROG_TEST_RUN: libc::c_int = 10;
+const BPF_MAP_LOOKUP_BATCH: libc::c_int = 24;
 const BPF_ENABLE_STATS: libc::c_int = 32;
+/// The kernel's internal `ENOTSUPP`, which `bpf()` can return as is.
+const ENOTSUPP: i32 = 524;
 /// `enum bpf_stats_type`: `BPF_STATS_RUN_TIME`.
 const BPF_STATS_RUN_TIME: u32 = 0;
 
@@ -250,6 +255,87 @@ pub fn map_get_next_key(
     absent_is_false(bpf(BPF_MAP_GET_NEXT_KEY, &mut a), "walking a BPF map")
 }
 
+/// `bpf_attr` for the `BPF_MAP_*_BATCH` commands.
+#[repr(C)]
+#[derive(Default)]
+struct BatchAttr {
+    in_batch: u64,
+    out_batch: u64,
+    keys: u64,
+    values: u64,
+    count: u32,
+    map_fd: u32,
+    elem_flags: u64,
+    flags: u64,
+}
+
+/// Where a map walk by `map_lookup_batch` stands: the token of the next batch,
+/// or the end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Batch {
+    /// Start here.
+    Start,
+    /// Continue from this token (for hash maps, a bucket index).
+    Next(u32),
+    /// The walk is over.
+    Done,
+}
+
+/// One step of `BPF_MAP_LOOKUP_BATCH` (Linux 5.6): copies up to `count`
+/// elements from `at` on into `keys` (`key_size` bytes each) and `values`
+/// (`value_stride` bytes each: for per-CPU maps `round_up(value_size, 8)`
+/// times the possible CPUs). Returns how many it copied and where to go on.
+/// `Err` with `ENOSPC` means one bucket holds more than `count` elements (ask
+/// for more); with `EINVAL` or `ENOTSUPP` (see [`batch_unsupported`]), that
+/// this kernel or map has no batch lookup.
+pub fn map_lookup_batch(
+    map: BorrowedFd<'_>,
+    at: Batch,
+    count: u32,
+    key_size: usize,
+    value_stride: usize,
+    keys: &mut [u8],
+    values: &mut [u8],
+) -> Result<(u32, Batch), BpfError> {
+    let n = count as usize;
+    if keys.len() < n.saturating_mul(key_size) || values.len() < n.saturating_mul(value_stride) {
+        return Err(BpfError::Invalid(format!(
+            "a batch lookup of {count} elements needs {} bytes of keys and {} of values",
+            n.saturating_mul(key_size),
+            n.saturating_mul(value_stride)
+        )));
+    }
+    let token = match at {
+        Batch::Start => None,
+        Batch::Next(t) => Some(t),
+        Batch::Done => return Ok((0, Batch::Done)),
+    };
+    let mut next: u32 = 0;
+    let mut a = BatchAttr {
+        in_batch: token.as_ref().map_or(0, |t| t as *const u32 as u64),
+        out_batch: &mut next as *mut u32 as u64,
+        keys: keys.as_mut_ptr() as u64,
+        values: values.as_mut_ptr() as u64,
+        count,
+        map_fd: map.as_raw_fd() as u32,
+        ..Default::default()
+    };
+    match bpf(BPF_MAP_LOOKUP_BATCH, &mut a) {
+        Ok(_) => Ok((a.count, Batch::Next(next))),
+        // The end of the map; the elements before it are in the buffers.
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok((a.count, Batch::Done)),
+        Err(e) => Err(BpfError::sys("reading a BPF map in batches", e)),
+    }
+}
+
+/// Whether an error of [`map_lookup_batch`] means that batch lookups are not
+/// available here (before Linux 5.6, or for this map type), so that a caller
+/// can fall back to `map_get_next_key` and `map_lookup`.
+pub fn batch_unsupported(e: &BpfError) -> bool {
+    matches!(e, BpfError::Sys { source, .. }
+        if matches!(source.raw_os_error(), Some(libc::EINVAL | libc::EOPNOTSUPP | ENOTSUPP)))
+}
+
 fn absent_is_false(ret: io::Result<libc::c_long>, what: &str) -> Result<bool, BpfError> {
     match ret {
         Ok(_) => Ok(true),
@@ -405,6 +491,8 @@ mod tests {
         assert_eq!(offset_of!(ProgLoadAttr, prog_name), 48);
         assert_eq!(offset_of!(TestRunAttr, ctx_out), 56);
         assert_eq!(offset_of!(TestRunAttr, cpu), 68);
+        assert_eq!(offset_of!(BatchAttr, count), 32);
+        assert_eq!(offset_of!(BatchAttr, flags), 48);
     }
 
     /// A program the verifier must reject (it returns an unset R0): the error
@@ -438,6 +526,63 @@ mod tests {
             "five runs counted while enabled"
         );
         drop(stats);
+    }
+
+    #[test]
+    fn batch_lookup_reads_every_key_of_a_per_cpu_hash_in_steps() {
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "this test creates a BPF map and needs root: run the suite as the README says"
+        );
+        let cpus = super::super::cpu::possible_cpus().expect("cpus") as usize;
+        let attr = MapAttr {
+            map_type: BPF_MAP_TYPE_PERCPU_HASH,
+            key_size: 4,
+            value_size: 8,
+            max_entries: 100,
+            map_flags: 0,
+        };
+        let map = map_create(&attr, "flowlat_batch").unwrap_or_else(|e| panic!("{e}"));
+        for k in 0..37u32 {
+            let v: Vec<u8> = (0..cpus)
+                .flat_map(|c| (u64::from(k) * 100 + c as u64).to_ne_bytes())
+                .collect();
+            map_update(map.as_fd(), &k.to_ne_bytes(), &v, BPF_ANY)
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        let (count, stride) = (8u32, 8 * cpus);
+        let mut keys = vec![0u8; 4 * count as usize];
+        let mut values = vec![0u8; stride * count as usize];
+        let (mut seen, mut at, mut steps) = (Vec::new(), Batch::Start, 0);
+        while at != Batch::Done {
+            let (n, next) =
+                map_lookup_batch(map.as_fd(), at, count, 4, stride, &mut keys, &mut values)
+                    .unwrap_or_else(|e| panic!("{e}"));
+            for i in 0..n as usize {
+                let k = u32::from_ne_bytes(keys[4 * i..4 * i + 4].try_into().expect("4"));
+                for c in 0..cpus {
+                    let at = i * stride + 8 * c;
+                    let v = u64::from_ne_bytes(values[at..at + 8].try_into().expect("8"));
+                    assert_eq!(v, u64::from(k) * 100 + c as u64, "key {k} cpu {c}");
+                }
+                seen.push(k);
+            }
+            at = next;
+            steps += 1;
+        }
+        seen.sort_unstable();
+        assert_eq!(seen, (0..37).collect::<Vec<u32>>());
+        assert!(steps > 1, "8 at a time takes several steps");
+        let short = map_lookup_batch(
+            map.as_fd(),
+            Batch::Start,
+            8,
+            4,
+            stride,
+            &mut keys[..4],
+            &mut values,
+        );
+        assert!(matches!(short, Err(BpfError::Invalid(_))), "{short:?}");
     }
 
     #[test]
