@@ -28,7 +28,7 @@ use crate::netlink::NetlinkError;
 use crate::output::{monotonic_ns, Formatter, WallClock};
 use crate::owner::Owner;
 use crate::privilege::{self, Facts};
-use crate::probe::{Filter, Framing, Probe, ProbeConfig, Record};
+use crate::probe::{Aggregation, Filter, Framing, Outcome, Probe, ProbeConfig, Record};
 use crate::summary::{Summary, SummaryConfig};
 
 /// A failure of the run, from whichever layer; each carries its own advice.
@@ -146,6 +146,12 @@ impl Signals {
     }
 }
 
+/// Whether the classifier must send a record per attempt: for lines, tables
+/// and `--count`. Without them (`--quiet`) the kernel counts on its own.
+pub fn records_needed(s: &Settings) -> bool {
+    !matches!(s.output, Output::Quiet) || s.count.is_some()
+}
+
 /// Measures until a signal, `--count`, `--duration`, a closed output, or
 /// every interface gone.
 pub async fn run(s: Settings, prep: Prepared, sink: &mut dyn Sink) -> Result<Ended, Error> {
@@ -196,6 +202,16 @@ async fn run_privileged(
         l3,
     )?;
     probe.set_filter(&filter_of(&s, &prep))?;
+    let records = records_needed(&s);
+    // The kernel counts whenever metrics are served, and whenever no record
+    // reaches us: the exit line still needs the counts.
+    let kernel_counts = s.metrics.is_some() || !records;
+    probe.set_aggregation(&Aggregation {
+        enabled: kernel_counts,
+        no_records: !records,
+        by_server_port: s.metrics.is_some_and(|m| m.by_port),
+        by_cgroup: s.metrics.is_some_and(|m| m.by_cgroup),
+    });
     let mut perf = probe.open_perf(s.perf_pages)?;
 
     let started = Instant::now();
@@ -296,6 +312,8 @@ async fn run_privileged(
         left: s.count,
         beyond_count: 0,
         pending: 0,
+        records,
+        kernel_counts,
     };
     let result = session.watch(&s, &mut signals, sink).await;
     if let Some(server) = server {
@@ -313,7 +331,7 @@ async fn run_privileged(
     let sweep = session.probe.sweep(monotonic_ns(), s.syn_timeout);
     let (mut in_progress, mut in_table) = (0, 0);
     if let Ok(sw) = &sweep {
-        let _ = session.consume(&sw.expired, sink.out());
+        let _ = session.consume(&sw.expired, true, sink.out());
         in_progress = sw.pending;
         in_table = sw.pending + sw.tombstones;
     }
@@ -381,6 +399,10 @@ struct Session<'a> {
     beyond_count: u64,
     /// Attempts in progress at the last sweep (the metrics gauge).
     pending: u64,
+    /// Whether the classifier sends records.
+    records: bool,
+    /// Whether the classifier counts ended attempts itself.
+    kernel_counts: bool,
 }
 
 /// How often records below the perf rings' wakeup watermark are handed on.
@@ -464,7 +486,7 @@ impl Session<'_> {
                 _ = tick.tick() => {
                     let sweep = self.probe.sweep(monotonic_ns(), s.syn_timeout)?;
                     self.pending = sweep.pending;
-                    match self.consume(&sweep.expired, sink.out()) {
+                    match self.consume(&sweep.expired, true, sink.out()) {
                         Ok(Some(stop)) => return Ok(stop),
                         Ok(None) => {}
                         Err(e) => return write_failed(e),
@@ -488,17 +510,26 @@ impl Session<'_> {
             }
         });
         self.malformed += malformed;
-        self.consume(&records, out)
+        self.consume(&records, false, out)
     }
 
     /// Counts records and hands them to the consumer, then flushes. Every
     /// record is counted even when a write fails, so the exit line stays
-    /// right; `Err` is the first write error.
-    fn consume(&mut self, records: &[Record], out: &mut dyn Write) -> io::Result<Option<Stop>> {
+    /// right; `Err` is the first write error. `swept`: the records are the
+    /// sweep's timeouts, which the kernel's counts do not include.
+    fn consume(
+        &mut self,
+        records: &[Record],
+        swept: bool,
+        out: &mut dyn Write,
+    ) -> io::Result<Option<Stop>> {
         let mut result = Ok(());
         for r in records {
-            if let Some(m) = self.metrics.as_mut() {
-                m.add(r);
+            // The kernel counts what it ends; only the sweep's are ours to add.
+            if swept || !self.kernel_counts {
+                if let Some(m) = self.metrics.as_mut() {
+                    m.add(r);
+                }
             }
             if self.left == Some(0) {
                 self.beyond_count += 1;
@@ -521,6 +552,7 @@ impl Session<'_> {
     }
 
     fn render_metrics(&mut self) -> Result<String, Error> {
+        let agg = self.probe.aggregates()?;
         let ks = self.probe.kernel_stats()?;
         let ps = self.perf.stats();
         let gauges = Gauges {
@@ -532,6 +564,7 @@ impl Session<'_> {
         let Some(m) = self.metrics.as_mut() else {
             return Ok(String::new());
         };
+        m.set_kernel(agg);
         let names = &mut self.names;
         Ok(m.render(&mut |id| names.cgroup(id), &gauges))
     }
@@ -542,8 +575,26 @@ impl Session<'_> {
         let ps = self.perf.stats();
         let lost = ks.send_failed.max(ps.lost) + ps.wrong_size + self.malformed;
         let mut tally = self.tally;
-        // Not reported, but they happened.
-        tally.ok += ks.below_min_rtt;
+        if self.records {
+            // Not reported, but they happened.
+            tally.ok += ks.below_min_rtt;
+        } else {
+            // The kernel counted what it ended (those under --min-rtt
+            // included); the sweep's timeouts are in the tally.
+            for (_, v) in self.probe.aggregates()? {
+                for (i, o) in [
+                    Outcome::Ok,
+                    Outcome::Refused,
+                    Outcome::Timeout,
+                    Outcome::Abandoned,
+                ]
+                .into_iter()
+                .enumerate()
+                {
+                    tally.add(o, v.results[i]);
+                }
+            }
+        }
         let why = match stop {
             Stop::Signal(sig) => format!("stopped by {sig}"),
             Stop::StdoutClosed => "stopped: output closed".to_string(),

@@ -212,28 +212,37 @@ fn kernel_counted_metrics_agree_with_the_records_and_prometheus_reads_them() {
         Duration::from_millis(30),
         0,
     );
+    // Its first SYN goes unanswered: one retransmission, a second later.
+    let retried = net.unowned_beyond_b(false, 0x64);
+    let _peer2 = Peer::slow_server(
+        &net.b,
+        "b",
+        retried.parse().expect("address"),
+        Duration::from_millis(5),
+        1,
+    );
     let silent = net.unowned_beyond_b(false, 0x65);
     let port = free_port(&net.a);
     let maddr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
     let listen = maddr.to_string();
-    let records = Flowlat::start(&net.a, &["--json", "--syn-timeout", "1s", "a"]);
+    let records = Flowlat::start(&net.a, &["--json", "--syn-timeout", "3s", "a"]);
     let quiet = Flowlat::start(
         &net.a,
-        &["--metrics", &listen, "--quiet", "--syn-timeout", "1s", "a"],
+        &["--metrics", &listen, "--quiet", "--syn-timeout", "3s", "a"],
     );
     let v6 = format!("[::1]:{}", free_port(&net.a));
     let both = Flowlat::start(
         &net.a,
-        &["--metrics", &v6, "--json", "--syn-timeout", "1s", "a"],
+        &["--metrics", &v6, "--json", "--syn-timeout", "3s", "a"],
     );
     let prom = Prometheus::start(&net.a, maddr);
     let hostile = hostile(&net.a, maddr);
 
-    let connect = |addr: &str, port: u16| {
+    let connect_within = |addr: &str, port: u16, t: Duration| {
         let sa = SocketAddr::new(addr.parse().expect("address"), port);
-        net.a
-            .enter(move || TcpStream::connect_timeout(&sa, Duration::from_millis(1300)))
+        net.a.enter(move || TcpStream::connect_timeout(&sa, t))
     };
+    let connect = |addr: &str, port: u16| connect_within(addr, port, Duration::from_secs(2));
     let mut made = 0;
     for _ in 0..3 {
         for _ in 0..5 {
@@ -261,9 +270,13 @@ fn kernel_counted_metrics_agree_with_the_records_and_prometheus_reads_them() {
             "{head}"
         );
     }
-    assert!(connect(&silent, 80).is_err(), "nobody answers");
-    made += 1;
-    records.wait_records(made, Duration::from_secs(5), |_| true);
+    connect(&retried, 443).expect("answered after a retransmission");
+    // Given up before the kernel retransmits, so that every flowlat sees the
+    // same SYNs before its timeout, 3 s after the first.
+    let given_up = connect_within(&silent, 80, Duration::from_millis(500));
+    assert!(given_up.is_err(), "nobody answers");
+    made += 2;
+    records.wait_records(made, Duration::from_secs(6), |_| true);
     std::thread::sleep(Duration::from_millis(500));
     for h in hostile {
         let _ = h.join();
@@ -325,6 +338,7 @@ fn kernel_counted_metrics_agree_with_the_records_and_prometheus_reads_them() {
             "{what}: sum {sum} vs {exact}"
         );
         let retrans: u64 = all.iter().map(|r| r.n("retrans").unwrap_or(0)).sum();
+        assert!(retrans >= 1, "the retried attempt: {:?}", recs.lines);
         assert_eq!(
             sample(&s, "flowlat_syn_retransmits_total{iface=\"a\",dir=\"out\"}"),
             retrans as f64
