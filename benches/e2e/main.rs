@@ -8,7 +8,7 @@
 //!
 //! Runs only when given `--run` (the script passes it), so that a plain
 //! `cargo bench` skips it. Other options: `--quick`, `--only
-//! kernel,startup,ramp,capacity,rings,bulk` (sections to run), `--secs N`
+//! kernel,startup,ramp,daemon,capacity,rings,bulk` (sections to run), `--secs N`
 //! (per storm step), `--rates 2000,5000,...` (0 = flat out), `--clients N`,
 //! `--static PATH`, `--kernel-rounds N`, `--kernel-secs N`, `--kernel-rate N`,
 //! `--against PATH` (another flowlat build measured beside this one in the
@@ -42,7 +42,9 @@ use sections::{BULK_TARGET, RSS_TARGET, STARTUP_TARGET_MS};
 use shared::json::J;
 
 /// The sections, in the order they run.
-const SECTIONS: [&str; 6] = ["kernel", "startup", "ramp", "capacity", "rings", "bulk"];
+const SECTIONS: [&str; 7] = [
+    "kernel", "startup", "ramp", "daemon", "capacity", "rings", "bulk",
+];
 
 struct Opts {
     only: Vec<String>,
@@ -222,6 +224,9 @@ fn main() {
         ]);
         targets.push(("no_loss_met", J::Bool(ramp.first_loss.is_none())));
         targets.push(("peak_rss_met", J::Bool(ramp.peak_rss < RSS_TARGET)));
+    }
+    if o.runs("daemon") {
+        storm.push(("daemon", sections::daemon(&rig, &o, &mut md)));
     }
     if o.runs("capacity") {
         storm.push(("capacity", sections::capacity(&rig, &o, &mut md)));

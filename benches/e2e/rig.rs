@@ -84,13 +84,32 @@ impl Rig {
     /// A storm at `rate` with flowlat (perf rings of `pages` pages) attached at the server's end.
     pub fn step(&self, rate: u32, o: &Opts, pages: u32) -> Step {
         let pages_arg = pages.to_string();
-        let f = Flowlat::start(
-            &self.net.b,
-            &self.bin,
+        self.step_with(
+            rate,
+            o,
+            pages,
             &["--json", "--perf-pages", &pages_arg, "b"],
-        );
+            |_| {},
+        )
+    }
+
+    /// A storm at `rate` with flowlat run with `args`; `during` runs beside
+    /// the storm, given flowlat's pid.
+    pub fn step_with(
+        &self,
+        rate: u32,
+        o: &Opts,
+        pages: u32,
+        args: &[&str],
+        during: impl FnOnce(u32) + Send,
+    ) -> Step {
+        let f = Flowlat::start(&self.net.b, &self.bin, args);
         let cpu0 = f.cpu_ns();
-        let storm = self.storm(rate, o.secs, o.clients);
+        let pid = f.pid();
+        let storm = std::thread::scope(|s| {
+            s.spawn(|| during(pid));
+            self.storm(rate, o.secs, o.clients)
+        });
         // Let the reader catch up with what is still in the rings.
         std::thread::sleep(Duration::from_millis(300));
         let cpu_ns = f.cpu_ns().saturating_sub(cpu0);

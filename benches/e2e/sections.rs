@@ -267,3 +267,105 @@ pub fn bulk(rig: &Rig, o: &Opts, md: &mut String) -> (J, f64) {
     ]);
     (json, ratio)
 }
+
+/// The daemon mode (`--metrics --quiet`: the kernel counts, no record per
+/// handshake) beside the record mode (`--json`), alternated at each rate:
+/// flowlat's own CPU time per handshake, and how long scrapes take meanwhile
+/// (one every 200 ms, labelled by server port and cgroup).
+pub fn daemon(rig: &Rig, o: &Opts, md: &mut String) -> J {
+    let _ = writeln!(
+        md,
+        "\nDaemon mode: the same storm, flowlat at the server's end either printing every \
+         record (`--json`, to /dev/null) or serving metrics with the kernel counting \
+         (`--metrics ADDR --metrics-by server-port,cgroup --quiet`) and scraped every 200 ms \
+         meanwhile, {} s per step, alternated:\n\n\
+         | target/s | records: handshakes/s | records: CPU µs/handshake | daemon: handshakes/s | \
+         daemon: CPU µs/handshake | daemon / records | scrapes | scrape median ms | scrape max ms |\n\
+         |---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        o.secs
+    );
+    let addr = "127.0.0.1:9469";
+    let mut rows = Vec::new();
+    for &rate in &o.rates {
+        let records = rig.step(rate, o, 64);
+        let times = std::sync::Mutex::new(Vec::new());
+        let ns = &rig.net.b;
+        let daemon = rig.step_with(
+            rate,
+            o,
+            64,
+            &[
+                "--metrics",
+                addr,
+                "--metrics-by",
+                "server-port,cgroup",
+                "--quiet",
+                "b",
+            ],
+            |_| {
+                let sa: std::net::SocketAddr = addr.parse().expect("address");
+                let end = std::time::Instant::now() + std::time::Duration::from_secs_f64(o.secs);
+                while std::time::Instant::now() < end {
+                    let t = ns.enter(move || {
+                        use std::io::{Read, Write};
+                        let asked = std::time::Instant::now();
+                        let mut s = std::net::TcpStream::connect(sa).ok()?;
+                        s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").ok()?;
+                        let mut body = Vec::new();
+                        s.read_to_end(&mut body).ok()?;
+                        Some(asked.elapsed().as_secs_f64() * 1000.0)
+                    });
+                    if let Some(ms) = t {
+                        times.lock().expect("lock").push(ms);
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(200));
+                }
+            },
+        );
+        let times = times.into_inner().expect("lock");
+        let label = if rate == 0 {
+            "flat out".to_string()
+        } else {
+            rate.to_string()
+        };
+        let (rc, dc) = (records.cpu_us_per_handshake(), daemon_cpu_us(&daemon));
+        let max = times.iter().copied().fold(0.0, f64::max);
+        let med = if times.is_empty() {
+            0.0
+        } else {
+            median(&times)
+        };
+        eprintln!("  daemon {label:>8}: records {rc:.2} µs, daemon {dc:.2} µs per handshake, scrapes {med:.2}/{max:.2} ms");
+        let _ = writeln!(
+            md,
+            "| {label} | {:.0} | {rc:.2} | {:.0} | {dc:.2} | {:.2} | {} | {med:.2} | {max:.2} |",
+            records.storm.rate(),
+            daemon.storm.rate(),
+            dc / rc.max(1e-9),
+            times.len()
+        );
+        rows.push(J::obj(vec![
+            ("target_per_s", J::Int(rate.into())),
+            ("records_cpu_us_per_handshake", J::Num(rc)),
+            ("daemon_cpu_us_per_handshake", J::Num(dc)),
+            (
+                "records_handshakes_per_s",
+                J::Num(records.storm.rate().round()),
+            ),
+            (
+                "daemon_handshakes_per_s",
+                J::Num(daemon.storm.rate().round()),
+            ),
+            ("scrapes", J::Int(times.len() as i64)),
+            ("scrape_median_ms", J::Num(med)),
+            ("scrape_max_ms", J::Num(max)),
+        ]));
+    }
+    J::Arr(rows)
+}
+
+/// CPU per handshake of a daemon-mode step: the handshakes are those the
+/// storm made (no record tells them), its exit line counts them too.
+fn daemon_cpu_us(s: &Step) -> f64 {
+    s.cpu_ns as f64 / 1000.0 / s.storm.ok.max(1) as f64
+}
