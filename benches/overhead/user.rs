@@ -313,3 +313,52 @@ pub fn summary_rate(case: &SummaryCase, n: usize, rounds: usize) -> f64 {
         .collect();
     median_f64(&rates)
 }
+
+/// What a scrape costs flowlat with the largest label set `--metrics-by
+/// server-port` allows by default: 256 ports of their own and `other`, both
+/// directions, on one interface. Returns (median ms per render, bytes).
+pub fn scrape_render(rounds: usize) -> (f64, usize) {
+    use flowlat::metrics::{Gauges, Metrics, MetricsConfig};
+    use flowlat::probe::{AggKey, AggValue, Dir};
+    let cfg = MetricsConfig {
+        by_port: true,
+        by_cgroup: false,
+        max_series: 256,
+    };
+    let mut m = Metrics::new(cfg, &[(2, "eth0".to_string())]);
+    let mut kernel = Vec::new();
+    for port in 1..=300u16 {
+        for dir in [Dir::Out, Dir::In] {
+            let mut v = AggValue {
+                results: [u64::from(port) * 10, 2, 1, 0],
+                ..AggValue::default()
+            };
+            for b in 0..v.rtt.buckets.len() {
+                v.rtt.buckets[b] = u64::from(port) + b as u64;
+                v.local.buckets[b] = b as u64;
+            }
+            kernel.push((
+                AggKey {
+                    ifindex: 2,
+                    dir,
+                    server_port: Some(port),
+                    cgroup_id: None,
+                    other: false,
+                },
+                v,
+            ));
+        }
+    }
+    let gauges = Gauges::default();
+    let mut bytes = 0;
+    let times: Vec<f64> = (0..rounds)
+        .map(|_| {
+            let start = Instant::now();
+            m.set_kernel(kernel.clone());
+            let text = m.render(&mut |_| None, &gauges);
+            bytes = black_box(text).len();
+            start.elapsed().as_secs_f64() * 1000.0
+        })
+        .collect();
+    (median_f64(&times), bytes)
+}
