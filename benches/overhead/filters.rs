@@ -1,14 +1,14 @@
 //! What a SYN costs with each kind of filter set, matching it and not, beside
 //! no filter: every SYN a new connection (as in the per-handshake table), run
-//! once beside one run of the empty classifier. A kept attempt is then answered
-//! (unmeasured), so the table is as it was for the next filter.
+//! once beside one run of the empty classifier, the settings taking turns. A
+//! kept attempt is then answered (unmeasured), so the table stays as it was.
 
 use std::net::IpAddr;
 
 use flowlat::probe::{Dir, Filter, Hook};
 
 use crate::frames;
-use crate::kernel::{net, Rig};
+use crate::kernel::{net, Rig, TURN};
 use crate::probe_cgroup;
 
 /// One filter setting and whether the measured SYNs match it.
@@ -168,41 +168,41 @@ pub fn keeps(s: &Setting) -> bool {
 
 /// Measures `count` new SYNs of each family under each setting.
 pub fn measure(rig: &mut Rig, settings: &[Setting], count: u32) -> Vec<FilterResult> {
-    let mut out = Vec::new();
-    for (n, setting) in settings.iter().enumerate() {
-        rig.set_filter(&setting.filter);
-        let keep = keeps(setting);
-        let mut res = FilterResult {
+    let mut out: Vec<FilterResult> = settings
+        .iter()
+        .map(|_| FilterResult {
             v4: (Vec::new(), Vec::new()),
             v6: (Vec::new(), Vec::new()),
-        };
-        for i in 0..count {
-            // New connections each time, and new ones for each setting.
-            let port = 1024 + (i % 60000) as u16;
-            let host = n as u32 * 4 + i / 60000;
-            let isn = i.wrapping_mul(7919);
-            for (v6, (f_runs, e_runs)) in [(false, &mut res.v4), (true, &mut res.v6)] {
-                let (c, server) = if v6 {
-                    (format!("2001:db8:100::{:x}", host + 1), "2001:db8::1")
-                } else {
-                    (
-                        format!("10.100.{}.{}", host / 250, host % 250 + 1),
-                        "93.184.216.34",
-                    )
-                };
-                let (f, e) = rig.once(
-                    i as usize,
-                    Hook::Egress,
-                    &frames::syn(&c, port, server, isn),
-                );
-                f_runs.push(f);
-                e_runs.push(e);
-                if keep {
-                    rig.feed(Hook::Ingress, &frames::synack(&c, port, server, isn, 1));
+        })
+        .collect();
+    for start in (0..count).step_by(TURN as usize) {
+        for (n, (setting, res)) in settings.iter().zip(out.iter_mut()).enumerate() {
+            rig.set_filter(&setting.filter);
+            let keep = keeps(setting);
+            for i in start..(start + TURN).min(count) {
+                // A new connection each time, and others for each setting.
+                let port = 1024 + (i % 60000) as u16;
+                let host = n as u32 * 4 + i / 60000;
+                let isn = i.wrapping_mul(7919);
+                for (v6, (f_runs, e_runs)) in [(false, &mut res.v4), (true, &mut res.v6)] {
+                    let (c, server) = if v6 {
+                        (format!("2001:db8:100::{:x}", host + 1), "2001:db8::1")
+                    } else {
+                        (
+                            format!("10.100.{}.{}", host / 250, host % 250 + 1),
+                            "93.184.216.34",
+                        )
+                    };
+                    let syn = frames::syn(&c, port, server, isn);
+                    let (f, e) = rig.once(i as usize, Hook::Egress, &syn);
+                    f_runs.push(f);
+                    e_runs.push(e);
+                    if keep {
+                        rig.feed(Hook::Ingress, &frames::synack(&c, port, server, isn, 1));
+                    }
                 }
             }
         }
-        out.push(res);
     }
     rig.set_filter(&Filter::default());
     out

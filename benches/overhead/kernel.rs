@@ -77,6 +77,18 @@ impl HandshakeResult {
     }
 }
 
+impl HandshakeResult {
+    fn new(dir: Dir, count: u32) -> HandshakeResult {
+        HandshakeResult {
+            dir,
+            count: count as usize,
+            packets: Vec::new(),
+            flowlat_sums: Vec::with_capacity(count as usize),
+            empty_sums: Vec::with_capacity(count as usize),
+        }
+    }
+}
+
 /// The median of the differences of paired runs.
 pub fn net(flowlat: &[u32], empty: &[u32]) -> i64 {
     let d: Vec<i64> = flowlat
@@ -220,19 +232,43 @@ impl Rig {
 
     /// `count` whole handshakes in direction `dir`, each packet run once
     /// beside one run of the empty classifier on the same packet. Every
-    /// handshake must end in exactly one record, which is read and decoded.
+    /// handshake must end in exactly one record, which is read and decoded
+    /// (or, as the aggregation is set, be aggregated instead or as well).
     pub fn handshakes(&mut self, dir: Dir, count: u32) -> HandshakeResult {
+        let mut res = HandshakeResult::new(dir, count);
+        self.run_handshakes(dir, 0..count, &mut res);
+        res
+    }
+
+    /// The same `count` handshakes under each aggregation setting, the
+    /// settings taking turns every [`TURN`] handshakes, so that a slower or
+    /// faster spell of the machine weighs on all alike.
+    pub fn handshakes_in_turns(
+        &mut self,
+        dir: Dir,
+        count: u32,
+        modes: &[Aggregation],
+    ) -> Vec<HandshakeResult> {
+        let mut res: Vec<HandshakeResult> = modes
+            .iter()
+            .map(|_| HandshakeResult::new(dir, count))
+            .collect();
+        for start in (0..count).step_by(TURN as usize) {
+            for (m, r) in modes.iter().zip(res.iter_mut()) {
+                self.set_aggregation(*m);
+                self.run_handshakes(dir, start..(start + TURN).min(count), r);
+            }
+        }
+        self.set_aggregation(Aggregation::default());
+        res
+    }
+
+    fn run_handshakes(&mut self, dir: Dir, range: std::ops::Range<u32>, res: &mut HandshakeResult) {
         let sent_before = self.probe.kernel_stats().expect("stats").sent;
         let records_before = self.records;
         let aggregated_before = self.aggregated();
-        let mut res = HandshakeResult {
-            dir,
-            count: count as usize,
-            packets: Vec::new(),
-            flowlat_sums: Vec::with_capacity(count as usize),
-            empty_sums: Vec::with_capacity(count as usize),
-        };
-        for i in 0..count {
+        let count = range.len() as u32;
+        for i in range {
             let packets = frames::handshake(dir, i);
             if res.packets.is_empty() {
                 res.packets = packets
@@ -275,6 +311,8 @@ impl Rig {
             u64::from(aggregated),
             "every handshake is aggregated once, when aggregating"
         );
-        res
     }
 }
+
+/// Handshakes of one setting before the next takes over, where settings take turns.
+pub const TURN: u32 = 250;

@@ -128,22 +128,37 @@ fn main() {
     let hs_in = rig.handshakes(Dir::In, o.handshakes);
     eprintln!("  handshake in         {} ns", hs_in.net_ns());
     // The same handshakes with the classifier aggregating: only (the daemon
-    // mode, no record sent), and beside the records.
+    // mode, no record sent), and beside the records; all three in turns.
+    let modes = [
+        ("records only", Aggregation::default()),
+        (
+            "aggregates only",
+            Aggregation {
+                enabled: true,
+                no_records: true,
+                by_server_port: true,
+                by_cgroup: true,
+            },
+        ),
+        (
+            "aggregates and records",
+            Aggregation {
+                enabled: true,
+                no_records: false,
+                by_server_port: true,
+                by_cgroup: true,
+            },
+        ),
+    ];
+    let settings_of: Vec<Aggregation> = modes.iter().map(|(_, a)| *a).collect();
     let mut aggregated = Vec::new();
-    for (mode, no_records) in [("aggregates only", true), ("aggregates and records", false)] {
-        rig.set_aggregation(Aggregation {
-            enabled: true,
-            no_records,
-            by_server_port: true,
-            by_cgroup: true,
-        });
-        for dir in [Dir::Out, Dir::In] {
-            let h = rig.handshakes(dir, o.handshakes);
+    for dir in [Dir::Out, Dir::In] {
+        let results = rig.handshakes_in_turns(dir, o.handshakes, &settings_of);
+        for ((mode, _), h) in modes.iter().zip(results) {
             eprintln!("  handshake {dir:?}, {mode}: {} ns", h.net_ns());
-            aggregated.push((mode, h));
+            aggregated.push((*mode, h));
         }
     }
-    rig.set_aggregation(Aggregation::default());
     let (settings, filtered) = filters::in_nested_cgroup(|cg| {
         let settings = filters::settings(cg);
         let r = filters::measure(&mut rig, &settings, o.handshakes);
@@ -191,7 +206,7 @@ fn main() {
         &[&hs_out, &hs_in],
     );
     let md = md
-        + &report::aggregation_table(&[&hs_out, &hs_in], &aggregated)
+        + &report::aggregation_table(&aggregated)
         + &report::filters_table(&settings, &filtered, o.handshakes)
         + &report::filtered_bystanders_table(
             settings[settings.len() - 1].key,

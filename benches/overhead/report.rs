@@ -279,9 +279,11 @@ pub fn report_json(
 pub fn filters_table(settings: &[Setting], r: &[FilterResult], count: u32) -> String {
     let mut s = format!(
         "\nA SYN with each filter set: {count} new `out` SYNs per family and setting, each run \
-         once beside one run of the empty classifier; flowlat − empty, median over the SYNs, \
-         and the difference from the same with no filter. A SYN the filter keeps is inserted \
-         (and its attempt then answered, unmeasured); one it drops takes no entry.\n\n"
+         once beside one run of the empty classifier, the settings taking turns every {} SYNs; \
+         flowlat − empty, median over the SYNs, and the difference from the same with no \
+         filter. A SYN the filter keeps is inserted (and its attempt then answered, \
+         unmeasured); one it drops takes no entry.\n\n",
+        kernel::TURN
     );
     s.push_str("| filter | setting | SYN kept | IPv4 ns | vs none | IPv6 ns | vs none |\n");
     s.push_str("|---|---|---|---:|---:|---:|---:|\n");
@@ -373,31 +375,20 @@ fn packet_diffs(h: &HandshakeResult) -> String {
     packets.join(", ")
 }
 
-pub fn aggregation_table(
-    records: &[&HandshakeResult],
-    aggregated: &[(&str, HandshakeResult)],
-) -> String {
-    let mut s = String::from(
+pub fn aggregation_table(aggregated: &[(&str, HandshakeResult)]) -> String {
+    let mut s = format!(
         "\nPer handshake, with the classifier aggregating (keyed by interface, direction, \
-         server port and cgroup) beside the record path of the table above: the same \
-         handshakes, measured the same way.\n\n\
+         server port and cgroup), beside the record path: the handshakes of the table above, \
+         measured the same way, the three modes taking turns every {} handshakes.\n\n\
          | handshake | mode | per packet: flowlat − empty, ns | flowlat's cost ns | vs records only |\n\
          |---|---|---|---:|---:|\n",
+        kernel::TURN
     );
-    for h in records {
-        let _ = writeln!(
-            s,
-            "| `{}` | records only | {} | {} | |",
-            dir_name(h.dir),
-            packet_diffs(h),
-            h.net_ns()
-        );
-    }
     for (mode, h) in aggregated {
-        let base = records
+        let base = aggregated
             .iter()
-            .find(|r| r.dir == h.dir)
-            .map_or(0, |r| r.net_ns());
+            .find(|(m, r)| *m == "records only" && r.dir == h.dir)
+            .map_or(0, |(_, r)| r.net_ns());
         let _ = writeln!(
             s,
             "| `{}` | {mode} | {} | {} | {:+} |",
