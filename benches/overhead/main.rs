@@ -33,10 +33,13 @@ use flowlat::probe::{Aggregation, Hook};
 use frames::Dir;
 use kernel::Rig;
 
-/// A packet that is no part of a handshake may cost this much over the empty classifier.
-const BYSTANDER_TARGET_NS: i64 = 5;
-/// A whole `out` handshake (SYN and SYN-ACK) may cost flowlat this much.
-const HANDSHAKE_OUT_TARGET_NS: i64 = 160;
+/// A packet that is no part of a handshake may take this many times what the
+/// empty classifier takes in the same run (a ratio holds across machines
+/// where a figure in ns does not).
+const BYSTANDER_TARGET_RATIO: f64 = 1.15;
+/// A whole `out` handshake may cost this many times the floor of the kernel
+/// operations it is made of, measured in the same run.
+const HANDSHAKE_OUT_TARGET_FLOOR_RATIO: f64 = 1.2;
 
 struct Opts {
     repeat: u32,
@@ -204,6 +207,7 @@ fn main() {
         &classes,
         &results,
         &[&hs_out, &hs_in],
+        primitives::out_floor_ns(&prims),
     );
     let md = md
         + &report::aggregation_table(&aggregated)
