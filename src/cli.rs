@@ -50,7 +50,8 @@ Exit status: 0 after a clean stop, 1 on a runtime failure, 2 on bad usage.",
     example = "Watch one interface, one line per handshake:\n  sudo flowlat eth0\n\
 Which upstreams are slow or failing? One row per server, at exit:\n  sudo flowlat --summary --duration 60s eth0\n\
 How far away are my clients? Incoming handshakes by client /24, a table a minute, with histograms:\n  sudo flowlat --summary --by dir,client-net --dir in --interval 1m --hist eth0\n\
-Did it get worse in the last minute? Only HTTPS, only failures and slow answers:\n  sudo flowlat --port 443 --min-rtt 100ms eth0\n\
+Did it get worse in the last minute? A table a minute, HTTPS only:\n  sudo flowlat --summary --interval 1m --port 443 eth0\n\
+Only failures and slow answers (ok attempts under 100 ms are counted, not printed):\n  sudo flowlat --min-rtt 100ms eth0\n\
 A Prometheus exporter that sends no record per handshake:\n  sudo flowlat --metrics 127.0.0.1:9464 --quiet eth0\n\
 JSON lines for scripts, the first 100 attempts to 10.0.0.0/8:\n  sudo flowlat --json --net 10.0.0.0/8 --count 100 eth0 | jq .\n\
 Remove filters a killed flowlat left behind:\n  sudo flowlat --detach eth0"
