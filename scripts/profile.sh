@@ -7,11 +7,13 @@
 # and by what the program called. Takes about a minute after the build; needs
 # root (uses sudo when not root) and installs linux-perf when perf is missing.
 #
-#   scripts/profile.sh [--end in|out] [--mode record|aggregate] [--secs N] [--rate N]
+#   scripts/profile.sh [--end in|out] [--mode record|aggregate] [--secs N] [--rate N] [--bin PATH]
 #
 # --end in (default): flowlat at the server's end, every handshake `in`; out:
-# at the clients' end. The raw profile stays in target/flowlat-profile.data
-# (`perf report -i` it for more).
+# at the clients' end. --bin profiles another build of flowlat instead of
+# this tree's. The raw profile stays in target/flowlat-profile.data (`perf
+# report -i` it for more); only the samples of this run's flowlat programs
+# are counted, told apart from other flowlat processes by their tags.
 #
 # Reading it: samples come from a timer (no hardware counters in a virtual
 # machine), and a sample due while interrupts are off lands where they are
@@ -20,14 +22,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-end=in mode=record secs=10 rate=5000
+end=in mode=record secs=10 rate=5000 bin=()
 while [ $# -gt 0 ]; do
     case "$1" in
         --end) end="$2"; shift 2 ;;
         --mode) mode="$2"; shift 2 ;;
         --secs) secs="$2"; shift 2 ;;
         --rate) rate="$2"; shift 2 ;;
-        *) echo "usage: $0 [--end in|out] [--mode record|aggregate] [--secs N] [--rate N]" >&2; exit 2 ;;
+        --bin) bin=(--against "$2"); shift 2 ;;
+        *) echo "usage: $0 [--end in|out] [--mode record|aggregate] [--secs N] [--rate N] [--bin PATH]" >&2; exit 2 ;;
     esac
 done
 
@@ -54,19 +57,21 @@ if [ "$(id -u)" -ne 0 ]; then
     export CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER="sudo -E"
 fi
 cargo bench --locked --bench e2e -- --run --profile "$data" --profile-end "$end" \
-    --profile-mode "$mode" --profile-secs "$secs" --kernel-rate "$rate"
+    --profile-mode "$mode" --profile-secs "$secs" --kernel-rate "$rate" ${bin[@]+"${bin[@]}"}
 
 echo
 echo "flowlat at the $end end ($mode), a storm of $rate handshakes/s, $secs s sampled:"
 echo
-as_root perf script -i "$data" -F period,ip,sym 2>/dev/null | awk -v hs=$((rate * secs)) '
+# Only this run's flowlat: its programs' tags, which the bench wrote down.
+tags=$(paste -sd'|' "${data%.data}.tags")
+as_root perf script -i "$data" -F period,ip,sym 2>/dev/null | awk -v hs=$((rate * secs)) -v tags="$tags" '
 # A sample is a line with its period (ns), then its call chain, leaf first,
 # one tab-indented frame per line.
 function flush(   i, prog) {
     if (n == 0) return
     total += period
     prog = 0
-    for (i = 1; i <= n; i++) if (f[i] ~ /^bpf_prog_[0-9a-f]+_flowlat/) { prog = i; break }
+    for (i = 1; i <= n; i++) if (f[i] ~ ours_re) { prog = i; break }
     if (prog) {
         ours += period
         self[prog == 1 ? OWN : f[1]] += period
@@ -82,7 +87,7 @@ function table(title, a,   k, sort) {
             printf "| `%s` | %.1f%% | %.0f |\n", k, 100 * a[k] / ours, a[k] / hs | sort
     close(sort)
 }
-BEGIN { OWN = "(the program'"'"'s own instructions)" }
+BEGIN { OWN = "(the program'"'"'s own instructions)"; ours_re = "^bpf_prog_(" tags ")_" }
 /^ *[0-9]+ *$/ { flush(); period = $1; next }
 /^\t/ { f[++n] = $2 }
 END {

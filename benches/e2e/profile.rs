@@ -31,6 +31,22 @@ impl Default for Opts {
     }
 }
 
+/// The tags of the BPF programs among `pid`'s fds.
+fn prog_tags(pid: u32) -> Vec<String> {
+    let dir = format!("/proc/{pid}/fdinfo");
+    let mut tags: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{dir}: {e}"))
+        .filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
+        .filter_map(|text| {
+            let tag = text.lines().find_map(|l| l.strip_prefix("prog_tag:"))?;
+            Some(tag.trim().to_string())
+        })
+        .collect();
+    tags.sort();
+    tags.dedup();
+    tags
+}
+
 pub fn profile(rig: &Rig, o: &crate::Opts, p: &Opts) {
     let (ns, iface) = match p.end.as_str() {
         "out" => (&rig.net.a, "a"),
@@ -45,8 +61,10 @@ pub fn profile(rig: &Rig, o: &crate::Opts, p: &Opts) {
             names.join(", ")
         )
     });
+    // `--against PATH` profiles that build instead of this one.
+    let bin = o.against.first().unwrap_or(&rig.bin);
     if let Some(flag) = mode.needs {
-        if !supports(&rig.bin, flag) {
+        if !supports(bin, flag) {
             eprintln!(
                 "this build of flowlat has no {flag} yet: no {} profile",
                 mode.name
@@ -56,7 +74,14 @@ pub fn profile(rig: &Rig, o: &crate::Opts, p: &Opts) {
     }
     let mut args = mode.args.to_vec();
     args.push(iface);
-    let f = Flowlat::start(ns, &rig.bin, &args);
+    let f = Flowlat::start(ns, bin, &args);
+    // Other flowlat processes on the machine (tests, say) run programs of the
+    // same names: the report keeps the samples of this one's programs, by
+    // their tags (the JIT symbol is bpf_prog_TAG_NAME).
+    let tags = prog_tags(f.pid());
+    let tags_file = p.data.with_extension("tags");
+    std::fs::write(&tags_file, tags.join("\n") + "\n")
+        .unwrap_or_else(|e| panic!("{}: {e}", tags_file.display()));
     eprintln!(
         "profiling {} s of a storm of {} handshakes/s, flowlat ({}) at the {} end",
         p.secs, o.kernel_rate, mode.name, p.end
@@ -74,11 +99,12 @@ pub fn profile(rig: &Rig, o: &crate::Opts, p: &Opts) {
         assert!(status.success(), "perf record failed ({status})");
         storm.join().expect("the storm")
     });
-    let summary = f.stop_with_stderr().0;
+    let (_, stderr) = f.stop_with_stderr();
+    let summary = stderr.lines().rev().find(|l| l.contains(" handshakes: "));
     eprintln!(
-        "storm: {:.0} handshakes/s; flowlat lost {} records; profile in {}",
+        "storm: {:.0} handshakes/s; {}; profile in {}",
         storm.rate(),
-        summary.map_or(0, |s| s.lost),
+        summary.unwrap_or("no summary from flowlat"),
         p.data.display()
     );
 }
