@@ -266,6 +266,7 @@ fn each_handshake_is_credited_to_the_cgroup_of_its_local_socket() {
 
     drop(cg);
     forwarded_handshakes_have_no_cgroup();
+    syn_cookies_have_no_cgroup();
 }
 
 /// Connects from `ns` to a closed port; the address the refused attempt came
@@ -324,5 +325,21 @@ fn forwarded_handshakes_have_no_cgroup() {
     common::run::assert_clean_stop(&st);
     let r = one(&st.records, "out", &c);
     assert_eq!(r.s("result"), "ok");
+    assert_eq!((r.n("cgroup_id"), r.opt_s("cgroup")), (None, None), "{r:?}");
+}
+
+/// A SYN-ACK sent as a SYN cookie carries no socket of the listener.
+fn syn_cookies_have_no_cgroup() {
+    let net = VethPair::new("cookie");
+    // 2: a cookie for every SYN, whether or not the queue is full.
+    net.b.exec("sysctl", &["-qw", "net.ipv4.tcp_syncookies=2"]);
+    let _l = common::listen(&net.b, &net.b4, 8080);
+    let f = start(&net.b, &["--json", "b"]);
+    let c = connect(&net.a, &net.b4, 8080).expect("connect with a cookie");
+    f.wait_records(1, Duration::from_secs(5), |_| true);
+    let st = f.stop();
+    common::run::assert_clean_stop(&st);
+    let r = one(&st.records, "in", &c);
+    assert_eq!(r.s("result"), "ok", "{r:?}");
     assert_eq!((r.n("cgroup_id"), r.opt_s("cgroup")), (None, None), "{r:?}");
 }
