@@ -366,14 +366,7 @@ impl Flowlat {
                 nix::sys::signal::Signal::SIGINT,
             );
         }
-        let (status, lines) = self.reap(Duration::from_secs(10), "of SIGINT");
-        let records = lines.iter().filter_map(|l| parse_json(l).ok()).collect();
-        Stopped {
-            status,
-            lines,
-            records,
-            stderr: self.stderr(),
-        }
+        self.lenient(Duration::from_secs(10), "of SIGINT")
     }
 
     pub fn stop(self) -> Stopped {
@@ -382,7 +375,12 @@ impl Flowlat {
 
     /// Waits for flowlat to exit on its own (panics after `timeout`).
     pub fn wait_exit(mut self, timeout: Duration) -> Stopped {
-        let (status, lines) = self.reap(timeout, "on its own");
+        self.lenient(timeout, "on its own")
+    }
+
+    /// Reaps it; lines that are not JSON are kept as lines only.
+    fn lenient(&mut self, timeout: Duration, after: &str) -> Stopped {
+        let (status, lines) = self.reap(timeout, after);
         let records = lines.iter().filter_map(|l| parse_json(l).ok()).collect();
         Stopped {
             status,
