@@ -398,6 +398,8 @@ impl Model {
                     }
                 }
             }
+            // Only a reset with sequence number 0 answers a SYN.
+            (_, Kind::Rst) if s.seq != 0 => {}
             (true, Kind::Rst) => {
                 let k = Model::key(&s, Dir::In, false);
                 if let Some(e) = self.table.get(&k).copied() {
@@ -509,7 +511,16 @@ fn handshake_packet(rng: &mut Rng) -> Tcp {
         }
         6 => {
             let flags = if rng.chance(80) { RST | ACK } else { RST };
-            Tcp::new(s, sport, c, cport, flags).ack(isn.wrapping_add(1))
+            // Mostly the reset a stack sends for a SYN (sequence number 0),
+            // sometimes one of a connection.
+            let seq = if rng.chance(80) {
+                0
+            } else {
+                rng.next() as u32 | 1
+            };
+            Tcp::new(s, sport, c, cport, flags)
+                .seq(seq)
+                .ack(isn.wrapping_add(1))
         }
         _ => Tcp::new(
             c,

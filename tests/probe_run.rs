@@ -33,7 +33,12 @@ fn client_ack(c: &str, s: &str, isn: u32, server_isn: u32) -> Vec<u8> {
         .frame()
 }
 fn rst_to_client(c: &str, s: &str, isn: u32) -> Vec<u8> {
+    rst_with_seq(c, s, isn, 0)
+}
+/// A reset acknowledging the SYN, with sequence number `seq`.
+fn rst_with_seq(c: &str, s: &str, isn: u32, seq: u32) -> Vec<u8> {
     Tcp::new(s, 443, c, 51234, RST | ACK)
+        .seq(seq)
         .ack(isn.wrapping_add(1))
         .frame()
 }
@@ -124,6 +129,25 @@ fn retransmitted_syn_counts_and_rtt_runs_from_the_last_one() {
     assert_eq!(r.retrans, 1);
     assert!(r.total_ns.expect("total") >= 5_000_000);
     assert!(r.rtt_ns.expect("rtt") < r.total_ns.expect("total"));
+}
+
+#[test]
+fn a_reset_with_a_sequence_number_is_no_refusal() {
+    // A reset answering a SYN carries sequence number 0; one with another
+    // number resets a connection, even when its ACK happens to match.
+    let mut rig = Rig::new();
+    rig.run(Hook::Egress, &syn(C4, S4, 42));
+    rig.run(Hook::Ingress, &rst_with_seq(C4, S4, 42, 7));
+    rig.run(Hook::Ingress, &syn(C6, S6, 77));
+    rig.run(Hook::Egress, &rst_with_seq(C6, S6, 77, 9));
+    assert!(rig.records().is_empty());
+    assert_eq!(rig.pending(), 2, "both attempts still wait for an answer");
+    rig.run(Hook::Ingress, &rst_to_client(C4, S4, 42));
+    rig.run(Hook::Egress, &rst_to_client(C6, S6, 77));
+    let recs = rig.records();
+    assert_eq!(recs.len(), 2, "{recs:?}");
+    assert!(recs.iter().all(|r| r.outcome == Outcome::Refused));
+    assert_eq!(rig.pending(), 0);
 }
 
 #[test]
