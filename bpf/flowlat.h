@@ -23,7 +23,9 @@
  * client's later retransmissions of the same SYN start no second record. */
 #define FLOWLAT_STATE_REPORTED 2
 
-/* Per-CPU counters, indices into the "stats" map. */
+/* Per-CPU counters: indices into the "stats" map's one value, an array of
+ * FLOWLAT_STAT_MAX __u64 (one value, so that a CPU's counters share a cache
+ * line; an element per counter would put each in a line of its own). */
 #define FLOWLAT_STAT_SENT 0        /* records written to the perf ring */
 #define FLOWLAT_STAT_SEND_FAILED 1 /* records the perf ring had no room for */
 #define FLOWLAT_STAT_CREATED 2     /* pending entries inserted */

@@ -57,8 +57,8 @@ struct flowlat_map_def events SEC("maps") = {
 struct flowlat_map_def stats SEC("maps") = {
 	.type = BPF_MAP_TYPE_PERCPU_ARRAY,
 	.key_size = sizeof(__u32),
-	.value_size = sizeof(__u64),
-	.max_entries = FLOWLAT_STAT_MAX,
+	.value_size = FLOWLAT_STAT_MAX * sizeof(__u64),
+	.max_entries = 1,
 };
 
 /* The ACK gate, and the settings user space changes as it runs: globals. The
@@ -157,9 +157,10 @@ union hdr_buf {
 
 static __always_inline void count(__u32 idx)
 {
-	__u64 *v = bpf_map_lookup_elem(&stats, &idx);
-	if (v)
-		*v += 1;
+	__u32 zero = 0;
+	__u64 *v = bpf_map_lookup_elem(&stats, &zero);
+	if (v && idx < FLOWLAT_STAT_MAX)
+		v[idx] += 1;
 }
 
 /* Hides a value's origin from clang, so that it computes with it as written

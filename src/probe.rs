@@ -1115,13 +1115,13 @@ impl Probe {
     /// Sums the per-CPU counters.
     pub fn kernel_stats(&self) -> Result<KernelStats, BpfError> {
         let mut sum = [0u64; STAT_MAX];
-        let mut buf = vec![0u8; 8 * self.possible_cpus];
-        for (i, total) in sum.iter_mut().enumerate() {
-            if sys::map_lookup(self.stats.as_fd(), &(i as u32).to_ne_bytes(), &mut buf)? {
-                *total = buf
-                    .chunks_exact(8)
-                    .map(|c| u64::from_ne_bytes(c.try_into().unwrap_or([0; 8])))
-                    .sum();
+        // The map's one value: each CPU's counters, one after the other.
+        let mut buf = vec![0u8; 8 * STAT_MAX * self.possible_cpus];
+        if sys::map_lookup(self.stats.as_fd(), &0u32.to_ne_bytes(), &mut buf)? {
+            for cpu in buf.chunks_exact(8 * STAT_MAX) {
+                for (total, c) in sum.iter_mut().zip(cpu.chunks_exact(8)) {
+                    *total += u64::from_ne_bytes(c.try_into().unwrap_or([0; 8]));
+                }
             }
         }
         Ok(KernelStats {
