@@ -26,8 +26,8 @@
 /* Per-CPU counters: indices into the "stats" map's one value, an array of
  * FLOWLAT_STAT_MAX __u64 (one value, so that a CPU's counters share a cache
  * line; an element per counter would put each in a line of its own). */
-#define FLOWLAT_STAT_SENT 0        /* records written to the perf ring */
-#define FLOWLAT_STAT_SEND_FAILED 1 /* records the perf ring had no room for */
+#define FLOWLAT_STAT_SENT 0        /* records put in their CPU's batch */
+#define FLOWLAT_STAT_SEND_FAILED 1 /* records of batches the perf ring had no room for */
 #define FLOWLAT_STAT_CREATED 2     /* pending entries inserted */
 #define FLOWLAT_STAT_REMOVED 3     /* pending entries the classifier removed */
 #define FLOWLAT_STAT_EXT_SKIPPED 4 /* IPv6 packets with more extension headers than we walk */
@@ -193,6 +193,27 @@ struct flowlat_event {
 	__u64 end_ns; /* the packet that ended it: SYN-ACK (out), ACK (in), RST, or new SYN */
 	__u8 result;  /* FLOWLAT_RESULT_* */
 	__u8 pad[7];
+};
+
+/* Records reach user space in batches of this many, one perf event each. */
+#define FLOWLAT_BATCH 8
+
+/* A CPU's batch of records: its slot of the "batches" map, and what one perf
+ * event carries when full. A perf event costs the classifier about as much
+ * per call as the rest of a handshake, whatever it carries, so a CPU collects
+ * records in its slot and sends them FLOWLAT_BATCH at a time. The classifier
+ * writes ev[n], then counts it in n; when the batch is full it sends the
+ * whole struct, counts the batch in seq and starts again at n = 0, in that
+ * order. Only that CPU's classifier writes a slot (programs on one CPU do not
+ * nest). User space reads the slots as well, at every
+ * drain, so that no record waits longer than a drain for its batch to fill:
+ * a read is good when seq is the same before and after it, and then
+ * ev[0..n) belong to batch seq. */
+struct flowlat_batch {
+	__u64 seq; /* batches this CPU filled before this one */
+	__u32 n;   /* records in ev */
+	__u32 pad;
+	struct flowlat_event ev[FLOWLAT_BATCH];
 };
 
 #endif

@@ -99,6 +99,11 @@ __u64 flowlat_layout[] SEC("layout") = {
 	OFF(flowlat_agg, retrans),
 	OFF(flowlat_agg, rtt),
 	OFF(flowlat_agg, local),
+	FLOWLAT_BATCH,
+	sizeof(struct flowlat_batch),
+	OFF(flowlat_batch, seq),
+	OFF(flowlat_batch, n),
+	OFF(flowlat_batch, ev),
 #define BOUND(b) b,
 	FLOWLAT_HIST_BOUNDS(BOUND)
 };

@@ -54,6 +54,15 @@ struct flowlat_map_def events SEC("maps") = {
 	.max_entries = 1, /* user space sets the number of possible CPUs */
 };
 
+/* One slot per possible CPU (see struct flowlat_batch); user space maps it. */
+struct flowlat_map_def batches SEC("maps") = {
+	.type = BPF_MAP_TYPE_ARRAY,
+	.key_size = sizeof(__u32),
+	.value_size = sizeof(struct flowlat_batch),
+	.max_entries = 1, /* user space sets the number of possible CPUs */
+	.map_flags = BPF_F_MMAPABLE,
+};
+
 struct flowlat_map_def stats SEC("maps") = {
 	.type = BPF_MAP_TYPE_PERCPU_ARRAY,
 	.key_size = sizeof(__u32),
@@ -155,13 +164,21 @@ union hdr_buf {
 	struct tcp_head tcp;
 };
 
-static __always_inline void count(__u32 idx)
+static __always_inline void count_n(__u32 idx, __u64 n)
 {
 	__u32 zero = 0;
 	__u64 *v = bpf_map_lookup_elem(&stats, &zero);
 	if (v && idx < FLOWLAT_STAT_MAX)
-		v[idx] += 1;
+		v[idx] += n;
 }
+
+static __always_inline void count(__u32 idx)
+{
+	count_n(idx, 1);
+}
+
+/* Keeps clang from moving memory accesses across it. */
+#define BARRIER() asm volatile("" : : : "memory")
 
 /* Hides a value's origin from clang, so that it computes with it as written
  * instead of turning the arithmetic back into compares and branches. */
@@ -453,6 +470,37 @@ static __always_inline int take(const struct flowlat_key *key, const struct flow
 	return 1;
 }
 
+/* Adds a record to this CPU's batch, and sends the batch when it is full. */
+static __always_inline void send(struct __sk_buff *skb, const struct flowlat_event *ev)
+{
+	__u32 cpu = bpf_get_smp_processor_id();
+	struct flowlat_batch *b = bpf_map_lookup_elem(&batches, &cpu);
+	if (!b) {
+		count(FLOWLAT_STAT_SEND_FAILED);
+		return;
+	}
+	__u32 n = b->n;
+	if (n >= FLOWLAT_BATCH)
+		return; /* cannot happen: only this code writes n */
+	b->ev[n] = *ev;
+	count(FLOWLAT_STAT_SENT);
+	/* User space reads the slot while it is written (see struct
+	 * flowlat_batch): the record must be in memory before n counts it, and
+	 * the new seq before n = 0 and the next batch's records. Plain stores in
+	 * that order, which clang must keep (hence the barriers) and x86 makes
+	 * visible in that order; the atomics that would say so on any CPU need
+	 * Linux 5.12. */
+	BARRIER();
+	*(volatile __u32 *)&b->n = n + 1;
+	if (n + 1 < FLOWLAT_BATCH)
+		return;
+	if (bpf_perf_event_output(skb, &events, BPF_F_CURRENT_CPU, b, sizeof(*b)) != 0)
+		count_n(FLOWLAT_STAT_SEND_FAILED, FLOWLAT_BATCH);
+	*(volatile __u64 *)&b->seq = b->seq + 1;
+	BARRIER();
+	*(volatile __u32 *)&b->n = 0;
+}
+
 /* Reports an attempt take() ended: into its aggregate, as a record, or both.
  * One place for it in a program, however many ways an attempt can end. */
 static __always_inline void report(struct __sk_buff *skb, struct flowlat_event *ev)
@@ -470,10 +518,7 @@ static __always_inline void report(struct __sk_buff *skb, struct flowlat_event *
 			return;
 		}
 	}
-	if (bpf_perf_event_output(skb, &events, BPF_F_CURRENT_CPU, ev, sizeof(*ev)) == 0)
-		count(FLOWLAT_STAT_SENT);
-	else
-		count(FLOWLAT_STAT_SEND_FAILED);
+	send(skb, ev);
 }
 
 /* A client's SYN: a new attempt, a retransmission (same ISN), or a new attempt
@@ -642,7 +687,11 @@ static __always_inline int segment_kind(__u8 flags)
 static __always_inline void act(struct __sk_buff *skb, const int egress, struct segment *sg)
 {
 	struct flowlat_key *key = &sg->key;
+	/* Kept in memory: clang would otherwise carry its fields in registers
+	 * and merge them, undefined where nothing ended, which the verifier
+	 * rejects. */
 	struct flowlat_event ev;
+	asm volatile("" : : "r"(&ev) : "memory");
 	ev.result = NOTHING_ENDED;
 	int kind = sg->kind;
 	if (kind == SEG_SYN) {

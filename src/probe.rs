@@ -13,11 +13,11 @@ use std::time::Duration;
 
 use std::mem::offset_of;
 use std::num::NonZeroUsize;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{fence, AtomicU32, Ordering};
 
 use crate::bpf::mmap::Mapping;
 use crate::bpf::object::{Object, BSS_MAP};
-use crate::bpf::perf::PerfBuffers;
+use crate::bpf::perf::{page_size, PerfBuffers, PerfStats};
 use crate::bpf::{cpu, sys, BpfError};
 
 /// The classifier's ELF object, compiled by `build.rs`. Aligned so that the ELF
@@ -419,11 +419,27 @@ pub struct Event {
     pub pad: [u8; 7],
 }
 
+/// `FLOWLAT_BATCH`: records per perf event.
+pub const BATCH: usize = 8;
+
+/// `struct flowlat_batch`: a CPU's batch of records (see `bpf/flowlat.h`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Batch {
+    /// Batches this CPU filled before this one.
+    pub seq: u64,
+    /// Records in `ev`.
+    pub n: u32,
+    pub pad: u32,
+    pub ev: [Event; BATCH],
+}
+
 /// Plain-old-data structs shared with the kernel: every bit pattern is valid.
 trait Pod: Copy + Default {}
 impl Pod for Key {}
 impl Pod for Pending {}
 impl Pod for Event {}
+impl Pod for Batch {}
 impl Pod for NetKey {}
 impl Pod for AggKeyRaw {}
 impl Pod for AggValue {}
@@ -443,8 +459,20 @@ fn from_bytes<T: Pod>(b: &[u8]) -> Option<T> {
     Some(unsafe { std::ptr::read_unaligned(b.as_ptr() as *const T) })
 }
 
+impl Batch {
+    /// Decodes a perf sample of exactly `size_of::<Batch>()` bytes.
+    pub fn decode(b: &[u8]) -> Option<Batch> {
+        from_bytes(b)
+    }
+
+    /// The batch's bytes, as the classifier would send them.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        as_bytes(self).to_vec()
+    }
+}
+
 impl Event {
-    /// Decodes a record from a perf sample of exactly `size_of::<Event>()` bytes.
+    /// Decodes a record from exactly `size_of::<Event>()` bytes.
     pub fn decode(b: &[u8]) -> Option<Event> {
         from_bytes(b)
     }
@@ -561,9 +589,9 @@ pub enum Hook {
 /// The classifier's counters, summed over CPUs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct KernelStats {
-    /// Records written to the perf ring.
+    /// Records the classifier sent (put in its CPU's batch).
     pub sent: u64,
-    /// Records the perf ring had no room for (lost).
+    /// Records of batches the perf ring had no room for (see [`Probe::records_lost`]).
     pub send_failed: u64,
     /// Pending entries the classifier inserted.
     pub created: u64,
@@ -658,6 +686,14 @@ pub struct Probe {
     filter_word: usize,
     nets: OwnedFd,
     agg: OwnedFd,
+    /// The `batches` map, mapped: each CPU's batch of records not yet sent.
+    batches: Mapping,
+    _batches_fd: OwnedFd,
+    /// Per possible CPU, what [`Probe::drain`] has delivered of its batches.
+    delivered: Vec<Delivered>,
+    /// Records of batches the perf ring had no room for that were read from
+    /// their slot before the batch filled, so not lost.
+    recovered: u64,
     /// Whether the filter names cgroups, which the sweep applies to `in` attempts.
     cgroup_filter: bool,
     /// `in` attempts the sweep dropped for the cgroup filter, for [`KernelStats::filtered`].
@@ -671,6 +707,68 @@ pub struct Probe {
     swept: u64,
     /// Tombstones inserted by user space, for the eviction count.
     tombstones: u64,
+}
+
+/// What [`Probe::drain`] has delivered of one CPU's batches: a batch's first
+/// records may be read from its slot before it fills, and the rest come with
+/// the whole batch through the perf ring.
+#[derive(Debug, Default, Clone)]
+struct Delivered {
+    /// (batch, records of it delivered from the slot), for the batches still
+    /// to come through the ring: at most a few.
+    read: Vec<(u64, usize)>,
+    /// The batch the slot held at the previous drain.
+    prev_seq: u64,
+    /// The last batch that came whole through the ring. The slot may still
+    /// show it, full, for a moment after it was sent (until the classifier
+    /// counts it and starts the next): those records are not to be read again.
+    ring_done: Option<u64>,
+}
+
+impl Delivered {
+    /// How many records of batch `seq` were delivered from the slot.
+    fn read_of(&self, seq: u64) -> usize {
+        self.read
+            .iter()
+            .find(|(s, _)| *s == seq)
+            .map_or(0, |&(_, n)| n)
+    }
+
+    /// The full batch `seq` has come through the ring: how many of its
+    /// records were delivered already.
+    fn take(&mut self, seq: u64) -> usize {
+        let done = self.read_of(seq);
+        self.read.retain(|(s, _)| *s != seq);
+        self.ring_done = Some(self.ring_done.map_or(seq, |d| d.max(seq)));
+        done
+    }
+
+    /// Whether batch `seq` has come whole through the ring already.
+    fn sent_whole(&self, seq: u64) -> bool {
+        self.ring_done.is_some_and(|d| seq <= d)
+    }
+
+    /// The slot showed `n` records of batch `seq`. Returns how many records
+    /// were delivered of batches the ring lost: those before the batch of
+    /// the previous drain were sent before that drain's read of the slot, so
+    /// the ring has delivered them since, unless it had no room for them.
+    fn note(&mut self, seq: u64, n: usize) -> u64 {
+        match self.read.iter_mut().find(|(s, _)| *s == seq) {
+            Some(e) => e.1 = n,
+            None if n > 0 => self.read.push((seq, n)),
+            None => {}
+        }
+        let prev = self.prev_seq;
+        let lost: usize = self
+            .read
+            .iter()
+            .filter(|(s, _)| *s < prev)
+            .map(|(_, n)| n)
+            .sum();
+        self.read.retain(|(s, _)| *s >= prev);
+        self.prev_seq = seq;
+        lost as u64
+    }
 }
 
 /// Settings that size the maps.
@@ -702,7 +800,7 @@ impl Probe {
             let mut attr = def.attr();
             match def.name.as_str() {
                 "pending" => attr.max_entries = cfg.max_pending,
-                "events" => attr.max_entries = possible_cpus as u32,
+                "events" | "batches" => attr.max_entries = possible_cpus as u32,
                 _ => {}
             }
             // What bpftool lists: flowlat_pending, ..., and flowlat_globals for .bss.
@@ -720,12 +818,14 @@ impl Probe {
         let (pending, events, stats) = (take("pending")?, take("events")?, take("stats")?);
         let (nets, agg) = (take("nets")?, take("agg")?);
         let globals_fd = take(BSS_MAP)?;
+        let batches_fd = take("batches")?;
         let fds: HashMap<&str, BorrowedFd<'_>> = [
             ("pending", pending.as_fd()),
             ("events", events.as_fd()),
             ("stats", stats.as_fd()),
             ("nets", nets.as_fd()),
             ("agg", agg.as_fd()),
+            ("batches", batches_fd.as_fd()),
             (BSS_MAP, globals_fd.as_fd()),
         ]
         .into_iter()
@@ -760,6 +860,18 @@ impl Probe {
                 e,
             )
         })?;
+        let page = page_size()?;
+        let batches_len = (possible_cpus * std::mem::size_of::<Batch>()).div_ceil(page) * page;
+        let batches = NonZeroUsize::new(batches_len)
+            .ok_or_else(|| BpfError::Object("no possible CPU".to_string()))
+            .and_then(|len| {
+                Mapping::new(batches_fd.as_fd(), len).map_err(|e| {
+                    BpfError::sys(
+                        "mapping the probe's batches (flowlat_batches) into memory",
+                        e,
+                    )
+                })
+            })?;
         let ingress = load("flowlat_ingress")?;
         let egress = load("flowlat_egress")?;
         let (ingress_l3, egress_l3) = if l3 {
@@ -782,6 +894,10 @@ impl Probe {
             filter_word,
             nets,
             agg,
+            batches,
+            _batches_fd: batches_fd,
+            delivered: vec![Delivered::default(); possible_cpus],
+            recovered: 0,
             cgroup_filter: false,
             swept_filtered: 0,
             possible_cpus,
@@ -811,9 +927,85 @@ impl Probe {
         }
     }
 
-    /// Opens the per-CPU perf rings the classifier writes its records to.
+    /// Opens the per-CPU perf rings the classifier writes its batches of records to.
     pub fn open_perf(&self, pages: usize) -> Result<PerfBuffers, BpfError> {
-        PerfBuffers::open(self.events.as_fd(), pages, std::mem::size_of::<Event>())
+        PerfBuffers::open(self.events.as_fd(), pages, std::mem::size_of::<Batch>())
+    }
+
+    /// Calls `on_event` once for every record not delivered before: those of
+    /// the full batches in the rings, then those waiting in each CPU's slot
+    /// for their batch to fill (so that none waits longer than a drain).
+    /// Returns how many it delivered.
+    pub fn drain(&mut self, perf: &mut PerfBuffers, mut on_event: impl FnMut(&Event)) -> usize {
+        let mut n = 0;
+        let delivered = &mut self.delivered;
+        perf.drain(|cpu, bytes| {
+            let (Some(b), Some(d)) = (Batch::decode(bytes), delivered.get_mut(cpu as usize)) else {
+                return;
+            };
+            let skip = d.take(b.seq);
+            for ev in b.ev.iter().skip(skip) {
+                on_event(ev);
+                n += 1;
+            }
+        });
+        for cpu in 0..self.possible_cpus {
+            let Some((seq, evs)) = self.read_slot(cpu) else {
+                continue;
+            };
+            let d = &mut self.delivered[cpu];
+            if d.sent_whole(seq) {
+                continue;
+            }
+            for ev in evs.iter().skip(d.read_of(seq)) {
+                on_event(ev);
+                n += 1;
+            }
+            self.recovered += d.note(seq, evs.len());
+        }
+        n
+    }
+
+    /// Records lost: those of batches the perf ring had no room for (by the
+    /// classifier's count, or the ring's own count of lost samples), less
+    /// those read from their slot before the batch filled.
+    pub fn records_lost(&self, ks: &KernelStats, ps: &PerfStats) -> u64 {
+        ks.send_failed
+            .max(ps.lost.saturating_mul(BATCH as u64))
+            .saturating_sub(self.recovered)
+    }
+
+    /// A consistent view of one CPU's slot: its batch number and the records
+    /// in it; `None` when the classifier kept changing it while it was read.
+    fn read_slot(&self, cpu: usize) -> Option<(u64, Vec<Event>)> {
+        const WORDS: usize = std::mem::size_of::<Batch>() / 4;
+        const EVENT_WORDS: usize = std::mem::size_of::<Event>() / 4;
+        let words = self.batches.words();
+        let slot = words.get(cpu * WORDS..(cpu + 1) * WORDS)?;
+        let seq = || {
+            u64::from(slot[0].load(Ordering::Acquire))
+                | u64::from(slot[1].load(Ordering::Acquire)) << 32
+        };
+        for _ in 0..4 {
+            let before = seq();
+            let n = (slot[2].load(Ordering::Acquire) as usize).min(BATCH);
+            let evs: Vec<Event> = slot[4..4 + n * EVENT_WORDS]
+                .chunks_exact(EVENT_WORDS)
+                .filter_map(|ev| {
+                    let bytes: Vec<u8> = ev
+                        .iter()
+                        .flat_map(|w| w.load(Ordering::Relaxed).to_ne_bytes())
+                        .collect();
+                    Event::decode(&bytes)
+                })
+                .collect();
+            // As a seqlock's reader: the records are good if seq did not move.
+            fence(Ordering::Acquire);
+            if seq() == before {
+                return Some((before, evs));
+            }
+        }
+        None
     }
 
     /// Runs a program once on `packet` through `BPF_PROG_TEST_RUN` (tests, benches).
@@ -1431,6 +1623,11 @@ mod tests {
             offset_of!(AggValue, retrans),
             offset_of!(AggValue, rtt),
             offset_of!(AggValue, local),
+            BATCH,
+            size_of::<Batch>(),
+            offset_of!(Batch, seq),
+            offset_of!(Batch, n),
+            offset_of!(Batch, ev),
         ];
         let rust: Vec<usize> = rust
             .into_iter()
@@ -1518,6 +1715,60 @@ mod tests {
             Record::from_event(&ev).expect("valid").cgroup_id,
             Some(4242)
         );
+    }
+
+    #[test]
+    fn records_read_before_their_batch_is_sent_are_not_delivered_again() {
+        let mut d = Delivered::default();
+        // A drain finds three records in batch 0, the next one finds five.
+        assert_eq!((d.read_of(0), d.note(0, 3)), (0, 0));
+        assert_eq!((d.read_of(0), d.note(0, 5)), (3, 0));
+        // Batch 0 comes whole through the ring: five of it were delivered;
+        // the slot now holds one record of batch 1.
+        assert_eq!(d.take(0), 5);
+        assert_eq!((d.read_of(1), d.note(1, 1)), (0, 0));
+        // Batch 1 fills and comes before any drain saw more of it.
+        assert_eq!(d.take(1), 1);
+        assert_eq!(d.take(2), 0, "a batch no drain saw is delivered whole");
+        assert!(d.read.is_empty());
+    }
+
+    #[test]
+    fn a_batch_that_came_through_the_ring_is_not_read_again_from_its_slot() {
+        let mut d = Delivered::default();
+        assert!(!d.sent_whole(0));
+        // Batch 0 comes whole through the ring while its slot still shows
+        // it, full: the classifier is yet to start batch 1 there.
+        assert_eq!(d.take(0), 0);
+        assert!(d.sent_whole(0));
+        assert!(!d.sent_whole(1));
+        assert_eq!((d.read_of(1), d.note(1, 2)), (0, 0));
+        assert_eq!(d.take(1), 2);
+        assert!(d.sent_whole(1));
+    }
+
+    #[test]
+    fn records_read_from_a_batch_the_ring_lost_are_not_lost() {
+        let mut d = Delivered::default();
+        assert_eq!(d.note(0, 3), 0);
+        // Batch 0 filled and found no room in the ring. The next drain sees
+        // batch 1 in the slot, but batch 0 may still be on its way.
+        assert_eq!(d.note(1, 2), 0);
+        // By the drain after, it would have come: three of it were delivered.
+        assert_eq!(d.note(1, 4), 3);
+        assert_eq!(d.read, vec![(1, 4)]);
+    }
+
+    #[test]
+    fn batches_decode() {
+        let mut b = Batch {
+            seq: 7,
+            n: BATCH as u32,
+            ..Batch::default()
+        };
+        b.ev[3] = event(DIR_IN, RESULT_OK);
+        assert_eq!(Batch::decode(&b.to_bytes()), Some(b));
+        assert!(Batch::decode(&b.to_bytes()[1..]).is_none());
     }
 
     #[test]

@@ -499,16 +499,16 @@ impl Session<'_> {
         }
     }
 
-    /// Hands on what the rings hold. `Err` only for a write error.
+    /// Hands on the records the rings and the batches hold. `Err` only for a
+    /// write error.
     fn drain(&mut self, out: &mut dyn Write) -> io::Result<Option<Stop>> {
         let mut records = Vec::new();
         let mut malformed = 0;
-        self.perf.drain(|_cpu, bytes| {
-            match crate::probe::Event::decode(bytes).and_then(|ev| Record::from_event(&ev)) {
+        self.probe
+            .drain(self.perf, |ev| match Record::from_event(ev) {
                 Some(r) => records.push(r),
                 None => malformed += 1,
-            }
-        });
+            });
         self.malformed += malformed;
         self.consume(&records, false, out)
     }
@@ -556,7 +556,7 @@ impl Session<'_> {
         let ks = self.probe.kernel_stats()?;
         let ps = self.perf.stats();
         let gauges = Gauges {
-            records_lost: ks.send_failed.max(ps.lost) + ps.wrong_size + self.malformed,
+            records_lost: self.probe.records_lost(&ks, &ps) + ps.wrong_size + self.malformed,
             evictions: self.probe.evicted(&ks, self.pending),
             filtered: ks.filtered,
             pending: self.pending,
@@ -573,7 +573,7 @@ impl Session<'_> {
     fn exit_line(&mut self, stop: &Stop, in_progress: u64, in_table: u64) -> Result<String, Error> {
         let ks = self.probe.kernel_stats()?;
         let ps = self.perf.stats();
-        let lost = ks.send_failed.max(ps.lost) + ps.wrong_size + self.malformed;
+        let lost = self.probe.records_lost(&ks, &ps) + ps.wrong_size + self.malformed;
         let mut tally = self.tally;
         if self.records {
             // Not reported, but they happened.

@@ -731,9 +731,8 @@ fn fuzz(n: u64, filter: &Filter, mfilter: MFilter) {
         assert_eq!(result.data_out, frame, "packet changed: {}", what());
         let mut want = model.step(egress, &frame);
         let mut got = Vec::new();
-        perf.drain(|_, b| {
-            let ev = Event::decode(b).expect("record size");
-            let r = Record::from_event(&ev).expect("well-formed record");
+        probe.drain(&mut perf, |ev| {
+            let r = Record::from_event(ev).expect("well-formed record");
             let key = AggKey {
                 ifindex: r.ifindex,
                 dir: r.dir,

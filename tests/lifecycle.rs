@@ -260,7 +260,7 @@ fn a_killed_flowlat_leaves_filters_that_the_next_start_removes() {
     let dead_pid = dead.pid();
     let (progs, maps) = bpf_ids_of(dead_pid);
     // An Ethernet interface: the two Ethernet programs, not the L3 pair.
-    assert_eq!((progs.len(), maps.len()), (2, 6), "{progs:?} {maps:?}");
+    assert_eq!((progs.len(), maps.len()), (2, 7), "{progs:?} {maps:?}");
     let stopped = dead.stop_with(Signal::SIGKILL);
     assert!(!stopped.status.success());
 
@@ -515,7 +515,7 @@ fn fifty_starts_and_stops_leave_nothing_in_the_kernel() {
         assert!(line.contains("attached to a"), "cycle {cycle}: {line}");
         let pid = child.0.id() as i32;
         let (p, m) = bpf_ids_of(pid);
-        assert_eq!((p.len(), m.len()), (2, 6), "cycle {cycle}: {p:?} {m:?}");
+        assert_eq!((p.len(), m.len()), (2, 7), "cycle {cycle}: {p:?} {m:?}");
         if cycle == 0 {
             // They are flowlat's, under the names bpftool shows.
             let named = |what: &str, ids: &BTreeSet<u32>| -> BTreeSet<String> {
@@ -537,7 +537,8 @@ fn fifty_starts_and_stops_leave_nothing_in_the_kernel() {
                     "flowlat_stats".into(),
                     "flowlat_globals".into(),
                     "flowlat_nets".into(),
-                    "flowlat_agg".into()
+                    "flowlat_agg".into(),
+                    "flowlat_batches".into()
                 ])
             );
         }
@@ -551,7 +552,7 @@ fn fifty_starts_and_stops_leave_nothing_in_the_kernel() {
         assert!(status.success(), "cycle {cycle}: {status:?} {rest}");
         assert_eq!(tc_state(&net.a, "a"), fresh, "cycle {cycle}");
     }
-    assert_eq!((progs.len(), maps.len()), (100, 300));
+    assert_eq!((progs.len(), maps.len()), (100, 350));
     assert_bpf_objects_gone(&progs, &maps, Duration::from_secs(10));
 }
 

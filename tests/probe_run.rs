@@ -9,7 +9,7 @@ mod probe_rig;
 use std::time::Duration;
 
 use common::packet::{arp_request, icmp_echo, udp, Tcp, ACK, FIN, PSH, RST, SYN};
-use flowlat::probe::{Dir, Hook, Outcome, Probe, ProbeConfig, Record};
+use flowlat::probe::{Dir, Hook, Outcome, Probe, ProbeConfig, Record, BATCH};
 use probe_rig::{Rig, TC_ACT_UNSPEC};
 
 const C4: &str = "10.0.0.5";
@@ -129,6 +129,37 @@ fn retransmitted_syn_counts_and_rtt_runs_from_the_last_one() {
     assert_eq!(r.retrans, 1);
     assert!(r.total_ns.expect("total") >= 5_000_000);
     assert!(r.rtt_ns.expect("rtt") < r.total_ns.expect("total"));
+}
+
+#[test]
+fn every_record_is_delivered_once_whether_its_batch_filled_or_not() {
+    // Records go to user space in batches; a drain also reads the batches
+    // that have not filled yet. Drained at odd moments, so that some batches
+    // are read in part before they are sent whole, none may come twice.
+    let mut rig = Rig::new();
+    let n = 3 * BATCH as u16 + 3;
+    let mut ports = Vec::new();
+    for i in 0..n {
+        let port = 40000 + i;
+        rig.run(
+            Hook::Egress,
+            &Tcp::new(C4, port, S4, 443, SYN).seq(1000).frame(),
+        );
+        rig.run(
+            Hook::Ingress,
+            &Tcp::new(S4, 443, C4, port, SYN | ACK)
+                .seq(5)
+                .ack(1001)
+                .frame(),
+        );
+        if i % 5 == 2 {
+            ports.extend(rig.records().iter().map(|r| r.client_port));
+        }
+    }
+    ports.extend(rig.records().iter().map(|r| r.client_port));
+    ports.sort_unstable();
+    assert_eq!(ports, (40000..40000 + n).collect::<Vec<_>>());
+    assert!(rig.records().is_empty());
 }
 
 #[test]

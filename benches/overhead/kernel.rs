@@ -6,7 +6,7 @@ use std::os::fd::{AsFd, OwnedFd};
 
 use flowlat::bpf::perf::PerfBuffers;
 use flowlat::bpf::sys;
-use flowlat::probe::{Aggregation, Event, Filter, Hook, Probe, ProbeConfig, Record};
+use flowlat::probe::{Aggregation, Filter, Hook, Probe, ProbeConfig, Record};
 
 use crate::asm;
 use crate::frames::{self, Class, Dir, Layout};
@@ -169,9 +169,8 @@ impl Rig {
     /// Reads the records the classifier sent, as flowlat's main loop would.
     fn drain(&mut self) {
         let mut n = 0;
-        self.perf.drain(|_, b| {
-            let ev = Event::decode(b).expect("a record of the right size");
-            Record::from_event(&ev).expect("a well-formed record");
+        self.probe.drain(&mut self.perf, |ev| {
+            Record::from_event(ev).expect("a well-formed record");
             n += 1;
         });
         self.records += n;

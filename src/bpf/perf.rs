@@ -324,7 +324,8 @@ fn perf_event_enable(fd: BorrowedFd<'_>) -> io::Result<()> {
     Ok(())
 }
 
-fn page_size() -> Result<usize, BpfError> {
+/// The size of a memory page.
+pub(crate) fn page_size() -> Result<usize, BpfError> {
     match sysconf(SysconfVar::PAGE_SIZE) {
         Ok(Some(n)) if n > 0 => Ok(n as usize),
         Ok(_) => Err(BpfError::sys(

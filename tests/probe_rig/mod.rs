@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 use flowlat::bpf::perf::PerfBuffers;
-use flowlat::probe::{Event, Hook, Probe, ProbeConfig, Record};
+use flowlat::probe::{Hook, Probe, ProbeConfig, Record};
 
 pub const TC_ACT_UNSPEC: u32 = u32::MAX; // -1
 
@@ -38,9 +38,8 @@ impl Rig {
     /// The records sent since the last call.
     pub fn records(&mut self) -> Vec<Record> {
         let mut out = Vec::new();
-        self.perf.drain(|_, b| {
-            let ev = Event::decode(b).expect("record of the right size");
-            out.push(Record::from_event(&ev).expect("well-formed record"));
+        self.probe.drain(&mut self.perf, |ev| {
+            out.push(Record::from_event(ev).expect("well-formed record"));
         });
         out
     }
