@@ -148,18 +148,36 @@ pub fn ramp(rig: &Rig, o: &Opts, md: &mut String) -> Ramp {
 
 /// The storm flat out, with and without flowlat, alternated.
 pub fn capacity(rig: &Rig, o: &Opts, md: &mut String) -> J {
-    let (mut without, mut with) = (Vec::new(), Vec::new());
+    let (mut without, mut with, mut storms) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..o.rounds {
-        let plain = || rig.storm(0, o.secs, o.clients).rate();
-        let watched = || rig.step(0, o, 64).storm.rate();
+        let mut plain = || {
+            let s = rig.storm(0, o.secs, o.clients);
+            storms.push(s);
+            s.rate()
+        };
         if round % 2 == 0 {
             without.push(plain());
-            with.push(watched());
+            with.push(rig.step(0, o, 64).storm.rate());
         } else {
-            with.push(watched());
+            with.push(rig.step(0, o, 64).storm.rate());
             without.push(plain());
         }
     }
+    // Whether the clients' own code, rather than the kernel's work for them,
+    // could be what stops the rate: their user-space share of a CPU, and how
+    // busy the machine was.
+    let user = median(
+        &storms
+            .iter()
+            .map(|s| s.user_cpu_share() * 100.0)
+            .collect::<Vec<_>>(),
+    );
+    let busy = median(
+        &storms
+            .iter()
+            .map(|s| s.machine_busy * 100.0)
+            .collect::<Vec<_>>(),
+    );
     let ratio = paired_ratio(&with, &without);
     eprintln!(
         "  capacity: {:.0}/s without, {:.0}/s with flowlat",
@@ -169,15 +187,24 @@ pub fn capacity(rig: &Rig, o: &Opts, md: &mut String) -> J {
     let _ = writeln!(
         md,
         "\nCapacity, flat out, alternated ({} rounds): {:.0} handshakes/s without flowlat, \
-         {:.0} with (median ratio of the rounds {ratio:.3}).",
+         {:.0} with (median ratio of the rounds {ratio:.3}). Without flowlat the machine's \
+         CPUs were {busy:.0}% busy and the client threads' own code used {user:.1}% of one \
+         CPU: {}.",
         o.rounds,
         median(&without),
-        median(&with)
+        median(&with),
+        if busy >= 90.0 && user < 25.0 {
+            "the kernel's work for the handshakes, not the storm's own code, sets the rate"
+        } else {
+            "the storm itself may be what limits the rate"
+        }
     );
     J::obj(vec![
         ("without_per_s", nums(&without)),
         ("with_per_s", nums(&with)),
         ("ratio", J::Num(ratio)),
+        ("machine_busy_percent", J::Num(busy)),
+        ("client_user_cpu_percent", J::Num(user)),
     ])
 }
 

@@ -56,6 +56,8 @@ pub struct Storm {
     /// CPU time of the client threads in the kernel: their connects, and the
     /// packet processing the kernel does in their context.
     pub sys_ns: u64,
+    /// The share of the machine's CPU time that was busy (anyone's) during the storm.
+    pub machine_busy: f64,
 }
 
 impl Storm {
@@ -74,6 +76,23 @@ impl Storm {
     pub fn cpu_us_per_handshake(&self) -> f64 {
         (self.user_ns + self.sys_ns) as f64 / 1000.0 / self.ok.max(1) as f64
     }
+}
+
+/// The machine's (busy, total) CPU time so far, in clock ticks, from /proc/stat.
+fn machine_ticks() -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let ticks: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|t| t.parse().ok())
+        .collect();
+    let total: u64 = ticks.iter().take(8).sum();
+    // idle and iowait are the 4th and 5th.
+    let idle = ticks.get(3).copied().unwrap_or(0) + ticks.get(4).copied().unwrap_or(0);
+    (total - idle, total)
 }
 
 /// This thread's (user, system) CPU time so far, in ns.
@@ -98,6 +117,7 @@ pub fn run(
 ) -> Storm {
     let ok = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
+    let machine0 = machine_ticks();
     let start = Instant::now();
     let end = start + dur;
     let gap = rate.map(|r| Duration::from_secs_f64(clients as f64 / f64::from(r.max(1))));
@@ -145,11 +165,14 @@ pub fn run(
         user_ns += u;
         sys_ns += s;
     }
+    let machine1 = machine_ticks();
+    let (busy, total) = (machine1.0 - machine0.0, machine1.1 - machine0.1);
     Storm {
         ok: ok.load(Ordering::Relaxed),
         failed: failed.load(Ordering::Relaxed),
         secs: start.elapsed().as_secs_f64(),
         user_ns,
         sys_ns,
+        machine_busy: busy as f64 / total.max(1) as f64,
     }
 }
