@@ -48,12 +48,22 @@
  * be waiting. A slot's count is the sum over both banks. */
 #define FLOWLAT_GATE_SLOTS 32768 /* a power of two */
 #define FLOWLAT_GATE_BANKS 2
+/* Before its slot, an arriving ACK's local port is checked, by groups of 32
+ * ports: a group's word in a bank is non-zero once our first SYN-ACK of an
+ * attempt that counts in that bank left one of its ports, and is zeroed with
+ * the bank. An ACK to a port this host answered no SYN on (an "out"
+ * connection's, at the client's end, whose ports are ephemeral ones) cannot
+ * complete an "in" attempt, and its slot's cache line, cold for a connection's
+ * first arriving segment, is not read; the 16 KiB of group words stay in the
+ * cache. (Words, not bits: setting a bit atomically needs Linux 5.12.) */
+#define FLOWLAT_GATE_PORT_WORDS (65536 / 32)
 
 /* The global "gate" (in .bss), which user space mmaps to zero a bank.
  * A slot's two bank counters sit side by side, so that the check of an ACK is
- * one aligned 8-byte load from one cache line. */
+ * one aligned 8-byte load from one cache line; so do a port word's two banks. */
 struct flowlat_gate {
 	__u32 n[FLOWLAT_GATE_SLOTS][FLOWLAT_GATE_BANKS];
+	__u32 ports[FLOWLAT_GATE_PORT_WORDS][FLOWLAT_GATE_BANKS];
 };
 
 /* Settings user space changes as it runs: the global "config" (in .bss). */

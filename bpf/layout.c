@@ -52,6 +52,7 @@ __u64 flowlat_layout[] SEC("layout") = {
 	FLOWLAT_STAT_MAX,
 	FLOWLAT_GATE_SLOTS,
 	FLOWLAT_GATE_BANKS,
+	FLOWLAT_GATE_PORT_WORDS,
 	sizeof(struct flowlat_gate),
 	sizeof(struct flowlat_config),
 	OFF(flowlat_config, bank),

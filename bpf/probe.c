@@ -249,6 +249,33 @@ static __always_inline int gate_open(__u32 slot)
 	return *(__u64 *)__builtin_assume_aligned(gate.n[slot], 8) != 0;
 }
 
+/* The group of 32 local ports (port in network order) an ACK's or a
+ * SYN-ACK's port belongs to. */
+static __always_inline __u32 port_group(__u16 port)
+{
+	__u32 p = bpf_ntohs(port);
+	/* Tell the verifier what clang knows: a byte swap's 16 bits. */
+	OPAQUE(p);
+	return (p & 0xffff) >> 5;
+}
+
+/* Whether an "in" attempt may wait for its ACK on a port of this one's group,
+ * in either bank: both banks' words in one aligned 8-byte load. */
+static __always_inline int port_open(__u16 port)
+{
+	return *(__u64 *)__builtin_assume_aligned(gate.ports[port_group(port)], 8) != 0;
+}
+
+/* Marks a local port's group as one that "in" attempts wait on, in a bank.
+ * Read first: a server's few groups are marked once per bank, and their line
+ * is then only read. Two CPUs marking at once make it 2, no matter. */
+static __always_inline void port_mark(__u32 bank, __u16 port)
+{
+	__u32 *w = &gate.ports[port_group(port)][bank & 1];
+	if (*(volatile __u32 *)w == 0)
+		__sync_fetch_and_add(w, 1);
+}
+
 /* Loads a slot's pair of counters, for nothing but to have its cache line
  * on the way. */
 static __always_inline void gate_touch(__u32 slot)
@@ -634,6 +661,7 @@ static __always_inline void on_synack_in(struct __sk_buff *skb, const struct flo
 		 * resolves to its listener. */
 		p->cgroup_id = bpf_skb_cgroup_id(skb);
 		gate_add(bank, sg->slot, 1);
+		port_mark(bank, key->server_port);
 	}
 	p->last_synack_ns = now;
 	p->synacks += 1;
@@ -738,12 +766,12 @@ static __always_inline int on_tcp(struct __sk_buff *skb, const int egress, const
 	__u32 slot = gate_slot(a32, b32, th->source, th->dest);
 	/* Segments of established connections, most of all traffic, end here:
 	 * leaving ones at once (egress only starts "out" attempts and answers "in"
-	 * ones), arriving ones unless an "in" attempt in their slot waits for its
-	 * ACK. */
+	 * ones), arriving ones unless an "in" attempt on their port and in their
+	 * slot waits for its ACK. */
 	if (!(flags & (TCP_SYN | TCP_RST))) {
 		if (egress || !(flags & TCP_ACK))
 			return TC_ACT_UNSPEC;
-		if (!gate_open(slot))
+		if (!port_open(th->dest) || !gate_open(slot))
 			return TC_ACT_UNSPEC;
 	}
 	int kind = segment_kind(flags);
@@ -877,7 +905,7 @@ static __always_inline int ext_direct(struct __sk_buff *skb, const int egress, _
 		return NEED_SLOW;
 	/* The addresses are read only now: holding them through the walk would
 	 * take registers the walk needs. */
-	if (egress || !(flags & TCP_ACK) ||
+	if (egress || !(flags & TCP_ACK) || !port_open(th->dest) ||
 	    !gate_open(gate_slot(ip->saddr[3], ip->daddr[3], th->source, th->dest)))
 		return TC_ACT_UNSPEC;
 	return GATE_OPEN;

@@ -201,6 +201,8 @@ const FILTER_MEMO: usize = 4096;
 /// `FLOWLAT_GATE_SLOTS` and `FLOWLAT_GATE_BANKS`: the ACK gate (see `bpf/flowlat.h`).
 const GATE_SLOTS: usize = 32768;
 const GATE_BANKS: u32 = 2;
+/// `FLOWLAT_GATE_PORT_WORDS`: the gate's words of port bits, after its slots.
+const GATE_PORT_WORDS: usize = 65536 / 32;
 
 /// `struct flowlat_key`.
 #[repr(C)]
@@ -847,7 +849,10 @@ impl Probe {
                     ))
                 })
         };
-        let gate_word = word_of("gate", GATE_SLOTS * 4 * GATE_BANKS as usize)?;
+        let gate_word = word_of(
+            "gate",
+            (GATE_SLOTS + GATE_PORT_WORDS) * 4 * GATE_BANKS as usize,
+        )?;
         let config_word = word_of("config", std::mem::size_of::<ConfigGlobal>())?;
         let filter_word = word_of("filter", std::mem::size_of::<FilterGlobal>())?;
         let globals_len = obj
@@ -1032,10 +1037,11 @@ impl Probe {
         sys::prog_test_run(prog, packet, None, repeat)
     }
 
-    /// The ACK gate's counters: a pair per slot, one per bank.
+    /// The ACK gate's counters, a pair per slot, then its port groups' words,
+    /// a pair per 32 ports: one of each pair per bank.
     fn gate_words(&self) -> &[AtomicU32] {
         let words = self.globals.words();
-        let len = GATE_SLOTS * GATE_BANKS as usize;
+        let len = (GATE_SLOTS + GATE_PORT_WORDS) * GATE_BANKS as usize;
         // Checked at load: the global lies within the mapped value.
         &words[self.gate_word..self.gate_word + len]
     }
@@ -1043,6 +1049,17 @@ impl Probe {
     /// The ACK gate's counts for a slot, one per bank (tests).
     pub fn gate_banks(&self, slot: u32) -> [u32; 2] {
         let at = (slot as usize % GATE_SLOTS) * GATE_BANKS as usize;
+        let w = self.gate_words();
+        [
+            w[at].load(Ordering::Relaxed),
+            w[at + 1].load(Ordering::Relaxed),
+        ]
+    }
+
+    /// The gate's marks, one per bank, of the group of 32 local ports that
+    /// `port` belongs to (tests).
+    pub fn gate_port_marks(&self, port: u16) -> [u32; 2] {
+        let at = (GATE_SLOTS + usize::from(port >> 5)) * GATE_BANKS as usize;
         let w = self.gate_words();
         [
             w[at].load(Ordering::Relaxed),
@@ -1067,7 +1084,8 @@ impl Probe {
         }
         let next = 1 - self.bank;
         // Nothing counts in the inactive bank, so plain stores cannot lose an
-        // update. A slot's counters are side by side: one word of each pair.
+        // update. A slot's counters are side by side, and so are a port
+        // group's words: one word of each pair.
         for word in self
             .gate_words()
             .iter()
@@ -1576,7 +1594,8 @@ mod tests {
             STAT_MAX,
             GATE_SLOTS,
             GATE_BANKS as usize,
-            GATE_SLOTS * 4 * GATE_BANKS as usize,
+            GATE_PORT_WORDS,
+            (GATE_SLOTS + GATE_PORT_WORDS) * 4 * GATE_BANKS as usize,
             size_of::<ConfigGlobal>(),
             offset_of!(ConfigGlobal, bank),
             offset_of!(ConfigGlobal, flags),

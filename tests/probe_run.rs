@@ -685,6 +685,59 @@ fn retransmitted_synack_is_counted_and_mismatched_rst_ignored() {
 }
 
 #[test]
+fn the_gate_marks_the_ports_our_syn_acks_left_from_until_their_bank_is_recycled() {
+    let mut rig = Rig::new();
+    assert_eq!(rig.probe.gate_port_marks(443), [0, 0]);
+    rig.run(Hook::Ingress, &syn(C4, S4, 1000));
+    rig.run(Hook::Egress, &synack(C4, S4, 1000, 9000));
+    // Marked by groups of 32 ports: 416 to 447.
+    assert_eq!(rig.probe.gate_port_marks(443), [1, 0]);
+    assert_eq!(rig.probe.gate_port_marks(416), [1, 0]);
+    assert_eq!(rig.probe.gate_port_marks(448), [0, 0]);
+    rig.run(Hook::Ingress, &client_ack(C4, S4, 1000, 9000));
+    assert_eq!(rig.records().len(), 1, "the ACK to a marked port completes");
+    assert_eq!(rig.probe.gate_port_marks(443), [1, 0], "a mark stays");
+    // An ACK to a port no SYN-ACK of ours left from passes at once, and
+    // completes nothing (nothing could wait there).
+    rig.run(
+        Hook::Ingress,
+        &Tcp::new(C4, 51234, S4, 8443, ACK).seq(1).ack(1).frame(),
+    );
+    assert!(rig.records().is_empty());
+    // The first rotation makes bank 1 active, the next recycles bank 0.
+    let t = flowlat::output::monotonic_ns() + 20_000_000;
+    let (step, period) = (Duration::from_millis(10), 1_010_000_000);
+    let _ = rig.probe.sweep(t, step).expect("sweep");
+    let _ = rig.probe.sweep(t + period, step).expect("sweep");
+    assert_eq!(rig.probe.gate_port_marks(443), [1, 0]);
+    let at_8443 = |isn: u32| {
+        let syn = Tcp::new(C4, 51234, S4, 8443, SYN).seq(isn).frame();
+        let synack = Tcp::new(S4, 8443, C4, 51234, SYN | ACK)
+            .seq(9000)
+            .ack(isn + 1)
+            .frame();
+        let ack = Tcp::new(C4, 51234, S4, 8443, ACK)
+            .seq(isn + 1)
+            .ack(9001)
+            .frame();
+        (syn, synack, ack)
+    };
+    let (s, sa, a) = at_8443(5000);
+    rig.run(Hook::Ingress, &s);
+    rig.run(Hook::Egress, &sa);
+    assert_eq!(
+        rig.probe.gate_port_marks(8443),
+        [0, 1],
+        "marked in the new bank"
+    );
+    rig.run(Hook::Ingress, &a);
+    assert_eq!(rig.records().len(), 1);
+    let _ = rig.probe.sweep(t + 2 * period, step).expect("sweep");
+    assert_eq!(rig.probe.gate_port_marks(443), [0, 0], "recycled");
+    assert_eq!(rig.probe.gate_port_marks(8443), [0, 1]);
+}
+
+#[test]
 fn established_acks_pass_the_gate_only_when_an_attempt_waits() {
     let mut rig = Rig::new();
     let slot_of = |c: [u8; 4], s: [u8; 4], cp: u16, sp: u16| {
