@@ -73,7 +73,12 @@ struct flowlat_config {
 	/* Keys with a server port or a cgroup the classifier has added to the
 	 * "agg" map: beyond FLOWLAT_AGG_KEYS, attempts go to their "other" key. */
 	__u32 agg_keys;
-	__u32 pad;
+	/* Records per perf event, 1 to FLOWLAT_BATCH (0 reads as FLOWLAT_BATCH).
+	 * User space reads part-filled batches from their slots only where the
+	 * CPU makes the classifier's plain stores visible in program order (x86);
+	 * elsewhere it sets 1, and every record goes out at once, alone in its
+	 * batch. */
+	__u32 batch;
 };
 
 /* config.flags. Zero (the .bss default) is flowlat's plain mode: a record

@@ -58,6 +58,7 @@ __u64 flowlat_layout[] SEC("layout") = {
 	OFF(flowlat_config, bank),
 	OFF(flowlat_config, flags),
 	OFF(flowlat_config, agg_keys),
+	OFF(flowlat_config, batch),
 	FLOWLAT_CFG_MIN_RTT,
 	FLOWLAT_CFG_AGGREGATE,
 	FLOWLAT_CFG_NO_RECORDS,

@@ -516,10 +516,12 @@ static __always_inline void send(struct __sk_buff *skb, const struct flowlat_eve
 	 * the new seq before n = 0 and the next batch's records. Plain stores in
 	 * that order, which clang must keep (hence the barriers) and x86 makes
 	 * visible in that order; the atomics that would say so on any CPU need
-	 * Linux 5.12. */
+	 * Linux 5.12. Elsewhere user space reads no slot and sets config.batch
+	 * to 1. */
 	BARRIER();
 	*(volatile __u32 *)&b->n = n + 1;
-	if (n + 1 < FLOWLAT_BATCH)
+	__u32 max = config.batch;
+	if (n + 1 < (max - 1 < FLOWLAT_BATCH ? max : FLOWLAT_BATCH))
 		return;
 	if (bpf_perf_event_output(skb, &events, BPF_F_CURRENT_CPU, b, sizeof(*b)) != 0)
 		count_n(FLOWLAT_STAT_SEND_FAILED, FLOWLAT_BATCH);

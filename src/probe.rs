@@ -226,7 +226,7 @@ struct ConfigGlobal {
     bank: u32,
     flags: u32,
     agg_keys: u32,
-    pad: u32,
+    batch: u32,
 }
 
 /// `struct flowlat_agg_key`, as the map holds it.
@@ -421,8 +421,17 @@ pub struct Event {
     pub pad: [u8; 7],
 }
 
-/// `FLOWLAT_BATCH`: records per perf event.
+/// `FLOWLAT_BATCH`: records per perf event, at most.
 pub const BATCH: usize = 8;
+
+/// Whether [`Probe::drain`] reads the records of part-filled batches from
+/// their slots. That read needs the classifier's plain stores to become
+/// visible in the order it made them, which x86 guarantees and other CPUs do
+/// not; elsewhere each record goes out alone at once.
+const READ_SLOTS: bool = cfg!(any(target_arch = "x86_64", target_arch = "x86"));
+
+/// `config.batch` as the probe loads: records per perf event.
+const RECORDS_PER_EVENT: u32 = if READ_SLOTS { BATCH as u32 } else { 1 };
 
 /// `struct flowlat_batch`: a CPU's batch of records (see `bpf/flowlat.h`).
 #[repr(C)]
@@ -696,6 +705,8 @@ pub struct Probe {
     /// Records of batches the perf ring had no room for that were read from
     /// their slot before the batch filled, so not lost.
     recovered: u64,
+    /// `config.batch`: records per perf event.
+    records_per_event: u32,
     /// Whether the filter names cgroups, which the sweep applies to `in` attempts.
     cgroup_filter: bool,
     /// `in` attempts the sweep dropped for the cgroup filter, for [`KernelStats::filtered`].
@@ -884,7 +895,7 @@ impl Probe {
         } else {
             (None, None)
         };
-        Ok(Probe {
+        let probe = Probe {
             ingress,
             egress,
             ingress_l3,
@@ -911,7 +922,22 @@ impl Probe {
             rotated_ns: None,
             swept: 0,
             tombstones: 0,
-        })
+            records_per_event: 0,
+        };
+        let mut probe = probe;
+        probe.set_records_per_event(RECORDS_PER_EVENT);
+        Ok(probe)
+    }
+
+    /// How many records the classifier puts in one perf event, 1 to
+    /// [`BATCH`]; with more than 1, [`Probe::drain`] also reads the batches
+    /// that have not filled. The probe loads with [`BATCH`] on x86 and 1
+    /// elsewhere (see `READ_SLOTS`); tests set 1 to run the other path.
+    pub fn set_records_per_event(&mut self, n: u32) {
+        let n = n.clamp(1, BATCH as u32);
+        self.globals.words()[self.config_word + offset_of!(ConfigGlobal, batch) / 4]
+            .store(n, Ordering::Relaxed);
+        self.records_per_event = n;
     }
 
     /// The program for a hook of an Ethernet interface, to attach with `cls_bpf`.
@@ -949,12 +975,18 @@ impl Probe {
                 return;
             };
             let skip = d.take(b.seq);
-            for ev in b.ev.iter().skip(skip) {
+            let full = (b.n as usize).min(BATCH);
+            for ev in b.ev[..full].iter().skip(skip) {
                 on_event(ev);
                 n += 1;
             }
         });
-        for cpu in 0..self.possible_cpus {
+        let slots = if READ_SLOTS && self.records_per_event > 1 {
+            self.possible_cpus
+        } else {
+            0
+        };
+        for cpu in 0..slots {
             let Some((seq, evs)) = self.read_slot(cpu) else {
                 continue;
             };
@@ -1600,6 +1632,7 @@ mod tests {
             offset_of!(ConfigGlobal, bank),
             offset_of!(ConfigGlobal, flags),
             offset_of!(ConfigGlobal, agg_keys),
+            offset_of!(ConfigGlobal, batch),
             CFG_MIN_RTT as usize,
             CFG_AGGREGATE as usize,
             CFG_NO_RECORDS as usize,

@@ -9,7 +9,7 @@ mod probe_rig;
 use std::time::Duration;
 
 use common::packet::{arp_request, icmp_echo, udp, Tcp, ACK, FIN, PSH, RST, SYN};
-use flowlat::probe::{Dir, Hook, Outcome, Probe, ProbeConfig, Record, BATCH};
+use flowlat::probe::{Batch, Dir, Hook, Outcome, Probe, ProbeConfig, Record, BATCH};
 use probe_rig::{Rig, TC_ACT_UNSPEC};
 
 const C4: &str = "10.0.0.5";
@@ -131,6 +131,21 @@ fn retransmitted_syn_counts_and_rtt_runs_from_the_last_one() {
     assert!(r.rtt_ns.expect("rtt") < r.total_ns.expect("total"));
 }
 
+/// An out handshake from client port `port`, answered at once.
+fn answered_from_port(rig: &Rig, port: u16) {
+    rig.run(
+        Hook::Egress,
+        &Tcp::new(C4, port, S4, 443, SYN).seq(1000).frame(),
+    );
+    rig.run(
+        Hook::Ingress,
+        &Tcp::new(S4, 443, C4, port, SYN | ACK)
+            .seq(5)
+            .ack(1001)
+            .frame(),
+    );
+}
+
 #[test]
 fn every_record_is_delivered_once_whether_its_batch_filled_or_not() {
     // Records go to user space in batches; a drain also reads the batches
@@ -141,17 +156,7 @@ fn every_record_is_delivered_once_whether_its_batch_filled_or_not() {
     let mut ports = Vec::new();
     for i in 0..n {
         let port = 40000 + i;
-        rig.run(
-            Hook::Egress,
-            &Tcp::new(C4, port, S4, 443, SYN).seq(1000).frame(),
-        );
-        rig.run(
-            Hook::Ingress,
-            &Tcp::new(S4, 443, C4, port, SYN | ACK)
-                .seq(5)
-                .ack(1001)
-                .frame(),
-        );
+        answered_from_port(&rig, port);
         if i % 5 == 2 {
             ports.extend(rig.records().iter().map(|r| r.client_port));
         }
@@ -160,6 +165,28 @@ fn every_record_is_delivered_once_whether_its_batch_filled_or_not() {
     ports.sort_unstable();
     assert_eq!(ports, (40000..40000 + n).collect::<Vec<_>>());
     assert!(rig.records().is_empty());
+}
+
+#[test]
+fn one_record_per_event_comes_through_the_ring_at_once() {
+    // Where part-filled batches cannot be read from their slots (CPUs that
+    // may reorder the classifier's stores), each record is sent alone.
+    let mut rig = Rig::new();
+    rig.probe.set_records_per_event(1);
+    for i in 0..3u16 {
+        let port = 41000 + i;
+        answered_from_port(&rig, port);
+        let mut ports = Vec::new();
+        rig.perf.drain(|_cpu, bytes| {
+            let b = Batch::decode(bytes).expect("a whole batch");
+            assert_eq!(b.n, 1, "one record per event");
+            ports.push(u16::from_be(b.ev[0].key.client_port));
+        });
+        assert_eq!(ports, vec![port], "sent at once, through the ring");
+    }
+    assert!(rig.records().is_empty(), "nothing delivered twice");
+    let ks = rig.probe.kernel_stats().expect("stats");
+    assert_eq!((ks.sent, ks.send_failed), (3, 0));
 }
 
 #[test]
