@@ -613,7 +613,6 @@ struct segment {
 	__u32 seq;
 	__u32 ack;
 	__u32 syn_len;
-	__u32 slot; /* its gate slot */
 	__u8 kind;  /* SEG_* */
 	__u8 flags;
 	__u16 pad;
@@ -652,7 +651,8 @@ static __always_inline void on_synack_in(struct __sk_buff *skb, const struct flo
 		/* The gate's line and the bank's are both cold here: load the
 		 * slot's pair first, so that the two misses overlap and the atomic
 		 * add below waits for one of them, not for both in turn. */
-		gate_touch(sg->slot);
+		__u32 slot = key_slot(key);
+		gate_touch(slot);
 		/* User space switches banks through its mapping: read it once. */
 		__u32 bank = *(volatile __u32 *)&config.bank & 1;
 		p->first_synack_ns = now;
@@ -662,7 +662,7 @@ static __always_inline void on_synack_in(struct __sk_buff *skb, const struct flo
 		/* The SYN-ACK's socket is a request sock, which the helper
 		 * resolves to its listener. */
 		p->cgroup_id = bpf_skb_cgroup_id(skb);
-		gate_add(bank, sg->slot, 1);
+		gate_add(bank, slot, 1);
 		port_mark(bank, key->server_port);
 	}
 	p->last_synack_ns = now;
@@ -765,7 +765,6 @@ static __always_inline int on_tcp(struct __sk_buff *skb, const int egress, const
 	if (!header(skb, l4, &buf, sizeof(struct tcp_head), direct, (void **)&th))
 		return MISSING;
 	__u8 flags = th->flags;
-	__u32 slot = gate_slot(a32, b32, th->source, th->dest);
 	/* Segments of established connections, most of all traffic, end here:
 	 * leaving ones at once (egress only starts "out" attempts and answers "in"
 	 * ones), arriving ones unless an "in" attempt on their port and in their
@@ -773,7 +772,7 @@ static __always_inline int on_tcp(struct __sk_buff *skb, const int egress, const
 	if (!(flags & (TCP_SYN | TCP_RST))) {
 		if (egress || !(flags & TCP_ACK))
 			return TC_ACT_UNSPEC;
-		if (!port_open(th->dest) || !gate_open(slot))
+		if (!port_open(th->dest) || !gate_open(gate_slot(a32, b32, th->source, th->dest)))
 			return TC_ACT_UNSPEC;
 	}
 	int kind = segment_kind(flags);
@@ -814,7 +813,6 @@ static __always_inline int on_tcp(struct __sk_buff *skb, const int egress, const
 	sg->seq = bpf_ntohl(th->seq);
 	sg->ack = bpf_ntohl(th->ack_seq);
 	sg->syn_len = syn_len;
-	sg->slot = slot;
 	sg->kind = kind;
 	sg->flags = flags;
 	return SEGMENT;
