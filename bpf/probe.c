@@ -14,6 +14,7 @@
  * interfaces with an Ethernet header and for L3 devices (tun, WireGuard) whose
  * packets start at the IP header. */
 #include "flowlat.h"
+#include "batch.h"
 
 #define ETH_HLEN 14
 #define ETH_P_IP 0x0800
@@ -54,14 +55,7 @@ struct flowlat_map_def events SEC("maps") = {
 	.max_entries = 1, /* user space sets the number of possible CPUs */
 };
 
-/* One slot per possible CPU (see struct flowlat_batch); user space maps it. */
-struct flowlat_map_def batches SEC("maps") = {
-	.type = BPF_MAP_TYPE_ARRAY,
-	.key_size = sizeof(__u32),
-	.value_size = sizeof(struct flowlat_batch),
-	.max_entries = 1, /* user space sets the number of possible CPUs */
-	.map_flags = BPF_F_MMAPABLE,
-};
+FLOWLAT_BATCHES_MAP(batches);
 
 struct flowlat_map_def stats SEC("maps") = {
 	.type = BPF_MAP_TYPE_PERCPU_ARRAY,
@@ -176,9 +170,6 @@ static __always_inline void count(__u32 idx)
 {
 	count_n(idx, 1);
 }
-
-/* Keeps clang from moving memory accesses across it. */
-#define BARRIER() asm volatile("" : : : "memory")
 
 /* Hides a value's origin from clang, so that it computes with it as written
  * instead of turning the arithmetic back into compares and branches. */
@@ -506,28 +497,10 @@ static __always_inline void send(struct __sk_buff *skb, const struct flowlat_eve
 		count(FLOWLAT_STAT_SEND_FAILED);
 		return;
 	}
-	__u32 n = b->n;
-	if (n >= FLOWLAT_BATCH)
-		return; /* cannot happen: only this code writes n */
-	b->ev[n] = *ev;
 	count(FLOWLAT_STAT_SENT);
-	/* User space reads the slot while it is written (see struct
-	 * flowlat_batch): the record must be in memory before n counts it, and
-	 * the new seq before n = 0 and the next batch's records. Plain stores in
-	 * that order, which clang must keep (hence the barriers) and x86 makes
-	 * visible in that order; the atomics that would say so on any CPU need
-	 * Linux 5.12. Elsewhere user space reads no slot and sets config.batch
-	 * to 1. */
-	BARRIER();
-	*(volatile __u32 *)&b->n = n + 1;
-	__u32 max = config.batch;
-	if (n + 1 < (max - 1 < FLOWLAT_BATCH ? max : FLOWLAT_BATCH))
-		return;
-	if (bpf_perf_event_output(skb, &events, BPF_F_CURRENT_CPU, b, sizeof(*b)) != 0)
-		count_n(FLOWLAT_STAT_SEND_FAILED, FLOWLAT_BATCH);
-	*(volatile __u64 *)&b->seq = b->seq + 1;
-	BARRIER();
-	*(volatile __u32 *)&b->n = 0;
+	__u32 lost = batch_put(skb, &events, b, ev, config.batch);
+	if (lost)
+		count_n(FLOWLAT_STAT_SEND_FAILED, lost);
 }
 
 /* Reports an attempt take() ended: into its aggregate, as a record, or both.

@@ -120,7 +120,7 @@ pub fn primitives_table(r: &[PrimitiveResult]) -> String {
     let _ = writeln!(
         s,
         "\nFloor of a whole `out` handshake with a hash table and perf rings \
-         (insert and delete, a lookup, a record, two clock reads): {} ns; \
+         (insert and delete, a lookup, a record into its batch, two clock reads): {} ns; \
          a whole handshake may cost {HANDSHAKE_OUT_TARGET_FLOOR_RATIO} times that. With an \
          array of slots and a BPF \
          ring buffer instead (claim and release, a record, two clock reads): {} ns.",

@@ -3,6 +3,7 @@
  * program returns 0 when its operation did what it should, so the bench can
  * check that it measured the operation and not a failure. */
 #include "flowlat.h"
+#include "batch.h"
 
 /* The pending table as the probe declares it: same type, key and value. */
 struct flowlat_map_def table SEC("maps") = {
@@ -18,6 +19,9 @@ struct flowlat_map_def events SEC("maps") = {
 	.value_size = sizeof(__u32),
 	.max_entries = 1, /* the bench sets the number of possible CPUs */
 };
+
+/* Each CPU's batch of records, as the probe declares them. */
+FLOWLAT_BATCHES_MAP(batches);
 
 /* For comparison only: flowlat sends its records through perf rings. */
 #define BPF_MAP_TYPE_RINGBUF 27
@@ -139,6 +143,22 @@ int perf_output(struct __sk_buff *skb)
 	__builtin_memset(&ev, 0, sizeof(ev));
 	ev.end_ns = skb->len;
 	return bpf_perf_event_output(skb, &events, BPF_F_CURRENT_CPU, &ev, sizeof(ev)) == 0 ? 0 : 1;
+}
+
+/* One record, as flowlat sends it now: into its CPU's batch, which goes
+ * through the perf ring as one event when FLOWLAT_BATCH records are in it
+ * (the probe's send(), without its counters). */
+SEC("tc/batch_record")
+int batch_record(struct __sk_buff *skb)
+{
+	struct flowlat_event ev;
+	__builtin_memset(&ev, 0, sizeof(ev));
+	ev.end_ns = skb->len;
+	__u32 cpu = bpf_get_smp_processor_id();
+	struct flowlat_batch *b = bpf_map_lookup_elem(&batches, &cpu);
+	if (!b)
+		return 1;
+	return batch_put(skb, &events, b, &ev, FLOWLAT_BATCH) == 0 ? 0 : 1;
 }
 
 /* The same record into a BPF ring buffer, which nothing reads: the bench
