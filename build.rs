@@ -10,7 +10,19 @@ fn main() {
     let out = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     let clang = env::var("CLANG").unwrap_or_else(|_| "clang".to_string());
     println!("cargo:rerun-if-env-changed=CLANG");
+    println!("cargo:rerun-if-env-changed=FLOWLAT_ABLATE");
     println!("cargo:rerun-if-changed=bpf");
+    // scripts/ablate.sh builds classifiers that stop part of the way, to
+    // measure what each part of a handshake costs in real traffic.
+    let ablate = match env::var("FLOWLAT_ABLATE") {
+        Ok(v) if ["headers", "parse", "table"].contains(&v.as_str()) => Some(v),
+        Ok(v) if v.is_empty() => None,
+        Ok(v) => {
+            eprintln!("error: FLOWLAT_ABLATE={v}: expected headers, parse or table");
+            std::process::exit(1);
+        }
+        Err(_) => None,
+    };
 
     let mut sources = vec![PathBuf::from("bpf/probe.c"), PathBuf::from("bpf/layout.c")];
     for folder in ["bpf/fixtures", "bpf/bench"] {
@@ -24,17 +36,24 @@ fn main() {
         }
     }
     for src in &sources {
-        compile(&clang, src, &out);
+        let define = match &ablate {
+            Some(v) if src == Path::new("bpf/probe.c") => {
+                Some(format!("-DFLOWLAT_ABLATE_{}", v.to_uppercase()))
+            }
+            _ => None,
+        };
+        compile(&clang, src, &out, define.as_deref());
     }
 }
 
-fn compile(clang: &str, src: &Path, out: &Path) {
+fn compile(clang: &str, src: &Path, out: &Path, define: Option<&str>) {
     let stem = src.file_stem().and_then(|s| s.to_str()).unwrap_or("probe");
     let obj = out.join(format!("{stem}.o"));
     let status = Command::new(clang)
         .args([
             "-O2", "-g", "-target", "bpf", "-mcpu=v3", "-Wall", "-Werror", "-Ibpf", "-c",
         ])
+        .args(define)
         .arg(src)
         .arg("-o")
         .arg(&obj)

@@ -507,6 +507,12 @@ static __always_inline void send(struct __sk_buff *skb, const struct flowlat_eve
  * One place for it in a program, however many ways an attempt can end. */
 static __always_inline void report(struct __sk_buff *skb, struct flowlat_event *ev)
 {
+#ifdef FLOWLAT_ABLATE_TABLE
+	/* scripts/ablate.sh: the table kept, no record and no aggregate (and the
+	 * record still copied out of the entry). */
+	if (*(volatile __u32 *)&config.agg_keys != ~0u)
+		return;
+#endif
 	__u32 flags = config.flags;
 	if (flags & FLOWLAT_CFG_AGGREGATE)
 		aggregate(&ev->key, &ev->p, ev->end_ns, ev->result, flags);
@@ -689,6 +695,12 @@ static __always_inline int segment_kind(__u8 flags)
  * attempt it ended, if any. */
 static __always_inline void act(struct __sk_buff *skb, const int egress, struct segment *sg)
 {
+#ifdef FLOWLAT_ABLATE_PARSE
+	/* scripts/ablate.sh: the headers and the segment, nothing more. A test
+	 * clang cannot decide keeps it from dropping the segment unused. */
+	if (*(volatile __u32 *)&config.agg_keys != ~0u)
+		return;
+#endif
 	struct flowlat_key *key = &sg->key;
 	/* Kept in memory: clang would otherwise carry its fields in registers
 	 * and merge them, undefined where nothing ended, which the verifier
@@ -978,6 +990,22 @@ static __always_inline int handle(struct __sk_buff *skb, const int egress, const
 
 static __always_inline int classify(struct __sk_buff *skb, const int egress, const int l2)
 {
+#ifdef FLOWLAT_ABLATE_HEADERS
+	/* scripts/ablate.sh: a look at an untagged IPv4 TCP frame's headers and
+	 * one global, the least any classifier of handshakes does. */
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+	if (data + ETH_HLEN + sizeof(struct ipv4_head) + sizeof(struct tcp_head) > end)
+		return TC_ACT_UNSPEC;
+	struct eth_head *eth = data;
+	struct ipv4_head *ip = data + ETH_HLEN;
+	struct tcp_head *th = data + ETH_HLEN + sizeof(struct ipv4_head);
+	__u32 seen = *(volatile __u32 *)&config.flags;
+	if (eth->proto == bpf_htons(ETH_P_IP) && ip->protocol == IPPROTO_TCP)
+		seen += th->flags;
+	OPAQUE(seen);
+	return TC_ACT_UNSPEC;
+#endif
 	struct segment sg;
 	int r = handle(skb, egress, l2, 1, &sg);
 	/* Most packets end here. Tested first and alone, so that clang sends
