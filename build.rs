@@ -23,6 +23,10 @@ fn main() {
         }
         Err(_) => None,
     };
+    if let Some(part) = &ablate {
+        // So that an ablated binary says so when it starts.
+        println!("cargo:rustc-env=FLOWLAT_ABLATED={part}");
+    }
 
     let mut sources = vec![PathBuf::from("bpf/probe.c"), PathBuf::from("bpf/layout.c")];
     for folder in ["bpf/fixtures", "bpf/bench"] {

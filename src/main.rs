@@ -31,6 +31,12 @@ fn main() -> ExitCode {
     };
     match command {
         Command::Run(settings) => {
+            if let Some(part) = option_env!("FLOWLAT_ABLATED") {
+                eprintln!(
+                    "flowlat: this build's classifier is cut short \
+                     (FLOWLAT_ABLATE={part}, for scripts/ablate.sh): it measures nothing"
+                );
+            }
             let prep = match prepare(&settings) {
                 Ok(p) => p,
                 Err(msg) => return usage(&msg),
