@@ -1004,11 +1004,12 @@ impl Probe {
     }
 
     /// Records lost: those of batches the perf ring had no room for (by the
-    /// classifier's count, or the ring's own count of lost samples), less
-    /// those read from their slot before the batch filled.
+    /// classifier's count, or the ring's own count of lost samples, each a
+    /// batch of `records_per_event`), less those read from their slot before
+    /// the batch filled.
     pub fn records_lost(&self, ks: &KernelStats, ps: &PerfStats) -> u64 {
         ks.send_failed
-            .max(ps.lost.saturating_mul(BATCH as u64))
+            .max(ps.lost.saturating_mul(u64::from(self.records_per_event)))
             .saturating_sub(self.recovered)
     }
 

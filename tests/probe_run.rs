@@ -190,6 +190,40 @@ fn one_record_per_event_comes_through_the_ring_at_once() {
 }
 
 #[test]
+fn records_the_ring_had_no_room_for_are_counted_once_each() {
+    // The rig's rings hold 8 pages per CPU: a few dozen records sent alone,
+    // a couple of hundred in batches. Sent without a drain, the rest are lost,
+    // and counted as records, whatever a perf event carries: by the
+    // classifier, and by the ring itself, which notes its losses once it has
+    // room again (hence the records after the first drain).
+    for per_event in [1, BATCH as u32] {
+        let mut rig = Rig::new();
+        rig.probe.set_records_per_event(per_event);
+        let (first, more) = (400u16, 2 * BATCH as u16);
+        for i in 0..first {
+            answered_from_port(&rig, 20000 + i);
+        }
+        let mut delivered = rig.records().len() as u64;
+        for i in 0..more {
+            answered_from_port(&rig, 30000 + i);
+        }
+        delivered += rig.records().len() as u64;
+        let ps = rig.perf.stats();
+        assert!(
+            ps.lost > 0,
+            "{per_event} per event: the ring noted its losses"
+        );
+        let ks = rig.probe.kernel_stats().expect("stats");
+        let lost = rig.probe.records_lost(&ks, &ps);
+        assert_eq!(
+            delivered + lost,
+            u64::from(first + more),
+            "{per_event} per event: every record delivered or counted lost, once"
+        );
+    }
+}
+
+#[test]
 fn a_reset_with_a_sequence_number_is_no_refusal() {
     // A reset answering a SYN carries sequence number 0; one with another
     // number resets a connection, even when its ACK happens to match.
