@@ -200,17 +200,7 @@ fn a_slow_client_shows_in_rtt_at_the_server() {
     let amac = net.a.mac("a");
     let bmac = net.b.mac("b");
     let amac_s = common::mac_text(amac);
-    net.b.ip(&[
-        "neigh",
-        "replace",
-        &fake,
-        "lladdr",
-        &amac_s,
-        "dev",
-        "b",
-        "nud",
-        "permanent",
-    ]);
+    net.b.neigh_permanent(&fake, &amac_s, "b");
     let fb = Flowlat::start(&net.b, &["--json", "b"]);
     let src: IpAddr = fake.parse().expect("address");
     slow_client(

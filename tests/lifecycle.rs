@@ -151,28 +151,8 @@ fn foreign_filters_keep_their_place_and_see_every_packet() {
         common::mac_text(net.a.mac("a")),
         common::mac_text(net.b.mac("b")),
     );
-    net.a.ip(&[
-        "neigh",
-        "replace",
-        &net.b4,
-        "lladdr",
-        &bmac,
-        "dev",
-        "a",
-        "nud",
-        "permanent",
-    ]);
-    net.b.ip(&[
-        "neigh",
-        "replace",
-        &net.a4,
-        "lladdr",
-        &amac,
-        "dev",
-        "b",
-        "nud",
-        "permanent",
-    ]);
+    net.a.neigh_permanent(&net.b4, &bmac, "a");
+    net.b.neigh_permanent(&net.a4, &amac, "b");
     add_counting_filters(&net.b, "b");
     let _l = common::listen(&net.b, &net.b4, 8090);
     let before = tc_state(&net.b, "b");

@@ -118,17 +118,7 @@ fn readme_examples() {
         net.b
             .ip(&["route", "add", &format!("{n}.0/24"), "dev", "b"]);
         for host in 10..16 {
-            net.b.ip(&[
-                "neigh",
-                "replace",
-                &format!("{n}.{host}"),
-                "lladdr",
-                &amac,
-                "dev",
-                "b",
-                "nud",
-                "permanent",
-            ]);
+            net.b.neigh_permanent(&format!("{n}.{host}"), &amac, "b");
         }
     }
     let f = Flowlat::start_net_only(

@@ -65,6 +65,22 @@ impl NetNs {
         run("ip", &full)
     }
 
+    /// A permanent neighbour entry: frames to `addr` go to `mac` on `dev`
+    /// with no ARP or neighbour discovery, whoever holds the address.
+    pub fn neigh_permanent(&self, addr: &str, mac: &str, dev: &str) {
+        self.ip(&[
+            "neigh",
+            "replace",
+            addr,
+            "lladdr",
+            mac,
+            "dev",
+            dev,
+            "nud",
+            "permanent",
+        ]);
+    }
+
     /// `ip netns exec NAME cmd args...`, checked.
     pub fn exec(&self, cmd: &str, args: &[&str]) -> Output {
         let mut full = vec!["netns", "exec", self.name.as_str(), cmd];
@@ -222,17 +238,7 @@ impl VethPair {
             parts.join(".")
         };
         let mac = mac_text(self.b.mac("b"));
-        self.a.ip(&[
-            "neigh",
-            "replace",
-            &addr,
-            "lladdr",
-            &mac,
-            "dev",
-            "a",
-            "nud",
-            "permanent",
-        ]);
+        self.a.neigh_permanent(&addr, &mac, "a");
         addr
     }
 }
