@@ -424,14 +424,16 @@ pub struct Event {
 /// `FLOWLAT_BATCH`: records per perf event, at most.
 pub const BATCH: usize = 8;
 
-/// Whether [`Probe::drain`] reads the records of part-filled batches from
-/// their slots. That read needs the classifier's plain stores to become
-/// visible in the order it made them, which x86 guarantees and other CPUs do
-/// not; elsewhere each record goes out alone at once.
-const READ_SLOTS: bool = cfg!(any(target_arch = "x86_64", target_arch = "x86"));
-
-/// `config.batch` as the probe loads: records per perf event.
-const RECORDS_PER_EVENT: u32 = if READ_SLOTS { BATCH as u32 } else { 1 };
+/// The most records per perf event, and what the probe loads with. More than
+/// one needs [`Probe::drain`] to read part-filled batches from their slots,
+/// and that read needs the classifier's plain stores to become visible in the
+/// order it made them, which x86 guarantees and other CPUs do not: elsewhere
+/// each record goes out alone at once.
+const MAX_RECORDS_PER_EVENT: u32 = if cfg!(any(target_arch = "x86_64", target_arch = "x86")) {
+    BATCH as u32
+} else {
+    1
+};
 
 /// `struct flowlat_batch`: a CPU's batch of records (see `bpf/flowlat.h`).
 #[repr(C)]
@@ -895,7 +897,7 @@ impl Probe {
         } else {
             (None, None)
         };
-        let probe = Probe {
+        let mut probe = Probe {
             ingress,
             egress,
             ingress_l3,
@@ -924,17 +926,17 @@ impl Probe {
             tombstones: 0,
             records_per_event: 0,
         };
-        let mut probe = probe;
-        probe.set_records_per_event(RECORDS_PER_EVENT);
+        probe.set_records_per_event(MAX_RECORDS_PER_EVENT);
         Ok(probe)
     }
 
     /// How many records the classifier puts in one perf event, 1 to
-    /// [`BATCH`]; with more than 1, [`Probe::drain`] also reads the batches
-    /// that have not filled. The probe loads with [`BATCH`] on x86 and 1
-    /// elsewhere (see `READ_SLOTS`); tests set 1 to run the other path.
+    /// [`BATCH`] on x86 and 1 elsewhere (see `MAX_RECORDS_PER_EVENT`), which
+    /// is what the probe loads with; with more than 1, [`Probe::drain`] also
+    /// reads the batches that have not filled. Tests set 1 to run the other
+    /// CPUs' path.
     pub fn set_records_per_event(&mut self, n: u32) {
-        let n = n.clamp(1, BATCH as u32);
+        let n = n.clamp(1, MAX_RECORDS_PER_EVENT);
         self.globals.words()[self.config_word + offset_of!(ConfigGlobal, batch) / 4]
             .store(n, Ordering::Relaxed);
         self.records_per_event = n;
@@ -981,7 +983,7 @@ impl Probe {
                 n += 1;
             }
         });
-        let slots = if READ_SLOTS && self.records_per_event > 1 {
+        let slots = if self.records_per_event > 1 {
             self.possible_cpus
         } else {
             0
@@ -1017,30 +1019,28 @@ impl Probe {
     /// in it; `None` when the classifier kept changing it while it was read.
     fn read_slot(&self, cpu: usize) -> Option<(u64, Vec<Event>)> {
         const WORDS: usize = std::mem::size_of::<Batch>() / 4;
-        const EVENT_WORDS: usize = std::mem::size_of::<Event>() / 4;
+        const EVENT_BYTES: usize = std::mem::size_of::<Event>();
+        const SEQ: usize = offset_of!(Batch, seq) / 4;
+        const N: usize = offset_of!(Batch, n) / 4;
+        const EV: usize = offset_of!(Batch, ev) / 4;
         let words = self.batches.words();
         let slot = words.get(cpu * WORDS..(cpu + 1) * WORDS)?;
         let seq = || {
-            u64::from(slot[0].load(Ordering::Acquire))
-                | u64::from(slot[1].load(Ordering::Acquire)) << 32
+            u64::from(slot[SEQ].load(Ordering::Acquire))
+                | u64::from(slot[SEQ + 1].load(Ordering::Acquire)) << 32
         };
         for _ in 0..4 {
             let before = seq();
-            let n = (slot[2].load(Ordering::Acquire) as usize).min(BATCH);
-            let evs: Vec<Event> = slot[4..4 + n * EVENT_WORDS]
-                .chunks_exact(EVENT_WORDS)
-                .filter_map(|ev| {
-                    let bytes: Vec<u8> = ev
-                        .iter()
-                        .flat_map(|w| w.load(Ordering::Relaxed).to_ne_bytes())
-                        .collect();
-                    Event::decode(&bytes)
-                })
+            let n = (slot[N].load(Ordering::Acquire) as usize).min(BATCH);
+            let bytes: Vec<u8> = slot[EV..EV + n * EVENT_BYTES / 4]
+                .iter()
+                .flat_map(|w| w.load(Ordering::Relaxed).to_ne_bytes())
                 .collect();
             // As a seqlock's reader: the records are good if seq did not move.
             fence(Ordering::Acquire);
             if seq() == before {
-                return Some((before, evs));
+                let evs = bytes.chunks_exact(EVENT_BYTES).filter_map(Event::decode);
+                return Some((before, evs.collect()));
             }
         }
         None
