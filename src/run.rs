@@ -14,7 +14,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 
 use crate::attach::{self, framing};
-use crate::bpf::perf::PerfBuffers;
+use crate::bpf::perf::{PerfBuffers, PerfStats};
 use crate::bpf::BpfError;
 use crate::cgroup::Cgroups;
 use crate::cli::{Output, Settings};
@@ -28,7 +28,9 @@ use crate::netlink::NetlinkError;
 use crate::output::{monotonic_ns, Formatter, WallClock};
 use crate::owner::Owner;
 use crate::privilege::{self, Facts};
-use crate::probe::{Aggregation, Filter, Framing, Outcome, Probe, ProbeConfig, Record};
+use crate::probe::{
+    Aggregation, Filter, Framing, KernelStats, Outcome, Probe, ProbeConfig, Record,
+};
 use crate::summary::{Summary, SummaryConfig};
 
 /// A failure of the run, from whichever layer; each carries its own advice.
@@ -499,6 +501,12 @@ impl Session<'_> {
         }
     }
 
+    /// Records that never reached a consumer: lost in the kernel or the
+    /// rings, of the wrong size, or not decodable.
+    fn records_lost(&self, ks: &KernelStats, ps: &PerfStats) -> u64 {
+        self.probe.records_lost(ks, ps) + ps.wrong_size + self.malformed
+    }
+
     /// Hands on the records the rings and the batches hold. `Err` only for a
     /// write error.
     fn drain(&mut self, out: &mut dyn Write) -> io::Result<Option<Stop>> {
@@ -556,7 +564,7 @@ impl Session<'_> {
         let ks = self.probe.kernel_stats()?;
         let ps = self.perf.stats();
         let gauges = Gauges {
-            records_lost: self.probe.records_lost(&ks, &ps) + ps.wrong_size + self.malformed,
+            records_lost: self.records_lost(&ks, &ps),
             evictions: self.probe.evicted(&ks, self.pending),
             filtered: ks.filtered,
             pending: self.pending,
@@ -573,7 +581,7 @@ impl Session<'_> {
     fn exit_line(&mut self, stop: &Stop, in_progress: u64, in_table: u64) -> Result<String, Error> {
         let ks = self.probe.kernel_stats()?;
         let ps = self.perf.stats();
-        let lost = self.probe.records_lost(&ks, &ps) + ps.wrong_size + self.malformed;
+        let lost = self.records_lost(&ks, &ps);
         let mut tally = self.tally;
         if self.records {
             // Not reported, but they happened.
