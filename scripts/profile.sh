@@ -34,17 +34,13 @@ while [ $# -gt 0 ]; do
     esac
 done
 
-as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+. scripts/lib.sh
 
 missing=()
 command -v perf >/dev/null || missing+=(linux-perf)
 command -v clang >/dev/null || missing+=(clang)
 command -v ip >/dev/null || missing+=(iproute2)
-if [ ${#missing[@]} -gt 0 ]; then
-    echo "installing ${missing[*]}" >&2
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
+install_missing ${missing[@]+"${missing[@]}"}
 
 # JIT-compiled programs appear in kallsyms (and so in the profile) only with this.
 kallsyms=$(sysctl -n net.core.bpf_jit_kallsyms)

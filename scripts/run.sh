@@ -6,14 +6,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+. scripts/lib.sh
 
-if ! command -v clang >/dev/null; then
-    echo "installing clang (it compiles the BPF probe)" >&2
-    # A fresh machine has no package lists until the first update.
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq clang >/dev/null
-fi
+# clang compiles the BPF probe.
+command -v clang >/dev/null || install_missing clang
 cargo build --release --locked
 exec_as_root() { if [ "$(id -u)" -eq 0 ]; then exec "$@"; else exec sudo "$@"; fi; }
 exec_as_root ./target/release/flowlat "$@"

@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+. scripts/lib.sh
 
 missing=()
 command -v clang >/dev/null || missing+=(clang)
@@ -20,11 +20,7 @@ command -v strip >/dev/null || missing+=(binutils)
 # The metrics tests check the exposition with promtool and scrape it with a
 # real Prometheus server (the package brings both).
 { command -v prometheus && command -v promtool; } >/dev/null || missing+=(prometheus)
-if [ ${#missing[@]} -gt 0 ]; then
-    echo "installing ${missing[*]}" >&2
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
+install_missing ${missing[@]+"${missing[@]}"}
 
 if [ "$(id -u)" -ne 0 ]; then
     export CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER="sudo -E"
