@@ -40,27 +40,33 @@ fn main() {
         }
     }
     for src in &sources {
-        let define = match &ablate {
-            Some(v) if src == Path::new("bpf/probe.c") => {
-                Some(format!("-DFLOWLAT_ABLATE_{}", v.to_uppercase()))
-            }
-            _ => None,
-        };
-        compile(&clang, src, &out, define.as_deref());
+        let stem = src.file_stem().and_then(|s| s.to_str()).unwrap_or("probe");
+        if src != Path::new("bpf/probe.c") {
+            compile(&clang, src, &out.join(format!("{stem}.o")), &[]);
+            continue;
+        }
+        let ablated = ablate
+            .as_ref()
+            .map(|v| format!("-DFLOWLAT_ABLATE_{}", v.to_uppercase()));
+        // Two builds of the classifier, one for each table of attempts: the
+        // slot table where the kernel has compare-and-exchange, the LRU hash
+        // table before (bpf/flowlat.h).
+        let mut defines: Vec<String> = ablated.into_iter().collect();
+        compile(&clang, src, &out.join("probe.o"), &defines);
+        defines.push("-DFLOWLAT_TABLE_SLOTS".to_string());
+        compile(&clang, src, &out.join("probe_slots.o"), &defines);
     }
 }
 
-fn compile(clang: &str, src: &Path, out: &Path, define: Option<&str>) {
-    let stem = src.file_stem().and_then(|s| s.to_str()).unwrap_or("probe");
-    let obj = out.join(format!("{stem}.o"));
+fn compile(clang: &str, src: &Path, obj: &Path, defines: &[String]) {
     let status = Command::new(clang)
         .args([
             "-O2", "-g", "-target", "bpf", "-mcpu=v3", "-Wall", "-Werror", "-Ibpf", "-c",
         ])
-        .args(define)
+        .args(defines)
         .arg(src)
         .arg("-o")
-        .arg(&obj)
+        .arg(obj)
         .status();
     match status {
         Ok(s) if s.success() => {}

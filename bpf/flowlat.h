@@ -79,6 +79,9 @@ struct flowlat_config {
 	 * elsewhere it sets 1, and every record goes out at once, alone in its
 	 * batch. */
 	__u32 batch;
+	/* The slot table's buckets less one (a power of two less one); unused
+	 * with the LRU table. */
+	__u32 table_mask;
 };
 
 /* config.flags. Zero (the .bss default) is flowlat's plain mode: a record
@@ -199,6 +202,40 @@ struct flowlat_pending {
 	 * first SYN-ACK. 0 when there is none (a RST the kernel sent for a closed
 	 * port, forwarded traffic, SYN cookies) or it was not seen. */
 	__u64 cgroup_id;
+};
+
+/* The table of attempts in progress comes in two builds of the classifier.
+ * Where the kernel has compare-and-exchange in BPF (Linux 5.12) it is
+ * "slots", an array of buckets that user space mmaps; elsewhere it is
+ * "pending", an LRU hash of struct flowlat_key to struct flowlat_pending. In
+ * real traffic the hash table's insert, lookups and delete cost about twice
+ * what the slots' do: locks, lists and element memory in several cold cache
+ * lines, where a bucket is two or three.
+ *
+ * A key goes to bucket flowlat_hash(key) & config.table_mask, in any of its
+ * FLOWLAT_WAYS ways; a new attempt takes a free way, or else evicts the
+ * oldest attempt (first SYN) of its bucket. Each way's word says what its
+ * entry is: FLOWLAT_SLOT_LIVE (an attempt), FLOWLAT_SLOT_BUSY (being written
+ * or taken: skip it), a generation in bits 2 to 31 that every change of owner
+ * moves on, and in bits 32 to 63 the key's hash, so that a lookup compares
+ * keys only where the hash matches. Whoever changes a word from what it read
+ * (compare-and-exchange) owns the entry: the classifier to write a new attempt
+ * or to take an ended one, user space to time one out. So an attempt is
+ * reported exactly once, as with the hash table's delete. An entry's fields
+ * are changed in place otherwise (a retransmission, our first SYN-ACK), as in
+ * the hash table. */
+#define FLOWLAT_WAYS 4
+#define FLOWLAT_SLOT_LIVE 1ULL
+#define FLOWLAT_SLOT_BUSY 2ULL
+
+struct flowlat_entry {
+	struct flowlat_key key;
+	struct flowlat_pending p;
+};
+
+struct flowlat_bucket {
+	__u64 word[FLOWLAT_WAYS];
+	struct flowlat_entry e[FLOWLAT_WAYS];
 };
 
 /* One record per attempt, sent through the perf ring. */

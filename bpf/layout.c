@@ -59,6 +59,7 @@ __u64 flowlat_layout[] SEC("layout") = {
 	OFF(flowlat_config, flags),
 	OFF(flowlat_config, agg_keys),
 	OFF(flowlat_config, batch),
+	OFF(flowlat_config, table_mask),
 	FLOWLAT_CFG_MIN_RTT,
 	FLOWLAT_CFG_AGGREGATE,
 	FLOWLAT_CFG_NO_RECORDS,
@@ -106,6 +107,15 @@ __u64 flowlat_layout[] SEC("layout") = {
 	OFF(flowlat_batch, seq),
 	OFF(flowlat_batch, n),
 	OFF(flowlat_batch, ev),
+	FLOWLAT_WAYS,
+	FLOWLAT_SLOT_LIVE,
+	FLOWLAT_SLOT_BUSY,
+	sizeof(struct flowlat_entry),
+	OFF(flowlat_entry, key),
+	OFF(flowlat_entry, p),
+	sizeof(struct flowlat_bucket),
+	OFF(flowlat_bucket, word),
+	OFF(flowlat_bucket, e),
 #define BOUND(b) b,
 	FLOWLAT_HIST_BOUNDS(BOUND)
 };

@@ -41,13 +41,6 @@
 #define TCP_RST 0x04
 #define TCP_ACK 0x10
 
-struct flowlat_map_def pending SEC("maps") = {
-	.type = BPF_MAP_TYPE_LRU_HASH,
-	.key_size = sizeof(struct flowlat_key),
-	.value_size = sizeof(struct flowlat_pending),
-	.max_entries = 65536, /* user space sets --max-pending */
-};
-
 struct flowlat_map_def events SEC("maps") = {
 	.type = BPF_MAP_TYPE_PERF_EVENT_ARRAY,
 	.key_size = sizeof(__u32),
@@ -95,6 +88,8 @@ struct flowlat_map_def agg SEC("maps") = {
 /* What a new key of "agg" starts from: too big for the stack beside the
  * rest, and a map value is as good a source for an update. Never written. */
 struct flowlat_agg agg_zero __attribute__((aligned(8)));
+
+#include "table.h"
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";
 
@@ -363,9 +358,10 @@ static __always_inline void count_dropped_syn(const struct flowlat_key *key, __u
 
 /* Drops an attempt the cgroup filter rejects once its listener is known, or
  * that turned out to have none: no record, counted as filtered. */
-static __always_inline void drop_filtered(const struct flowlat_key *key)
+static __always_inline void drop_filtered(const struct flowlat_key *key,
+					  const struct table_ref *ref)
 {
-	if (bpf_map_delete_elem(&pending, key) != 0)
+	if (table_remove(key, ref) != 0)
 		return;
 	count(FLOWLAT_STAT_REMOVED);
 	count(FLOWLAT_STAT_FILTERED);
@@ -470,12 +466,12 @@ static __always_inline void aggregate(const struct flowlat_key *key,
  * entry reports the attempt, so it is reported exactly once. The entry is
  * copied before it is deleted, because the element's memory may be reused as
  * soon as it is freed; *ev is then the only copy. */
-static __always_inline int take(const struct flowlat_key *key, const struct flowlat_pending *p,
+static __always_inline int take(const struct flowlat_key *key, const struct table_ref *ref,
 				struct flowlat_event *ev, __u64 end_ns, __u8 result)
 {
 	__builtin_memset(ev, 0, sizeof(*ev));
-	ev->p = *p;
-	if (bpf_map_delete_elem(&pending, key) != 0) {
+	ev->p = *ref->p;
+	if (table_remove(key, ref) != 0) {
 		ev->result = NOTHING_ENDED;
 		return 0;
 	}
@@ -550,11 +546,12 @@ static __always_inline void on_syn(struct __sk_buff *skb, const int egress,
 	 * local socket yet; "in" takes the listener's from our SYN-ACK. */
 	if (egress)
 		n.cgroup_id = bpf_skb_cgroup_id(skb);
-	if (bpf_map_update_elem(&pending, key, &n, BPF_NOEXIST) == 0) {
+	if (table_add(key, &n) == 0) {
 		count(FLOWLAT_STAT_CREATED);
 		return;
 	}
-	struct flowlat_pending *p = bpf_map_lookup_elem(&pending, key);
+	struct table_ref ref;
+	struct flowlat_pending *p = table_find(key, &ref);
 	if (!p)
 		return; /* removed in between by the other hook or the sweep */
 	if (p->client_isn == isn) {
@@ -568,14 +565,14 @@ static __always_inline void on_syn(struct __sk_buff *skb, const int egress,
 		return;
 	}
 	if (p->state == FLOWLAT_STATE_REPORTED) {
-		if (bpf_map_delete_elem(&pending, key) == 0)
+		if (table_remove(key, &ref) == 0)
 			count(FLOWLAT_STAT_REMOVED);
 	} else if (!egress && in_unattributed(p)) {
-		drop_filtered(key);
+		drop_filtered(key, &ref);
 	} else {
-		take(key, p, ev, now, FLOWLAT_RESULT_ABANDONED);
+		take(key, &ref, ev, now, FLOWLAT_RESULT_ABANDONED);
 	}
-	if (bpf_map_update_elem(&pending, key, &n, BPF_NOEXIST) == 0)
+	if (table_add(key, &n) == 0)
 		count(FLOWLAT_STAT_CREATED);
 }
 
@@ -601,11 +598,12 @@ struct segment {
 static __always_inline void on_answer_out(const struct flowlat_key *key, const struct segment *sg,
 					  __u8 result, struct flowlat_event *ev)
 {
-	struct flowlat_pending *p = bpf_map_lookup_elem(&pending, key);
+	struct table_ref ref;
+	struct flowlat_pending *p = table_find(key, &ref);
 	if (!p || p->state != FLOWLAT_STATE_SYN || !acks_syn(p, sg->ack))
 		return;
 	__u64 now = bpf_ktime_get_ns();
-	if (!take(key, p, ev, now, result))
+	if (!take(key, &ref, ev, now, result))
 		return;
 	ev->p.first_synack_ns = now;
 	ev->p.last_synack_ns = now;
@@ -618,13 +616,14 @@ static __always_inline void on_answer_out(const struct flowlat_key *key, const s
 static __always_inline void on_synack_in(struct __sk_buff *skb, const struct flowlat_key *key,
 					 const struct segment *sg)
 {
-	struct flowlat_pending *p = bpf_map_lookup_elem(&pending, key);
+	struct table_ref ref;
+	struct flowlat_pending *p = table_find(key, &ref);
 	if (!p || p->state == FLOWLAT_STATE_REPORTED || !acks_syn(p, sg->ack))
 		return;
 	__u64 now = bpf_ktime_get_ns();
 	if (p->synacks == 0) {
 		if ((filter.kinds & FLOWLAT_FILTER_CGROUP) && !in_cgroups(skb)) {
-			drop_filtered(key);
+			drop_filtered(key, &ref);
 			return;
 		}
 		/* The gate's line and the bank's are both cold here: load the
@@ -652,25 +651,27 @@ static __always_inline void on_synack_in(struct __sk_buff *skb, const struct flo
 static __always_inline void on_rst_in(const struct flowlat_key *key, __u32 ack,
 				      struct flowlat_event *ev)
 {
-	struct flowlat_pending *p = bpf_map_lookup_elem(&pending, key);
+	struct table_ref ref;
+	struct flowlat_pending *p = table_find(key, &ref);
 	if (!p || p->state != FLOWLAT_STATE_SYN || !acks_syn(p, ack))
 		return;
 	/* The kernel's RST for a closed port has no socket to attribute it to. */
 	if (in_unattributed(p)) {
-		drop_filtered(key);
+		drop_filtered(key, &ref);
 		return;
 	}
-	take(key, p, ev, bpf_ktime_get_ns(), FLOWLAT_RESULT_REFUSED);
+	take(key, &ref, ev, bpf_ktime_get_ns(), FLOWLAT_RESULT_REFUSED);
 }
 
 /* in: the client's ACK of our SYN-ACK completes the handshake. */
 static __always_inline void on_ack_in(const struct flowlat_key *key, __u32 ack,
 				      struct flowlat_event *ev)
 {
-	struct flowlat_pending *p = bpf_map_lookup_elem(&pending, key);
+	struct table_ref ref;
+	struct flowlat_pending *p = table_find(key, &ref);
 	if (!p || p->state != FLOWLAT_STATE_SYNACK || ack != p->server_isn + 1)
 		return;
-	take(key, p, ev, bpf_ktime_get_ns(), FLOWLAT_RESULT_OK);
+	take(key, &ref, ev, bpf_ktime_get_ns(), FLOWLAT_RESULT_OK);
 }
 
 /* What a TCP segment is to the handshake tracker. */

@@ -79,7 +79,8 @@ pub struct Args {
     pub syn_timeout: Duration,
 
     /// how many handshakes can be in progress at once (default 65536); when
-    /// the table is full the least recently seen attempt is evicted and counted
+    /// the table (or the bucket of it an attempt goes to) is full, an older
+    /// attempt is evicted and counted
     #[argh(option, default = "65536", from_str_fn(parse_max_pending))]
     pub max_pending: u32,
 

@@ -25,4 +25,5 @@ pub mod owner;
 pub mod privilege;
 pub mod probe;
 pub mod run;
+pub mod slots;
 pub mod summary;

@@ -19,16 +19,63 @@ use crate::bpf::mmap::Mapping;
 use crate::bpf::object::{Object, BSS_MAP};
 use crate::bpf::perf::{page_size, PerfBuffers, PerfStats};
 use crate::bpf::{cpu, sys, BpfError};
+use crate::slots::{self, SlotTable};
 
 /// The classifier's ELF object, compiled by `build.rs`. Aligned so that the ELF
 /// parser can read its headers in place.
 #[repr(C, align(8))]
 struct Aligned<T: ?Sized>(T);
 static OBJECT: &Aligned<[u8]> = &Aligned(*include_bytes!(concat!(env!("OUT_DIR"), "/probe.o")));
+static OBJECT_SLOTS: &Aligned<[u8]> =
+    &Aligned(*include_bytes!(concat!(env!("OUT_DIR"), "/probe_slots.o")));
 
-/// The embedded classifier object (for tests and tools that inspect it).
-pub fn object_bytes() -> &'static [u8] {
-    &OBJECT.0
+/// The embedded classifier object of a table (for tests and tools that inspect it).
+pub fn object_bytes(table: Table) -> &'static [u8] {
+    match table {
+        Table::Slots => &OBJECT_SLOTS.0,
+        Table::Lru => &OBJECT.0,
+    }
+}
+
+/// Which table of attempts in progress the classifier keeps (`bpf/table.h`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Table {
+    /// Buckets of slots claimed with compare-and-exchange: Linux 5.12 and later.
+    Slots,
+    /// An LRU hash table, where the kernel has no compare-and-exchange in BPF.
+    Lru,
+}
+
+impl Table {
+    /// The one this kernel can run: slots where it has compare-and-exchange.
+    pub fn best() -> Table {
+        if sys::has_atomic_cmpxchg() {
+            Table::Slots
+        } else {
+            Table::Lru
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Table::Slots => "slots",
+            Table::Lru => "lru",
+        }
+    }
+}
+
+/// The table as user space holds it.
+enum TableMap {
+    Slots(SlotTable),
+    Lru(OwnedFd),
+}
+
+/// Where an entry of the table was found.
+enum Place {
+    /// In the LRU table: by its key.
+    Lru,
+    /// A way of a bucket, and its word then.
+    Slot(slots::Found),
 }
 
 /// `FLOWLAT_DIR_*`: which side of the interface the client is on.
@@ -227,6 +274,7 @@ struct ConfigGlobal {
     flags: u32,
     agg_keys: u32,
     batch: u32,
+    table_mask: u32,
 }
 
 /// `struct flowlat_agg_key`, as the map holds it.
@@ -448,7 +496,7 @@ pub struct Batch {
 }
 
 /// Plain-old-data structs shared with the kernel: every bit pattern is valid.
-trait Pod: Copy + Default {}
+pub(crate) trait Pod: Copy + Default {}
 impl Pod for Key {}
 impl Pod for Pending {}
 impl Pod for Event {}
@@ -457,13 +505,13 @@ impl Pod for NetKey {}
 impl Pod for AggKeyRaw {}
 impl Pod for AggValue {}
 
-fn as_bytes<T: Pod>(v: &T) -> &[u8] {
+pub(crate) fn as_bytes<T: Pod>(v: &T) -> &[u8] {
     // SAFETY: T is a #[repr(C)] struct of integers and byte arrays with explicit padding
     // fields, so all of its size_of::<T>() bytes are initialised.
     unsafe { std::slice::from_raw_parts(v as *const T as *const u8, std::mem::size_of::<T>()) }
 }
 
-fn from_bytes<T: Pod>(b: &[u8]) -> Option<T> {
+pub(crate) fn from_bytes<T: Pod>(b: &[u8]) -> Option<T> {
     if b.len() != std::mem::size_of::<T>() {
         return None;
     }
@@ -684,7 +732,7 @@ pub struct Probe {
     /// Loaded only when an interface needs them (see [`Probe::load_for`]).
     ingress_l3: Option<OwnedFd>,
     egress_l3: Option<OwnedFd>,
-    pending: OwnedFd,
+    table: TableMap,
     events: OwnedFd,
     stats: OwnedFd,
     /// The probe's globals (section .bss, one map), mapped: the ACK gate's
@@ -789,8 +837,20 @@ impl Delivered {
 /// Settings that size the maps.
 #[derive(Debug, Clone)]
 pub struct ProbeConfig {
-    /// `max_entries` of the pending table.
+    /// Room in the table of attempts in progress.
     pub max_pending: u32,
+    /// The table to keep them in; `None`: [`Table::best`].
+    pub table: Option<Table>,
+}
+
+impl ProbeConfig {
+    /// Room for `max_pending` attempts, in the best table this kernel runs.
+    pub fn new(max_pending: u32) -> ProbeConfig {
+        ProbeConfig {
+            max_pending,
+            table: None,
+        }
+    }
 }
 
 impl Probe {
@@ -804,17 +864,20 @@ impl Probe {
     /// `l3` says an interface needs them: the verifier's time is most of
     /// flowlat's start-up.
     pub fn load_for(cfg: &ProbeConfig, l3: bool) -> Result<Probe, BpfError> {
-        Probe::load_from(object_bytes(), cfg, l3)
+        let table = cfg.table.unwrap_or_else(Table::best);
+        Probe::load_from(object_bytes(table), table, cfg, l3)
     }
 
-    fn load_from(elf: &[u8], cfg: &ProbeConfig, l3: bool) -> Result<Probe, BpfError> {
+    fn load_from(elf: &[u8], table: Table, cfg: &ProbeConfig, l3: bool) -> Result<Probe, BpfError> {
         let obj = Object::parse(elf)?;
+        let buckets = slots::buckets_for(cfg.max_pending);
         let possible_cpus = cpu::possible_cpus()? as usize;
         let mut maps: HashMap<String, OwnedFd> = HashMap::new();
         for def in &obj.maps {
             let mut attr = def.attr();
             match def.name.as_str() {
                 "pending" => attr.max_entries = cfg.max_pending,
+                "slots" => attr.max_entries = buckets,
                 "events" | "batches" => attr.max_entries = possible_cpus as u32,
                 _ => {}
             }
@@ -830,12 +893,16 @@ impl Probe {
             maps.remove(name)
                 .ok_or_else(|| BpfError::Object(format!("the probe has no map named {name}")))
         };
-        let (pending, events, stats) = (take("pending")?, take("events")?, take("stats")?);
+        let table_name = match table {
+            Table::Slots => "slots",
+            Table::Lru => "pending",
+        };
+        let (table_fd, events, stats) = (take(table_name)?, take("events")?, take("stats")?);
         let (nets, agg) = (take("nets")?, take("agg")?);
         let globals_fd = take(BSS_MAP)?;
         let batches_fd = take("batches")?;
         let fds: HashMap<&str, BorrowedFd<'_>> = [
-            ("pending", pending.as_fd()),
+            (table_name, table_fd.as_fd()),
             ("events", events.as_fd()),
             ("stats", stats.as_fd()),
             ("nets", nets.as_fd()),
@@ -897,12 +964,17 @@ impl Probe {
         } else {
             (None, None)
         };
+        drop(fds);
+        let table_map = match table {
+            Table::Slots => TableMap::Slots(SlotTable::new(table_fd, buckets, page)?),
+            Table::Lru => TableMap::Lru(table_fd),
+        };
         let mut probe = Probe {
             ingress,
             egress,
             ingress_l3,
             egress_l3,
-            pending,
+            table: table_map,
             events,
             stats,
             globals,
@@ -927,6 +999,8 @@ impl Probe {
             records_per_event: 0,
         };
         probe.set_records_per_event(MAX_RECORDS_PER_EVENT);
+        probe.globals.words()[probe.config_word + offset_of!(ConfigGlobal, table_mask) / 4]
+            .store(buckets - 1, Ordering::Relaxed);
         Ok(probe)
     }
 
@@ -1379,9 +1453,35 @@ impl Probe {
         })
     }
 
-    /// Every entry of the pending table (tests, and the sweep).
+    /// Which table of attempts the loaded classifier keeps.
+    pub fn table(&self) -> Table {
+        match self.table {
+            TableMap::Slots(_) => Table::Slots,
+            TableMap::Lru(_) => Table::Lru,
+        }
+    }
+
+    /// Every entry of the table of attempts: attempts in progress and
+    /// tombstones (tests, and the pending-attempts gauge).
     pub fn pending_entries(&self) -> Result<Vec<(Key, Pending)>, BpfError> {
-        let map = self.pending.as_fd();
+        Ok(self
+            .table_entries()?
+            .into_iter()
+            .map(|(k, p, _)| (k, p))
+            .collect())
+    }
+
+    fn table_entries(&self) -> Result<Vec<(Key, Pending, Place)>, BpfError> {
+        let map = match &self.table {
+            TableMap::Slots(t) => {
+                return Ok(t
+                    .entries()
+                    .into_iter()
+                    .map(|f| (f.key, f.p, Place::Slot(f)))
+                    .collect())
+            }
+            TableMap::Lru(fd) => fd.as_fd(),
+        };
         let mut keys = Vec::new();
         let mut cur: Option<Key> = None;
         let mut next = Key::default();
@@ -1405,28 +1505,76 @@ impl Probe {
             let mut vb = [0u8; std::mem::size_of::<Pending>()];
             if sys::map_lookup(map, as_bytes(&k), &mut vb)? {
                 if let Some(v) = from_bytes(&vb) {
-                    out.push((k, v));
+                    out.push((k, v, Place::Lru));
                 }
             }
         }
         Ok(out)
     }
 
+    /// Removes an entry as it was found: false when the classifier had it first.
+    fn table_remove(&self, k: &Key, at: &Place) -> Result<bool, BpfError> {
+        match (&self.table, at) {
+            (TableMap::Slots(t), Place::Slot(f)) => Ok(t.remove(f)),
+            (TableMap::Lru(fd), _) => sys::map_delete(fd.as_fd(), as_bytes(k)),
+            (TableMap::Slots(_), Place::Lru) => Ok(false),
+        }
+    }
+
+    /// Takes an attempt out of the table to time it out, and gives it as it
+    /// is now; None when the classifier had it first. A taken slot stays
+    /// claimed for [`Probe::table_tombstone`].
+    fn table_take(&self, k: &Key, p: Pending, at: &Place) -> Result<Option<Pending>, BpfError> {
+        match (&self.table, at) {
+            (TableMap::Slots(t), Place::Slot(f)) => {
+                if !t.claim(f) {
+                    return Ok(None);
+                }
+                Ok(Some(t.pending_of(f).unwrap_or(p)))
+            }
+            (TableMap::Lru(fd), _) => Ok(sys::map_delete(fd.as_fd(), as_bytes(k))?.then_some(p)),
+            (TableMap::Slots(_), Place::Lru) => Ok(None),
+        }
+    }
+
+    /// Puts a tombstone where [`Probe::table_take`] took an attempt: false
+    /// when a new attempt of the same key took the place meanwhile.
+    fn table_tombstone(&self, k: &Key, tomb: &Pending, at: &Place) -> Result<bool, BpfError> {
+        match (&self.table, at) {
+            (TableMap::Slots(t), Place::Slot(f)) => {
+                t.replace(f, tomb);
+                Ok(true)
+            }
+            (TableMap::Lru(fd), _) => {
+                match sys::map_update(fd.as_fd(), as_bytes(k), as_bytes(tomb), sys::BPF_NOEXIST) {
+                    Ok(()) => Ok(true),
+                    Err(BpfError::Sys { source, .. })
+                        if source.raw_os_error() == Some(libc::EEXIST) =>
+                    {
+                        Ok(false)
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            (TableMap::Slots(_), Place::Lru) => Ok(false),
+        }
+    }
+
     /// Reports every attempt whose first SYN is `timeout` or more before `now_ns`
     /// (`CLOCK_MONOTONIC`), and leaves a tombstone in its place (see
-    /// [`REPORTED_HOLD`]). Whoever deletes an entry reports it, so an attempt the
-    /// classifier completes during the sweep is reported once. Tombstones whose
-    /// client has been quiet for `REPORTED_HOLD` are removed.
+    /// [`REPORTED_HOLD`]). Whoever takes an entry out of the table reports it,
+    /// so an attempt the classifier completes during the sweep is reported
+    /// once. Tombstones whose client has been quiet for `REPORTED_HOLD` are
+    /// removed.
     pub fn sweep(&mut self, now_ns: u64, timeout: Duration) -> Result<Sweep, BpfError> {
         let timeout_ns = u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX);
         let hold_ns = REPORTED_HOLD.as_nanos() as u64;
-        let map = self.pending.as_fd();
         let mut sweep = Sweep::default();
-        for (k, p) in self.pending_entries()? {
+        for (k, p, at) in self.table_entries()? {
             if p.state == STATE_REPORTED {
                 if now_ns.saturating_sub(p.last_syn_ns) < hold_ns {
                     sweep.tombstones += 1;
-                } else if sys::map_delete(map, as_bytes(&k))? {
+                } else if self.table_remove(&k, &at)? {
                     self.swept += 1;
                 }
                 continue;
@@ -1435,9 +1583,9 @@ impl Probe {
                 sweep.pending += 1;
                 continue;
             }
-            if !sys::map_delete(map, as_bytes(&k))? {
+            let Some(p) = self.table_take(&k, p, &at)? else {
                 continue;
-            }
+            };
             self.swept += 1;
             // No SYN-ACK of ours, so no listener to hold against the cgroup filter.
             let unattributed = self.cgroup_filter && k.dir == DIR_IN && p.synacks == 0;
@@ -1460,15 +1608,10 @@ impl Probe {
                 last_syn_ns: now_ns,
                 ..p
             };
-            // A new SYN may have taken the slot meanwhile; then it stands alone.
-            match sys::map_update(map, as_bytes(&k), as_bytes(&tomb), sys::BPF_NOEXIST) {
-                Ok(()) => {
-                    self.tombstones += 1;
-                    sweep.tombstones += 1;
-                }
-                Err(BpfError::Sys { source, .. })
-                    if source.raw_os_error() == Some(libc::EEXIST) => {}
-                Err(e) => return Err(e),
+            // A new SYN may have taken the key meanwhile; then it stands alone.
+            if self.table_tombstone(&k, &tomb, &at)? {
+                self.tombstones += 1;
+                sweep.tombstones += 1;
             }
         }
         // After the timeouts are gone: see rotate_gate.
@@ -1476,7 +1619,8 @@ impl Probe {
         Ok(sweep)
     }
 
-    /// Entries the LRU table evicted to make room (table full): everything inserted
+    /// Entries the table evicted to make room (the LRU table full, or a slot
+    /// table's bucket): everything inserted
     /// that was neither removed nor is still in the table (`in_table` entries,
     /// pending attempts and tombstones).
     pub fn evicted(&self, ks: &KernelStats, in_table: u64) -> u64 {
@@ -1634,6 +1778,7 @@ mod tests {
             offset_of!(ConfigGlobal, flags),
             offset_of!(ConfigGlobal, agg_keys),
             offset_of!(ConfigGlobal, batch),
+            offset_of!(ConfigGlobal, table_mask),
             CFG_MIN_RTT as usize,
             CFG_AGGREGATE as usize,
             CFG_NO_RECORDS as usize,
@@ -1681,6 +1826,15 @@ mod tests {
             offset_of!(Batch, seq),
             offset_of!(Batch, n),
             offset_of!(Batch, ev),
+            slots::WAYS,
+            slots::LIVE as usize,
+            slots::BUSY as usize,
+            size_of::<slots::Entry>(),
+            offset_of!(slots::Entry, key),
+            offset_of!(slots::Entry, p),
+            size_of::<slots::Bucket>(),
+            offset_of!(slots::Bucket, word),
+            offset_of!(slots::Bucket, e),
         ];
         let rust: Vec<usize> = rust
             .into_iter()

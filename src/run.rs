@@ -197,12 +197,7 @@ async fn run_privileged(
         links.push(l);
     }
     let l3 = links.iter().any(|l| framing(l) == Some(Framing::Ip));
-    let mut probe = Probe::load_for(
-        &ProbeConfig {
-            max_pending: s.max_pending,
-        },
-        l3,
-    )?;
+    let mut probe = Probe::load_for(&ProbeConfig::new(s.max_pending), l3)?;
     probe.set_filter(&filter_of(&s, &prep))?;
     let records = records_needed(&s);
     // The kernel counts whenever metrics are served, and whenever no record

@@ -16,6 +16,7 @@ use common::packet::{Ext, Tcp, ACK, FIN, PSH, RST, SYN};
 use flowlat::bpf::perf::PerfBuffers;
 use flowlat::probe::{
     AggKey, AggValue, Aggregation, Dir, Event, Filter, Hook, Outcome, Probe, ProbeConfig, Record,
+    Table,
 };
 
 const TC_ACT_UNSPEC: u32 = u32::MAX;
@@ -620,6 +621,14 @@ fn classifier_matches_the_contract_on_random_and_mutated_packets() {
     fuzz(n, &Filter::default(), MFilter::default());
 }
 
+/// The same with the LRU table, which kernels without compare-and-exchange
+/// in BPF run (this one runs the slot table by default).
+#[test]
+fn the_lru_table_matches_the_contract_too() {
+    let n = env_u64("FLOWLAT_FUZZ_PACKETS", 100_000) / 2;
+    fuzz_table(n, &Filter::default(), MFilter::default(), Some(Table::Lru));
+}
+
 fn v6(s: &str) -> [u8; 16] {
     s.parse::<std::net::Ipv6Addr>().expect("literal").octets()
 }
@@ -678,11 +687,16 @@ fn filtered_classifier_matches_the_contract() {
 /// `n` packets through the classifier with `filter` set and through the
 /// model with the same filter, `mfilter`.
 fn fuzz(n: u64, filter: &Filter, mfilter: MFilter) {
+    fuzz_table(n, filter, mfilter, None)
+}
+
+fn fuzz_table(n: u64, filter: &Filter, mfilter: MFilter, table: Option<Table>) {
     common::require_root();
     let seed = env_u64("FLOWLAT_FUZZ_SEED", 0x00f1_0a7c_0ffe_e001);
     // Large enough that nothing is evicted: eviction is tested elsewhere.
     let mut probe = Probe::load(&ProbeConfig {
-        max_pending: 1 << 18,
+        table,
+        ..ProbeConfig::new(1 << 18)
     })
     .expect("load");
     probe.set_filter(filter).expect("set the filter");

@@ -384,7 +384,7 @@ fn min_rtt_holds_back_fast_ok_records_only() {
 #[test]
 fn filters_the_maps_cannot_hold_are_refused() {
     common::require_root();
-    let mut probe = Probe::load(&ProbeConfig { max_pending: 64 }).expect("load");
+    let mut probe = Probe::load(&ProbeConfig::new(64)).expect("load");
     let too_many_nets = Filter {
         nets: (0..=256u32)
             .map(|i| (IpAddr::from((0x0a00_0000 + (i << 8)).to_be_bytes()), 24))

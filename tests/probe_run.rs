@@ -505,7 +505,7 @@ fn sweep_reports_timeouts_once_and_keeps_fresh_entries() {
 #[test]
 fn full_table_evicts_and_the_eviction_is_counted() {
     common::require_root();
-    let mut probe = Probe::load(&ProbeConfig { max_pending: 64 }).expect("load");
+    let mut probe = Probe::load(&ProbeConfig::new(64)).expect("load");
     for i in 0..300u32 {
         let f = Tcp::new(
             &format!("10.1.{}.{}", i / 250, i % 250 + 1),

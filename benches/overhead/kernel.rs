@@ -101,7 +101,7 @@ pub fn net(flowlat: &[u32], empty: &[u32]) -> i64 {
 
 impl Rig {
     pub fn new(max_pending: u32, perf_pages: usize) -> Rig {
-        let probe = Probe::load(&ProbeConfig { max_pending }).expect("load flowlat's classifier");
+        let probe = Probe::load(&ProbeConfig::new(max_pending)).expect("load flowlat's classifier");
         let perf = probe.open_perf(perf_pages).expect("open the perf rings");
         let empty = asm::empty_classifier().expect("load the empty classifier");
         Rig {

@@ -5,7 +5,7 @@ use std::io;
 use std::num::NonZeroUsize;
 use std::os::fd::BorrowedFd;
 use std::ptr::NonNull;
-use std::sync::atomic::AtomicU32;
+use std::sync::atomic::{AtomicU32, AtomicU64};
 
 use nix::sys::mman::{mmap, munmap, MapFlags, ProtFlags};
 
@@ -55,6 +55,15 @@ impl Mapping {
         // whole words, and stays mapped for as long as the returned borrow of self.
         // AtomicU32 has the layout of u32 and every bit pattern is valid.
         unsafe { std::slice::from_raw_parts(self.ptr.as_ptr().cast::<AtomicU32>(), self.len / 4) }
+    }
+
+    /// The mapping as 64-bit words, for values the kernel changes with 64-bit
+    /// atomics (a BPF program's compare-and-exchange).
+    pub fn words64(&self) -> &[AtomicU64] {
+        // SAFETY: as for `words`: page-aligned, so aligned for AtomicU64, len / 8
+        // whole words, mapped for as long as the borrow of self; every bit
+        // pattern is a valid u64.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr().cast::<AtomicU64>(), self.len / 8) }
     }
 }
 

@@ -404,6 +404,34 @@ pub fn prog_load(
     }
 }
 
+/// Whether the verifier accepts compare-and-exchange (`BPF_STX | BPF_ATOMIC |
+/// BPF_DW` with `imm = BPF_CMPXCHG`, Linux 5.12): loads a classifier that
+/// uses it once on its stack, and closes it.
+pub fn has_atomic_cmpxchg() -> bool {
+    // (code, dst | src << 4, off, imm), as `struct bpf_insn`.
+    const PROGRAM: [(u8, u8, i16, i32); 7] = [
+        (0xb7, 0x01, 0, 0),     // r1 = 0
+        (0x7b, 0x1a, -8, 0),    // *(u64 *)(r10 - 8) = r1
+        (0xb7, 0x00, 0, 0),     // r0 = 0
+        (0xb7, 0x02, 0, 1),     // r2 = 1
+        (0xdb, 0x2a, -8, 0xf1), // r0 = cmpxchg(r10 - 8, r0, r2)
+        (0xb7, 0x00, 0, 0),     // r0 = 0
+        (0x95, 0x00, 0, 0),     // exit
+    ];
+    let insns: Vec<u8> = PROGRAM
+        .iter()
+        .flat_map(|&(code, regs, off, imm)| {
+            let mut b = [0u8; 8];
+            b[0] = code;
+            b[1] = regs;
+            b[2..4].copy_from_slice(&off.to_le_bytes());
+            b[4..8].copy_from_slice(&imm.to_le_bytes());
+            b
+        })
+        .collect();
+    prog_load(BPF_PROG_TYPE_SCHED_CLS, &insns, "GPL", "flowlat_probe").is_ok()
+}
+
 /// What `BPF_PROG_TEST_RUN` returned.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TestRun {

@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 use flowlat::bpf::perf::PerfBuffers;
-use flowlat::probe::{Hook, Probe, ProbeConfig, Record};
+use flowlat::probe::{Hook, Probe, ProbeConfig, Record, Table};
 
 pub const TC_ACT_UNSPEC: u32 = u32::MAX; // -1
 
@@ -16,8 +16,20 @@ pub struct Rig {
 impl Rig {
     /// The probe with a table of 1024 attempts and small perf rings.
     pub fn new() -> Rig {
+        Rig::with(ProbeConfig::new(1024))
+    }
+
+    /// The probe with a table of 1024 attempts of the given kind.
+    pub fn with_table(table: Table) -> Rig {
+        Rig::with(ProbeConfig {
+            table: Some(table),
+            ..ProbeConfig::new(1024)
+        })
+    }
+
+    pub fn with(cfg: ProbeConfig) -> Rig {
         crate::common::require_root();
-        let probe = Probe::load(&ProbeConfig { max_pending: 1024 }).expect("load the probe");
+        let probe = Probe::load(&cfg).expect("load the probe");
         let perf = probe.open_perf(8).expect("open perf rings");
         Rig { probe, perf }
     }

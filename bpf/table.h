@@ -1,0 +1,188 @@
+/* The table of attempts in progress (see bpf/flowlat.h): the slot table where
+ * the probe is built with FLOWLAT_TABLE_SLOTS, the LRU hash table otherwise.
+ * Both behave alike to the classifier: table_find() gives an attempt's entry
+ * and where it was found, table_add() inserts a new one unless its key has
+ * one, table_remove() takes the entry table_find() found out of the table,
+ * and fails when someone else (the other hook, user space's sweep) took it
+ * first: whoever removes an attempt reports it. Included by bpf/probe.c after
+ * its globals. */
+#ifndef FLOWLAT_TABLE_H
+#define FLOWLAT_TABLE_H
+
+#include "flowlat.h"
+
+#ifdef FLOWLAT_TABLE_SLOTS
+
+struct flowlat_map_def slots SEC("maps") = {
+	.type = BPF_MAP_TYPE_ARRAY,
+	.key_size = sizeof(__u32),
+	.value_size = sizeof(struct flowlat_bucket),
+	.max_entries = 16384, /* user space sets it from --max-pending */
+	.map_flags = BPF_F_MMAPABLE,
+};
+
+struct table_ref {
+	struct flowlat_pending *p;
+	__u64 *word;
+	__u64 seen; /* the word as it was when the entry was found */
+};
+
+#define SLOT_STATE (FLOWLAT_SLOT_LIVE | FLOWLAT_SLOT_BUSY)
+#define SLOT_GEN_MASK 0x3fffffffULL
+
+/* Mirrored by table_hash in src/probe.rs, which a test holds to it. */
+static __always_inline __u32 table_hash(const struct flowlat_key *k)
+{
+	__u32 c[4], s[4];
+	__builtin_memcpy(c, k->client, 16);
+	__builtin_memcpy(s, k->server, 16);
+	/* Each part's high bits are folded down before a multiplication carries
+	 * them up again: the bucket is taken from the low bits, and addresses
+	 * differ most in their last bytes, the high ones of a word here. */
+	__u32 h = c[0] ^ c[1] ^ c[2] ^ c[3];
+	h = (h ^ (h >> 16)) * 0x85EBCA6Bu;
+	h ^= s[0] ^ s[1] ^ s[2] ^ s[3];
+	h = (h ^ (h >> 13)) * 0xC2B2AE35u;
+	h ^= (__u32)k->client_port << 16 | k->server_port;
+	h = (h ^ (h >> 16)) * 0x85EBCA6Bu;
+	h ^= k->ifindex ^ ((__u32)k->dir << 31);
+	h = (h ^ (h >> 13)) * 0xC2B2AE35u;
+	return h ^ (h >> 16);
+}
+
+static __always_inline struct flowlat_bucket *table_bucket(__u32 h)
+{
+	__u32 i = h & config.table_mask;
+	return bpf_map_lookup_elem(&slots, &i);
+}
+
+static __always_inline int key_eq(const struct flowlat_key *a, const struct flowlat_key *b)
+{
+	const __u32 *x = (const __u32 *)a, *y = (const __u32 *)b;
+	__u32 d = 0;
+#pragma unroll
+	for (int i = 0; i < (int)(sizeof(*a) / 4); i++)
+		d |= x[i] ^ y[i];
+	return d == 0;
+}
+
+/* A word's next owner's: the generation moved on, the hash and state given. */
+static __always_inline __u64 slot_word(__u64 old, __u64 hash_and_state)
+{
+	return hash_and_state | ((((old >> 2) + 1) & SLOT_GEN_MASK) << 2);
+}
+
+static __always_inline struct flowlat_pending *table_find(const struct flowlat_key *key,
+							  struct table_ref *ref)
+{
+	__u32 h = table_hash(key);
+	struct flowlat_bucket *b = table_bucket(h);
+	if (!b)
+		return 0;
+#pragma unroll
+	for (int i = 0; i < FLOWLAT_WAYS; i++) {
+		__u64 w = *(volatile __u64 *)&b->word[i];
+		if ((w & SLOT_STATE) == FLOWLAT_SLOT_LIVE && (__u32)(w >> 32) == h &&
+		    key_eq(&b->e[i].key, key)) {
+			ref->p = &b->e[i].p;
+			ref->word = &b->word[i];
+			ref->seen = w;
+			return ref->p;
+		}
+	}
+	return 0;
+}
+
+/* Claims way i of b, as it was (w), for a new attempt, and writes it. */
+static __always_inline int slot_fill(struct flowlat_bucket *b, __u32 i, __u64 w, __u32 h,
+				     const struct flowlat_key *key, const struct flowlat_pending *n)
+{
+	i &= FLOWLAT_WAYS - 1;
+	__u64 *word = &b->word[i];
+	if ((w & FLOWLAT_SLOT_BUSY) || __sync_val_compare_and_swap(word, w, w | FLOWLAT_SLOT_BUSY) != w)
+		return -1;
+	struct flowlat_entry *e = &b->e[i];
+	e->key = *key;
+	e->p = *n;
+	/* A full barrier, so the entry is written before it is seen live; only
+	 * the owner of a busy word changes it. */
+	__sync_val_compare_and_swap(word, w | FLOWLAT_SLOT_BUSY,
+				    slot_word(w, (__u64)h << 32 | FLOWLAT_SLOT_LIVE));
+	return 0;
+}
+
+/* 0: inserted; 1: the key has an entry; -1: no way could be claimed. */
+static __always_inline int table_add(const struct flowlat_key *key, const struct flowlat_pending *n)
+{
+	__u32 h = table_hash(key);
+	struct flowlat_bucket *b = table_bucket(h);
+	if (!b)
+		return -1;
+	__u64 w[FLOWLAT_WAYS];
+#pragma unroll
+	for (int i = 0; i < FLOWLAT_WAYS; i++) {
+		w[i] = *(volatile __u64 *)&b->word[i];
+		if ((w[i] & SLOT_STATE) == FLOWLAT_SLOT_LIVE && (__u32)(w[i] >> 32) == h &&
+		    key_eq(&b->e[i].key, key))
+			return 1;
+	}
+#pragma unroll
+	for (int i = 0; i < FLOWLAT_WAYS; i++)
+		if ((w[i] & SLOT_STATE) == 0)
+			return slot_fill(b, i, w[i], h, key, n);
+	/* A full bucket: the oldest attempt goes, as the LRU table's least
+	 * recently used one would (counted as evicted: neither removed nor
+	 * swept). */
+	__u32 pick = 0;
+	__u64 oldest = b->e[0].p.first_syn_ns;
+#pragma unroll
+	for (int i = 1; i < FLOWLAT_WAYS; i++) {
+		__u64 t = b->e[i].p.first_syn_ns;
+		if (t < oldest) {
+			oldest = t;
+			pick = i;
+		}
+	}
+	return slot_fill(b, pick, w[pick & (FLOWLAT_WAYS - 1)], h, key, n);
+}
+
+static __always_inline int table_remove(const struct flowlat_key *key, const struct table_ref *ref)
+{
+	(void)key;
+	__u64 w = ref->seen;
+	return __sync_val_compare_and_swap(ref->word, w, slot_word(w, 0)) == w ? 0 : -1;
+}
+
+#else /* the LRU hash table */
+
+struct flowlat_map_def pending SEC("maps") = {
+	.type = BPF_MAP_TYPE_LRU_HASH,
+	.key_size = sizeof(struct flowlat_key),
+	.value_size = sizeof(struct flowlat_pending),
+	.max_entries = 65536, /* user space sets --max-pending */
+};
+
+struct table_ref {
+	struct flowlat_pending *p;
+};
+
+static __always_inline struct flowlat_pending *table_find(const struct flowlat_key *key,
+							  struct table_ref *ref)
+{
+	ref->p = bpf_map_lookup_elem(&pending, key);
+	return ref->p;
+}
+
+static __always_inline int table_add(const struct flowlat_key *key, const struct flowlat_pending *n)
+{
+	return bpf_map_update_elem(&pending, key, n, BPF_NOEXIST) == 0 ? 0 : 1;
+}
+
+static __always_inline int table_remove(const struct flowlat_key *key, const struct table_ref *ref)
+{
+	(void)ref;
+	return bpf_map_delete_elem(&pending, key) == 0 ? 0 : -1;
+}
+
+#endif
+#endif

@@ -1,0 +1,252 @@
+//! The two tables of attempts in progress (`bpf/table.h`): the slot table this
+//! kernel runs, and the LRU hash table kernels without compare-and-exchange in
+//! BPF run. Both keep the measurement contract; the slot table's buckets give
+//! up their oldest attempt when full, and the kernel agrees with user space on
+//! which bucket a key goes to.
+
+mod common;
+mod probe_rig;
+
+use std::time::Duration;
+
+use common::packet::{Tcp, ACK, RST, SYN};
+use flowlat::probe::{Dir, Hook, Outcome, Probe, ProbeConfig, Table};
+use flowlat::slots;
+use probe_rig::Rig;
+
+const S4: &str = "93.184.216.34";
+
+fn syn_from(c: &str, port: u16, isn: u32) -> Vec<u8> {
+    Tcp::new(c, port, S4, 443, SYN).seq(isn).frame()
+}
+fn synack_to(c: &str, port: u16, isn: u32) -> Vec<u8> {
+    Tcp::new(S4, 443, c, port, SYN | ACK)
+        .seq(7000)
+        .ack(isn.wrapping_add(1))
+        .frame()
+}
+
+fn rig(table: Table, max_pending: u32) -> Rig {
+    Rig::with(ProbeConfig {
+        table: Some(table),
+        ..ProbeConfig::new(max_pending)
+    })
+}
+
+/// `uname -r`'s major and minor version.
+fn kernel_version() -> (u32, u32) {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").expect("osrelease");
+    let mut parts = release.trim().split(['.', '-']);
+    let mut num = || parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+    (num(), num())
+}
+
+#[test]
+fn the_slot_table_is_chosen_where_the_kernel_has_compare_and_exchange() {
+    common::require_root();
+    let has = flowlat::bpf::sys::has_atomic_cmpxchg();
+    if kernel_version() >= (5, 12) {
+        assert!(has, "Linux 5.12 and later have BPF compare-and-exchange");
+    }
+    let probe = Probe::load(&ProbeConfig::new(1024)).expect("load");
+    let want = if has { Table::Slots } else { Table::Lru };
+    assert_eq!(probe.table(), want);
+}
+
+/// The contract, table by table: each way an attempt ends, once.
+#[test]
+fn both_tables_keep_the_contract() {
+    for table in [Table::Slots, Table::Lru] {
+        let mut rig = rig(table, 1024);
+        let what = format!("{table:?}");
+        // out, answered.
+        rig.run(Hook::Egress, &syn_from("10.0.0.5", 40000, 100));
+        rig.run(Hook::Ingress, &synack_to("10.0.0.5", 40000, 100));
+        let recs = rig.records();
+        assert_eq!(recs.len(), 1, "{what}");
+        assert_eq!(
+            (recs[0].outcome, recs[0].dir),
+            (Outcome::Ok, Dir::Out),
+            "{what}"
+        );
+        assert_eq!(
+            rig.pending(),
+            0,
+            "{what}: the answered attempt left the table"
+        );
+        // The answer again: nothing more.
+        rig.run(Hook::Ingress, &synack_to("10.0.0.5", 40000, 100));
+        assert!(rig.records().is_empty(), "{what}");
+        // in, completed by the client's ACK.
+        let c = "10.0.0.6";
+        rig.run(
+            Hook::Ingress,
+            &Tcp::new(c, 40001, S4, 443, SYN).seq(5).frame(),
+        );
+        rig.run(
+            Hook::Egress,
+            &Tcp::new(S4, 443, c, 40001, SYN | ACK)
+                .seq(900)
+                .ack(6)
+                .frame(),
+        );
+        rig.run(
+            Hook::Ingress,
+            &Tcp::new(c, 40001, S4, 443, ACK).seq(6).ack(901).frame(),
+        );
+        let recs = rig.records();
+        assert_eq!(recs.len(), 1, "{what}");
+        assert_eq!(
+            (recs[0].outcome, recs[0].dir),
+            (Outcome::Ok, Dir::In),
+            "{what}"
+        );
+        assert!(recs[0].local_ns.is_some(), "{what}");
+        // out, refused.
+        rig.run(Hook::Egress, &syn_from("10.0.0.7", 40002, 50));
+        rig.run(
+            Hook::Ingress,
+            &Tcp::new(S4, 443, "10.0.0.7", 40002, RST | ACK)
+                .ack(51)
+                .frame(),
+        );
+        let recs = rig.records();
+        assert_eq!(recs.len(), 1, "{what}");
+        assert_eq!(recs[0].outcome, Outcome::Refused, "{what}");
+        // A new ISN on the tuple abandons the first attempt and starts another.
+        rig.run(Hook::Egress, &syn_from("10.0.0.8", 40003, 1));
+        rig.run(Hook::Egress, &syn_from("10.0.0.8", 40003, 2));
+        let recs = rig.records();
+        assert_eq!(recs.len(), 1, "{what}");
+        assert_eq!(recs[0].outcome, Outcome::Abandoned, "{what}");
+        rig.run(Hook::Ingress, &synack_to("10.0.0.8", 40003, 2));
+        assert_eq!(
+            rig.records().len(),
+            1,
+            "{what}: the second attempt is measured"
+        );
+        // A timeout: reported once by the sweep; the tombstone absorbs the
+        // client's retransmission, and a late answer finds nothing.
+        rig.run(Hook::Egress, &syn_from("10.0.0.9", 40004, 10));
+        std::thread::sleep(Duration::from_millis(30));
+        let now = flowlat::output::monotonic_ns();
+        let sweep = rig
+            .probe
+            .sweep(now, Duration::from_millis(20))
+            .expect("sweep");
+        assert_eq!(sweep.expired.len(), 1, "{what}");
+        assert_eq!(sweep.expired[0].outcome, Outcome::Timeout, "{what}");
+        assert_eq!(sweep.tombstones, 1, "{what}");
+        let again = rig
+            .probe
+            .sweep(now, Duration::from_millis(20))
+            .expect("sweep");
+        assert!(
+            again.expired.is_empty(),
+            "{what}: a timeout is reported once"
+        );
+        rig.run(Hook::Egress, &syn_from("10.0.0.9", 40004, 10));
+        rig.run(Hook::Ingress, &synack_to("10.0.0.9", 40004, 10));
+        assert!(rig.records().is_empty(), "{what}");
+        let ks = rig.probe.kernel_stats().expect("stats");
+        let held = rig.pending() as u64;
+        assert_eq!(rig.probe.evicted(&ks, held), 0, "{what}: nothing evicted");
+    }
+}
+
+#[test]
+fn both_tables_are_bounded_and_count_what_they_evict() {
+    for table in [Table::Slots, Table::Lru] {
+        let rig = rig(table, 64);
+        for i in 0..300u32 {
+            let c = format!("10.1.{}.{}", i / 250, i % 250 + 1);
+            rig.run(Hook::Egress, &syn_from(&c, 1000, i));
+        }
+        let held = rig.pending() as u64;
+        assert!(held <= 64, "{table:?}: holds {held} of room for 64");
+        assert!(held >= 32, "{table:?}: holds only {held} of room for 64");
+        let ks = rig.probe.kernel_stats().expect("stats");
+        assert_eq!(ks.created, 300, "{table:?}");
+        assert_eq!(rig.probe.evicted(&ks, held), 300 - held, "{table:?}");
+        // The newest attempt is always kept.
+        let newest = rig
+            .probe
+            .pending_entries()
+            .expect("entries")
+            .into_iter()
+            .any(|(_, p)| p.client_isn == 299);
+        assert!(newest, "{table:?}: the newest attempt was evicted");
+    }
+}
+
+/// Client ports whose attempts (from `client`, as the SYN of `syn_from`
+/// makes them) go to the same bucket as `first`'s, `first` included.
+fn ports_sharing_a_bucket(rig: &Rig, client: &str, first: u16, n: usize, buckets: u32) -> Vec<u16> {
+    rig.run(Hook::Egress, &syn_from(client, first, 1));
+    let entries = rig.probe.pending_entries().expect("entries");
+    let (key, _) = entries
+        .iter()
+        .find(|(k, _)| u16::from_be(k.client_port) == first)
+        .expect("the first attempt");
+    let bucket = |port: u16| {
+        let mut k = *key;
+        k.client_port = port.to_be();
+        slots::hash(&k) & (buckets - 1)
+    };
+    let want = bucket(first);
+    let mut ports = vec![first];
+    ports.extend(
+        (1024..=u16::MAX)
+            .filter(|&p| p != first && bucket(p) == want)
+            .take(n - 1),
+    );
+    assert_eq!(ports.len(), n, "not enough ports in bucket {want}");
+    ports
+}
+
+#[test]
+fn a_full_bucket_gives_up_its_oldest_attempt() {
+    let mut rig = rig(Table::Slots, 1024);
+    let buckets = slots::buckets_for(1024);
+    let c = "10.2.0.1";
+    let ports = ports_sharing_a_bucket(&rig, c, 40000, slots::WAYS + 1, buckets);
+    // ports[0]'s SYN went first; the others fill the bucket, and the last one
+    // finds it full.
+    for (i, &p) in ports.iter().enumerate().skip(1) {
+        rig.run(Hook::Egress, &syn_from(c, p, 1 + i as u32));
+    }
+    assert!(!rig.holds(ports[0]), "the oldest attempt gave way");
+    for &p in &ports[1..] {
+        assert!(rig.holds(p), "port {p}'s attempt is kept");
+    }
+    let ks = rig.probe.kernel_stats().expect("stats");
+    let held = rig.pending() as u64;
+    assert_eq!(held, slots::WAYS as u64);
+    assert_eq!(rig.probe.evicted(&ks, held), 1, "the eviction is counted");
+    // The evicted attempt's answer finds nothing; the others' are measured.
+    rig.run(Hook::Ingress, &synack_to(c, ports[0], 1));
+    assert!(rig.records().is_empty());
+    for (i, &p) in ports.iter().enumerate().skip(1) {
+        rig.run(Hook::Ingress, &synack_to(c, p, 1 + i as u32));
+    }
+    let recs = rig.records();
+    assert_eq!(recs.len(), slots::WAYS);
+    assert!(recs.iter().all(|r| r.outcome == Outcome::Ok));
+    // A way freed by an answer takes the next attempt without evicting.
+    rig.run(Hook::Egress, &syn_from(c, ports[0], 77));
+    assert!(rig.holds(ports[0]));
+    let ks = rig.probe.kernel_stats().expect("stats");
+    assert_eq!(rig.probe.evicted(&ks, rig.pending() as u64), 1);
+}
+
+#[test]
+fn attempts_well_below_the_room_are_all_kept() {
+    let rig = rig(Table::Slots, 65536);
+    for i in 0..2000u32 {
+        let c = format!("10.3.{}.{}", i / 250, i % 250 + 1);
+        rig.run(Hook::Egress, &syn_from(&c, 1000 + (i % 7) as u16, i));
+    }
+    assert_eq!(rig.pending(), 2000);
+    let ks = rig.probe.kernel_stats().expect("stats");
+    assert_eq!(rig.probe.evicted(&ks, 2000), 0);
+}
