@@ -27,6 +27,12 @@ struct table_ref {
 	__u64 seen; /* the word as it was when the entry was found */
 };
 
+/* The buckets less one: the probe's config.table_mask; the bench's
+ * primitives, which have no config, set a constant. */
+#ifndef FLOWLAT_TABLE_MASK
+#define FLOWLAT_TABLE_MASK config.table_mask
+#endif
+
 #define SLOT_STATE (FLOWLAT_SLOT_LIVE | FLOWLAT_SLOT_BUSY)
 #define SLOT_GEN_MASK 0x3fffffffULL
 
@@ -52,7 +58,7 @@ static __always_inline __u32 table_hash(const struct flowlat_key *k)
 
 static __always_inline struct flowlat_bucket *table_bucket(__u32 h)
 {
-	__u32 i = h & config.table_mask;
+	__u32 i = h & FLOWLAT_TABLE_MASK;
 	return bpf_map_lookup_elem(&slots, &i);
 }
 

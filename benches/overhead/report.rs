@@ -119,11 +119,11 @@ pub fn primitives_table(r: &[PrimitiveResult]) -> String {
     }
     let _ = writeln!(
         s,
-        "\nFloor of a whole `out` handshake with a hash table and perf rings \
-         (insert and delete, a lookup, a record into its batch, two clock reads): {} ns; \
-         a whole handshake may cost {HANDSHAKE_OUT_TARGET_FLOOR_RATIO} times that. With an \
-         array of slots and a BPF \
-         ring buffer instead (claim and release, a record, two clock reads): {} ns.",
+        "\nFloor of a whole `out` handshake with the {} table this kernel runs and perf rings \
+         (the insert, the answer's lookup and removal, a record into its batch, two clock \
+         reads): {} ns; a whole handshake may cost {HANDSHAKE_OUT_TARGET_FLOOR_RATIO} times \
+         that. With a BPF ring buffer instead of the perf rings: {} ns.",
+        flowlat::probe::Table::best().as_str(),
         primitives::out_floor_ns(r),
         primitives::out_floor_alternative_ns(r)
     );

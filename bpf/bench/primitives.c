@@ -31,21 +31,11 @@ struct flowlat_map_def ring SEC("maps") = {
 	.max_entries = 1 << 24,
 };
 
-/* For comparison only: attempts kept in an array of slots, each claimed and
- * released with an atomic compare-and-exchange, instead of a hash table. */
-struct slot {
-	__u32 state; /* 0 free, 1 taken */
-	__u32 pad;
-	struct flowlat_key key;
-	struct flowlat_pending p;
-};
-
-struct flowlat_map_def slots SEC("maps") = {
-	.type = BPF_MAP_TYPE_ARRAY,
-	.key_size = sizeof(__u32),
-	.value_size = sizeof(struct slot),
-	.max_entries = 65536,
-};
+/* The probe's slot table, its own code (bpf/table.h), sized as the probe
+ * sizes it for its default --max-pending. */
+#define FLOWLAT_TABLE_SLOTS
+#define FLOWLAT_TABLE_MASK (65536 / FLOWLAT_WAYS - 1)
+#include "table.h"
 
 static __u32 (*bpf_get_prandom_u32)(void) = (void *)7;
 static long (*bpf_ringbuf_output)(void *ring, void *data, __u64 size, __u64 flags) = (void *)130;
@@ -172,33 +162,32 @@ int ringbuf_output(struct __sk_buff *skb)
 	return bpf_ringbuf_output(&ring, &ev, sizeof(ev), BPF_RB_NO_WAKEUP) == 0 ? 0 : 1;
 }
 
-/* A SYN claiming a free slot of the array and writing its attempt there, then
- * the answer finding it by key, taking it back and copying it out: the
- * insert and delete of insert_delete, done with atomics on an array. */
-SEC("tc/slot_claim_release")
-int slot_claim_release(struct __sk_buff *skb)
+/* A SYN's new attempt into the slot table (the bench fills it with 10,000
+ * first, as the LRU table). */
+SEC("tc/slot_insert")
+int slot_insert(struct __sk_buff *skb)
 {
 	struct flowlat_key k;
+	struct flowlat_pending p;
 	new_key(&k);
-	__u32 idx = (k.client[0] ^ k.server[0] ^ k.client_port) & 0xffff;
-	idx ^= (__u32)k.server[1] << 8;
-	idx &= 0xffff;
-	struct slot *s = bpf_map_lookup_elem(&slots, &idx);
-	if (!s)
+	__builtin_memset(&p, 0, sizeof(p));
+	return table_add(&k, &p) == 0 ? 0 : 1;
+}
+
+/* A SYN's new attempt into the slot table, then its answer finding it by key
+ * and taking it out: insert_delete and a lookup, with the probe's slot table. */
+SEC("tc/slot_add_find_remove")
+int slot_add_find_remove(struct __sk_buff *skb)
+{
+	struct flowlat_key k;
+	struct flowlat_pending p;
+	new_key(&k);
+	__builtin_memset(&p, 0, sizeof(p));
+	p.first_syn_ns = skb->len;
+	if (table_add(&k, &p) != 0)
 		return 1;
-	if (__sync_val_compare_and_swap(&s->state, 0, 1) != 0)
+	struct table_ref ref;
+	if (!table_find(&k, &ref))
 		return 2;
-	s->key = k;
-	__builtin_memset(&s->p, 0, sizeof(s->p));
-	s->p.client_isn = idx;
-	/* The answer: the key matches, the slot is taken back, the attempt read. */
-	__u64 *a = (__u64 *)&s->key, *b = (__u64 *)&k, diff = 0;
-#pragma unroll
-	for (int i = 0; i < (int)(sizeof(k) / 8); i++)
-		diff |= a[i] ^ b[i];
-	if (diff)
-		return 3;
-	struct flowlat_pending copy = s->p;
-	asm volatile("" : : "r"(&copy) : "memory");
-	return __sync_val_compare_and_swap(&s->state, 1, 0) == 1 ? 0 : 4;
+	return table_remove(&k, &ref) == 0 ? 0 : 3;
 }
