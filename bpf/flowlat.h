@@ -131,6 +131,20 @@ struct flowlat_agg {
 	struct flowlat_hist local; /* in and ok: first SYN-ACK - last SYN before it */
 };
 
+/* Each CPU's cache of aggregates: the per-CPU array "agg_fast", where a key
+ * goes to slot agg_hash(key) & (FLOWLAT_AGG_FAST - 1) (bpf/probe.c). A free slot
+ * takes the first key that hashes there once the "agg" map holds it, and
+ * counts for it from then on; other keys of that slot go on to the map. So
+ * a key's aggregate is its "agg" values plus its slots', which user space
+ * adds up; the map lookup, several cold cache lines in real traffic, is left
+ * to keys that share a slot. A slot is free while its key's ifindex is 0. */
+#define FLOWLAT_AGG_FAST 256
+
+struct flowlat_agg_slot {
+	struct flowlat_agg_key key;
+	struct flowlat_agg v;
+};
+
 /* Which attempts are measured at all: the global "filter" (in .bss), which
  * user space writes before the programs are attached. Kinds combine with
  * AND, the values of one kind with OR. Everything but the cgroup of an "in"

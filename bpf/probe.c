@@ -85,6 +85,13 @@ struct flowlat_map_def agg SEC("maps") = {
 	.map_flags = BPF_F_NO_PREALLOC,
 };
 
+struct flowlat_map_def agg_fast SEC("maps") = {
+	.type = BPF_MAP_TYPE_PERCPU_ARRAY,
+	.key_size = sizeof(__u32),
+	.value_size = sizeof(struct flowlat_agg_slot),
+	.max_entries = FLOWLAT_AGG_FAST,
+};
+
 /* What a new key of "agg" starts from: too big for the stack beside the
  * rest, and a map value is as good a source for an update. Never written. */
 struct flowlat_agg agg_zero __attribute__((aligned(8)));
@@ -428,6 +435,43 @@ other:
 	return bpf_map_lookup_elem(&agg, k);
 }
 
+/* A slot of each CPU's cache of aggregates (FLOWLAT_AGG_FAST). */
+static __always_inline __u32 agg_hash(const struct flowlat_agg_key *k)
+{
+	__u32 h = k->ifindex;
+	h = (h ^ (h >> 16)) * 0x85EBCA6Bu;
+	h ^= (__u32)k->dir << 16 | k->server_port;
+	h = (h ^ (h >> 13)) * 0xC2B2AE35u;
+	h ^= (__u32)k->cgroup_id ^ (__u32)(k->cgroup_id >> 32);
+	h = (h ^ (h >> 16)) * 0x85EBCA6Bu;
+	return h ^ (h >> 13);
+}
+
+static __always_inline int agg_key_eq(const struct flowlat_agg_key *a,
+				      const struct flowlat_agg_key *b)
+{
+	const __u64 *x = (const __u64 *)a, *y = (const __u64 *)b;
+	return ((x[0] ^ y[0]) | (x[1] ^ y[1])) == 0;
+}
+
+/* The aggregate to add to: this CPU's cached slot of the key, or the key's
+ * value in "agg" (see FLOWLAT_AGG_FAST). */
+static __always_inline struct flowlat_agg *agg_of(struct flowlat_agg_key *k)
+{
+	__u32 i = agg_hash(k) & (FLOWLAT_AGG_FAST - 1);
+	struct flowlat_agg_slot *f = bpf_map_lookup_elem(&agg_fast, &i);
+	if (f && agg_key_eq(&f->key, k))
+		return &f->v;
+	struct flowlat_agg *v = agg_value(k);
+	/* Only once the map holds the key, so that its cap counts it and user
+	 * space sees it; an attempt sent to "other" changed k. */
+	if (v && f && f->key.ifindex == 0 && !k->other) {
+		f->key = *k;
+		return &f->v;
+	}
+	return v;
+}
+
 /* Adds an ended attempt to its aggregate: the same arithmetic as
  * Record::from_event and AggValue::add_record in src/probe.rs. */
 static __always_inline void aggregate(const struct flowlat_key *key,
@@ -442,7 +486,7 @@ static __always_inline void aggregate(const struct flowlat_key *key,
 		k.server_port = bpf_ntohs(key->server_port);
 	if (flags & FLOWLAT_CFG_AGG_CGROUP)
 		k.cgroup_id = p->cgroup_id;
-	struct flowlat_agg *v = agg_value(&k);
+	struct flowlat_agg *v = agg_of(&k);
 	if (!v) {
 		count(FLOWLAT_STAT_AGG_FAILED);
 		return;

@@ -289,6 +289,33 @@ struct AggKeyRaw {
     cgroup_id: u64,
 }
 
+/// An aggregation key as the classifier wrote it.
+fn agg_key(k: &AggKeyRaw) -> Option<AggKey> {
+    let dir = match k.dir {
+        DIR_OUT => Dir::Out,
+        DIR_IN => Dir::In,
+        _ => return None,
+    };
+    Some(AggKey {
+        ifindex: k.ifindex,
+        dir,
+        server_port: (k.server_port != 0).then_some(k.server_port),
+        cgroup_id: (k.cgroup_id != 0).then_some(k.cgroup_id),
+        other: k.other != 0,
+    })
+}
+
+/// `struct flowlat_agg_slot`: a key and its aggregate in a CPU's cache.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+struct AggSlot {
+    key: AggKeyRaw,
+    v: AggValue,
+}
+
+/// `FLOWLAT_AGG_FAST`: slots in each CPU's cache of aggregates.
+const AGG_FAST: u32 = 256;
+
 /// A histogram of durations (`struct flowlat_hist`), over [`HIST_BOUNDS_NS`].
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -504,6 +531,7 @@ impl Pod for Batch {}
 impl Pod for NetKey {}
 impl Pod for AggKeyRaw {}
 impl Pod for AggValue {}
+impl Pod for AggSlot {}
 
 pub(crate) fn as_bytes<T: Pod>(v: &T) -> &[u8] {
     // SAFETY: T is a #[repr(C)] struct of integers and byte arrays with explicit padding
@@ -747,6 +775,8 @@ pub struct Probe {
     filter_word: usize,
     nets: OwnedFd,
     agg: OwnedFd,
+    /// Each CPU's cache of aggregates (`agg_fast`).
+    agg_fast: OwnedFd,
     /// The `batches` map, mapped: each CPU's batch of records not yet sent.
     batches: Mapping,
     _batches_fd: OwnedFd,
@@ -898,7 +928,7 @@ impl Probe {
             Table::Lru => "pending",
         };
         let (table_fd, events, stats) = (take(table_name)?, take("events")?, take("stats")?);
-        let (nets, agg) = (take("nets")?, take("agg")?);
+        let (nets, agg, agg_fast) = (take("nets")?, take("agg")?, take("agg_fast")?);
         let globals_fd = take(BSS_MAP)?;
         let batches_fd = take("batches")?;
         let fds: HashMap<&str, BorrowedFd<'_>> = [
@@ -907,6 +937,7 @@ impl Probe {
             ("stats", stats.as_fd()),
             ("nets", nets.as_fd()),
             ("agg", agg.as_fd()),
+            ("agg_fast", agg_fast.as_fd()),
             ("batches", batches_fd.as_fd()),
             (BSS_MAP, globals_fd.as_fd()),
         ]
@@ -984,6 +1015,7 @@ impl Probe {
             filter_word,
             nets,
             agg,
+            agg_fast,
             batches,
             _batches_fd: batches_fd,
             delivered: vec![Delivered::default(); possible_cpus],
@@ -1327,8 +1359,45 @@ impl Probe {
     pub fn aggregates(&self) -> Result<Vec<(AggKey, AggValue)>, BpfError> {
         match self.aggregates_batched() {
             Err(e) if sys::batch_unsupported(&e) => self.aggregates_walked(),
-            r => r,
+            r => self.with_cached(r?),
         }
+    }
+
+    /// Adds what each CPU's cache of aggregates holds to the map's (see
+    /// `FLOWLAT_AGG_FAST`): a cached key is in the map as well.
+    fn with_cached(
+        &self,
+        mut out: Vec<(AggKey, AggValue)>,
+    ) -> Result<Vec<(AggKey, AggValue)>, BpfError> {
+        for (key, v) in self.aggregates_cached()? {
+            match out.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, sum)) => sum.merge(&v),
+                None => out.push((key, v)),
+            }
+        }
+        Ok(out)
+    }
+
+    /// What the CPUs' caches of aggregates hold, a key per CPU that caches it
+    /// (tests; [`Probe::aggregates`] adds them to the map's).
+    pub fn aggregates_cached(&self) -> Result<Vec<(AggKey, AggValue)>, BpfError> {
+        let mut out = Vec::new();
+        let size = std::mem::size_of::<AggSlot>();
+        let mut values = vec![0u8; size.next_multiple_of(8) * self.possible_cpus];
+        for i in 0..AGG_FAST {
+            if !sys::map_lookup(self.agg_fast.as_fd(), &i.to_ne_bytes(), &mut values)? {
+                continue;
+            }
+            for cpu in values.chunks_exact(size.next_multiple_of(8)) {
+                let Some(slot) = from_bytes::<AggSlot>(&cpu[..size]) else {
+                    continue;
+                };
+                if let Some(key) = agg_key(&slot.key).filter(|_| slot.key.ifindex != 0) {
+                    out.push((key, slot.v));
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// The bytes of one key's values, one per possible CPU.
@@ -1403,30 +1472,18 @@ impl Probe {
             }
             cur = Some(next);
         }
-        Ok(out)
+        self.with_cached(out)
     }
 
     /// One key of the map and its per-CPU values, summed.
     fn agg_entry(&self, key: &[u8], values: &[u8]) -> Option<(AggKey, AggValue)> {
-        let k: AggKeyRaw = from_bytes(key)?;
-        let dir = match k.dir {
-            DIR_OUT => Dir::Out,
-            DIR_IN => Dir::In,
-            _ => return None,
-        };
+        let k = agg_key(&from_bytes(key)?)?;
         let size = std::mem::size_of::<AggValue>();
         let mut sum = AggValue::default();
         for cpu in values.chunks_exact(size.next_multiple_of(8)) {
             sum.merge(&from_bytes::<AggValue>(&cpu[..size])?);
         }
-        let key = AggKey {
-            ifindex: k.ifindex,
-            dir,
-            server_port: (k.server_port != 0).then_some(k.server_port),
-            cgroup_id: (k.cgroup_id != 0).then_some(k.cgroup_id),
-            other: k.other != 0,
-        };
-        Some((key, sum))
+        Some((k, sum))
     }
 
     /// Sums the per-CPU counters.
@@ -1826,6 +1883,10 @@ mod tests {
             offset_of!(Batch, seq),
             offset_of!(Batch, n),
             offset_of!(Batch, ev),
+            AGG_FAST as usize,
+            size_of::<AggSlot>(),
+            offset_of!(AggSlot, key),
+            offset_of!(AggSlot, v),
             slots::WAYS,
             slots::LIVE as usize,
             slots::BUSY as usize,

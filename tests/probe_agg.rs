@@ -283,3 +283,48 @@ fn aggregation_can_be_turned_off_again() {
     assert_eq!(recs.len(), 1, "records are back");
     assert!(rig.aggregates().is_empty());
 }
+
+/// Each CPU caches the aggregates of the keys it adds to (`FLOWLAT_AGG_FAST`),
+/// and what a user reads is the map's and every CPU's cache added up.
+#[test]
+fn each_cpus_cached_aggregates_are_added_up() {
+    use nix::sched::{sched_getaffinity, sched_setaffinity, CpuSet};
+    use nix::unistd::Pid;
+    let rig = aggregating(Aggregation {
+        no_records: true,
+        by_server_port: true,
+        ..Aggregation::default()
+    });
+    let was = sched_getaffinity(Pid::from_raw(0)).expect("affinity");
+    let cpus: Vec<usize> = (0..CpuSet::count())
+        .filter(|&c| was.is_set(c).unwrap_or(false))
+        .collect();
+    let mut isn = 0;
+    let mut total = 0u64;
+    for (i, &cpu) in cpus.iter().take(2).enumerate() {
+        let mut one = CpuSet::new();
+        one.set(cpu).expect("cpu");
+        sched_setaffinity(Pid::from_raw(0), &one).expect("pin to one CPU");
+        for _ in 0..3 + i {
+            isn += 1;
+            rig.run(Hook::Egress, &syn(C4, 40000 + isn as u16, S4, 443, isn));
+            rig.run(Hook::Ingress, &synack(C4, 40000 + isn as u16, S4, 443, isn));
+            total += 1;
+        }
+    }
+    sched_setaffinity(Pid::from_raw(0), &was).expect("restore the affinity");
+    let cached = rig.probe.aggregates_cached().expect("caches");
+    assert_eq!(
+        cached.len(),
+        cpus.len().min(2),
+        "each CPU caches the key: {cached:?}"
+    );
+    let in_caches: u64 = cached.iter().map(|(_, v)| v.results[0]).sum();
+    assert_eq!(in_caches, total, "all counted in the caches");
+    let aggs = rig.aggregates();
+    assert_eq!(aggs.len(), 1, "{aggs:?}");
+    let (k, v) = aggs.iter().next().expect("one key");
+    assert_eq!(k.server_port, Some(443));
+    assert_eq!(v.results[0], total, "the caches are added to the map once");
+    assert_eq!(v.rtt.count(), total);
+}
