@@ -97,8 +97,8 @@ pub fn primitives_table(r: &[PrimitiveResult]) -> String {
         "\nThe operations a handshake is made of, each alone (`bpf/bench/primitives.c`): \
          `BPF_PROG_TEST_RUN`, {} repeats per run, median of {} runs, alternated with the \
          baseline (new keys come from `bpf_get_prandom_u32`, so the baseline of the table \
-         operations makes the key and does nothing with it); the LRU table has the probe's \
-         default size and holds 10,000 other attempts; the perf rings are read between runs.\n\n",
+         operations makes the key and does nothing with it); both tables have the probe's \
+         default size and hold 10,000 other attempts; the perf rings are read between runs.\n\n",
         primitives::REPEAT,
         r.first().map_or(0, |x| x.runs.len())
     );
