@@ -131,7 +131,7 @@ struct flowlat_agg {
 	struct flowlat_hist local; /* in and ok: first SYN-ACK - last SYN before it */
 };
 
-/* Each CPU's cache of aggregates: the per-CPU array "agg_fast", where a key
+/* Each CPU's cache of aggregates: the per-CPU array "agg_cpu", where a key
  * goes to slot agg_hash(key) & (FLOWLAT_AGG_FAST - 1) (bpf/probe.c). A free slot
  * takes the first key that hashes there once the "agg" map holds it, and
  * counts for it from then on; other keys of that slot go on to the map. So

@@ -85,7 +85,7 @@ struct flowlat_map_def agg SEC("maps") = {
 	.map_flags = BPF_F_NO_PREALLOC,
 };
 
-struct flowlat_map_def agg_fast SEC("maps") = {
+struct flowlat_map_def agg_cpu SEC("maps") = {
 	.type = BPF_MAP_TYPE_PERCPU_ARRAY,
 	.key_size = sizeof(__u32),
 	.value_size = sizeof(struct flowlat_agg_slot),
@@ -459,7 +459,7 @@ static __always_inline int agg_key_eq(const struct flowlat_agg_key *a,
 static __always_inline struct flowlat_agg *agg_of(struct flowlat_agg_key *k)
 {
 	__u32 i = agg_hash(k) & (FLOWLAT_AGG_FAST - 1);
-	struct flowlat_agg_slot *f = bpf_map_lookup_elem(&agg_fast, &i);
+	struct flowlat_agg_slot *f = bpf_map_lookup_elem(&agg_cpu, &i);
 	if (f && agg_key_eq(&f->key, k))
 		return &f->v;
 	struct flowlat_agg *v = agg_value(k);

@@ -775,8 +775,8 @@ pub struct Probe {
     filter_word: usize,
     nets: OwnedFd,
     agg: OwnedFd,
-    /// Each CPU's cache of aggregates (`agg_fast`).
-    agg_fast: OwnedFd,
+    /// Each CPU's cache of aggregates (`agg_cpu`).
+    agg_cpu: OwnedFd,
     /// The `batches` map, mapped: each CPU's batch of records not yet sent.
     batches: Mapping,
     _batches_fd: OwnedFd,
@@ -928,7 +928,7 @@ impl Probe {
             Table::Lru => "pending",
         };
         let (table_fd, events, stats) = (take(table_name)?, take("events")?, take("stats")?);
-        let (nets, agg, agg_fast) = (take("nets")?, take("agg")?, take("agg_fast")?);
+        let (nets, agg, agg_cpu) = (take("nets")?, take("agg")?, take("agg_cpu")?);
         let globals_fd = take(BSS_MAP)?;
         let batches_fd = take("batches")?;
         let fds: HashMap<&str, BorrowedFd<'_>> = [
@@ -937,7 +937,7 @@ impl Probe {
             ("stats", stats.as_fd()),
             ("nets", nets.as_fd()),
             ("agg", agg.as_fd()),
-            ("agg_fast", agg_fast.as_fd()),
+            ("agg_cpu", agg_cpu.as_fd()),
             ("batches", batches_fd.as_fd()),
             (BSS_MAP, globals_fd.as_fd()),
         ]
@@ -1015,7 +1015,7 @@ impl Probe {
             filter_word,
             nets,
             agg,
-            agg_fast,
+            agg_cpu,
             batches,
             _batches_fd: batches_fd,
             delivered: vec![Delivered::default(); possible_cpus],
@@ -1385,7 +1385,7 @@ impl Probe {
         let size = std::mem::size_of::<AggSlot>();
         let mut values = vec![0u8; size.next_multiple_of(8) * self.possible_cpus];
         for i in 0..AGG_FAST {
-            if !sys::map_lookup(self.agg_fast.as_fd(), &i.to_ne_bytes(), &mut values)? {
+            if !sys::map_lookup(self.agg_cpu.as_fd(), &i.to_ne_bytes(), &mut values)? {
                 continue;
             }
             for cpu in values.chunks_exact(size.next_multiple_of(8)) {
