@@ -29,7 +29,7 @@ use crate::output::{monotonic_ns, Formatter, WallClock};
 use crate::owner::Owner;
 use crate::privilege::{self, Facts};
 use crate::probe::{
-    Aggregation, Filter, Framing, KernelStats, Outcome, Probe, ProbeConfig, Record,
+    Aggregation, Filter, Framing, KernelStats, Outcome, Probe, ProbeConfig, Record, Table,
 };
 use crate::summary::{Summary, SummaryConfig};
 
@@ -148,6 +148,19 @@ impl Signals {
     }
 }
 
+/// What a user should know of the table the kernel could run: the LRU
+/// fallback costs more, and says why.
+fn table_note(t: Table) -> Option<&'static str> {
+    match t {
+        Table::Slots => None,
+        Table::Lru => Some(
+            "this kernel has no compare-and-exchange in BPF (Linux 5.12 has it), so attempts \
+             in progress are kept in an LRU hash table, which costs the classifier about a \
+             third more per handshake",
+        ),
+    }
+}
+
 /// Whether the classifier must send a record per attempt: for lines, tables
 /// and `--count`. Without them (`--quiet`) the kernel counts on its own.
 pub fn records_needed(s: &Settings) -> bool {
@@ -238,6 +251,9 @@ async fn run_privileged(
     sink.note(&line);
     if let Some(why) = prep.cgroups.why_unavailable() {
         sink.note(&why);
+    }
+    if let Some(note) = table_note(probe.table()) {
+        sink.note(note);
     }
 
     let ifnames: HashMap<u32, String> = links.iter().map(|l| (l.index, l.name.clone())).collect();
@@ -756,6 +772,14 @@ fn raise_memlock_limit() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_lru_fallback_is_worth_a_note_and_it_says_why() {
+        assert_eq!(table_note(Table::Slots), None);
+        let note = table_note(Table::Lru).expect("a note");
+        assert!(note.contains("Linux 5.12"), "{note}");
+        assert!(note.contains("LRU"), "{note}");
+    }
 
     #[test]
     fn durations_read_as_written() {
