@@ -7,7 +7,7 @@
 //! | `flowlat_handshake_local_seconds` | histogram | `iface` | `local` of `ok` `in` attempts: how long this host took to answer a SYN |
 //! | `flowlat_syn_retransmits_total` | counter | `iface`, `dir` | client SYNs beyond the first of each attempt |
 //! | `flowlat_records_lost_total` | counter | | records the perf ring had no room for (raise `--perf-pages`) |
-//! | `flowlat_pending_evictions_total` | counter | | attempts evicted unreported from the full table (raise `--max-pending`) |
+//! | `flowlat_pending_evictions_total` | counter | | attempts evicted unreported from a full table, or a full bucket of the slot table (raise `--max-pending`) |
 //! | `flowlat_filtered_total` | counter | | attempts the filters dropped (`--port`, `--net`, `--dir`, `--cgroup`) |
 //! | `flowlat_pending_attempts` | gauge | | attempts in progress in the kernel's table |
 //! | `flowlat_build_info` | gauge | `version` | always 1 |
@@ -493,7 +493,7 @@ impl Metrics {
             (
                 "flowlat_pending_evictions_total",
                 "counter",
-                "Attempts evicted unreported from the full table of attempts in progress; raise --max-pending.",
+                "Attempts evicted unreported from a full table of attempts in progress, or a full bucket of it; raise --max-pending.",
                 gauges.evictions,
             ),
             (
