@@ -36,7 +36,7 @@ struct table_ref {
 #define SLOT_STATE (FLOWLAT_SLOT_LIVE | FLOWLAT_SLOT_BUSY)
 #define SLOT_GEN_MASK 0x3fffffffULL
 
-/* Mirrored by table_hash in src/probe.rs, which a test holds to it. */
+/* Mirrored by slots::hash in src/slots.rs, which a test holds to it. */
 static __always_inline __u32 table_hash(const struct flowlat_key *k)
 {
 	__u32 c[4], s[4];
@@ -72,6 +72,14 @@ static __always_inline int key_eq(const struct flowlat_key *a, const struct flow
 	return d == 0;
 }
 
+/* Whether way i of b, whose word is w, holds the attempt of key (hash h). */
+static __always_inline int slot_holds(const struct flowlat_bucket *b, int i, __u64 w, __u32 h,
+				      const struct flowlat_key *key)
+{
+	return (w & SLOT_STATE) == FLOWLAT_SLOT_LIVE && (__u32)(w >> 32) == h &&
+	       key_eq(&b->e[i].key, key);
+}
+
 /* A word's next owner's: the generation moved on, the hash and state given. */
 static __always_inline __u64 slot_word(__u64 old, __u64 hash_and_state)
 {
@@ -88,8 +96,7 @@ static __always_inline struct flowlat_pending *table_find(const struct flowlat_k
 #pragma unroll
 	for (int i = 0; i < FLOWLAT_WAYS; i++) {
 		__u64 w = *(volatile __u64 *)&b->word[i];
-		if ((w & SLOT_STATE) == FLOWLAT_SLOT_LIVE && (__u32)(w >> 32) == h &&
-		    key_eq(&b->e[i].key, key)) {
+		if (slot_holds(b, i, w, h, key)) {
 			ref->p = &b->e[i].p;
 			ref->word = &b->word[i];
 			ref->seen = w;
@@ -128,8 +135,7 @@ static __always_inline int table_add(const struct flowlat_key *key, const struct
 #pragma unroll
 	for (int i = 0; i < FLOWLAT_WAYS; i++) {
 		w[i] = *(volatile __u64 *)&b->word[i];
-		if ((w[i] & SLOT_STATE) == FLOWLAT_SLOT_LIVE && (__u32)(w[i] >> 32) == h &&
-		    key_eq(&b->e[i].key, key))
+		if (slot_holds(b, i, w[i], h, key))
 			return 1;
 	}
 #pragma unroll

@@ -62,6 +62,27 @@ impl Table {
             Table::Lru => "lru",
         }
     }
+
+    /// Its map's name in the probe's object (bpftool shows it as `flowlat_` and this).
+    pub fn map_name(self) -> &'static str {
+        match self {
+            Table::Slots => "slots",
+            Table::Lru => "pending",
+        }
+    }
+}
+
+/// Maps `bytes` (rounded up to whole pages) of a `BPF_F_MMAPABLE` array's
+/// values; `what` names it for the error.
+fn map_values(
+    fd: BorrowedFd<'_>,
+    bytes: usize,
+    page: usize,
+    what: &str,
+) -> Result<Mapping, BpfError> {
+    let len = NonZeroUsize::new(bytes.div_ceil(page) * page)
+        .ok_or_else(|| BpfError::Object(format!("{what} has no values to map")))?;
+    Mapping::new(fd, len).map_err(|e| BpfError::sys(format!("mapping {what} into memory"), e))
 }
 
 /// The table as user space holds it.
@@ -923,10 +944,7 @@ impl Probe {
             maps.remove(name)
                 .ok_or_else(|| BpfError::Object(format!("the probe has no map named {name}")))
         };
-        let table_name = match table {
-            Table::Slots => "slots",
-            Table::Lru => "pending",
-        };
+        let table_name = table.map_name();
         let (table_fd, events, stats) = (take(table_name)?, take("events")?, take("stats")?);
         let (nets, agg, agg_cpu) = (take("nets")?, take("agg")?, take("agg_cpu")?);
         let globals_fd = take(BSS_MAP)?;
@@ -977,17 +995,12 @@ impl Probe {
             )
         })?;
         let page = page_size()?;
-        let batches_len = (possible_cpus * std::mem::size_of::<Batch>()).div_ceil(page) * page;
-        let batches = NonZeroUsize::new(batches_len)
-            .ok_or_else(|| BpfError::Object("no possible CPU".to_string()))
-            .and_then(|len| {
-                Mapping::new(batches_fd.as_fd(), len).map_err(|e| {
-                    BpfError::sys(
-                        "mapping the probe's batches (flowlat_batches) into memory",
-                        e,
-                    )
-                })
-            })?;
+        let batches = map_values(
+            batches_fd.as_fd(),
+            possible_cpus * std::mem::size_of::<Batch>(),
+            page,
+            "the probe's batches (flowlat_batches)",
+        )?;
         let ingress = load("flowlat_ingress")?;
         let egress = load("flowlat_egress")?;
         let (ingress_l3, egress_l3) = if l3 {
@@ -997,7 +1010,15 @@ impl Probe {
         };
         drop(fds);
         let table_map = match table {
-            Table::Slots => TableMap::Slots(SlotTable::new(table_fd, buckets, page)?),
+            Table::Slots => {
+                let map = map_values(
+                    table_fd.as_fd(),
+                    buckets as usize * std::mem::size_of::<slots::Bucket>(),
+                    page,
+                    "the table of attempts (flowlat_slots)",
+                )?;
+                TableMap::Slots(SlotTable::new(table_fd, map, buckets))
+            }
             Table::Lru => TableMap::Lru(table_fd),
         };
         let mut probe = Probe {

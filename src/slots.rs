@@ -5,12 +5,10 @@
 //! is taken by one side only.
 
 use std::mem::{offset_of, size_of};
-use std::num::NonZeroUsize;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::bpf::mmap::Mapping;
-use crate::bpf::BpfError;
 use crate::probe::{as_bytes, from_bytes, Key, Pending};
 
 /// `FLOWLAT_WAYS`: entries per bucket.
@@ -88,24 +86,13 @@ const ENTRY_WORDS: usize = size_of::<Entry>() / 8;
 const PENDING_AT: usize = offset_of!(Entry, p) / 8;
 
 impl SlotTable {
-    /// Maps the `slots` array of `buckets` buckets.
-    pub fn new(fd: OwnedFd, buckets: u32, page: usize) -> Result<SlotTable, BpfError> {
-        let len = (buckets as usize * size_of::<Bucket>()).div_ceil(page) * page;
-        let map = NonZeroUsize::new(len)
-            .ok_or_else(|| BpfError::Object("a slot table of no buckets".to_string()))
-            .and_then(|len| {
-                Mapping::new(fd.as_fd(), len).map_err(|e| {
-                    BpfError::sys(
-                        "mapping the table of attempts (flowlat_slots) into memory",
-                        e,
-                    )
-                })
-            })?;
-        Ok(SlotTable {
+    /// The `slots` array of `buckets` buckets, and its mapping.
+    pub fn new(fd: OwnedFd, map: Mapping, buckets: u32) -> SlotTable {
+        SlotTable {
             map,
             buckets: buckets as usize,
             _fd: fd,
-        })
+        }
     }
 
     fn bucket(&self, b: usize) -> &[AtomicU64] {
@@ -128,11 +115,7 @@ impl SlotTable {
                 if word & (LIVE | BUSY) != LIVE {
                     continue;
                 }
-                let bytes: Vec<u8> = self
-                    .entry_words(bucket, way)
-                    .iter()
-                    .flat_map(|w| w.load(Ordering::Relaxed).to_ne_bytes())
-                    .collect();
+                let bytes = load_bytes(self.entry_words(bucket, way));
                 if at.load(Ordering::Acquire) != word {
                     continue;
                 }
@@ -167,11 +150,9 @@ impl SlotTable {
     /// The pending part of a claimed entry, as it is now: the classifier may
     /// have changed it in place since it was found (our first SYN-ACK).
     pub fn pending_of(&self, f: &Found) -> Option<Pending> {
-        let bytes: Vec<u8> = self.entry_words(f.bucket, f.way)[PENDING_AT..]
-            .iter()
-            .flat_map(|w| w.load(Ordering::Relaxed).to_ne_bytes())
-            .collect();
-        from_bytes::<Pending>(&bytes)
+        from_bytes::<Pending>(&load_bytes(
+            &self.entry_words(f.bucket, f.way)[PENDING_AT..],
+        ))
     }
 
     /// Writes `p` into a claimed entry and makes it live again, a new owner's.
@@ -205,6 +186,15 @@ impl SlotTable {
     }
 }
 
+/// The bytes of words the classifier may be writing (an entry's: the word
+/// before and after tells whether they are whole).
+fn load_bytes(words: &[AtomicU64]) -> Vec<u8> {
+    words
+        .iter()
+        .flat_map(|w| w.load(Ordering::Relaxed).to_ne_bytes())
+        .collect()
+}
+
 /// `slot_word` of `bpf/table.h`: the generation of `old` moved on, over the
 /// hash and state of `rest`.
 fn next_gen(old: u64, rest: u64) -> u64 {
@@ -214,7 +204,7 @@ fn next_gen(old: u64, rest: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::fd::FromRawFd;
+    use std::os::fd::{AsFd, FromRawFd};
 
     /// A slot table of one bucket in anonymous memory, which the test
     /// changes as the classifier would.
@@ -227,7 +217,9 @@ mod tests {
         // SAFETY: raw is a valid fd just created, owned from here on by this OwnedFd.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
         nix::unistd::ftruncate(&fd, page as i64).expect("size the memfd");
-        SlotTable::new(fd, 1, page).expect("map it")
+        let len = std::num::NonZeroUsize::new(page).expect("a page");
+        let map = Mapping::new(fd.as_fd(), len).expect("map it");
+        SlotTable::new(fd, map, 1)
     }
 
     /// What the classifier does for a new attempt in way 0.

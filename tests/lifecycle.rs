@@ -499,10 +499,7 @@ fn fifty_starts_and_stops_leave_nothing_in_the_kernel() {
         if cycle == 0 {
             // They are flowlat's, under the names bpftool shows; the table
             // of attempts is the one this kernel runs.
-            let table_map = match flowlat::probe::Table::best() {
-                flowlat::probe::Table::Slots => "flowlat_slots",
-                flowlat::probe::Table::Lru => "flowlat_pending",
-            };
+            let table_map = format!("flowlat_{}", flowlat::probe::Table::best().map_name());
             let named = |what: &str, ids: &BTreeSet<u32>| -> BTreeSet<String> {
                 common::kernel::bpftool_ids(what)
                     .into_iter()
@@ -517,7 +514,7 @@ fn fifty_starts_and_stops_leave_nothing_in_the_kernel() {
             assert_eq!(
                 named("map", &m),
                 BTreeSet::from([
-                    table_map.into(),
+                    table_map,
                     "flowlat_events".into(),
                     "flowlat_stats".into(),
                     "flowlat_globals".into(),

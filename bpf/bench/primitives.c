@@ -162,16 +162,21 @@ int ringbuf_output(struct __sk_buff *skb)
 	return bpf_ringbuf_output(&ring, &ev, sizeof(ev), BPF_RB_NO_WAKEUP) == 0 ? 0 : 1;
 }
 
-/* A SYN's new attempt into the slot table (the bench fills it with 10,000
- * first, as the LRU table). */
+/* A SYN's new attempt into the slot table, as insert_new into the LRU one. */
+static __always_inline int slot_add_new(struct flowlat_key *k)
+{
+	struct flowlat_pending p;
+	new_key(k);
+	__builtin_memset(&p, 0, sizeof(p));
+	return table_add(k, &p);
+}
+
+/* Fills the slot table as insert fills the LRU one (10,000 attempts first). */
 SEC("tc/slot_insert")
 int slot_insert(struct __sk_buff *skb)
 {
 	struct flowlat_key k;
-	struct flowlat_pending p;
-	new_key(&k);
-	__builtin_memset(&p, 0, sizeof(p));
-	return table_add(&k, &p) == 0 ? 0 : 1;
+	return slot_add_new(&k) == 0 ? 0 : 1;
 }
 
 /* A SYN's new attempt into the slot table, then its answer finding it by key
@@ -180,11 +185,7 @@ SEC("tc/slot_add_find_remove")
 int slot_add_find_remove(struct __sk_buff *skb)
 {
 	struct flowlat_key k;
-	struct flowlat_pending p;
-	new_key(&k);
-	__builtin_memset(&p, 0, sizeof(p));
-	p.first_syn_ns = skb->len;
-	if (table_add(&k, &p) != 0)
+	if (slot_add_new(&k) != 0)
 		return 1;
 	struct table_ref ref;
 	if (!table_find(&k, &ref))
