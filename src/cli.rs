@@ -154,7 +154,7 @@ pub struct Args {
     pub duration: Option<Duration>,
 
     /// serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9464,
-    /// [::1]:9464 or 0.0.0.0:9464
+    /// [::1]:9464 or 0.0.0.0:9464 (port 0: any free one, named at start)
     #[argh(option, arg_name = "ADDR", from_str_fn(parse_addr))]
     pub metrics: Option<SocketAddr>,
 

@@ -245,8 +245,9 @@ async fn run_privileged(
     if took > Duration::from_millis(100) {
         line.push_str(&format!(" in {} ms", took.as_millis()));
     }
-    if let Some(m) = &s.metrics {
-        line.push_str(&format!("; metrics at http://{}/metrics", m.addr));
+    // The bound address, not the asked one: port 0 asks the kernel for any.
+    if let Some(addr) = listener.as_ref().and_then(|l| l.local_addr().ok()) {
+        line.push_str(&format!("; metrics at http://{addr}/metrics"));
     }
     sink.note(&line);
     if let Some(why) = prep.cgroups.why_unavailable() {

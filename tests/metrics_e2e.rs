@@ -441,3 +441,24 @@ fn a_taken_metrics_address_is_one_error_and_nothing_is_attached() {
     assert!(err.contains(&sa.to_string()), "names the address: {err}");
     assert!(our_filters(&net.a, "a").is_empty(), "nothing attached");
 }
+
+#[test]
+fn port_0_serves_on_the_port_the_kernel_gave_and_says_which() {
+    let net = VethPair::new("port0");
+    let f = Flowlat::start(&net.a, &["--metrics", "127.0.0.1:0", "--quiet", "a"]);
+    f.wait_stderr("metrics at", Duration::from_secs(10));
+    let err = f.stderr();
+    let url = err
+        .split("metrics at http://")
+        .nth(1)
+        .and_then(|rest| rest.split("/metrics").next())
+        .unwrap_or_else(|| panic!("no metrics address in {err:?}"));
+    let addr: SocketAddr = url
+        .parse()
+        .unwrap_or_else(|e| panic!("{url:?} is no address: {e}"));
+    assert_ne!(addr.port(), 0, "{err}");
+    let (status, _, body) = get(&net.a, addr, "/metrics");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("flowlat_"), "{body}");
+    common::run::assert_clean_stop(&f.stop());
+}
