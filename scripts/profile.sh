@@ -9,6 +9,10 @@
 #
 #   scripts/profile.sh [--end in|out] [--mode record|aggregate] [--secs N] [--rate N] [--bin PATH]
 #
+# Last, the instructions of flowlat's programs that the samples landed on,
+# disassembled from the programs' JIT images (the bench saves them beside the
+# profile while flowlat runs).
+#
 # --end in (default): flowlat at the server's end, every handshake `in`; out:
 # at the clients' end. --bin profiles another build of flowlat instead of
 # this tree's. The raw profile stays in target/flowlat-profile.data (`perf
@@ -40,6 +44,7 @@ missing=()
 command -v perf >/dev/null || missing+=(linux-perf)
 command -v clang >/dev/null || missing+=(clang)
 command -v ip >/dev/null || missing+=(iproute2)
+command -v objdump >/dev/null || missing+=(binutils)
 install_missing ${missing[@]+"${missing[@]}"}
 
 # JIT-compiled programs appear in kallsyms (and so in the profile) only with this.
@@ -93,3 +98,37 @@ END {
     table("By function sampled (its own time; functions under 0.5% left out):", self)
     table("By what the program called (a helper or an inlined call, with everything it called):", called)
 }'
+
+# Where in the programs: each program's samples by offset (the leaf frame only;
+# a sample in a helper counts above, under the helper).
+echo
+echo "Where in the programs' own instructions (a timer sample lands on the instruction after"
+echo "the one it waited for, such as a load that missed the caches, a call or an atomic;"
+echo "the two instructions before it are shown with it):"
+echo
+echo "| program+offset | share of the programs' own samples | ns per handshake | instructions up to the sample |"
+echo "|---|---:|---:|---|"
+as_root perf script -i "$data" -G -F period,ip,sym,symoff 2>/dev/null |
+    awk -v tags="$tags" -v hs=$((rate * secs)) '
+    $3 ~ "^bpf_prog_(" tags ")_" { n[$3] += $1; all += $1 }
+    END { for (k in n) if (n[k] >= all / 100) printf "%d %.1f %.0f %s\n", n[k], 100 * n[k] / all, n[k] / hs, k }' |
+    sort -rn | head -15 |
+    while read -r _ share ns where; do
+        tag=${where#bpf_prog_}
+        tag=${tag%%_*}
+        off=${where##*+}
+        asm="(no JIT image)"
+        image="${data%.data}.$tag.jit"
+        if [ -s "$image" ]; then
+            asm=$(objdump -D -b binary -mi386:x86-64 "$image" | awk -F '\t' -v off="$(printf '%x' "$off")" '
+                NF >= 3 { sub(/^ +/, "", $1); sub(/:$/, "", $1); k++; at[k] = $1; text[k] = $3; gsub(/ +/, " ", text[k]) }
+                END {
+                    for (i = 1; i <= k; i++) if (at[i] == off) break
+                    if (i > k) { print "(offset not at an instruction)"; exit }
+                    s = ""
+                    for (j = (i > 2 ? i - 2 : 1); j <= i; j++) s = s (s == "" ? "" : " ; ") "`" text[j] "`"
+                    print s
+                }')
+        fi
+        echo "| \`${where#bpf_prog_}\` | $share% | $ns | $asm |"
+    done

@@ -31,20 +31,24 @@ impl Default for Opts {
     }
 }
 
-/// The tags of the BPF programs among `pid`'s fds.
-fn prog_tags(pid: u32) -> Vec<String> {
+/// The BPF programs among `pid`'s fds: (tag, id), by tag.
+fn programs(pid: u32) -> Vec<(String, u32)> {
     let dir = format!("/proc/{pid}/fdinfo");
-    let mut tags: Vec<String> = std::fs::read_dir(&dir)
+    let mut progs: Vec<(String, u32)> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{dir}: {e}"))
         .filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
         .filter_map(|text| {
-            let tag = text.lines().find_map(|l| l.strip_prefix("prog_tag:"))?;
-            Some(tag.trim().to_string())
+            let field = |name: &str| {
+                text.lines()
+                    .find_map(|l| l.strip_prefix(name))
+                    .map(|v| v.trim().to_string())
+            };
+            Some((field("prog_tag:")?, field("prog_id:")?.parse().ok()?))
         })
         .collect();
-    tags.sort();
-    tags.dedup();
-    tags
+    progs.sort();
+    progs.dedup();
+    progs
 }
 
 pub fn profile(rig: &Rig, o: &crate::Opts, p: &Opts) {
@@ -78,10 +82,22 @@ pub fn profile(rig: &Rig, o: &crate::Opts, p: &Opts) {
     // Other flowlat processes on the machine (tests, say) run programs of the
     // same names: the report keeps the samples of this one's programs, by
     // their tags (the JIT symbol is bpf_prog_TAG_NAME).
-    let tags = prog_tags(f.pid());
+    let progs = programs(f.pid());
+    let tags: Vec<&str> = progs.iter().map(|(tag, _)| tag.as_str()).collect();
     let tags_file = p.data.with_extension("tags");
     std::fs::write(&tags_file, tags.join("\n") + "\n")
         .unwrap_or_else(|e| panic!("{}: {e}", tags_file.display()));
+    // Each program's machine code, for the report to show the instructions
+    // its samples landed on (they go with the programs when flowlat exits).
+    for (tag, id) in &progs {
+        let file = p.data.with_extension(format!("{tag}.jit"));
+        match flowlat::bpf::sys::prog_jited_image(*id) {
+            Ok(image) => {
+                std::fs::write(&file, image).unwrap_or_else(|e| panic!("{}: {e}", file.display()))
+            }
+            Err(e) => eprintln!("no instructions in the report: {e}"),
+        }
+    }
     eprintln!(
         "profiling {} s of a storm of {} handshakes/s, flowlat ({}) at the {} end",
         p.secs, o.kernel_rate, mode.name, p.end

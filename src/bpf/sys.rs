@@ -47,6 +47,8 @@ const BPF_MAP_DELETE_ELEM: libc::c_int = 3;
 const BPF_MAP_GET_NEXT_KEY: libc::c_int = 4;
 const BPF_PROG_LOAD: libc::c_int = 5;
 const BPF_PROG_TEST_RUN: libc::c_int = 10;
+const BPF_PROG_GET_FD_BY_ID: libc::c_int = 13;
+const BPF_OBJ_GET_INFO_BY_FD: libc::c_int = 15;
 const BPF_MAP_LOOKUP_BATCH: libc::c_int = 24;
 const BPF_ENABLE_STATS: libc::c_int = 32;
 /// The kernel's internal `ENOTSUPP`, which `bpf()` can return as is.
@@ -476,6 +478,79 @@ pub fn prog_test_run(
     })
 }
 
+/// `bpf_attr` for `BPF_PROG_GET_FD_BY_ID`: `prog_id`, `next_id`, `open_flags`.
+#[repr(C)]
+#[derive(Default)]
+struct GetFdByIdAttr {
+    id: u32,
+    next_id: u32,
+    open_flags: u32,
+}
+
+/// `bpf_attr` for `BPF_OBJ_GET_INFO_BY_FD`: `struct { __u32 bpf_fd; __u32
+/// info_len; __u64 info; } info`.
+#[repr(C)]
+#[derive(Default)]
+struct GetInfoAttr {
+    bpf_fd: u32,
+    info_len: u32,
+    info: u64,
+}
+
+/// The head of `struct bpf_prog_info` (include/uapi/linux/bpf.h), as far as
+/// the JIT image; the kernel fills as much of the struct as `info_len` asks.
+#[repr(C)]
+#[derive(Default)]
+struct ProgInfoHead {
+    prog_type: u32,
+    id: u32,
+    tag: [u8; 8],
+    jited_prog_len: u32,
+    xlated_prog_len: u32,
+    jited_prog_insns: u64,
+    xlated_prog_insns: u64,
+}
+
+/// The machine code the JIT made of the loaded program `id` (the `prog_id`
+/// of its fd's `/proc/PID/fdinfo`): `BPF_PROG_GET_FD_BY_ID`, then
+/// `BPF_OBJ_GET_INFO_BY_FD`'s `jited_prog_insns`. For profiles: a sample at
+/// `bpf_prog_TAG_NAME+OFFSET` is at `OFFSET` of it. Empty when the program
+/// was not JIT-compiled, or when the kernel hides its code
+/// (`kernel.kptr_restrict`).
+pub fn prog_jited_image(id: u32) -> Result<Vec<u8>, BpfError> {
+    let what = format!("reading the JIT image of BPF program {id}");
+    let mut a = GetFdByIdAttr {
+        id,
+        ..Default::default()
+    };
+    let fd = bpf(BPF_PROG_GET_FD_BY_ID, &mut a)
+        .map(owned_fd)
+        .map_err(|e| BpfError::sys(what.clone(), e))?;
+    let info = |head: &mut ProgInfoHead| {
+        let mut a = GetInfoAttr {
+            bpf_fd: fd.as_raw_fd() as u32,
+            info_len: std::mem::size_of::<ProgInfoHead>() as u32,
+            info: head as *mut ProgInfoHead as u64,
+        };
+        bpf(BPF_OBJ_GET_INFO_BY_FD, &mut a).map_err(|e| BpfError::sys(what.clone(), e))
+    };
+    let mut head = ProgInfoHead::default();
+    info(&mut head)?;
+    let mut image = vec![0u8; head.jited_prog_len as usize];
+    if image.is_empty() {
+        return Ok(image);
+    }
+    let mut head = ProgInfoHead {
+        jited_prog_len: image.len() as u32,
+        jited_prog_insns: image.as_mut_ptr() as u64,
+        ..Default::default()
+    };
+    info(&mut head)?;
+    // The kernel says how much it had; it copied no more than we asked.
+    image.truncate((head.jited_prog_len as usize).min(image.len()));
+    Ok(image)
+}
+
 /// `bpf_attr` for `BPF_ENABLE_STATS`: `struct { __u32 type; } enable_stats`.
 #[repr(C)]
 #[derive(Default)]
@@ -521,18 +596,65 @@ mod tests {
         assert_eq!(offset_of!(TestRunAttr, cpu), 68);
         assert_eq!(offset_of!(BatchAttr, count), 32);
         assert_eq!(offset_of!(BatchAttr, flags), 48);
+        assert_eq!(offset_of!(ProgInfoHead, jited_prog_len), 16);
+        assert_eq!(offset_of!(ProgInfoHead, jited_prog_insns), 24);
+        assert_eq!(size_of::<GetInfoAttr>(), 16);
+        assert_eq!(size_of::<GetFdByIdAttr>(), 12);
     }
 
-    /// A program the verifier must reject (it returns an unset R0): the error
-    /// carries the verifier's own words.
-    /// `run_cnt` of a program fd of this process, from its fdinfo.
-    fn run_cnt(prog: &OwnedFd) -> u64 {
+    /// A numeric field of a program fd's fdinfo in this process.
+    fn fdinfo(prog: &OwnedFd, field: &str) -> u64 {
         let path = format!("/proc/self/fdinfo/{}", prog.as_raw_fd());
         let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
         text.lines()
-            .find_map(|l| l.strip_prefix("run_cnt:"))
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
             .and_then(|v| v.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no run_cnt in {path}: {text}"))
+            .unwrap_or_else(|| panic!("no {field} in {path}: {text}"))
+    }
+
+    fn run_cnt(prog: &OwnedFd) -> u64 {
+        fdinfo(prog, "run_cnt")
+    }
+
+    #[test]
+    fn a_programs_jit_image_is_its_own_machine_code() {
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "this test loads BPF programs and needs root: run the suite as the README says"
+        );
+        let (mov0, exit) = ([0xb7u8, 0, 0, 0, 0, 0, 0, 0], [0x95u8, 0, 0, 0, 0, 0, 0, 0]);
+        // r0 = 0; exit, and the same with 64 more moves: a longer image.
+        let short: Vec<u8> = [mov0, exit].concat();
+        let long: Vec<u8> = std::iter::repeat_n(mov0, 65)
+            .chain([exit])
+            .flatten()
+            .collect();
+        let mut sizes = Vec::new();
+        for insns in [&short, &long] {
+            let prog = prog_load(BPF_PROG_TYPE_SCHED_CLS, insns, "GPL", "flowlat_jit")
+                .unwrap_or_else(|e| panic!("{e}"));
+            let id = u32::try_from(fdinfo(&prog, "prog_id")).expect("a 32-bit id");
+            let image = prog_jited_image(id).unwrap_or_else(|e| panic!("{e}"));
+            // Without the JIT there is no image, nor where kptr_restrict 2
+            // hides kernel addresses (and so JIT code) even from root.
+            let hidden = std::fs::read_to_string("/proc/sys/kernel/kptr_restrict")
+                .is_ok_and(|v| v.trim() == "2");
+            let jited = fdinfo(&prog, "prog_jited") == 1;
+            assert_eq!(
+                !image.is_empty(),
+                jited && !hidden,
+                "an image when JIT-compiled"
+            );
+            sizes.push(image.len());
+        }
+        if sizes[0] > 0 {
+            assert!(
+                sizes[1] > sizes[0],
+                "64 moves more, a longer image: {sizes:?}"
+            );
+        }
+        // An id no program has.
+        assert!(prog_jited_image(u32::MAX).is_err());
     }
 
     #[test]
@@ -613,6 +735,8 @@ mod tests {
         assert!(matches!(short, Err(BpfError::Invalid(_))), "{short:?}");
     }
 
+    /// A program the verifier must reject (it returns an unset R0): the error
+    /// carries the verifier's own words.
     #[test]
     fn verifier_rejection_carries_the_log() {
         assert!(
