@@ -590,6 +590,12 @@ static __always_inline void on_syn(struct __sk_buff *skb, const int egress,
 	 * local socket yet; "in" takes the listener's from our SYN-ACK. */
 	if (egress)
 		n.cgroup_id = bpf_skb_cgroup_id(skb);
+	/* An arriving SYN's answer leaves at once, from the same CPU, and reads
+	 * its gate slot's line: start loading it now, beside the table's bucket,
+	 * so that one wait covers both misses. (After the clock, which would
+	 * wait for it.) */
+	else
+		gate_touch(key_slot(key));
 	if (table_add(key, &n) == 0) {
 		count(FLOWLAT_STAT_CREATED);
 		return;
