@@ -91,6 +91,9 @@ struct flowlat_config {
 #define FLOWLAT_CFG_NO_RECORDS 4 /* no record per attempt (aggregates only) */
 #define FLOWLAT_CFG_AGG_PORT 8   /* the aggregation key has the server port */
 #define FLOWLAT_CFG_AGG_CGROUP 16 /* the aggregation key has the cgroup id */
+/* This CPU makes plain stores visible in the order they were made (x86): the
+ * slot table publishes a new attempt with a plain store, not an atomic one. */
+#define FLOWLAT_CFG_IN_ORDER 32
 
 /* Kernel aggregation: the per-CPU hash "agg", one value per key, which the
  * classifier updates when an attempt ends (ok, refused, abandoned; user space
@@ -234,8 +237,11 @@ struct flowlat_pending {
  * moves on, and in bits 32 to 63 the key's hash, so that a lookup compares
  * keys only where the hash matches. Whoever changes a word from what it read
  * (compare-and-exchange) owns the entry: the classifier to write a new attempt
- * or to take an ended one, user space to time one out. So an attempt is
- * reported exactly once, as with the hash table's delete. An entry's fields
+ * or to take an ended one, user space to time one out; it then makes the
+ * word live or free again, and being the only one who may change a busy word
+ * it can do so with a plain store where the CPU keeps stores in order
+ * (FLOWLAT_CFG_IN_ORDER). So an attempt is reported exactly once, as with the
+ * hash table's delete. An entry's fields
  * are changed in place otherwise (a retransmission, our first SYN-ACK), as in
  * the hash table. */
 #define FLOWLAT_WAYS 4

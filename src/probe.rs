@@ -210,6 +210,7 @@ const CFG_AGGREGATE: u32 = 2;
 const CFG_NO_RECORDS: u32 = 4;
 const CFG_AGG_PORT: u32 = 8;
 const CFG_AGG_CGROUP: u32 = 16;
+const CFG_IN_ORDER: u32 = 32;
 
 /// How many bounds the histograms have (`FLOWLAT_HIST_N`); they have one
 /// bucket more, for what lies above the last bound.
@@ -525,11 +526,13 @@ pub const BATCH: usize = 8;
 /// and that read needs the classifier's plain stores to become visible in the
 /// order it made them, which x86 guarantees and other CPUs do not: elsewhere
 /// each record goes out alone at once.
-const MAX_RECORDS_PER_EVENT: u32 = if cfg!(any(target_arch = "x86_64", target_arch = "x86")) {
-    BATCH as u32
-} else {
-    1
-};
+const MAX_RECORDS_PER_EVENT: u32 = if STORES_IN_ORDER { BATCH as u32 } else { 1 };
+
+/// Whether this CPU makes plain stores visible in the order they were made,
+/// as x86 does: then the classifier publishes a new attempt in the slot
+/// table with a plain store (`FLOWLAT_CFG_IN_ORDER`), and reads of
+/// part-filled batches are sound (`MAX_RECORDS_PER_EVENT`).
+const STORES_IN_ORDER: bool = cfg!(any(target_arch = "x86_64", target_arch = "x86"));
 
 /// `struct flowlat_batch`: a CPU's batch of records (see `bpf/flowlat.h`).
 #[repr(C)]
@@ -1052,6 +1055,7 @@ impl Probe {
             records_per_event: 0,
         };
         probe.set_records_per_event(MAX_RECORDS_PER_EVENT);
+        probe.set_stores_in_order(STORES_IN_ORDER);
         probe.globals.words()[probe.config_word + offset_of!(ConfigGlobal, table_mask) / 4]
             .store(buckets - 1, Ordering::Relaxed);
         Ok(probe)
@@ -1067,6 +1071,19 @@ impl Probe {
         self.globals.words()[self.config_word + offset_of!(ConfigGlobal, batch) / 4]
             .store(n, Ordering::Relaxed);
         self.records_per_event = n;
+    }
+
+    /// Whether the slot table's classifier publishes a new attempt with a
+    /// plain store (`true`, what the probe loads with on x86) or with a
+    /// compare-and-exchange (elsewhere). Tests set `false` to run the other
+    /// CPUs' path; `true` is only sound on CPUs that keep stores in order.
+    pub fn set_stores_in_order(&mut self, on: bool) {
+        let flags = &self.globals.words()[self.config_word + offset_of!(ConfigGlobal, flags) / 4];
+        if on && STORES_IN_ORDER {
+            flags.fetch_or(CFG_IN_ORDER, Ordering::SeqCst);
+        } else {
+            flags.fetch_and(!CFG_IN_ORDER, Ordering::SeqCst);
+        }
     }
 
     /// The program for a hook of an Ethernet interface, to attach with `cls_bpf`.
@@ -1862,6 +1879,7 @@ mod tests {
             CFG_NO_RECORDS as usize,
             CFG_AGG_PORT as usize,
             CFG_AGG_CGROUP as usize,
+            CFG_IN_ORDER as usize,
             FILTER_PORT as usize,
             FILTER_NET as usize,
             FILTER_DIR as usize,
