@@ -572,6 +572,19 @@ pub(crate) fn from_bytes<T: Pod>(b: &[u8]) -> Option<T> {
     Some(unsafe { std::ptr::read_unaligned(b.as_ptr() as *const T) })
 }
 
+/// The room of one CPU's `T` in a per-CPU map's value: the kernel rounds
+/// each CPU's copy up to 8 bytes.
+fn per_cpu_stride<T>() -> usize {
+    std::mem::size_of::<T>().next_multiple_of(8)
+}
+
+/// Each CPU's `T` in a per-CPU map's value, as the kernel lays them out.
+fn per_cpu<T: Pod>(values: &[u8]) -> impl Iterator<Item = Option<T>> + '_ {
+    values
+        .chunks_exact(per_cpu_stride::<T>())
+        .map(|cpu| from_bytes(&cpu[..std::mem::size_of::<T>()]))
+}
+
 impl Batch {
     /// Decodes a perf sample of exactly `size_of::<Batch>()` bytes.
     pub fn decode(b: &[u8]) -> Option<Batch> {
@@ -1420,16 +1433,12 @@ impl Probe {
     /// (tests; [`Probe::aggregates`] adds them to the map's).
     pub fn aggregates_cached(&self) -> Result<Vec<(AggKey, AggValue)>, BpfError> {
         let mut out = Vec::new();
-        let size = std::mem::size_of::<AggSlot>();
-        let mut values = vec![0u8; size.next_multiple_of(8) * self.possible_cpus];
+        let mut values = vec![0u8; per_cpu_stride::<AggSlot>() * self.possible_cpus];
         for i in 0..AGG_FAST {
             if !sys::map_lookup(self.agg_cpu.as_fd(), &i.to_ne_bytes(), &mut values)? {
                 continue;
             }
-            for cpu in values.chunks_exact(size.next_multiple_of(8)) {
-                let Some(slot) = from_bytes::<AggSlot>(&cpu[..size]) else {
-                    continue;
-                };
+            for slot in per_cpu::<AggSlot>(&values).flatten() {
                 if let Some(key) = agg_key(&slot.key).filter(|_| slot.key.ifindex != 0) {
                     out.push((key, slot.v));
                 }
@@ -1440,7 +1449,7 @@ impl Probe {
 
     /// The bytes of one key's values, one per possible CPU.
     fn agg_stride(&self) -> usize {
-        std::mem::size_of::<AggValue>().next_multiple_of(8) * self.possible_cpus
+        per_cpu_stride::<AggValue>() * self.possible_cpus
     }
 
     fn aggregates_batched(&self) -> Result<Vec<(AggKey, AggValue)>, BpfError> {
@@ -1516,10 +1525,9 @@ impl Probe {
     /// One key of the map and its per-CPU values, summed.
     fn agg_entry(&self, key: &[u8], values: &[u8]) -> Option<(AggKey, AggValue)> {
         let k = agg_key(&from_bytes(key)?)?;
-        let size = std::mem::size_of::<AggValue>();
         let mut sum = AggValue::default();
-        for cpu in values.chunks_exact(size.next_multiple_of(8)) {
-            sum.merge(&from_bytes::<AggValue>(&cpu[..size])?);
+        for v in per_cpu::<AggValue>(values) {
+            sum.merge(&v?);
         }
         Some((k, sum))
     }

@@ -629,16 +629,16 @@ mod tests {
             .chain([exit])
             .flatten()
             .collect();
+        // Without the JIT there is no image, nor where kptr_restrict 2 hides
+        // kernel addresses (and so JIT code) even from root.
+        let hidden = std::fs::read_to_string("/proc/sys/kernel/kptr_restrict")
+            .is_ok_and(|v| v.trim() == "2");
         let mut sizes = Vec::new();
         for insns in [&short, &long] {
             let prog = prog_load(BPF_PROG_TYPE_SCHED_CLS, insns, "GPL", "flowlat_jit")
                 .unwrap_or_else(|e| panic!("{e}"));
             let id = u32::try_from(fdinfo(&prog, "prog_id")).expect("a 32-bit id");
             let image = prog_jited_image(id).unwrap_or_else(|e| panic!("{e}"));
-            // Without the JIT there is no image, nor where kptr_restrict 2
-            // hides kernel addresses (and so JIT code) even from root.
-            let hidden = std::fs::read_to_string("/proc/sys/kernel/kptr_restrict")
-                .is_ok_and(|v| v.trim() == "2");
             let jited = fdinfo(&prog, "prog_jited") == 1;
             assert_eq!(
                 !image.is_empty(),
