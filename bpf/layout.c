@@ -113,6 +113,7 @@ __u64 flowlat_layout[] SEC("layout") = {
 	OFF(flowlat_agg_slot, key),
 	OFF(flowlat_agg_slot, v),
 	FLOWLAT_WAYS,
+	FLOWLAT_FRONT,
 	FLOWLAT_SLOT_LIVE,
 	FLOWLAT_SLOT_BUSY,
 	sizeof(struct flowlat_entry),
@@ -120,6 +121,7 @@ __u64 flowlat_layout[] SEC("layout") = {
 	OFF(flowlat_entry, p),
 	sizeof(struct flowlat_bucket),
 	OFF(flowlat_bucket, word),
+	OFF(flowlat_bucket, spill),
 	OFF(flowlat_bucket, e),
 #define BOUND(b) b,
 	FLOWLAT_HIST_BOUNDS(BOUND)

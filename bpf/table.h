@@ -17,17 +17,18 @@ struct flowlat_map_def slots SEC("maps") = {
 	.type = BPF_MAP_TYPE_ARRAY,
 	.key_size = sizeof(__u32),
 	.value_size = sizeof(struct flowlat_bucket),
-	.max_entries = 16384, /* user space sets it from --max-pending */
+	.max_entries = FLOWLAT_FRONT + 16384, /* user space sets it from --max-pending */
 	.map_flags = BPF_F_MMAPABLE,
 };
 
 struct table_ref {
 	struct flowlat_pending *p;
 	__u64 *word;
-	__u64 seen; /* the word as it was when the entry was found */
+	__u64 seen;   /* the word as it was when the entry was found */
+	__u64 *spill; /* a main bucket's entry: its front bucket's spill */
 };
 
-/* The buckets less one: the probe's config.table_mask; the bench's
+/* The main buckets less one: the probe's config.table_mask; the bench's
  * primitives, which have no config, set a constant. */
 #ifndef FLOWLAT_TABLE_MASK
 #define FLOWLAT_TABLE_MASK config.table_mask
@@ -62,10 +63,22 @@ static __always_inline __u32 table_hash(const struct flowlat_key *k)
 	return h ^ (h >> 16);
 }
 
-static __always_inline struct flowlat_bucket *table_bucket(__u32 h)
+static __always_inline struct flowlat_bucket *front_bucket(__u32 h)
 {
-	__u32 i = h & FLOWLAT_TABLE_MASK;
+	__u32 i = h & (FLOWLAT_FRONT - 1);
 	return bpf_map_lookup_elem(&slots, &i);
+}
+
+static __always_inline struct flowlat_bucket *main_bucket(__u32 h)
+{
+	__u32 i = FLOWLAT_FRONT + (h & FLOWLAT_TABLE_MASK);
+	return bpf_map_lookup_elem(&slots, &i);
+}
+
+/* Whether attempts of a front bucket's keys wait in their main buckets. */
+static __always_inline int spilled(const struct flowlat_bucket *front)
+{
+	return *(volatile __u64 *)&front->spill != 0;
 }
 
 static __always_inline int key_eq(const struct flowlat_key *a, const struct flowlat_key *b)
@@ -92,13 +105,11 @@ static __always_inline __u64 slot_word(__u64 old, __u64 hash_and_state)
 	return hash_and_state | ((((old >> 2) + 1) & SLOT_GEN_MASK) << 2);
 }
 
-static __always_inline struct flowlat_pending *table_find(const struct flowlat_key *key,
-							  struct table_ref *ref)
+/* The entry of key (hash h) in bucket b, if any. */
+static __always_inline struct flowlat_pending *bucket_find(struct flowlat_bucket *b, __u32 h,
+							   const struct flowlat_key *key,
+							   struct table_ref *ref)
 {
-	__u32 h = table_hash(key);
-	struct flowlat_bucket *b = table_bucket(h);
-	if (!b)
-		return 0;
 #pragma unroll
 	for (int i = 0; i < FLOWLAT_WAYS; i++) {
 		__u64 w = *(volatile __u64 *)&b->word[i];
@@ -110,6 +121,24 @@ static __always_inline struct flowlat_pending *table_find(const struct flowlat_k
 		}
 	}
 	return 0;
+}
+
+static __always_inline struct flowlat_pending *table_find(const struct flowlat_key *key,
+							  struct table_ref *ref)
+{
+	__u32 h = table_hash(key);
+	struct flowlat_bucket *f = front_bucket(h);
+	if (!f)
+		return 0;
+	ref->spill = 0;
+	struct flowlat_pending *p = bucket_find(f, h, key, ref);
+	if (p || !spilled(f))
+		return p;
+	struct flowlat_bucket *b = main_bucket(h);
+	if (!b)
+		return 0;
+	ref->spill = &f->spill;
+	return bucket_find(b, h, key, ref);
 }
 
 /* Claims way i of b, as it was (w), for a new attempt, and writes it. */
@@ -139,45 +168,99 @@ static __always_inline int slot_fill(struct flowlat_bucket *b, __u32 i, __u64 w,
 	return 0;
 }
 
-/* 0: inserted; 1: the key has an entry; -1: no way could be claimed. */
-static __always_inline int table_add(const struct flowlat_key *key, const struct flowlat_pending *n)
+/* Whether bucket b holds key (hash h); its words in w. */
+static __always_inline int bucket_holds(const struct flowlat_bucket *b, __u64 *w, __u32 h,
+					const struct flowlat_key *key)
 {
-	__u32 h = table_hash(key);
-	struct flowlat_bucket *b = table_bucket(h);
-	if (!b)
-		return -1;
-	__u64 w[FLOWLAT_WAYS];
+	int held = 0;
 #pragma unroll
 	for (int i = 0; i < FLOWLAT_WAYS; i++) {
 		w[i] = *(volatile __u64 *)&b->word[i];
 		if (slot_holds(b, i, w[i], h, key))
-			return 1;
+			held = 1;
 	}
+	return held;
+}
+
+/* 0: inserted; 1: the key has an entry; -1: no way could be claimed. */
+static __always_inline int table_add(const struct flowlat_key *key, const struct flowlat_pending *n)
+{
+	__u32 h = table_hash(key);
+	struct flowlat_bucket *f = front_bucket(h);
+	if (!f)
+		return -1;
+	__u64 w[FLOWLAT_WAYS];
+	if (bucket_holds(f, w, h, key))
+		return 1;
+	int spill = spilled(f);
 #pragma unroll
 	for (int i = 0; i < FLOWLAT_WAYS; i++)
-		if ((w[i] & SLOT_STATE) == 0)
-			return slot_fill(b, i, w[i], h, key, n);
-	/* A full bucket: the oldest attempt goes, as the LRU table's least
-	 * recently used one would (counted as evicted: neither removed nor
-	 * swept). */
-	__u32 pick = 0;
-	__u64 oldest = b->e[0].p.first_syn_ns;
+		if ((w[i] & SLOT_STATE) == 0 && !spill)
+			return slot_fill(f, i, w[i], h, key, n);
+	/* The front bucket is full (or has spilled already: the main bucket may
+	 * hold this key, and must be read anyway). */
+	struct flowlat_bucket *b = main_bucket(h);
+	if (!b)
+		return -1;
+	__u64 v[FLOWLAT_WAYS];
+	if (spill && bucket_holds(b, v, h, key))
+		return 1;
+	if (spill) {
 #pragma unroll
-	for (int i = 1; i < FLOWLAT_WAYS; i++) {
-		__u64 t = b->e[i].p.first_syn_ns;
-		if (t < oldest) {
-			oldest = t;
+		for (int i = 0; i < FLOWLAT_WAYS; i++)
+			if ((w[i] & SLOT_STATE) == 0)
+				return slot_fill(f, i, w[i], h, key, n);
+	} else {
+#pragma unroll
+		for (int i = 0; i < FLOWLAT_WAYS; i++)
+			v[i] = *(volatile __u64 *)&b->word[i];
+	}
+	/* Counted before the entry is published, so that no lookup of the key
+	 * can find the spill at 0 while it waits in the main bucket. */
+	__sync_fetch_and_add(&f->spill, 1);
+	__u32 pick = FLOWLAT_WAYS;
+#pragma unroll
+	for (int i = FLOWLAT_WAYS - 1; i >= 0; i--)
+		if ((v[i] & SLOT_STATE) == 0)
 			pick = i;
+	if (pick == FLOWLAT_WAYS) {
+		/* A full main bucket: the oldest attempt goes, as the LRU table's
+		 * least recently used one would (counted as evicted: neither
+		 * removed nor swept). */
+		pick = 0;
+		__u64 oldest = b->e[0].p.first_syn_ns;
+#pragma unroll
+		for (int i = 1; i < FLOWLAT_WAYS; i++) {
+			__u64 t = b->e[i].p.first_syn_ns;
+			if (t < oldest) {
+				oldest = t;
+				pick = i;
+			}
 		}
 	}
-	return slot_fill(b, pick, w[pick & (FLOWLAT_WAYS - 1)], h, key, n);
+	__u64 old = v[pick & (FLOWLAT_WAYS - 1)];
+	if (slot_fill(b, pick, old, h, key, n) != 0) {
+		__sync_fetch_and_sub(&f->spill, 1);
+		return -1;
+	}
+	/* An evicted attempt leaves its own front bucket's spill. */
+	if (old & SLOT_STATE) {
+		struct flowlat_bucket *of = front_bucket(old >> 32);
+		if (of)
+			__sync_fetch_and_sub(&of->spill, 1);
+	}
+	return 0;
 }
 
 static __always_inline int table_remove(const struct flowlat_key *key, const struct table_ref *ref)
 {
 	(void)key;
 	__u64 w = ref->seen;
-	return __sync_val_compare_and_swap(ref->word, w, slot_word(w, 0)) == w ? 0 : -1;
+	if (__sync_val_compare_and_swap(ref->word, w, slot_word(w, 0)) != w)
+		return -1;
+	if (ref->spill)
+		__sync_fetch_and_sub(ref->spill, 1);
+	return 0;
 }
 
 #else /* the LRU hash table */

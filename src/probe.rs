@@ -944,7 +944,7 @@ impl Probe {
             let mut attr = def.attr();
             match def.name.as_str() {
                 "pending" => attr.max_entries = cfg.max_pending,
-                "slots" => attr.max_entries = buckets,
+                "slots" => attr.max_entries = slots::FRONT as u32 + buckets,
                 "events" | "batches" => attr.max_entries = possible_cpus as u32,
                 _ => {}
             }
@@ -1029,11 +1029,11 @@ impl Probe {
             Table::Slots => {
                 let map = map_values(
                     table_fd.as_fd(),
-                    buckets as usize * std::mem::size_of::<slots::Bucket>(),
+                    (slots::FRONT + buckets as usize) * std::mem::size_of::<slots::Bucket>(),
                     page,
                     "the table of attempts (flowlat_slots)",
                 )?;
-                TableMap::Slots(SlotTable::new(table_fd, map, buckets))
+                TableMap::Slots(SlotTable::new(table_fd, map, slots::FRONT as u32 + buckets))
             }
             Table::Lru => TableMap::Lru(table_fd),
         };
@@ -1574,6 +1574,15 @@ impl Probe {
             .collect())
     }
 
+    /// Each front bucket's count of attempts waiting in their main buckets,
+    /// for the slot table (tests); empty for the LRU table.
+    pub fn front_spills(&self) -> Vec<u64> {
+        match &self.table {
+            TableMap::Slots(t) => t.spills(),
+            TableMap::Lru(_) => Vec::new(),
+        }
+    }
+
     fn table_entries(&self) -> Result<Vec<(Key, Pending, Place)>, BpfError> {
         let map = match &self.table {
             TableMap::Slots(t) => {
@@ -1935,6 +1944,7 @@ mod tests {
             offset_of!(AggSlot, key),
             offset_of!(AggSlot, v),
             slots::WAYS,
+            slots::FRONT,
             slots::LIVE as usize,
             slots::BUSY as usize,
             size_of::<slots::Entry>(),
@@ -1942,6 +1952,7 @@ mod tests {
             offset_of!(slots::Entry, p),
             size_of::<slots::Bucket>(),
             offset_of!(slots::Bucket, word),
+            offset_of!(slots::Bucket, spill),
             offset_of!(slots::Bucket, e),
         ];
         let rust: Vec<usize> = rust

@@ -13,6 +13,8 @@ use crate::probe::{as_bytes, from_bytes, Key, Pending};
 
 /// `FLOWLAT_WAYS`: entries per bucket.
 pub const WAYS: usize = 4;
+/// `FLOWLAT_FRONT`: the front buckets, before the main ones.
+pub const FRONT: usize = 16;
 /// `FLOWLAT_SLOT_LIVE`: the way holds an attempt (or a tombstone).
 pub const LIVE: u64 = 1;
 /// `FLOWLAT_SLOT_BUSY`: its owner is writing or taking it.
@@ -32,11 +34,12 @@ pub struct Entry {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Bucket {
     pub word: [u64; WAYS],
+    pub spill: u64,
     pub e: [Entry; WAYS],
 }
 
-/// The buckets for room for `max_pending` attempts: a power of two, so that a
-/// hash's low bits choose one.
+/// The main buckets for room for `max_pending` attempts: a power of two, so
+/// that a hash's low bits choose one. The table holds [`FRONT`] buckets more.
 pub fn buckets_for(max_pending: u32) -> u32 {
     (max_pending.div_ceil(WAYS as u32))
         .max(1)
@@ -82,11 +85,12 @@ pub struct SlotTable {
 }
 
 const BUCKET_WORDS: usize = size_of::<Bucket>() / 8;
+const SPILL_AT: usize = offset_of!(Bucket, spill) / 8;
 const ENTRY_WORDS: usize = size_of::<Entry>() / 8;
 const PENDING_AT: usize = offset_of!(Entry, p) / 8;
 
 impl SlotTable {
-    /// The `slots` array of `buckets` buckets, and its mapping.
+    /// The `slots` array of `buckets` buckets (front and main), and its mapping.
     pub fn new(fd: OwnedFd, map: Mapping, buckets: u32) -> SlotTable {
         SlotTable {
             map,
@@ -170,19 +174,41 @@ impl SlotTable {
     /// Frees a claimed entry's way.
     pub fn free(&self, f: &Found) {
         self.word(f).store(next_gen(f.word, 0), Ordering::SeqCst);
+        self.unspill(f);
     }
 
     /// Removes the entry as it was found (an old tombstone): false when
     /// someone else had it first.
     pub fn remove(&self, f: &Found) -> bool {
-        self.word(f)
+        let removed = self
+            .word(f)
             .compare_exchange(
                 f.word,
                 next_gen(f.word, 0),
                 Ordering::SeqCst,
                 Ordering::Relaxed,
             )
-            .is_ok()
+            .is_ok();
+        if removed {
+            self.unspill(f);
+        }
+        removed
+    }
+
+    /// A main bucket's way was freed: its key's front bucket counts one
+    /// spilled attempt less, as the classifier's removal does.
+    fn unspill(&self, f: &Found) {
+        if f.bucket >= FRONT && FRONT <= self.buckets {
+            let front = (f.word >> 32) as usize & (FRONT - 1);
+            self.bucket(front)[SPILL_AT].fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Each front bucket's spill (tests).
+    pub fn spills(&self) -> Vec<u64> {
+        (0..FRONT.min(self.buckets))
+            .map(|b| self.bucket(b)[SPILL_AT].load(Ordering::SeqCst))
+            .collect()
     }
 }
 
@@ -209,7 +235,12 @@ mod tests {
     /// A slot table of one bucket in anonymous memory, which the test
     /// changes as the classifier would.
     fn table() -> SlotTable {
+        table_of(1)
+    }
+
+    fn table_of(buckets: usize) -> SlotTable {
         let page = crate::bpf::perf::page_size().expect("page size");
+        let page = (buckets * size_of::<Bucket>()).div_ceil(page) * page;
         // SAFETY: a NUL-terminated name and no flags; the fd it returns is new and
         // owned by nothing else.
         let raw = unsafe { libc::memfd_create(c"flowlat-slots-test".as_ptr(), 0) };
@@ -219,15 +250,19 @@ mod tests {
         nix::unistd::ftruncate(&fd, page as i64).expect("size the memfd");
         let len = std::num::NonZeroUsize::new(page).expect("a page");
         let map = Mapping::new(fd.as_fd(), len).expect("map it");
-        SlotTable::new(fd, map, 1)
+        SlotTable::new(fd, map, buckets as u32)
     }
 
     /// What the classifier does for a new attempt in way 0.
     fn insert(t: &SlotTable, key: Key, p: Pending) -> u64 {
-        let word = &t.bucket(0)[0];
+        insert_at(t, 0, key, p)
+    }
+
+    fn insert_at(t: &SlotTable, bucket: usize, key: Key, p: Pending) -> u64 {
+        let word = &t.bucket(bucket)[0];
         let old = word.load(Ordering::Relaxed);
         let bytes: Vec<u8> = as_bytes(&key).iter().chain(as_bytes(&p)).copied().collect();
-        for (w, c) in t.entry_words(0, 0).iter().zip(bytes.chunks_exact(8)) {
+        for (w, c) in t.entry_words(bucket, 0).iter().zip(bytes.chunks_exact(8)) {
             w.store(
                 u64::from_ne_bytes(c.try_into().expect("8 bytes")),
                 Ordering::Relaxed,
@@ -304,6 +339,36 @@ mod tests {
         assert!(t.claim(&h));
         t.free(&h);
         assert!(t.entries().is_empty());
+    }
+
+    #[test]
+    fn freeing_a_main_buckets_way_takes_it_off_its_front_buckets_spill() {
+        let t = table_of(FRONT + 1);
+        let (key, p) = attempt(7);
+        let front = hash(&key) as usize & (FRONT - 1);
+        // The classifier spilled the attempt into the main bucket.
+        t.bucket(front)[SPILL_AT].store(1, Ordering::SeqCst);
+        insert_at(&t, FRONT, key, p);
+        let f = t.entries()[0];
+        assert_eq!((f.bucket, t.spills()[front]), (FRONT, 1));
+        assert!(t.claim(&f));
+        t.replace(&f, &p);
+        assert_eq!(t.spills()[front], 1, "a tombstone stays counted");
+        let g = t.entries()[0];
+        assert!(t.remove(&g));
+        assert_eq!(t.spills()[front], 0, "removed");
+        assert!(!t.remove(&g), "once");
+        assert_eq!(t.spills()[front], 0, "and counted off once");
+        t.bucket(front)[SPILL_AT].store(1, Ordering::SeqCst);
+        insert_at(&t, FRONT, key, p);
+        let h = t.entries()[0];
+        assert!(t.claim(&h));
+        t.free(&h);
+        assert_eq!(t.spills()[front], 0, "claimed and freed");
+        // A front bucket's own entries are no spill.
+        insert_at(&t, front, key, p);
+        assert!(t.remove(&t.entries()[0]));
+        assert!(t.spills().iter().all(|&s| s == 0));
     }
 
     #[test]

@@ -170,8 +170,16 @@ fn both_tables_are_bounded_and_count_what_they_evict() {
             rig.run(Hook::Egress, &syn_from(&c, 1000, i));
         }
         let held = rig.pending() as u64;
-        assert!(held <= 64, "{table:?}: holds {held} of room for 64");
-        assert!(held >= 32, "{table:?}: holds only {held} of room for 64");
+        // The slot table has its front's room besides.
+        let room = match table {
+            Table::Slots => 64 + (slots::FRONT * slots::WAYS) as u64,
+            Table::Lru => 64,
+        };
+        assert!(held <= room, "{table:?}: holds {held} of room for {room}");
+        assert!(
+            held >= room / 2,
+            "{table:?}: holds only {held} of room for {room}"
+        );
         let ks = rig.probe.kernel_stats().expect("stats");
         assert_eq!(ks.created, 300, "{table:?}");
         assert_eq!(rig.probe.evicted(&ks, held), 300 - held, "{table:?}");
@@ -212,38 +220,107 @@ fn ports_sharing_a_bucket(rig: &Rig, client: &str, first: u16, n: usize, buckets
 }
 
 #[test]
-fn a_full_bucket_gives_up_its_oldest_attempt() {
+fn a_full_front_bucket_spills_and_a_full_main_bucket_gives_up_its_oldest_attempt() {
     let mut rig = rig(Table::Slots, 1024);
     let buckets = slots::buckets_for(1024);
     let c = "10.2.0.1";
-    let ports = ports_sharing_a_bucket(&rig, c, 40000, slots::WAYS + 1, buckets);
-    // ports[0]'s SYN went first; the others fill the bucket, and the last one
-    // finds it full.
+    // Keys of one main bucket share their front bucket too (its index is the
+    // low bits of theirs).
+    let ports = ports_sharing_a_bucket(&rig, c, 40000, 2 * slots::WAYS + 1, buckets);
+    let front = {
+        let entries = rig.probe.pending_entries().expect("entries");
+        slots::hash(&entries[0].0) as usize & (slots::FRONT - 1)
+    };
+    // ports[0]'s SYN went first; three more fill the front bucket, four go to
+    // the main bucket, and the last one finds that full too.
     for (i, &p) in ports.iter().enumerate().skip(1) {
         rig.run(Hook::Egress, &syn_from(c, p, 1 + i as u32));
+        let spill = rig.probe.front_spills()[front];
+        assert_eq!(
+            spill,
+            i.saturating_sub(slots::WAYS - 1).min(slots::WAYS) as u64,
+            "after {i}"
+        );
     }
-    assert!(!rig.holds(ports[0]), "the oldest attempt gave way");
-    for &p in &ports[1..] {
+    let oldest_spilled = ports[slots::WAYS];
+    assert!(
+        !rig.holds(oldest_spilled),
+        "the main bucket's oldest attempt gave way"
+    );
+    for &p in ports.iter().filter(|&&p| p != oldest_spilled) {
         assert!(rig.holds(p), "port {p}'s attempt is kept");
     }
     let ks = rig.probe.kernel_stats().expect("stats");
     let held = rig.pending() as u64;
-    assert_eq!(held, slots::WAYS as u64);
+    assert_eq!(held, 2 * slots::WAYS as u64);
     assert_eq!(rig.probe.evicted(&ks, held), 1, "the eviction is counted");
-    // The evicted attempt's answer finds nothing; the others' are measured.
-    rig.run(Hook::Ingress, &synack_to(c, ports[0], 1));
+    // The evicted attempt's answer finds nothing; the others' are measured,
+    // in the front bucket and in the main one.
+    rig.run(
+        Hook::Ingress,
+        &synack_to(c, oldest_spilled, 1 + slots::WAYS as u32),
+    );
     assert!(rig.records().is_empty());
-    for (i, &p) in ports.iter().enumerate().skip(1) {
-        rig.run(Hook::Ingress, &synack_to(c, p, 1 + i as u32));
+    for (i, &p) in ports.iter().enumerate() {
+        if p != oldest_spilled {
+            rig.run(Hook::Ingress, &synack_to(c, p, 1 + i as u32));
+        }
     }
     let recs = rig.records();
-    assert_eq!(recs.len(), slots::WAYS);
+    assert_eq!(recs.len(), 2 * slots::WAYS);
     assert!(recs.iter().all(|r| r.outcome == Outcome::Ok));
+    assert_eq!(rig.pending(), 0);
+    assert!(
+        rig.probe.front_spills().iter().all(|&s| s == 0),
+        "every spill ended"
+    );
     // A way freed by an answer takes the next attempt without evicting.
-    rig.run(Hook::Egress, &syn_from(c, ports[0], 77));
-    assert!(rig.holds(ports[0]));
+    rig.run(Hook::Egress, &syn_from(c, oldest_spilled, 77));
+    assert!(rig.holds(oldest_spilled));
     let ks = rig.probe.kernel_stats().expect("stats");
     assert_eq!(rig.probe.evicted(&ks, rig.pending() as u64), 1);
+}
+
+#[test]
+fn spilled_attempts_time_out_and_their_tombstones_leave_the_spill() {
+    let mut rig = rig(Table::Slots, 1024);
+    let buckets = slots::buckets_for(1024);
+    let c = "10.2.1.1";
+    let ports = ports_sharing_a_bucket(&rig, c, 41000, 2 * slots::WAYS, buckets);
+    for (i, &p) in ports.iter().enumerate().skip(1) {
+        rig.run(Hook::Egress, &syn_from(c, p, 1 + i as u32));
+    }
+    assert_eq!(
+        rig.probe.front_spills().iter().sum::<u64>(),
+        slots::WAYS as u64
+    );
+    // All time out at once: reported once each, tombstones left in place.
+    let now = flowlat::output::monotonic_ns();
+    let sweep = rig.probe.sweep(now, Duration::ZERO).expect("sweep");
+    assert_eq!(sweep.expired.len(), 2 * slots::WAYS);
+    assert!(sweep.expired.iter().all(|r| r.outcome == Outcome::Timeout));
+    assert_eq!(
+        rig.probe.front_spills().iter().sum::<u64>(),
+        slots::WAYS as u64
+    );
+    // A retransmission of a spilled attempt still finds its tombstone, in the
+    // main bucket: no second attempt.
+    rig.run(
+        Hook::Egress,
+        &syn_from(c, ports[slots::WAYS], 1 + slots::WAYS as u32),
+    );
+    let ks = rig.probe.kernel_stats().expect("stats");
+    assert_eq!(ks.created, 2 * slots::WAYS as u64);
+    // The tombstones go once their clients have been quiet long enough, and
+    // with them the spill.
+    let sweep = rig.sweep_after_the_hold(now);
+    assert_eq!(sweep.tombstones, 0);
+    assert_eq!(rig.pending(), 0);
+    assert!(
+        rig.probe.front_spills().iter().all(|&s| s == 0),
+        "every spill ended"
+    );
+    assert!(rig.records().is_empty(), "nothing reported twice");
 }
 
 #[test]

@@ -409,12 +409,18 @@ fn a_syn_flood_stays_bounded_and_real_handshakes_are_still_measured() {
         .iter()
         .filter(|r| r.s("result") == "timeout")
         .count() as u64;
+    // The slot table holds its front's attempts besides --max-pending. The
+    // front gives up no attempt to a newer one (a full front bucket sends
+    // the newer one on to the main table), so a way a real handshake frees
+    // there may take a flood SYN that stays until it times out.
+    let room = u64::from(TABLE) + (flowlat::slots::FRONT * flowlat::slots::WAYS) as u64;
     assert!(
-        timeouts <= u64::from(TABLE),
-        "{timeouts} timeouts from a table of {TABLE}"
+        timeouts <= room + legit.len() as u64,
+        "{timeouts} timeouts from a table of room for {room} and {} real handshakes",
+        legit.len()
     );
     assert!(
-        evicted + timeouts + u64::from(TABLE) >= u64::from(FLOOD),
+        evicted + timeouts + room >= u64::from(FLOOD),
         "{evicted} evictions and {timeouts} timeouts do not account for {FLOOD} SYNs"
     );
     assert!(out.stderr.contains(" 0 records lost"), "{}", out.stderr);

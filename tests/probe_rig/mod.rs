@@ -69,4 +69,13 @@ impl Rig {
             .iter()
             .any(|(k, _)| u16::from_be(k.client_port) == cport)
     }
+
+    /// A sweep long after `now` (`CLOCK_MONOTONIC` ns): once every tombstone's
+    /// hold is over, and with no attempt due.
+    pub fn sweep_after_the_hold(&mut self, now: u64) -> flowlat::probe::Sweep {
+        let later = now + flowlat::probe::REPORTED_HOLD.as_nanos() as u64 + 10_000_000_000;
+        self.probe
+            .sweep(later, std::time::Duration::from_secs(3600))
+            .expect("sweep")
+    }
 }
