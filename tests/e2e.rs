@@ -286,6 +286,43 @@ fn an_unanswered_syn_times_out_once() {
 }
 
 #[test]
+fn syns_sent_at_once_from_both_cpus_are_each_reported_once() {
+    // Many clients at the same instant: their SYNs meet in the table's few
+    // front buckets from both CPUs, where two may read the same free way.
+    const CLIENTS: usize = 48;
+    let net = VethPair::new("burst");
+    let fa = Flowlat::start(&net.a, &["--json", "--syn-timeout", "300ms", "a"]);
+    let addr = net.unowned_beyond_b(false, 0x62);
+    let sa = SocketAddr::new(addr.parse().expect("address"), 82);
+    let start = std::sync::Arc::new(std::sync::Barrier::new(CLIENTS));
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|_| {
+            let start = start.clone();
+            net.a.spawn(move || {
+                start.wait();
+                TcpStream::connect_timeout(&sa, Duration::from_millis(700)).is_err()
+            })
+        })
+        .collect();
+    for c in clients {
+        assert!(c.join().expect("client thread"), "nobody answers");
+    }
+    let recs = fa.wait_records(CLIENTS, Duration::from_secs(3), |_| true);
+    assert_eq!(recs.len(), CLIENTS, "one timeout per client");
+    std::thread::sleep(Duration::from_millis(300));
+    let a = fa.stop();
+    let mut ports: Vec<u64> = find(&a.records, "out", &net.a4, &addr, 82)
+        .iter()
+        .filter(|r| r.s("result") == "timeout")
+        .filter_map(|r| r.n("client_port"))
+        .collect();
+    ports.sort_unstable();
+    ports.dedup();
+    assert_eq!(ports.len(), CLIENTS, "every client once: {:?}", a.lines);
+    assert_eq!(a.records.len(), CLIENTS, "{:?}", a.lines);
+}
+
+#[test]
 fn exit_restores_the_tc_state_including_foreign_filters() {
     let net = VethPair::new("cleanup");
     // A fresh interface: nothing is left, not even the clsact flowlat made.
