@@ -182,20 +182,6 @@ static __always_inline int bucket_holds(const struct flowlat_bucket *b, __u64 *w
 	return held;
 }
 
-/* Claims a way of b that was free in w for a new attempt: 0, or -1 when
- * another CPU took each of them first. Two SYNs on two CPUs at once often
- * share one of the few front buckets: each tries the next free way rather
- * than lose its attempt. */
-static __always_inline int fill_free(struct flowlat_bucket *b, const __u64 *w, __u32 h,
-				     const struct flowlat_key *key, const struct flowlat_pending *n)
-{
-#pragma unroll
-	for (int i = 0; i < FLOWLAT_WAYS; i++)
-		if ((w[i] & SLOT_STATE) == 0 && slot_fill(b, i, w[i], h, key, n) == 0)
-			return 0;
-	return -1;
-}
-
 /* 0: inserted; 1: the key has an entry; -1: no way could be claimed. */
 static __always_inline int table_add(const struct flowlat_key *key, const struct flowlat_pending *n)
 {
@@ -209,7 +195,15 @@ static __always_inline int table_add(const struct flowlat_key *key, const struct
 	/* While the front bucket has spilled, its main bucket may hold the key
 	 * and is read before anything is inserted. */
 	int spill = spilled(f);
-	if (!spill && fill_free(f, w, h, key, n) == 0)
+	__u32 free = FLOWLAT_WAYS;
+#pragma unroll
+	for (int i = FLOWLAT_WAYS - 1; i >= 0; i--)
+		if ((w[i] & SLOT_STATE) == 0)
+			free = i;
+	/* Two SYNs on two CPUs at once often share one of the few front
+	 * buckets and read the same free way: the one whose claim fails goes
+	 * on to its main bucket rather than lose its attempt. */
+	if (!spill && free < FLOWLAT_WAYS && slot_fill(f, free, w[free & (FLOWLAT_WAYS - 1)], h, key, n) == 0)
 		return 0;
 	struct flowlat_bucket *b = main_bucket(h);
 	if (!b)
@@ -217,35 +211,42 @@ static __always_inline int table_add(const struct flowlat_key *key, const struct
 	__u64 v[FLOWLAT_WAYS];
 	if (bucket_holds(b, v, h, key) && spill)
 		return 1;
-	if (spill && fill_free(f, w, h, key, n) == 0)
+	if (spill && free < FLOWLAT_WAYS && slot_fill(f, free, w[free & (FLOWLAT_WAYS - 1)], h, key, n) == 0)
 		return 0;
 	/* Counted before the entry is published, so that no lookup of the key
 	 * can find the spill at 0 while it waits in the main bucket. */
 	__sync_fetch_and_add(&f->spill, 1);
-	if (fill_free(b, v, h, key, n) == 0)
-		return 0;
-	/* A full main bucket: the oldest attempt goes, as the LRU table's least
-	 * recently used one would (counted as evicted: neither removed nor
-	 * swept). */
-	__u32 pick = 0;
-	__u64 oldest = b->e[0].p.first_syn_ns;
+	__u32 pick = FLOWLAT_WAYS;
 #pragma unroll
-	for (int i = 1; i < FLOWLAT_WAYS; i++) {
-		__u64 t = b->e[i].p.first_syn_ns;
-		if (t < oldest) {
-			oldest = t;
+	for (int i = FLOWLAT_WAYS - 1; i >= 0; i--)
+		if ((v[i] & SLOT_STATE) == 0)
 			pick = i;
+	if (pick == FLOWLAT_WAYS) {
+		/* A full main bucket: the oldest attempt goes, as the LRU table's
+		 * least recently used one would (counted as evicted: neither
+		 * removed nor swept). */
+		pick = 0;
+		__u64 oldest = b->e[0].p.first_syn_ns;
+#pragma unroll
+		for (int i = 1; i < FLOWLAT_WAYS; i++) {
+			__u64 t = b->e[i].p.first_syn_ns;
+			if (t < oldest) {
+				oldest = t;
+				pick = i;
+			}
 		}
 	}
 	__u64 old = v[pick & (FLOWLAT_WAYS - 1)];
-	if (!(old & SLOT_STATE) || slot_fill(b, pick, old, h, key, n) != 0) {
+	if (slot_fill(b, pick, old, h, key, n) != 0) {
 		__sync_fetch_and_sub(&f->spill, 1);
 		return -1;
 	}
-	/* The evicted attempt leaves its own front bucket's spill. */
-	struct flowlat_bucket *of = front_bucket(old >> 32);
-	if (of)
-		__sync_fetch_and_sub(&of->spill, 1);
+	/* An evicted attempt leaves its own front bucket's spill. */
+	if (old & SLOT_STATE) {
+		struct flowlat_bucket *of = front_bucket(old >> 32);
+		if (of)
+			__sync_fetch_and_sub(&of->spill, 1);
+	}
 	return 0;
 }
 
