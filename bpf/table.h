@@ -168,17 +168,24 @@ static __always_inline int slot_fill(struct flowlat_bucket *b, __u32 i, __u64 w,
 	return 0;
 }
 
+/* Bucket b's words, into w. */
+static __always_inline void bucket_words(const struct flowlat_bucket *b, __u64 *w)
+{
+#pragma unroll
+	for (int i = 0; i < FLOWLAT_WAYS; i++)
+		w[i] = *(volatile __u64 *)&b->word[i];
+}
+
 /* Whether bucket b holds key (hash h); its words in w. */
 static __always_inline int bucket_holds(const struct flowlat_bucket *b, __u64 *w, __u32 h,
 					const struct flowlat_key *key)
 {
+	bucket_words(b, w);
 	int held = 0;
 #pragma unroll
-	for (int i = 0; i < FLOWLAT_WAYS; i++) {
-		w[i] = *(volatile __u64 *)&b->word[i];
+	for (int i = 0; i < FLOWLAT_WAYS; i++)
 		if (slot_holds(b, i, w[i], h, key))
 			held = 1;
-	}
 	return held;
 }
 
@@ -192,9 +199,16 @@ static __always_inline int table_add(const struct flowlat_key *key, const struct
 	__u64 w[FLOWLAT_WAYS];
 	if (bucket_holds(f, w, h, key))
 		return 1;
-	/* While the front bucket has spilled, its main bucket may hold the key
-	 * and is read before anything is inserted. */
+	/* The main bucket's place (no load): while the front bucket has
+	 * spilled, the main bucket may hold the key, and is read before
+	 * anything is inserted. */
+	struct flowlat_bucket *b = main_bucket(h);
+	if (!b)
+		return -1;
+	__u64 v[FLOWLAT_WAYS];
 	int spill = spilled(f);
+	if (spill && bucket_holds(b, v, h, key))
+		return 1;
 	__u32 free = FLOWLAT_WAYS;
 #pragma unroll
 	for (int i = FLOWLAT_WAYS - 1; i >= 0; i--)
@@ -203,16 +217,10 @@ static __always_inline int table_add(const struct flowlat_key *key, const struct
 	/* Two SYNs on two CPUs at once often share one of the few front
 	 * buckets and read the same free way: the one whose claim fails goes
 	 * on to its main bucket rather than lose its attempt. */
-	if (!spill && free < FLOWLAT_WAYS && slot_fill(f, free, w[free & (FLOWLAT_WAYS - 1)], h, key, n) == 0)
+	if (free < FLOWLAT_WAYS && slot_fill(f, free, w[free & (FLOWLAT_WAYS - 1)], h, key, n) == 0)
 		return 0;
-	struct flowlat_bucket *b = main_bucket(h);
-	if (!b)
-		return -1;
-	__u64 v[FLOWLAT_WAYS];
-	if (bucket_holds(b, v, h, key) && spill)
-		return 1;
-	if (spill && free < FLOWLAT_WAYS && slot_fill(f, free, w[free & (FLOWLAT_WAYS - 1)], h, key, n) == 0)
-		return 0;
+	if (!spill)
+		bucket_words(b, v);
 	/* Counted before the entry is published, so that no lookup of the key
 	 * can find the spill at 0 while it waits in the main bucket. */
 	__sync_fetch_and_add(&f->spill, 1);

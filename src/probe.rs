@@ -938,13 +938,15 @@ impl Probe {
     fn load_from(elf: &[u8], table: Table, cfg: &ProbeConfig, l3: bool) -> Result<Probe, BpfError> {
         let obj = Object::parse(elf)?;
         let buckets = slots::buckets_for(cfg.max_pending);
+        // The slot table's front, then its main buckets (see `bpf/flowlat.h`).
+        let slot_buckets = slots::FRONT as u32 + buckets;
         let possible_cpus = cpu::possible_cpus()? as usize;
         let mut maps: HashMap<String, OwnedFd> = HashMap::new();
         for def in &obj.maps {
             let mut attr = def.attr();
             match def.name.as_str() {
                 "pending" => attr.max_entries = cfg.max_pending,
-                "slots" => attr.max_entries = slots::FRONT as u32 + buckets,
+                "slots" => attr.max_entries = slot_buckets,
                 "events" | "batches" => attr.max_entries = possible_cpus as u32,
                 _ => {}
             }
@@ -1029,11 +1031,11 @@ impl Probe {
             Table::Slots => {
                 let map = map_values(
                     table_fd.as_fd(),
-                    (slots::FRONT + buckets as usize) * std::mem::size_of::<slots::Bucket>(),
+                    slot_buckets as usize * std::mem::size_of::<slots::Bucket>(),
                     page,
                     "the table of attempts (flowlat_slots)",
                 )?;
-                TableMap::Slots(SlotTable::new(table_fd, map, slots::FRONT as u32 + buckets))
+                TableMap::Slots(SlotTable::new(table_fd, map, slot_buckets))
             }
             Table::Lru => TableMap::Lru(table_fd),
         };

@@ -198,7 +198,7 @@ impl SlotTable {
     /// A main bucket's way was freed: its key's front bucket counts one
     /// spilled attempt less, as the classifier's removal does.
     fn unspill(&self, f: &Found) {
-        if f.bucket >= FRONT && FRONT <= self.buckets {
+        if f.bucket >= FRONT {
             let front = (f.word >> 32) as usize & (FRONT - 1);
             self.bucket(front)[SPILL_AT].fetch_sub(1, Ordering::SeqCst);
         }

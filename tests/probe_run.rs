@@ -9,8 +9,7 @@ mod probe_rig;
 use std::time::Duration;
 
 use common::packet::{arp_request, icmp_echo, udp, Tcp, ACK, FIN, PSH, RST, SYN};
-use flowlat::probe::{Batch, Dir, Hook, Outcome, Probe, ProbeConfig, Record, Table, BATCH};
-use flowlat::slots;
+use flowlat::probe::{Batch, Dir, Hook, Outcome, Probe, ProbeConfig, Record, BATCH};
 use probe_rig::{Rig, TC_ACT_UNSPEC};
 
 const C4: &str = "10.0.0.5";
@@ -517,11 +516,7 @@ fn full_table_evicts_and_the_eviction_is_counted() {
         assert_eq!(r.retval, TC_ACT_UNSPEC);
     }
     let held = probe.pending_entries().expect("walk").len() as u64;
-    // The slot table has its front's room besides (see flowlat::slots::FRONT).
-    let room = match probe.table() {
-        Table::Slots => 64 + (slots::FRONT * slots::WAYS) as u64,
-        Table::Lru => 64,
-    };
+    let room = probe_rig::room(probe.table(), 64);
     assert!(
         held <= room,
         "the table is bounded by --max-pending, holds {held} of room for {room}"

@@ -170,11 +170,7 @@ fn both_tables_are_bounded_and_count_what_they_evict() {
             rig.run(Hook::Egress, &syn_from(&c, 1000, i));
         }
         let held = rig.pending() as u64;
-        // The slot table has its front's room besides.
-        let room = match table {
-            Table::Slots => 64 + (slots::FRONT * slots::WAYS) as u64,
-            Table::Lru => 64,
-        };
+        let room = probe_rig::room(table, 64);
         assert!(held <= room, "{table:?}: holds {held} of room for {room}");
         assert!(
             held >= room / 2,
