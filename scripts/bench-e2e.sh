@@ -9,7 +9,8 @@
 # part of the test suite. Tables on stdout, figures in target/flowlat-e2e.json.
 # Options go to the bench: --quick, --only kernel,startup,ramp,capacity,rings,bulk
 # (sections), --secs N, --rates 2000,5000,0 (0 = flat out), --clients N,
-# --kernel-rounds N, --kernel-secs N, --kernel-rate N, --against PATH (another
+# --kernel-rounds N, --kernel-secs N, --kernel-rate N, --kernel-waiting N
+# (attempts kept waiting for an answer beside the storm), --against PATH (another
 # flowlat build measured beside this one in the kernel-time section).
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -22,7 +22,7 @@ use crate::common::NetNs;
 use crate::flowlat::{supports, Flowlat};
 use crate::rig::{median, Rig};
 use crate::shared::json::J;
-use crate::storm::Storm;
+use crate::storm::{self, Storm};
 use crate::Opts;
 
 /// How flowlat is run for a measurement.
@@ -108,10 +108,16 @@ struct Sample {
 }
 
 fn storm_sample(rig: &Rig, o: &Opts, read: impl Fn() -> (u64, u64)) -> Sample {
+    let waiting = storm::waiting(&rig.net.a, &rig.silent, o.kernel_waiting);
+    if !waiting.is_empty() {
+        // Their first SYNs pass before the sample starts.
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let (t0, r0) = read();
     let storm = rig.storm(o.kernel_rate, o.kernel_secs, o.clients);
     std::thread::sleep(Duration::from_millis(200));
     let (t1, r1) = read();
+    drop(waiting);
     let n = storm.ok.max(1) as f64;
     Sample {
         ns: (t1 - t0) as f64 / n,
@@ -217,6 +223,18 @@ pub fn kernel_time(rig: &Rig, o: &Opts, md: &mut String) -> J {
          same round), with their range.\n",
         o.kernel_rate, o.kernel_secs, o.clients, o.kernel_rounds
     );
+    if o.kernel_waiting > 0 {
+        let _ = writeln!(
+            md,
+            "Beside the storm, {} connections wait for an answer that never comes (opened \
+             before each sample, their SYNs dropped beyond the server's end): both ends keep \
+             that many attempts in progress, as a host does that makes or answers handshakes \
+             with far-away peers (attempts in flight = rate × round trip). Their SYNs' \
+             retransmissions, one each a second, are run inside the samples of every variant, \
+             the empty classifier's too.\n",
+            o.kernel_waiting
+        );
+    }
     md.push_str(
         "| flowlat at | mode | Δ ns/handshake | range | empty ns | flowlat ns | runs/handshake | \
          flowlat CPU µs/handshake | target |\n|---|---|---:|---|---:|---:|---:|---:|---|\n",
@@ -226,6 +244,10 @@ pub fn kernel_time(rig: &Rig, o: &Opts, md: &mut String) -> J {
         ("secs_per_sample".to_string(), J::Num(o.kernel_secs)),
         ("rounds".to_string(), J::Int(o.kernel_rounds as i64)),
         ("clients".to_string(), J::Int(o.clients as i64)),
+        (
+            "waiting_attempts".to_string(),
+            J::Int(o.kernel_waiting as i64),
+        ),
     ];
     let mut storms: Vec<Storm> = Vec::new();
     for (dir, ns, iface) in ends {

@@ -11,6 +11,7 @@
 //! kernel,startup,ramp,daemon,capacity,rings,bulk` (sections to run), `--secs N`
 //! (per storm step), `--rates 2000,5000,...` (0 = flat out), `--clients N`,
 //! `--static PATH`, `--kernel-rounds N`, `--kernel-secs N`, `--kernel-rate N`,
+//! `--kernel-waiting N` (attempts kept waiting for an answer beside the storm),
 //! `--against PATH` (another flowlat build measured beside this one in the
 //! kernel-time section, repeatable), and `--profile FILE` with
 //! `--profile-end`, `--profile-mode`, `--profile-secs` (see `profile.rs`).
@@ -60,6 +61,7 @@ struct Opts {
     kernel_rounds: usize,
     kernel_secs: f64,
     kernel_rate: u32,
+    kernel_waiting: usize,
     against: Vec<PathBuf>,
     profile: Option<profile::Opts>,
 }
@@ -88,6 +90,7 @@ fn parse_opts() -> Opts {
         kernel_rounds: 5,
         kernel_secs: 2.0,
         kernel_rate: 5_000,
+        kernel_waiting: 0,
         against: Vec::new(),
         profile: None,
     };
@@ -121,6 +124,9 @@ fn parse_opts() -> Opts {
             "--kernel-secs" => o.kernel_secs = val().parse().expect("--kernel-secs takes seconds"),
             "--kernel-rate" => {
                 o.kernel_rate = val().parse().expect("--kernel-rate takes handshakes/s")
+            }
+            "--kernel-waiting" => {
+                o.kernel_waiting = val().parse().expect("--kernel-waiting takes a number")
             }
             "--against" => o.against.push(PathBuf::from(val())),
             "--profile" => {
@@ -175,8 +181,17 @@ fn main() {
     let net = VethPair::new("e2e");
     let server = SocketAddr::new(net.b4.parse().expect("address"), 8080);
     storm::serve(&net.b, server, 2);
+    let silent = (200..216)
+        .map(|last| {
+            SocketAddr::new(
+                net.unowned_beyond_b(false, last).parse().expect("address"),
+                9,
+            )
+        })
+        .collect();
     let rig = Rig {
         server,
+        silent,
         bin: PathBuf::from(env!("CARGO_BIN_EXE_flowlat")),
         net,
     };

@@ -66,6 +66,8 @@ impl Step {
 pub struct Rig {
     pub net: VethPair,
     pub server: SocketAddr,
+    /// Addresses beyond the server's end that nobody answers.
+    pub silent: Vec<SocketAddr>,
     pub bin: PathBuf,
 }
 
