@@ -14,7 +14,7 @@ use crate::probe::{as_bytes, from_bytes, Key, Pending};
 /// `FLOWLAT_WAYS`: entries per bucket.
 pub const WAYS: usize = 4;
 /// `FLOWLAT_FRONT`: the front buckets, before the main ones.
-pub const FRONT: usize = 16;
+pub const FRONT: usize = 256;
 /// `FLOWLAT_SLOT_LIVE`: the way holds an attempt (or a tombstone).
 pub const LIVE: u64 = 1;
 /// `FLOWLAT_SLOT_BUSY`: its owner is writing or taking it.

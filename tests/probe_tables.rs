@@ -165,27 +165,33 @@ fn both_tables_keep_the_contract() {
 fn both_tables_are_bounded_and_count_what_they_evict() {
     for table in [Table::Slots, Table::Lru] {
         let rig = rig(table, 64);
-        for i in 0..300u32 {
+        let room = probe_rig::room(table, 64);
+        // Three times as many attempts as there is room for.
+        let n = 3 * room as u32;
+        for i in 0..n {
             let c = format!("10.1.{}.{}", i / 250, i % 250 + 1);
             rig.run(Hook::Egress, &syn_from(&c, 1000, i));
         }
         let held = rig.pending() as u64;
-        let room = probe_rig::room(table, 64);
         assert!(held <= room, "{table:?}: holds {held} of room for {room}");
         assert!(
             held >= room / 2,
             "{table:?}: holds only {held} of room for {room}"
         );
         let ks = rig.probe.kernel_stats().expect("stats");
-        assert_eq!(ks.created, 300, "{table:?}");
-        assert_eq!(rig.probe.evicted(&ks, held), 300 - held, "{table:?}");
+        assert_eq!(ks.created, u64::from(n), "{table:?}");
+        assert_eq!(
+            rig.probe.evicted(&ks, held),
+            u64::from(n) - held,
+            "{table:?}"
+        );
         // The newest attempt is always kept.
         let newest = rig
             .probe
             .pending_entries()
             .expect("entries")
             .into_iter()
-            .any(|(_, p)| p.client_isn == 299);
+            .any(|(_, p)| p.client_isn == n - 1);
         assert!(newest, "{table:?}: the newest attempt was evicted");
     }
 }
