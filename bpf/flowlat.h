@@ -242,8 +242,8 @@ struct flowlat_pending {
  * where one random bucket of the whole table comes from far away: on a storm
  * through a veth pair, a table of 64 attempts cost 350 to 470 ns a handshake
  * less than one of 65,536 at the clients' end. Its size is a trade: a front
- * of 16 buckets cost 50 to 150 ns less than this one with nothing else in
- * flight, and 300 to 400 ns more with 200 attempts waiting beside the storm,
+ * of 16 buckets cost 9 to 253 ns less than this one with nothing else in
+ * flight, and 220 to 560 ns more with 200 attempts waiting beside the storm,
  * when its buckets are full and every new attempt spills (more than the
  * table without a front paid). Each way's word says what its
  * entry is: FLOWLAT_SLOT_LIVE (an attempt), FLOWLAT_SLOT_BUSY (being written

@@ -214,9 +214,9 @@ static __always_inline int table_add(const struct flowlat_key *key, const struct
 	for (int i = FLOWLAT_WAYS - 1; i >= 0; i--)
 		if ((w[i] & SLOT_STATE) == 0)
 			free = i;
-	/* Two SYNs on two CPUs at once often share one of the few front
-	 * buckets and read the same free way: the one whose claim fails goes
-	 * on to its main bucket rather than lose its attempt. */
+	/* Two SYNs on two CPUs at once may share a front bucket and read
+	 * the same free way: the one whose claim fails goes on to its main
+	 * bucket rather than lose its attempt. */
 	if (free < FLOWLAT_WAYS && slot_fill(f, free, w[free & (FLOWLAT_WAYS - 1)], h, key, n) == 0)
 		return 0;
 	if (!spill)

@@ -15,6 +15,8 @@ use crate::probe::{as_bytes, from_bytes, Key, Pending};
 pub const WAYS: usize = 4;
 /// `FLOWLAT_FRONT`: the front buckets, before the main ones.
 pub const FRONT: usize = 256;
+/// The attempts the front holds beside the main buckets' room.
+pub const FRONT_WAYS: usize = FRONT * WAYS;
 /// `FLOWLAT_SLOT_LIVE`: the way holds an attempt (or a tombstone).
 pub const LIVE: u64 = 1;
 /// `FLOWLAT_SLOT_BUSY`: its owner is writing or taking it.

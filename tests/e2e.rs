@@ -287,8 +287,8 @@ fn an_unanswered_syn_times_out_once() {
 
 #[test]
 fn syns_sent_at_once_from_both_cpus_are_each_reported_once() {
-    // Many clients at the same instant: their SYNs meet in the table's few
-    // front buckets from both CPUs, where two may read the same free way.
+    // Many clients at the same instant: their SYNs meet in the table's front
+    // buckets from both CPUs, where two may read the same free way.
     const CLIENTS: usize = 48;
     let net = VethPair::new("burst");
     let fa = Flowlat::start(&net.a, &["--json", "--syn-timeout", "300ms", "a"]);

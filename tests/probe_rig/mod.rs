@@ -12,7 +12,7 @@ pub const TC_ACT_UNSPEC: u32 = u32::MAX; // -1
 /// table has its front's room besides (see `flowlat::slots::FRONT`).
 pub fn room(table: Table, max_pending: u64) -> u64 {
     match table {
-        Table::Slots => max_pending + (flowlat::slots::FRONT * flowlat::slots::WAYS) as u64,
+        Table::Slots => max_pending + flowlat::slots::FRONT_WAYS as u64,
         Table::Lru => max_pending,
     }
 }
