@@ -185,7 +185,7 @@ pub fn run(
 /// flight at once does (a server answering clients far away: rate × round
 /// trip). Closing them (dropping the fds) sends nothing.
 pub fn waiting(ns: &NetNs, targets: &[SocketAddr], n: usize) -> Vec<std::os::fd::OwnedFd> {
-    use std::os::fd::{FromRawFd, OwnedFd};
+    use nix::sys::socket::{self as sock, AddressFamily, SockFlag, SockType, SockaddrIn};
     let targets = targets.to_vec();
     ns.enter(move || {
         (0..n)
@@ -193,37 +193,19 @@ pub fn waiting(ns: &NetNs, targets: &[SocketAddr], n: usize) -> Vec<std::os::fd:
                 let SocketAddr::V4(t) = targets[i % targets.len()] else {
                     panic!("waiting connections are IPv4");
                 };
-                // SAFETY: plain socket creation; the result is checked.
-                let fd = unsafe {
-                    libc::socket(
-                        libc::AF_INET,
-                        libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-                        0,
-                    )
-                };
-                assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
-                // SAFETY: fd is a new socket that nothing else owns.
-                let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-                let sa = libc::sockaddr_in {
-                    sin_family: libc::AF_INET as libc::sa_family_t,
-                    sin_port: t.port().to_be(),
-                    sin_addr: libc::in_addr {
-                        s_addr: u32::from(*t.ip()).to_be(),
-                    },
-                    sin_zero: [0; 8],
-                };
-                // SAFETY: `sa` is a live sockaddr_in of the size given.
-                let r = unsafe {
-                    libc::connect(
-                        fd.as_raw_fd(),
-                        &sa as *const libc::sockaddr_in as *const libc::sockaddr,
-                        std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-                    )
-                };
-                let err = std::io::Error::last_os_error();
-                assert!(
-                    r < 0 && err.raw_os_error() == Some(libc::EINPROGRESS),
-                    "a waiting connect to {t}: {err}"
+                let fd = sock::socket(
+                    AddressFamily::Inet,
+                    SockType::Stream,
+                    SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+                    None,
+                )
+                .expect("socket");
+                let err = sock::connect(fd.as_raw_fd(), &SockaddrIn::from(t))
+                    .expect_err("a connect to nobody does not complete at once");
+                assert_eq!(
+                    err,
+                    nix::errno::Errno::EINPROGRESS,
+                    "a waiting connect to {t}"
                 );
                 fd
             })
