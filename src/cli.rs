@@ -6,7 +6,7 @@ use std::time::Duration;
 use argh::FromArgs;
 
 use crate::probe::{Dir, MAX_FILTER_CGROUPS, MAX_FILTER_NETS};
-use crate::summary::{self, GroupKey};
+use crate::sinks::summary::{self, GroupKey};
 
 /// The name used when no interface is given, like the tool flowlat replaces.
 pub const DEFAULT_IFACE: &str = "eth0";

@@ -4,9 +4,9 @@
 use std::io::{self, Write};
 use std::process::ExitCode;
 
-use flowlat::attach;
-use flowlat::cgroup::Cgroups;
 use flowlat::cli::{self, Command, Settings};
+use flowlat::host::attach;
+use flowlat::host::cgroup::Cgroups;
 use flowlat::run::{self, Prepared, Sink};
 
 fn main() -> ExitCode {

@@ -4,7 +4,6 @@
 //! `main` gives it.
 
 use std::collections::HashMap;
-use std::fmt;
 use std::io::{self, Write};
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
@@ -13,84 +12,24 @@ use rtnetlink::Handle;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 
-use crate::attach::{self, framing};
 use crate::bpf::perf::{PerfBuffers, PerfStats};
-use crate::bpf::BpfError;
-use crate::cgroup::Cgroups;
 use crate::cli::{Output, Settings};
-use crate::consume::{Consumer, Lines, Tables, Tally};
-use crate::http::{self, Scrape};
-use crate::labels::{Labels, Names};
-use crate::metrics::{Gauges, Metrics, MetricsConfig};
+pub use crate::error::Error;
+use crate::host::attach::{self, framing};
+use crate::host::cgroup::Cgroups;
+use crate::host::owner::Owner;
+use crate::host::privilege::{self, Facts};
 use crate::netlink::link::{self, LinkEvent, LinkEvents, LinkLayer, LinkState};
 use crate::netlink::tc::{self, Attachment};
-use crate::netlink::NetlinkError;
-use crate::output::{monotonic_ns, Formatter, WallClock};
-use crate::owner::Owner;
-use crate::privilege::{self, Facts};
 use crate::probe::{
     Aggregation, Filter, Framing, KernelStats, Outcome, Probe, ProbeConfig, Record, Table,
 };
-use crate::summary::{Summary, SummaryConfig};
-
-/// A failure of the run, from whichever layer; each carries its own advice.
-pub enum Error {
-    Bpf(BpfError),
-    Netlink(NetlinkError),
-    Other(String),
-    /// The kernel refused a privileged operation although the capabilities
-    /// are there; the text says which setting may be why.
-    Refused(Box<Error>, String),
-}
-
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Error::Bpf(e) => e.fmt(f),
-            Error::Netlink(e) => e.fmt(f),
-            Error::Other(s) => f.write_str(s),
-            Error::Refused(e, why) => write!(f, "{e}; {why}"),
-        }
-    }
-}
-
-impl From<BpfError> for Error {
-    fn from(e: BpfError) -> Self {
-        Error::Bpf(e)
-    }
-}
-
-impl From<NetlinkError> for Error {
-    fn from(e: NetlinkError) -> Self {
-        Error::Netlink(e)
-    }
-}
-
-impl Error {
-    /// Adds why the kernel may have refused, when it answered EPERM or EACCES.
-    /// A verifier's EACCES is its verdict on the program, not a privilege matter.
-    fn explained(self, facts: &Facts) -> Error {
-        use std::error::Error as _;
-        let errno = match &self {
-            Error::Bpf(e @ BpfError::Sys { .. }) => e
-                .source()
-                .and_then(|s| s.downcast_ref::<io::Error>())
-                .and_then(io::Error::raw_os_error),
-            Error::Bpf(BpfError::Verifier { source, .. }) => {
-                source.raw_os_error().filter(|&e| e == libc::EPERM)
-            }
-            Error::Netlink(e) => e.errno(),
-            _ => None,
-        };
-        match errno {
-            Some(libc::EPERM | libc::EACCES) => {
-                let why = privilege::explain_refusal(facts);
-                Error::Refused(Box::new(self), why)
-            }
-            _ => self,
-        }
-    }
-}
+use crate::sinks::http::{self, Scrape};
+use crate::sinks::labels::{Labels, Names};
+use crate::sinks::lines::{monotonic_ns, Formatter, WallClock};
+use crate::sinks::metrics::{Gauges, Metrics, MetricsConfig};
+use crate::sinks::summary::{Summary, SummaryConfig};
+use crate::sinks::{Consumer, Lines, Tables, Tally};
 
 /// Where a run's output goes: `main` owns stdout and stderr.
 pub trait Sink {

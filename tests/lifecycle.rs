@@ -321,8 +321,8 @@ fn detach_removes_what_dead_flowlats_left_and_nothing_else() {
     // This test process, named correctly (alive), and as a process that held
     // our PID before us (another start time: gone); and a name that is not
     // flowlat's form at all.
-    let me = flowlat::owner::Owner::current().expect("/proc/self");
-    let reused = flowlat::owner::Owner {
+    let me = flowlat::host::owner::Owner::current().expect("/proc/self");
+    let reused = flowlat::host::owner::Owner {
         start: me.start + 1,
         ..me
     };

@@ -413,7 +413,7 @@ fn a_syn_flood_stays_bounded_and_real_handshakes_are_still_measured() {
     // front gives up no attempt to a newer one (a full front bucket sends
     // the newer one on to the main table), so a way a real handshake frees
     // there may take a flood SYN that stays until it times out.
-    let room = u64::from(TABLE) + flowlat::slots::FRONT_WAYS as u64;
+    let room = u64::from(TABLE) + flowlat::probe::slots::FRONT_WAYS as u64;
     assert!(
         timeouts <= room + legit.len() as u64,
         "{timeouts} timeouts from a table of room for {room} and {} real handshakes",

@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 
 use flowlat::bpf::perf::PerfBuffers;
 use flowlat::bpf::{cpu, sys};
-use flowlat::cgroup::Cgroups;
-use flowlat::labels::Names;
-use flowlat::output::{Formatter, WallClock};
+use flowlat::host::cgroup::Cgroups;
 use flowlat::probe::{Event, Record};
+use flowlat::sinks::labels::Names;
+use flowlat::sinks::lines::{Formatter, WallClock};
 
 use crate::asm;
 use crate::stats::median_f64;
@@ -255,7 +255,7 @@ pub const SUMMARY_CASES: [SummaryCase; 3] = [
 /// the median of `rounds` rounds of `n` records.
 pub fn summary_rate(case: &SummaryCase, n: usize, rounds: usize) -> f64 {
     use flowlat::probe::{Dir, Outcome};
-    use flowlat::summary::{parse_by, Summary, SummaryConfig};
+    use flowlat::sinks::summary::{parse_by, Summary, SummaryConfig};
     let by = parse_by(case.by).expect("a valid --by");
     let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
     let records: Vec<Record> = (0..n.min(1 << 20))
@@ -318,8 +318,8 @@ pub fn summary_rate(case: &SummaryCase, n: usize, rounds: usize) -> f64 {
 /// server-port` allows by default: 256 ports of their own and `other`, both
 /// directions, on one interface. Returns (median ms per render, bytes).
 pub fn scrape_render(rounds: usize) -> (f64, usize) {
-    use flowlat::metrics::{Gauges, Metrics, MetricsConfig};
     use flowlat::probe::{AggKey, AggValue, Dir};
+    use flowlat::sinks::metrics::{Gauges, Metrics, MetricsConfig};
     let cfg = MetricsConfig {
         by_port: true,
         by_cgroup: false,

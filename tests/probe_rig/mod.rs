@@ -9,10 +9,10 @@ use flowlat::probe::{Hook, Probe, ProbeConfig, Record, Table};
 pub const TC_ACT_UNSPEC: u32 = u32::MAX; // -1
 
 /// The most attempts a table made for `max_pending` may hold: the slot
-/// table has its front's room besides (see `flowlat::slots::FRONT`).
+/// table has its front's room besides (see `flowlat::probe::slots::FRONT`).
 pub fn room(table: Table, max_pending: u64) -> u64 {
     match table {
-        Table::Slots => max_pending + flowlat::slots::FRONT_WAYS as u64,
+        Table::Slots => max_pending + flowlat::probe::slots::FRONT_WAYS as u64,
         Table::Lru => max_pending,
     }
 }

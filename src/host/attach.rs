@@ -5,12 +5,12 @@ use std::os::fd::BorrowedFd;
 
 use rtnetlink::Handle;
 
+use crate::error::Error;
+use crate::host::owner::{self, Cleanup, Owner};
 use crate::netlink::link::{self, Link, LinkLayer};
 use crate::netlink::tc::{self, Attachment};
 use crate::netlink::NetlinkError;
-use crate::owner::{self, Cleanup, Owner};
 use crate::probe::{Framing, Hook, Probe};
-use crate::run::Error;
 
 /// Attaches the probe to every interface in `links`, or to none: a failure
 /// undoes the interfaces already attached. Before attaching to an interface,

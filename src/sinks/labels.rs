@@ -18,11 +18,11 @@ pub trait Labels {
 /// cgroup2 hierarchy.
 pub struct Names {
     ifaces: HashMap<u32, String>,
-    cgroups: crate::cgroup::Cgroups,
+    cgroups: crate::host::cgroup::Cgroups,
 }
 
 impl Names {
-    pub fn new(ifaces: HashMap<u32, String>, cgroups: crate::cgroup::Cgroups) -> Names {
+    pub fn new(ifaces: HashMap<u32, String>, cgroups: crate::host::cgroup::Cgroups) -> Names {
         Names { ifaces, cgroups }
     }
 

@@ -4,10 +4,17 @@
 
 use std::io::{self, Write};
 
-use crate::labels::Labels;
-use crate::output::{Formatter, WallClock};
+pub mod histogram;
+pub mod http;
+pub mod labels;
+pub mod lines;
+pub mod metrics;
+pub mod summary;
+
 use crate::probe::{Outcome, Record};
-use crate::summary::{self, Summary, Table};
+use crate::sinks::labels::Labels;
+use crate::sinks::lines::{Formatter, WallClock};
+use summary::{Summary, Table};
 
 /// A consumer of records.
 pub trait Consumer {

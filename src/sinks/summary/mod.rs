@@ -3,7 +3,7 @@
 //! as aligned text tables or JSON lines.
 //!
 //! Memory is bounded twice over: each group's durations live in sketches of
-//! bounded size ([`crate::histogram`]), and each table holds at most
+//! bounded size ([`crate::sinks::histogram`]), and each table holds at most
 //! `max_groups` groups, the attempts of any further group going into one
 //! `other` row.
 
@@ -14,11 +14,11 @@ use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use crate::cgroup::shorten;
-use crate::histogram::{Log2Hist, Sketch};
-use crate::labels::Labels;
-use crate::output::{json_str, local_utc_offset, rfc3339, time_of_day, WallClock};
+use crate::host::cgroup::shorten;
 use crate::probe::{Dir, Outcome, Record};
+use crate::sinks::histogram::{Log2Hist, Sketch};
+use crate::sinks::labels::Labels;
+use crate::sinks::lines::{json_str, local_utc_offset, rfc3339, time_of_day, WallClock};
 
 /// One thing attempts can be grouped by (`--by`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -909,10 +909,10 @@ pub fn render_json(t: &Table, labels: &mut dyn Labels, clock: &WallClock, hist: 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::histogram::tests::Rng;
+    use crate::sinks::histogram::tests::Rng;
     use std::sync::Arc;
 
-    use crate::labels::FixedNames as Names;
+    use crate::sinks::labels::FixedNames as Names;
 
     fn names() -> Names {
         Names {

@@ -4,8 +4,8 @@ use std::fmt::Write as _;
 
 use nix::time::{clock_gettime, ClockId};
 
-use crate::labels::Labels;
 use crate::probe::Record;
+use crate::sinks::labels::Labels;
 
 /// Converts the kernel's `CLOCK_MONOTONIC` timestamps (`bpf_ktime_get_ns`) to
 /// wall-clock time, by the offset between the two clocks measured once.
@@ -214,7 +214,7 @@ impl Formatter {
             };
             // The cgroup comes last: it is the one field of unbounded width.
             let cg = match (cgroup, r.cgroup_id) {
-                (Some(path), _) => crate::cgroup::shorten(path),
+                (Some(path), _) => crate::host::cgroup::shorten(path),
                 (None, Some(id)) => format!("cgroup#{id}"),
                 (None, None) => "-".to_string(),
             };
@@ -241,8 +241,8 @@ impl Formatter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::labels::FixedNames;
     use crate::probe::{Dir, Outcome};
+    use crate::sinks::labels::FixedNames;
 
     fn record() -> Record {
         Record {

@@ -8,8 +8,8 @@ use std::mem::{offset_of, size_of};
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use super::abi::{as_bytes, from_bytes, Key, Pending};
 use crate::bpf::mmap::Mapping;
-use crate::probe::{as_bytes, from_bytes, Key, Pending};
 
 /// `FLOWLAT_WAYS`: entries per bucket.
 pub const WAYS: usize = 4;

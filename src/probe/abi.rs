@@ -1,0 +1,263 @@
+//! The mirror of `bpf/flowlat.h`: the constants and `#[repr(C)]` structs the
+//! classifier and user space share, field for field (a test compares them
+//! with the sizes and offsets clang computed for `bpf/layout.c`), and the
+//! byte views of them that the maps take.
+
+pub(crate) const DIR_OUT: u8 = 0;
+pub(crate) const DIR_IN: u8 = 1;
+
+pub(crate) const RESULT_OK: u8 = 0;
+pub(crate) const RESULT_REFUSED: u8 = 1;
+pub(crate) const RESULT_TIMEOUT: u8 = 2;
+pub(crate) const RESULT_ABANDONED: u8 = 3;
+
+/// Indices of the per-CPU `stats` map (`FLOWLAT_STAT_*`).
+// Written only by the classifier; named here for the layout test.
+#[allow(dead_code)]
+pub(crate) const STATE_SYN: u8 = 0;
+#[allow(dead_code)]
+pub(crate) const STATE_SYNACK: u8 = 1;
+pub(crate) const STATE_REPORTED: u8 = 2;
+
+pub(crate) const STAT_SENT: usize = 0;
+pub(crate) const STAT_SEND_FAILED: usize = 1;
+pub(crate) const STAT_CREATED: usize = 2;
+pub(crate) const STAT_REMOVED: usize = 3;
+pub(crate) const STAT_EXT_SKIPPED: usize = 4;
+pub(crate) const STAT_FILTERED: usize = 5;
+pub(crate) const STAT_BELOW_MIN_RTT: usize = 6;
+pub(crate) const STAT_AGG_FAILED: usize = 7;
+pub(crate) const STAT_MAX: usize = 8;
+
+/// `FLOWLAT_CFG_*`: bits of `config.flags`.
+pub(crate) const CFG_MIN_RTT: u32 = 1;
+pub(crate) const CFG_AGGREGATE: u32 = 2;
+pub(crate) const CFG_NO_RECORDS: u32 = 4;
+pub(crate) const CFG_AGG_PORT: u32 = 8;
+pub(crate) const CFG_AGG_CGROUP: u32 = 16;
+pub(crate) const CFG_IN_ORDER: u32 = 32;
+
+/// How many bounds the histograms have (`FLOWLAT_HIST_N`); they have one
+/// bucket more, for what lies above the last bound.
+pub const HIST_N: usize = 22;
+
+/// The histogram bounds in nanoseconds (`FLOWLAT_HIST_BOUNDS`): 1-2-5 per
+/// decade, 5 µs to 50 s. Bucket `i < HIST_N` counts durations `v` with
+/// `HIST_BOUNDS_NS[i - 1] < v <= HIST_BOUNDS_NS[i]`; bucket `HIST_N` the rest.
+pub const HIST_BOUNDS_NS: [u64; HIST_N] = [
+    5_000,
+    10_000,
+    20_000,
+    50_000,
+    100_000,
+    200_000,
+    500_000,
+    1_000_000,
+    2_000_000,
+    5_000_000,
+    10_000_000,
+    20_000_000,
+    50_000_000,
+    100_000_000,
+    200_000_000,
+    500_000_000,
+    1_000_000_000,
+    2_000_000_000,
+    5_000_000_000,
+    10_000_000_000,
+    20_000_000_000,
+    50_000_000_000,
+];
+
+/// `FLOWLAT_AGG_KEYS` and `FLOWLAT_AGG_RESERVE`.
+pub(crate) const AGG_KEYS: usize = 1024;
+pub(crate) const AGG_RESERVE: usize = 128;
+
+/// `FLOWLAT_FILTER_*`: bits of `filter.kinds`.
+pub(crate) const FILTER_PORT: u32 = 1;
+pub(crate) const FILTER_NET: u32 = 2;
+pub(crate) const FILTER_DIR: u32 = 4;
+pub(crate) const FILTER_CGROUP: u32 = 8;
+
+/// How many cgroups a [`Filter`] may name (`FLOWLAT_MAX_CGROUPS`).
+pub const MAX_FILTER_CGROUPS: usize = 8;
+/// How many networks a [`Filter`] may name (`FLOWLAT_MAX_NETS`).
+pub const MAX_FILTER_NETS: usize = 256;
+/// `FLOWLAT_FILTER_MEMO`.
+pub(crate) const FILTER_MEMO: usize = 4096;
+
+/// `FLOWLAT_GATE_SLOTS` and `FLOWLAT_GATE_BANKS`: the ACK gate (see `bpf/flowlat.h`).
+pub(crate) const GATE_SLOTS: usize = 32768;
+pub(crate) const GATE_BANKS: u32 = 2;
+/// `FLOWLAT_GATE_PORT_WORDS`: the gate's words of port bits, after its slots.
+pub(crate) const GATE_PORT_WORDS: usize = 65536 / 32;
+
+/// `struct flowlat_key`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Key {
+    pub client: [u8; 16],
+    pub server: [u8; 16],
+    /// Network byte order, as in the packet.
+    pub client_port: u16,
+    /// Network byte order, as in the packet.
+    pub server_port: u16,
+    pub ifindex: u32,
+    pub family: u8,
+    pub dir: u8,
+    pub pad: [u8; 6],
+}
+
+/// `struct flowlat_config`: settings the classifier reads as it runs.
+#[repr(C)]
+pub(crate) struct ConfigGlobal {
+    pub(crate) bank: u32,
+    pub(crate) flags: u32,
+    pub(crate) agg_keys: u32,
+    pub(crate) batch: u32,
+    pub(crate) table_mask: u32,
+}
+
+/// `struct flowlat_agg_key`, as the map holds it.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct AggKeyRaw {
+    pub(crate) ifindex: u32,
+    pub(crate) dir: u8,
+    pub(crate) other: u8,
+    /// Host order.
+    pub(crate) server_port: u16,
+    pub(crate) cgroup_id: u64,
+}
+
+/// `FLOWLAT_AGG_FAST`: slots in each CPU's cache of aggregates.
+pub(crate) const AGG_FAST: u32 = 256;
+
+/// `struct flowlat_filter`, the global user space fills before attaching.
+#[repr(C)]
+pub(crate) struct FilterGlobal {
+    pub(crate) kinds: u32,
+    pub(crate) dirs: u32,
+    pub(crate) cgroups: u32,
+    pub(crate) pad: u32,
+    pub(crate) min_rtt_ns: u64,
+    pub(crate) cgroup_id: [u64; MAX_FILTER_CGROUPS],
+    pub(crate) cgroup_level: [u32; MAX_FILTER_CGROUPS],
+    pub(crate) ports: [u32; 65536 / 32],
+    pub(crate) memo: [u32; FILTER_MEMO],
+}
+
+/// `struct flowlat_net_key`: a network in the `nets` LPM trie, behind its family byte.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct NetKey {
+    pub(crate) prefixlen: u32,
+    pub(crate) family: u8,
+    pub(crate) addr: [u8; 16],
+    pub(crate) pad: [u8; 3],
+}
+
+/// `struct flowlat_pending`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pending {
+    pub first_syn_ns: u64,
+    pub last_syn_ns: u64,
+    pub first_synack_ns: u64,
+    pub last_synack_ns: u64,
+    pub client_isn: u32,
+    pub server_isn: u32,
+    pub syns: u16,
+    pub synacks: u16,
+    pub state: u8,
+    pub bank: u8,
+    pub syn_len: u16,
+    /// The local socket's cgroup v2 id, or 0 (see `bpf/flowlat.h`).
+    pub cgroup_id: u64,
+}
+
+/// `struct flowlat_event`: one record per attempt, as the classifier sends it.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Event {
+    pub key: Key,
+    pub p: Pending,
+    pub end_ns: u64,
+    pub result: u8,
+    pub pad: [u8; 7],
+}
+
+/// `FLOWLAT_BATCH`: records per perf event, at most.
+pub const BATCH: usize = 8;
+
+/// `struct flowlat_batch`: a CPU's batch of records (see `bpf/flowlat.h`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Batch {
+    /// Batches this CPU filled before this one.
+    pub seq: u64,
+    /// Records in `ev`.
+    pub n: u32,
+    pub pad: u32,
+    pub ev: [Event; BATCH],
+}
+
+/// Plain-old-data structs shared with the kernel: every bit pattern is valid.
+pub(crate) trait Pod: Copy + Default {}
+impl Pod for Key {}
+impl Pod for Pending {}
+impl Pod for Event {}
+impl Pod for Batch {}
+impl Pod for NetKey {}
+impl Pod for AggKeyRaw {}
+pub(crate) fn as_bytes<T: Pod>(v: &T) -> &[u8] {
+    // SAFETY: T is a #[repr(C)] struct of integers and byte arrays with explicit padding
+    // fields, so all of its size_of::<T>() bytes are initialised.
+    unsafe { std::slice::from_raw_parts(v as *const T as *const u8, std::mem::size_of::<T>()) }
+}
+
+pub(crate) fn from_bytes<T: Pod>(b: &[u8]) -> Option<T> {
+    if b.len() != std::mem::size_of::<T>() {
+        return None;
+    }
+    // SAFETY: the length was checked, T accepts every bit pattern (Pod), and
+    // read_unaligned does not require `b` to be aligned for T.
+    Some(unsafe { std::ptr::read_unaligned(b.as_ptr() as *const T) })
+}
+
+/// The room of one CPU's `T` in a per-CPU map's value: the kernel rounds
+/// each CPU's copy up to 8 bytes.
+pub(crate) fn per_cpu_stride<T>() -> usize {
+    std::mem::size_of::<T>().next_multiple_of(8)
+}
+
+/// Each CPU's `T` in a per-CPU map's value, as the kernel lays them out.
+pub(crate) fn per_cpu<T: Pod>(values: &[u8]) -> impl Iterator<Item = Option<T>> + '_ {
+    values
+        .chunks_exact(per_cpu_stride::<T>())
+        .map(|cpu| from_bytes(&cpu[..std::mem::size_of::<T>()]))
+}
+
+impl Batch {
+    /// Decodes a perf sample of exactly `size_of::<Batch>()` bytes.
+    pub fn decode(b: &[u8]) -> Option<Batch> {
+        from_bytes(b)
+    }
+
+    /// The batch's bytes, as the classifier would send them.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        as_bytes(self).to_vec()
+    }
+}
+
+impl Event {
+    /// Decodes a record from exactly `size_of::<Event>()` bytes.
+    pub fn decode(b: &[u8]) -> Option<Event> {
+        from_bytes(b)
+    }
+
+    /// The record's bytes, as the classifier would send them.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        as_bytes(self).to_vec()
+    }
+}
