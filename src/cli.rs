@@ -6,7 +6,7 @@ use std::time::Duration;
 use argh::FromArgs;
 
 use crate::probe::{Dir, MAX_FILTER_CGROUPS, MAX_FILTER_NETS};
-use crate::sinks::summary::{self, GroupKey};
+use crate::sinks::summary::{self, GroupKey, ALL_KEYS, KEYS_HELP};
 
 /// The name used when no interface is given, like the tool flowlat replaces.
 pub const DEFAULT_IFACE: &str = "eth0";
@@ -392,11 +392,11 @@ fn output_of(a: &Args) -> Result<Output, String> {
         return Err("--quiet and --summary contradict each other: --summary already prints no line per attempt, and --quiet would hide its tables".to_string());
     }
     let by = match &a.by {
-        Some(s) => summary::parse_by(s)?,
+        Some(s) => parse_by(s)?,
         None => vec![GroupKey::Iface, GroupKey::Dir, GroupKey::Server],
     };
     let (v4_prefix, v6_prefix) = match &a.client_prefix {
-        Some(s) => summary::parse_client_prefix(s)?,
+        Some(s) => parse_client_prefix(s)?,
         None => (24, 48),
     };
     Ok(Output::Summary(SummaryOptions {
@@ -595,6 +595,58 @@ fn parse_pages(s: &str) -> Result<usize, String> {
             "`{s}` is not a ring size: give a power of two pages, e.g. 16, 64, 256"
         )),
     }
+}
+
+/// Parses `--by`: a comma list of keys, in the order of the table's columns.
+/// The JSON spelling (`server_ip`) is accepted beside `server-ip`.
+pub fn parse_by(s: &str) -> Result<Vec<GroupKey>, String> {
+    let mut keys: Vec<GroupKey> = Vec::new();
+    for word in s.split(',').map(str::trim) {
+        if word.is_empty() {
+            return Err(format!(
+                "`{s}` has an empty key: --by takes a comma list of {KEYS_HELP}"
+            ));
+        }
+        let spelled = word.replace('_', "-");
+        let Some(k) = ALL_KEYS.into_iter().find(|k| k.as_str() == spelled) else {
+            return Err(format!(
+                "`{word}` is not a key of --by: use a comma list of {KEYS_HELP}"
+            ));
+        };
+        if keys.contains(&k) {
+            return Err(format!("`{word}` is given twice in --by"));
+        }
+        keys.push(k);
+    }
+    for &k in &keys {
+        if let Some(whole) = k.part_of().filter(|w| keys.contains(w)) {
+            return Err(format!(
+                "--by has both `{}` and `{}`, which already includes it: give one of them",
+                k.as_str(),
+                whole.as_str()
+            ));
+        }
+    }
+    Ok(keys)
+}
+
+/// Parses `--client-prefix V4,V6`, e.g. `24,48`: the prefix lengths that
+/// `client-net` cuts IPv4 and IPv6 client addresses to.
+pub fn parse_client_prefix(s: &str) -> Result<(u8, u8), String> {
+    let bad = || {
+        format!("`{s}` is not a --client-prefix: give the IPv4 and IPv6 prefix lengths, e.g. 24,48")
+    };
+    let (a, b) = s.split_once(',').ok_or_else(bad)?;
+    let len = |t: &str, family: &str, max: u8| -> Result<u8, String> {
+        let n: u32 = t.trim().parse().map_err(|_| bad())?;
+        if n > u32::from(max) {
+            return Err(format!(
+                "`{s}`: an {family} prefix is at most {max} bits (--client-prefix V4,V6)"
+            ));
+        }
+        Ok(n as u8)
+    };
+    Ok((len(a, "IPv4", 32)?, len(b, "IPv6", 128)?))
 }
 
 #[cfg(test)]
@@ -882,5 +934,66 @@ mod tests {
             text.trim(),
             format!("flowlat {}", env!("CARGO_PKG_VERSION"))
         );
+    }
+
+    #[test]
+    fn by_accepts_every_key_in_the_order_given() {
+        assert_eq!(
+            parse_by("cgroup,client-net,dir,iface,server").expect("valid"),
+            [
+                GroupKey::Cgroup,
+                GroupKey::ClientNet,
+                GroupKey::Dir,
+                GroupKey::Iface,
+                GroupKey::Server
+            ]
+        );
+        assert_eq!(
+            parse_by(" server-ip , server_port,client-ip").expect("valid"),
+            [GroupKey::ServerIp, GroupKey::ServerPort, GroupKey::ClientIp]
+        );
+        for k in ALL_KEYS {
+            assert_eq!(parse_by(k.as_str()), Ok(vec![k]));
+        }
+    }
+
+    #[test]
+    fn by_errors_name_the_bad_word_and_the_valid_keys() {
+        let e = parse_by("iface,servr").expect_err("unknown");
+        assert!(e.starts_with("`servr` is not a key of --by"), "{e}");
+        for k in ALL_KEYS {
+            assert!(e.contains(k.as_str()), "{e}");
+        }
+        let e = parse_by("iface,,dir").expect_err("empty");
+        assert!(e.contains("empty key") && e.contains("client-net"), "{e}");
+        assert!(parse_by("").expect_err("nothing").contains("empty key"));
+        assert_eq!(
+            parse_by("dir,iface,dir"),
+            Err("`dir` is given twice in --by".to_string())
+        );
+        let e = parse_by("server,server-port").expect_err("overlap");
+        assert!(e.contains("`server-port` and `server`"), "{e}");
+        assert!(parse_by("server-ip,iface,server").is_err());
+        assert!(parse_by("client-net,client-ip").is_err());
+        // Address and port apart are a different grouping from server: fine.
+        assert!(parse_by("server-ip,server-port").is_ok());
+    }
+
+    #[test]
+    fn client_prefix_parses_both_lengths_and_rejects_the_rest() {
+        assert_eq!(parse_client_prefix("24,48"), Ok((24, 48)));
+        assert_eq!(parse_client_prefix(" 0 , 128"), Ok((0, 128)));
+        assert_eq!(parse_client_prefix("32,0"), Ok((32, 0)));
+        for bad in ["24", "24,", ",48", "a,48", "24,48,64", "-1,48", "24;48", ""] {
+            let e = parse_client_prefix(bad).expect_err(bad);
+            assert!(
+                e.contains("e.g. 24,48") && e.contains(&format!("`{bad}`")),
+                "{e}"
+            );
+        }
+        let e = parse_client_prefix("33,48").expect_err("too long");
+        assert!(e.contains("IPv4 prefix is at most 32"), "{e}");
+        let e = parse_client_prefix("24,129").expect_err("too long");
+        assert!(e.contains("IPv6 prefix is at most 128"), "{e}");
     }
 }

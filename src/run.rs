@@ -12,7 +12,7 @@ use rtnetlink::Handle;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 
-use crate::bpf::perf::{PerfBuffers, PerfStats};
+use crate::bpf::perf::PerfBuffers;
 use crate::cli::{Output, Settings};
 pub use crate::error::Error;
 use crate::host::attach::{self, framing};
@@ -21,15 +21,16 @@ use crate::host::owner::Owner;
 use crate::host::privilege::{self, Facts};
 use crate::netlink::link::{self, LinkEvent, LinkEvents, LinkLayer, LinkState};
 use crate::netlink::tc::{self, Attachment};
-use crate::probe::{
-    Aggregation, Filter, Framing, KernelStats, Outcome, Probe, ProbeConfig, Record, Table,
-};
+use crate::probe::{Aggregation, Filter, Framing, Probe, ProbeConfig, Record, Table};
+use crate::sinks::clock::{monotonic_ns, WallClock};
 use crate::sinks::http::{self, Scrape};
-use crate::sinks::labels::{Labels, Names};
-use crate::sinks::lines::{monotonic_ns, Formatter, WallClock};
+use crate::sinks::labels::Names;
+use crate::sinks::lines::Formatter;
+use crate::sinks::lines::Lines;
 use crate::sinks::metrics::{Gauges, Metrics, MetricsConfig};
+use crate::sinks::summary::Tables;
 use crate::sinks::summary::{Summary, SummaryConfig};
-use crate::sinks::{Consumer, Lines, Tables, Tally};
+use crate::sinks::{Consumer, Fanout, Origin};
 
 /// Where a run's output goes: `main` owns stdout and stderr.
 pub trait Sink {
@@ -250,23 +251,23 @@ async fn run_privileged(
     });
     let (scrape_tx, scrape_rx) = mpsc::channel(16);
     let server = listener.map(|l| tokio::spawn(http::serve(l, scrape_tx)).abort_handle());
+    let fanout = Fanout::new(
+        consumer,
+        metrics,
+        Names::new(ifnames, prep.cgroups),
+        s.count,
+        records,
+        kernel_counts,
+    );
     let mut session = Session {
         probe: &mut probe,
         perf: &mut perf,
         handle: &handle,
         events: &mut events,
         watched,
-        names: Names::new(ifnames, prep.cgroups),
-        consumer,
-        metrics,
+        fanout,
         scrapes: scrape_rx,
-        tally: Tally::default(),
-        malformed: 0,
-        left: s.count,
-        beyond_count: 0,
         pending: 0,
-        records,
-        kernel_counts,
     };
     let result = session.watch(&s, &mut signals, sink).await;
     if let Some(server) = server {
@@ -284,13 +285,11 @@ async fn run_privileged(
     let sweep = session.probe.sweep(monotonic_ns(), s.syn_timeout);
     let (mut in_progress, mut in_table) = (0, 0);
     if let Ok(sw) = &sweep {
-        let _ = session.consume(&sw.expired, true, sink.out());
+        let _ = session.consume(&sw.expired, Origin::Sweep, sink.out());
         in_progress = sw.pending;
         in_table = sw.pending + sw.tombstones;
     }
-    if let Some(c) = session.consumer.as_mut() {
-        let _ = c.finish(monotonic_ns(), &mut session.names, sink.out());
-    }
+    let _ = session.fanout.finish(monotonic_ns(), sink.out());
     let _ = sink.out().flush();
     let stop = result?;
     if let Some(e) = detach_error {
@@ -337,25 +336,11 @@ struct Session<'a> {
     handle: &'a Handle,
     events: &'a mut LinkEvents,
     watched: Vec<Watched>,
-    names: Names,
-    /// Lines or tables; none with `--quiet`.
-    consumer: Option<Box<dyn Consumer>>,
-    metrics: Option<Metrics>,
+    /// Where every record goes.
+    fanout: Fanout,
     scrapes: mpsc::Receiver<Scrape>,
-    /// Reported attempts by result (with `--quiet`, only the sweep's).
-    tally: Tally,
-    /// Records that did not decode.
-    malformed: u64,
-    /// `--count`: attempts still to report.
-    left: Option<u64>,
-    /// Attempts that ended after `--count` was reached.
-    beyond_count: u64,
     /// Attempts in progress at the last sweep (the metrics gauge).
     pending: u64,
-    /// Whether the classifier sends records.
-    records: bool,
-    /// Whether the classifier counts ended attempts itself.
-    kernel_counts: bool,
 }
 
 /// How often records below the perf rings' wakeup watermark are handed on.
@@ -412,11 +397,8 @@ impl Session<'_> {
                         Ok(None) => {}
                         Err(e) => return write_failed(e),
                     }
-                    if let Some(c) = self.consumer.as_mut() {
-                        let out = sink.out();
-                        if let Err(e) = c.tick(monotonic_ns(), &mut self.names, out).and_then(|()| out.flush()) {
-                            return write_failed(e);
-                        }
+                    if let Err(e) = self.fanout.tick(monotonic_ns(), sink.out()) {
+                        return write_failed(e);
                     }
                 }
                 event = self.events.next() => {
@@ -439,7 +421,7 @@ impl Session<'_> {
                 _ = tick.tick() => {
                     let sweep = self.probe.sweep(monotonic_ns(), s.syn_timeout)?;
                     self.pending = sweep.pending;
-                    match self.consume(&sweep.expired, true, sink.out()) {
+                    match self.consume(&sweep.expired, Origin::Sweep, sink.out()) {
                         Ok(Some(stop)) => return Ok(stop),
                         Ok(None) => {}
                         Err(e) => return write_failed(e),
@@ -452,108 +434,48 @@ impl Session<'_> {
         }
     }
 
-    /// Records that never reached a consumer: lost in the kernel or the
-    /// rings, of the wrong size, or not decodable.
-    fn records_lost(&self, ks: &KernelStats, ps: &PerfStats) -> u64 {
-        self.probe.records_lost(ks, ps) + ps.wrong_size + self.malformed
-    }
-
     /// Hands on the records the rings and the batches hold. `Err` only for a
     /// write error.
     fn drain(&mut self, out: &mut dyn Write) -> io::Result<Option<Stop>> {
         let mut records = Vec::new();
-        let mut malformed = 0;
-        self.probe
-            .drain(self.perf, |ev| match Record::from_event(ev) {
-                Some(r) => records.push(r),
-                None => malformed += 1,
-            });
-        self.malformed += malformed;
-        self.consume(&records, false, out)
+        self.probe.records(self.perf, &mut records);
+        self.consume(&records, Origin::Kernel, out)
     }
 
-    /// Counts records and hands them to the consumer, then flushes. Every
-    /// record is counted even when a write fails, so the exit line stays
-    /// right; `Err` is the first write error. `swept`: the records are the
-    /// sweep's timeouts, which the kernel's counts do not include.
+    /// Hands records to the fan-out; `Some` when `--count` is reached.
     fn consume(
         &mut self,
         records: &[Record],
-        swept: bool,
+        origin: Origin,
         out: &mut dyn Write,
     ) -> io::Result<Option<Stop>> {
-        let mut result = Ok(());
-        for r in records {
-            // The kernel counts what it ends; only the sweep's are ours to add.
-            if swept || !self.kernel_counts {
-                if let Some(m) = self.metrics.as_mut() {
-                    m.add(r);
-                }
-            }
-            if self.left == Some(0) {
-                self.beyond_count += 1;
-                continue;
-            }
-            self.tally.add(r.outcome, 1);
-            if let (Some(c), true) = (self.consumer.as_mut(), result.is_ok()) {
-                result = c.record(r, &mut self.names, out);
-            }
-            if let Some(n) = self.left.as_mut() {
-                *n -= 1;
-            }
-        }
-        result?;
-        out.flush()?;
-        Ok(match self.left {
-            Some(0) => Some(Stop::Count(self.tally.total())),
-            _ => None,
-        })
+        Ok(self.fanout.take(records, origin, out)?.map(Stop::Count))
     }
 
     fn render_metrics(&mut self) -> Result<String, Error> {
+        if !self.fanout.has_metrics() {
+            return Ok(String::new());
+        }
         let agg = self.probe.aggregates()?;
         let ks = self.probe.kernel_stats()?;
         let ps = self.perf.stats();
         let gauges = Gauges {
-            records_lost: self.records_lost(&ks, &ps),
+            records_lost: self.probe.records_lost(&ks, &ps),
             evictions: self.probe.evicted(&ks, self.pending),
             filtered: ks.filtered,
             pending: self.pending,
         };
-        let Some(m) = self.metrics.as_mut() else {
-            return Ok(String::new());
-        };
-        m.set_kernel(agg);
-        let names = &mut self.names;
-        Ok(m.render(&mut |id| names.cgroup(id), &gauges))
+        Ok(self.fanout.render_metrics(agg, &gauges))
     }
 
     /// The line printed at exit.
     fn exit_line(&mut self, stop: &Stop, in_progress: u64, in_table: u64) -> Result<String, Error> {
         let ks = self.probe.kernel_stats()?;
         let ps = self.perf.stats();
-        let lost = self.records_lost(&ks, &ps);
-        let mut tally = self.tally;
-        if self.records {
-            // Not reported, but they happened.
-            tally.ok += ks.below_min_rtt;
-        } else {
-            // The kernel counted what it ended (those under --min-rtt
-            // included); the sweep's timeouts are in the tally.
-            for (_, v) in self.probe.aggregates()? {
-                for (i, o) in [
-                    Outcome::Ok,
-                    Outcome::Refused,
-                    Outcome::Timeout,
-                    Outcome::Abandoned,
-                ]
-                .into_iter()
-                .enumerate()
-                {
-                    tally.add(o, v.results[i]);
-                }
-            }
-        }
+        let lost = self.probe.records_lost(&ks, &ps);
+        let tally = self
+            .fanout
+            .handshakes(ks.below_min_rtt, || self.probe.aggregates())?;
         let why = match stop {
             Stop::Signal(sig) => format!("stopped by {sig}"),
             Stop::StdoutClosed => "stopped: output closed".to_string(),
@@ -565,13 +487,9 @@ impl Session<'_> {
             Stop::Duration(d) => format!("stopped after {} (--duration)", human(*d)),
         };
         let mut line = format!(
-            "{why}; {} handshakes: {} ok, {} refused, {} timeout, {} abandoned; \
-             {lost} records lost; {} table-full evictions; {in_progress} in progress at exit (not reported)",
-            tally.total(),
-            tally.ok,
-            tally.refused,
-            tally.timeout,
-            tally.abandoned,
+            "{why}; {}; {lost} records lost; {} table-full evictions; \
+             {in_progress} in progress at exit (not reported)",
+            tally.describe(),
             self.probe.evicted(&ks, in_table),
         );
         if ks.filtered > 0 {
@@ -586,13 +504,13 @@ impl Session<'_> {
                 ks.below_min_rtt
             ));
         }
-        if self.beyond_count > 0 {
+        if self.fanout.beyond_count() > 0 {
             line.push_str(&format!(
                 "; {} more ended after --count was reached (not reported)",
-                self.beyond_count
+                self.fanout.beyond_count()
             ));
         }
-        if let Some(other) = self.consumer.as_ref().and_then(|c| c.other_attempts()) {
+        if let Some(other) = self.fanout.other_attempts() {
             if other > 0 {
                 line.push_str(&format!(
                     "; {other} attempts counted in `other` (more groups than --max-groups)"
@@ -649,10 +567,7 @@ impl Session<'_> {
                 w.att.ifname, state.name
             ));
             w.att.ifname = state.name.clone();
-            self.names.rename(state.index, state.name.clone());
-            if let Some(m) = self.metrics.as_mut() {
-                m.rename_iface(state.index, state.name.clone());
-            }
+            self.fanout.rename_iface(state.index, state.name.clone());
         }
         if state.up != w.up {
             w.up = state.up;

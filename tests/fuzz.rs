@@ -710,7 +710,7 @@ fn fuzz_table(n: u64, filter: &Filter, mfilter: MFilter, table: Option<Table>) {
     let mut from_records: HashMap<AggKey, AggValue> = HashMap::new();
     let mut perf: PerfBuffers = probe.open_perf(16).expect("perf rings");
     let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
-    let fake_start = flowlat::sinks::lines::monotonic_ns() + 3_600_000_000_000;
+    let fake_start = flowlat::sinks::clock::monotonic_ns() + 3_600_000_000_000;
     let mut sweeps = 0u64;
     let mut model = Model {
         own_cgroup: probe_cgroup::id_of(&probe_cgroup::own()),
@@ -869,7 +869,7 @@ fn fuzz_table(n: u64, filter: &Filter, mfilter: MFilter, table: Option<Table>) {
 /// JSON lines stay valid, and malformed records are rejected, not printed.
 #[test]
 fn record_decoding_and_formatting_never_fail_on_random_bytes() {
-    use flowlat::sinks::lines::{Formatter, WallClock};
+    use flowlat::sinks::{clock::WallClock, lines::Formatter};
     let seed = env_u64("FLOWLAT_FUZZ_SEED", 0x00f1_0a7c_0ffe_e001);
     let n = env_u64("FLOWLAT_FUZZ_RECORDS", 200_000);
     let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);

@@ -447,7 +447,7 @@ fn sweep_reports_timeouts_once_and_keeps_fresh_entries() {
     );
     std::thread::sleep(Duration::from_millis(30));
     rig.run(Hook::Egress, &syn("10.0.0.6", S4, 1)); // fresh
-    let now = flowlat::sinks::lines::monotonic_ns();
+    let now = flowlat::sinks::clock::monotonic_ns();
     let sweep = rig
         .probe
         .sweep(now, Duration::from_millis(20))
@@ -530,7 +530,7 @@ fn full_table_evicts_and_the_eviction_is_counted() {
         "every insert beyond the bound evicted one"
     );
     let _ = probe.sweep(
-        flowlat::sinks::lines::monotonic_ns(),
+        flowlat::sinks::clock::monotonic_ns(),
         Duration::from_secs(3600),
     );
 }
@@ -766,7 +766,7 @@ fn the_gate_marks_the_ports_our_syn_acks_left_from_until_their_bank_is_recycled(
     );
     assert!(rig.records().is_empty());
     // The first rotation makes bank 1 active, the next recycles bank 0.
-    let t = flowlat::sinks::lines::monotonic_ns() + 20_000_000;
+    let t = flowlat::sinks::clock::monotonic_ns() + 20_000_000;
     let (step, period) = (Duration::from_millis(10), 1_010_000_000);
     let _ = rig.probe.sweep(t, step).expect("sweep");
     let _ = rig.probe.sweep(t + period, step).expect("sweep");
@@ -823,7 +823,7 @@ fn established_acks_pass_the_gate_only_when_an_attempt_waits() {
     // one --syn-timeout + 1 s after the next rotation.
     rig.run(Hook::Ingress, &syn(C4, S4, 2000));
     rig.run(Hook::Egress, &synack(C4, S4, 2000, 9000));
-    let t = flowlat::sinks::lines::monotonic_ns() + 20_000_000;
+    let t = flowlat::sinks::clock::monotonic_ns() + 20_000_000;
     let step = Duration::from_millis(10);
     let period = 1_010_000_000;
     assert_eq!(rig.probe.sweep(t, step).expect("sweep").expired.len(), 1);

@@ -136,7 +136,7 @@ fn both_tables_keep_the_contract() {
         // client's retransmission, and a late answer finds nothing.
         rig.run(Hook::Egress, &syn_from("10.0.0.9", 40004, 10));
         std::thread::sleep(Duration::from_millis(30));
-        let now = flowlat::sinks::lines::monotonic_ns();
+        let now = flowlat::sinks::clock::monotonic_ns();
         let sweep = rig
             .probe
             .sweep(now, Duration::from_millis(20))
@@ -297,7 +297,7 @@ fn spilled_attempts_time_out_and_their_tombstones_leave_the_spill() {
         slots::WAYS as u64
     );
     // All time out at once: reported once each, tombstones left in place.
-    let now = flowlat::sinks::lines::monotonic_ns();
+    let now = flowlat::sinks::clock::monotonic_ns();
     let sweep = rig.probe.sweep(now, Duration::ZERO).expect("sweep");
     assert_eq!(sweep.expired.len(), 2 * slots::WAYS);
     assert!(sweep.expired.iter().all(|r| r.outcome == Outcome::Timeout));

@@ -12,7 +12,7 @@ use flowlat::bpf::{cpu, sys};
 use flowlat::host::cgroup::Cgroups;
 use flowlat::probe::{Event, Record};
 use flowlat::sinks::labels::Names;
-use flowlat::sinks::lines::{Formatter, WallClock};
+use flowlat::sinks::{clock::WallClock, lines::Formatter};
 
 use crate::asm;
 use crate::stats::median_f64;
@@ -254,8 +254,9 @@ pub const SUMMARY_CASES: [SummaryCase; 3] = [
 /// does with every record (the default 4096 groups, the rest in `other`):
 /// the median of `rounds` rounds of `n` records.
 pub fn summary_rate(case: &SummaryCase, n: usize, rounds: usize) -> f64 {
+    use flowlat::cli::parse_by;
     use flowlat::probe::{Dir, Outcome};
-    use flowlat::sinks::summary::{parse_by, Summary, SummaryConfig};
+    use flowlat::sinks::summary::{Summary, SummaryConfig};
     let by = parse_by(case.by).expect("a valid --by");
     let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
     let records: Vec<Record> = (0..n.min(1 << 20))

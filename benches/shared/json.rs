@@ -38,7 +38,7 @@ impl J {
             J::Bool(b) => {
                 let _ = write!(out, "{b}");
             }
-            J::Str(s) => flowlat::sinks::lines::json_str(out, s),
+            J::Str(s) => flowlat::sinks::json::json_str(out, s),
             // Arrays of numbers stay on one line: they are the raw runs.
             J::Arr(items) => {
                 out.push('[');

@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use super::abi::{
     from_bytes, per_cpu, per_cpu_stride, AggKeyRaw, ConfigGlobal, Pod, AGG_FAST, AGG_KEYS,
     AGG_RESERVE, CFG_AGGREGATE, CFG_AGG_CGROUP, CFG_AGG_PORT, CFG_NO_RECORDS, DIR_IN, DIR_OUT,
-    HIST_BOUNDS_NS, HIST_N, RESULT_ABANDONED, RESULT_OK, RESULT_REFUSED, RESULT_TIMEOUT,
+    HIST_BOUNDS_NS, HIST_N,
 };
 use super::record::{Dir, Outcome, Record};
 use super::Probe;
@@ -104,7 +104,7 @@ impl AggValue {
     /// definition of what an aggregate counts (user space adds its timeouts
     /// with it).
     pub fn add_record(&mut self, r: &Record) {
-        self.results[outcome_index(r.outcome)] += 1;
+        self.results[r.outcome.index()] += 1;
         self.retrans += u64::from(r.retrans);
         if r.outcome != Outcome::Ok {
             return;
@@ -126,15 +126,6 @@ impl AggValue {
         self.rtt.merge(&o.rtt);
         self.local.merge(&o.local);
     }
-}
-
-pub(crate) fn outcome_index(o: Outcome) -> usize {
-    usize::from(match o {
-        Outcome::Ok => RESULT_OK,
-        Outcome::Refused => RESULT_REFUSED,
-        Outcome::Timeout => RESULT_TIMEOUT,
-        Outcome::Abandoned => RESULT_ABANDONED,
-    })
 }
 
 /// What the classifier aggregates by: the interface, the direction, and as

@@ -8,6 +8,7 @@ use std::os::fd::AsFd;
 use std::sync::atomic::{fence, Ordering};
 
 use super::abi::{Batch, Event, BATCH};
+use super::record::Record;
 use super::stats::KernelStats;
 use super::Probe;
 use crate::bpf::perf::{PerfBuffers, PerfStats};
@@ -134,14 +135,29 @@ impl Probe {
         n
     }
 
-    /// Records lost: those of batches the perf ring had no room for (by the
-    /// classifier's count, or the ring's own count of lost samples, each a
-    /// batch of `records_per_event`), less those read from their slot before
-    /// the batch filled.
+    /// Hands out, as [`Record`]s, every record not delivered before (see
+    /// [`Probe::drain`]); one that does not decode is counted in
+    /// [`Probe::records_lost`].
+    pub fn records(&mut self, perf: &mut PerfBuffers, into: &mut Vec<Record>) {
+        let mut malformed = 0;
+        self.drain(perf, |ev| match Record::from_event(ev) {
+            Some(r) => into.push(r),
+            None => malformed += 1,
+        });
+        self.malformed += malformed;
+    }
+
+    /// Records that never reached user space whole, the one count of them:
+    /// those of batches the perf ring had no room for (by the classifier's
+    /// count, or the ring's own count of lost samples, each a batch of
+    /// `records_per_event`) less those read from their slot before the batch
+    /// filled, and those that came of the wrong size or did not decode.
     pub fn records_lost(&self, ks: &KernelStats, ps: &PerfStats) -> u64 {
         ks.send_failed
             .max(ps.lost.saturating_mul(u64::from(self.records_per_event)))
             .saturating_sub(self.recovered)
+            + ps.wrong_size
+            + self.malformed
     }
 
     /// A consistent view of one CPU's slot: its batch number and the records

@@ -259,6 +259,7 @@ impl Probe {
             _batches_fd: batches_fd,
             delivered: vec![Delivered::default(); possible_cpus],
             recovered: 0,
+            malformed: 0,
             cgroup_filter: false,
             swept_filtered: 0,
             possible_cpus,

@@ -70,6 +70,8 @@ pub struct Probe {
     /// Records of batches the perf ring had no room for that were read from
     /// their slot before the batch filled, so not lost.
     recovered: u64,
+    /// Records that came whole but did not decode (see [`Probe::records_lost`]).
+    malformed: u64,
     /// `config.batch`: records per perf event.
     records_per_event: u32,
     /// Whether the filter names cgroups, which the sweep applies to `in` attempts.

@@ -30,6 +30,25 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// Every result, in the order of [`Outcome::index`].
+    pub const ALL: [Outcome; 4] = [
+        Outcome::Ok,
+        Outcome::Refused,
+        Outcome::Timeout,
+        Outcome::Abandoned,
+    ];
+
+    /// Its `FLOWLAT_RESULT_*` code: where aggregates count it
+    /// ([`crate::probe::AggValue::results`]).
+    pub fn index(self) -> usize {
+        usize::from(match self {
+            Outcome::Ok => RESULT_OK,
+            Outcome::Refused => RESULT_REFUSED,
+            Outcome::Timeout => RESULT_TIMEOUT,
+            Outcome::Abandoned => RESULT_ABANDONED,
+        })
+    }
+
     /// The word used in both output formats.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -16,9 +16,15 @@ use std::time::Duration;
 
 use crate::host::cgroup::shorten;
 use crate::probe::{Dir, Outcome, Record};
+use crate::sinks::clock::WallClock;
 use crate::sinks::histogram::{Log2Hist, Sketch};
 use crate::sinks::labels::Labels;
-use crate::sinks::lines::{json_str, local_utc_offset, rfc3339, time_of_day, WallClock};
+
+mod json;
+mod tables;
+mod text;
+
+pub use tables::Tables;
 
 /// One thing attempts can be grouped by (`--by`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -41,7 +47,7 @@ pub enum GroupKey {
     Cgroup,
 }
 
-const ALL_KEYS: [GroupKey; 8] = [
+pub const ALL_KEYS: [GroupKey; 8] = [
     GroupKey::Iface,
     GroupKey::Dir,
     GroupKey::Server,
@@ -52,7 +58,7 @@ const ALL_KEYS: [GroupKey; 8] = [
     GroupKey::Cgroup,
 ];
 
-const KEYS_HELP: &str = "iface, dir, server (address and port), server-ip, server-port, \
+pub const KEYS_HELP: &str = "iface, dir, server (address and port), server-ip, server-port, \
                          client-ip, client-net, cgroup";
 
 impl GroupKey {
@@ -72,65 +78,13 @@ impl GroupKey {
 
     /// The key that already determines this one, so that listing both can
     /// only be a mistake.
-    fn part_of(self) -> Option<GroupKey> {
+    pub fn part_of(self) -> Option<GroupKey> {
         match self {
             GroupKey::ServerIp | GroupKey::ServerPort => Some(GroupKey::Server),
             GroupKey::ClientNet => Some(GroupKey::ClientIp),
             _ => None,
         }
     }
-}
-
-/// Parses `--by`: a comma list of keys, in the order of the table's columns.
-/// The JSON spelling (`server_ip`) is accepted beside `server-ip`.
-pub fn parse_by(s: &str) -> Result<Vec<GroupKey>, String> {
-    let mut keys: Vec<GroupKey> = Vec::new();
-    for word in s.split(',').map(str::trim) {
-        if word.is_empty() {
-            return Err(format!(
-                "`{s}` has an empty key: --by takes a comma list of {KEYS_HELP}"
-            ));
-        }
-        let spelled = word.replace('_', "-");
-        let Some(k) = ALL_KEYS.into_iter().find(|k| k.as_str() == spelled) else {
-            return Err(format!(
-                "`{word}` is not a key of --by: use a comma list of {KEYS_HELP}"
-            ));
-        };
-        if keys.contains(&k) {
-            return Err(format!("`{word}` is given twice in --by"));
-        }
-        keys.push(k);
-    }
-    for &k in &keys {
-        if let Some(whole) = k.part_of().filter(|w| keys.contains(w)) {
-            return Err(format!(
-                "--by has both `{}` and `{}`, which already includes it: give one of them",
-                k.as_str(),
-                whole.as_str()
-            ));
-        }
-    }
-    Ok(keys)
-}
-
-/// Parses `--client-prefix V4,V6`, e.g. `24,48`: the prefix lengths that
-/// `client-net` cuts IPv4 and IPv6 client addresses to.
-pub fn parse_client_prefix(s: &str) -> Result<(u8, u8), String> {
-    let bad = || {
-        format!("`{s}` is not a --client-prefix: give the IPv4 and IPv6 prefix lengths, e.g. 24,48")
-    };
-    let (a, b) = s.split_once(',').ok_or_else(bad)?;
-    let len = |t: &str, family: &str, max: u8| -> Result<u8, String> {
-        let n: u32 = t.trim().parse().map_err(|_| bad())?;
-        if n > u32::from(max) {
-            return Err(format!(
-                "`{s}`: an {family} prefix is at most {max} bits (--client-prefix V4,V6)"
-            ));
-        }
-        Ok(n as u8)
-    };
-    Ok((len(a, "IPv4", 32)?, len(b, "IPv6", 128)?))
 }
 
 /// `addr` with its host bits cleared: the network of that prefix length
@@ -175,7 +129,7 @@ pub struct SummaryConfig {
 /// A group's identity: the fields `by` names, the others left at their
 /// default (and never shown).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
-struct Key {
+pub(super) struct Key {
     ifindex: u32,
     dir: Option<Dir>,
     server: Option<IpAddr>,
@@ -515,83 +469,17 @@ impl Table {
     }
 }
 
-/// Durations in text: milliseconds to the microsecond, as in record lines.
-fn ms(v: Option<u64>) -> String {
-    match v {
-        Some(ns) => format!("{}.{:03}", ns / 1_000_000, ns % 1_000_000 / 1_000),
-        None => "-".to_string(),
-    }
-}
-
 /// A duration's five figures, named by [`FIVE`]: min, p50, p90, p99, max.
-fn five(s: &Sketch) -> [Option<u64>; 5] {
+pub(super) fn five(s: &Sketch) -> [Option<u64>; 5] {
     let p = |p| s.percentile(p);
     [s.min(), p(50.0), p(90.0), p(99.0), s.max()]
 }
 
-/// A column of the text table.
-struct Col {
-    head: &'static str,
-    right: bool,
-    cells: Vec<String>,
-}
-
-impl Col {
-    fn new(head: &'static str, right: bool) -> Col {
-        Col {
-            head,
-            right,
-            cells: Vec::new(),
-        }
-    }
-
-    fn width(&self) -> usize {
-        self.cells
-            .iter()
-            .map(|c| c.chars().count())
-            .chain([self.head.len()])
-            .max()
-            .unwrap_or(0)
-    }
-}
-
-/// The count columns, in order, and a group's values for them.
-const COUNTS: [&str; 6] = [
-    "attempts",
-    "ok",
-    "refused",
-    "timeout",
-    "abandoned",
-    "retrans",
-];
-
-fn counts(s: &Stats) -> [u64; 6] {
-    [
-        s.attempts,
-        s.ok,
-        s.refused,
-        s.timeout,
-        s.abandoned,
-        s.retrans,
-    ]
-}
-
 /// The columns of each duration, in order (see [`five`]).
-const FIVE: [&str; 5] = ["min", "p50", "p90", "p99", "max"];
-
-/// Columns are two spaces apart.
-const GAP: &str = "  ";
-
-fn fmt_cell(out: &mut String, text: &str, width: usize, right: bool) {
-    let _ = if right {
-        write!(out, "{text:>width$}")
-    } else {
-        write!(out, "{text:<width$}")
-    };
-}
+pub(super) const FIVE: [&str; 5] = ["min", "p50", "p90", "p99", "max"];
 
 /// A key's value in text, for one key column.
-fn key_text(t: &Table, g: GroupKey, k: &Key, labels: &mut dyn Labels) -> String {
+pub(super) fn key_text(t: &Table, g: GroupKey, k: &Key, labels: &mut dyn Labels) -> String {
     let opt = |v: Option<String>| v.unwrap_or_else(|| "-".to_string());
     match g {
         GroupKey::Iface => labels.iface(k.ifindex),
@@ -615,7 +503,7 @@ fn key_text(t: &Table, g: GroupKey, k: &Key, labels: &mut dyn Labels) -> String 
     }
 }
 
-fn plural(n: u64, what: &str) -> String {
+pub(super) fn plural(n: u64, what: &str) -> String {
     if n == 1 {
         format!("1 {what}")
     } else {
@@ -624,291 +512,16 @@ fn plural(n: u64, what: &str) -> String {
 }
 
 /// The label that stands for the key columns of the `other` row.
-const OTHER: &str = "(other)";
+pub(super) const OTHER: &str = "(other)";
 
-fn span_line(t: &Table, clock: &WallClock, utc_offset: Option<i64>) -> String {
-    let tod = |mono: u64| {
-        let unix = clock.unix_ns(mono);
-        let off = utc_offset.unwrap_or_else(|| local_utc_offset((unix / 1_000_000_000) as i64));
-        time_of_day(unix, off)
-    };
-    let secs = t.end_ns.saturating_sub(t.start_ns) as f64 / 1e9;
-    let what = match (t.attempts(), t.other.is_some()) {
-        (0, _) => "no handshakes".to_string(),
-        (n, false) => format!(
-            "{} in {}",
-            plural(n, "handshake"),
-            plural(t.groups() as u64, "group")
-        ),
-        (n, true) => format!(
-            "{} in {} groups and {OTHER}",
-            plural(n, "handshake"),
-            t.groups()
-        ),
-    };
-    format!(
-        "{} to {} ({secs:.3} s): {what}\n",
-        tod(t.start_ns),
-        tod(t.end_ns)
-    )
-}
-
-/// The table as aligned text: a line naming its time span (local time of
-/// day), a header with units, one row per group (most attempts first, the
-/// `other` row last), and a note when attempts went to `other`. With `hist`
-/// (and a table collected with [`SummaryConfig::hist`]), then each group's
-/// log2 histograms of rtt and local, BCC-style, within 80 columns.
-pub fn render_text(t: &Table, labels: &mut dyn Labels, clock: &WallClock, hist: bool) -> String {
-    render_text_at(t, labels, clock, hist, None)
-}
-
-fn render_text_at(
-    t: &Table,
-    labels: &mut dyn Labels,
-    clock: &WallClock,
-    hist: bool,
-    utc_offset: Option<i64>,
-) -> String {
-    let mut out = span_line(t, clock, utc_offset);
-    if t.attempts() == 0 {
-        return out;
-    }
-    let with_local = t.all_rows().any(|(_, s)| s.inbound > 0);
-    let durations: &[&str] = if with_local {
-        &["rtt (ms)", "local (ms)"]
-    } else {
-        &["rtt (ms)"]
-    };
-    let mut cols: Vec<Col> = t.by.iter().map(|g| Col::new(g.as_str(), false)).collect();
-    cols.extend(COUNTS.map(|h| Col::new(h, true)));
-    for _ in durations {
-        cols.extend(FIVE.map(|h| Col::new(h, true)));
-    }
-    let hist = hist && t.hist;
-    // Each group's key as `name=value` pairs, heading its histograms.
-    let mut keys: Vec<String> = Vec::new();
-    for (key, s) in t.all_rows() {
-        let mut cells: Vec<String> = match key {
-            Some(k) => t.by.iter().map(|&g| key_text(t, g, k, labels)).collect(),
-            None => (0..t.by.len())
-                .map(|i| if i == 0 { OTHER } else { "*" }.to_string())
-                .collect(),
-        };
-        if hist {
-            keys.push(match key {
-                Some(_) => {
-                    t.by.iter()
-                        .zip(&cells)
-                        .map(|(g, c)| format!("{}={c}", g.as_str()))
-                        .collect::<Vec<_>>()
-                        .join(" ")
-                }
-                None => OTHER.to_string(),
-            });
-        }
-        cells.extend(counts(s).map(|n| n.to_string()));
-        cells.extend(five(&s.rtt).map(ms));
-        if with_local {
-            cells.extend(five(&s.local).map(ms));
-        }
-        for (c, v) in cols.iter_mut().zip(cells) {
-            c.cells.push(v);
-        }
-    }
-    let widths: Vec<usize> = cols.iter().map(Col::width).collect();
-    out.push_str(&spans(&widths, t.by.len() + COUNTS.len(), durations));
-    out.push_str(&aligned(&cols, &widths));
-    if let Some(o) = &t.other {
-        let _ = writeln!(
-            out,
-            "note: {} of {} handshakes are in {OTHER}: a table holds at most {} groups \
-             (raise it with --max-groups, or group more coarsely with fewer --by keys)",
-            o.attempts,
-            t.attempts(),
-            t.max_groups
-        );
-    }
-    if hist {
-        for ((_, s), key) in t.all_rows().zip(&keys) {
-            let _ = write!(out, "\n{key}: {}\n", plural(s.attempts, "handshake"));
-            draw(&mut out, "rtt", &s.rtt_hist);
-            if s.inbound > 0 {
-                draw(&mut out, "local", &s.local_hist);
-            }
-        }
-    }
-    out
-}
-
-/// vmstat-style headings over the duration columns, naming each group of
-/// five and its unit: `----- rtt (ms) -----`.
-fn spans(widths: &[usize], first: usize, names: &[&str]) -> String {
-    let lead: usize = widths[..first].iter().map(|w| w + GAP.len()).sum();
-    let mut line = " ".repeat(lead);
-    for (i, name) in names.iter().enumerate() {
-        let group = &widths[first + i * FIVE.len()..][..FIVE.len()];
-        let w = group.iter().sum::<usize>() + GAP.len() * (FIVE.len() - 1);
-        let label = format!(" {name} ");
-        let dashes = w.saturating_sub(label.len());
-        if i > 0 {
-            line.push_str(GAP);
-        }
-        let _ = write!(
-            line,
-            "{}{label}{}",
-            "-".repeat(dashes / 2),
-            "-".repeat(dashes - dashes / 2)
-        );
-    }
-    line.truncate(line.trim_end().len());
-    line.push('\n');
-    line
-}
-
-/// The header and the rows, each column padded to its width.
-fn aligned(cols: &[Col], widths: &[usize]) -> String {
-    let mut out = String::new();
-    let rows = cols.first().map_or(0, |c| c.cells.len());
-    for r in 0..=rows {
-        let start = out.len();
-        for (i, (c, &w)) in cols.iter().zip(widths).enumerate() {
-            if i > 0 {
-                out.push_str(GAP);
-            }
-            let text = if r == 0 { c.head } else { &c.cells[r - 1] };
-            fmt_cell(&mut out, text, w, c.right);
-        }
-        out.truncate(start + out[start..].trim_end().len());
-        out.push('\n');
-    }
-    out
-}
-
-fn draw(out: &mut String, what: &str, h: &Log2Hist) {
-    let text = h.draw(&format!("{what} usecs"));
-    if text.is_empty() {
-        let _ = writeln!(out, "     {what}: none");
-    } else {
-        out.push_str(&text);
-    }
-}
-
-fn json_opt(out: &mut String, name: &str, v: Option<u64>) {
-    let _ = match v {
-        Some(n) => write!(out, ",\"{name}\":{n}"),
-        None => write!(out, ",\"{name}\":null"),
-    };
-}
-
-fn json_opt_str(out: &mut String, name: &str, v: Option<&str>) {
-    let _ = write!(out, ",\"{name}\":");
-    match v {
-        Some(s) => json_str(out, s),
-        None => out.push_str("null"),
-    }
-}
-
-/// `rtt_min_ns` ... `rtt_mean_ns`.
-fn json_durations(out: &mut String, what: &str, s: &Sketch) {
-    for (name, v) in FIVE.iter().zip(five(s)) {
-        json_opt(out, &format!("{what}_{name}_ns"), v);
-    }
-    json_opt(out, &format!("{what}_mean_ns"), s.mean());
-}
-
-fn json_hist(out: &mut String, what: &str, h: &Log2Hist) {
-    let _ = write!(out, ",\"{what}_hist\":[");
-    for (i, b) in h.buckets().iter().enumerate() {
-        let sep = if i > 0 { "," } else { "" };
-        let _ = write!(
-            out,
-            "{sep}{{\"lo_ns\":{},\"hi_ns\":{},\"count\":{}}}",
-            b.lo_ns, b.hi_ns, b.count
-        );
-    }
-    out.push(']');
-}
-
-/// The group's key fields under the names records use; all `null` for `other`.
-fn json_key(out: &mut String, t: &Table, key: Option<&Key>, labels: &mut dyn Labels) {
-    for &g in &t.by {
-        let text = key.map(|k| key_text(t, g, k, labels));
-        match g {
-            GroupKey::Iface | GroupKey::Dir | GroupKey::ServerIp | GroupKey::ClientIp => {
-                let name = g.as_str().replace('-', "_");
-                json_opt_str(out, &name, text.as_deref());
-            }
-            GroupKey::Server => {
-                let ip = key.and_then(|k| k.server).map(|a| a.to_string());
-                json_opt_str(out, "server_ip", ip.as_deref());
-                json_opt(
-                    out,
-                    "server_port",
-                    key.and_then(|k| k.server_port).map(u64::from),
-                );
-            }
-            GroupKey::ServerPort => {
-                json_opt(
-                    out,
-                    "server_port",
-                    key.and_then(|k| k.server_port).map(u64::from),
-                );
-            }
-            GroupKey::ClientNet => json_opt_str(out, "client_net", text.as_deref()),
-            GroupKey::Cgroup => {
-                let id = key.and_then(|k| k.cgroup);
-                json_opt(out, "cgroup_id", id);
-                let name = id.and_then(|id| labels.cgroup(id));
-                json_opt_str(out, "cgroup", name.as_deref());
-            }
-        }
-    }
-}
-
-/// The table as JSON lines, one object per group (the `other` row last,
-/// marked `"other":true` with its key fields `null`), each ending in a
-/// newline; empty for a table with no attempts. Durations in nanoseconds,
-/// `null` where a group has none; with `hist` (and a table collected with
-/// [`SummaryConfig::hist`]), `rtt_hist` and `local_hist`: arrays of
-/// `{"lo_ns","hi_ns","count"}` for the log2 buckets with samples, `lo_ns <= v < hi_ns`.
-pub fn render_json(t: &Table, labels: &mut dyn Labels, clock: &WallClock, hist: bool) -> String {
-    let mut out = String::new();
-    let (start, end) = (
-        rfc3339(clock.unix_ns(t.start_ns)),
-        rfc3339(clock.unix_ns(t.end_ns)),
-    );
-    for (key, s) in t.all_rows() {
-        let _ = write!(
-            out,
-            "{{\"type\":\"summary\",\"interval_start\":\"{start}\",\"interval_end\":\"{end}\""
-        );
-        json_key(&mut out, t, key, labels);
-        let _ = write!(
-            out,
-            ",\"other\":{},\"handshakes\":{},\"ok\":{},\"refused\":{},\"timeout\":{},\
-             \"abandoned\":{},\"retrans\":{}",
-            key.is_none(),
-            s.attempts,
-            s.ok,
-            s.refused,
-            s.timeout,
-            s.abandoned,
-            s.retrans
-        );
-        json_durations(&mut out, "rtt", &s.rtt);
-        json_durations(&mut out, "local", &s.local);
-        if hist && t.hist {
-            json_hist(&mut out, "rtt", &s.rtt_hist);
-            json_hist(&mut out, "local", &s.local_hist);
-        }
-        out.push_str("}\n");
-    }
-    out
-}
+pub use json::render_json;
+pub use text::render_text;
 
 #[cfg(test)]
 mod tests {
+    use super::text::render_text_at;
     use super::*;
+    use crate::cli::parse_by;
     use crate::sinks::histogram::tests::Rng;
     use std::sync::Arc;
 
@@ -1183,67 +796,6 @@ mod tests {
 
     fn strs(v: &[&str]) -> Vec<String> {
         v.iter().map(|s| s.to_string()).collect()
-    }
-
-    #[test]
-    fn by_accepts_every_key_in_the_order_given() {
-        assert_eq!(
-            parse_by("cgroup,client-net,dir,iface,server").expect("valid"),
-            [
-                GroupKey::Cgroup,
-                GroupKey::ClientNet,
-                GroupKey::Dir,
-                GroupKey::Iface,
-                GroupKey::Server
-            ]
-        );
-        assert_eq!(
-            parse_by(" server-ip , server_port,client-ip").expect("valid"),
-            [GroupKey::ServerIp, GroupKey::ServerPort, GroupKey::ClientIp]
-        );
-        for k in ALL_KEYS {
-            assert_eq!(parse_by(k.as_str()), Ok(vec![k]));
-        }
-    }
-
-    #[test]
-    fn by_errors_name_the_bad_word_and_the_valid_keys() {
-        let e = parse_by("iface,servr").expect_err("unknown");
-        assert!(e.starts_with("`servr` is not a key of --by"), "{e}");
-        for k in ALL_KEYS {
-            assert!(e.contains(k.as_str()), "{e}");
-        }
-        let e = parse_by("iface,,dir").expect_err("empty");
-        assert!(e.contains("empty key") && e.contains("client-net"), "{e}");
-        assert!(parse_by("").expect_err("nothing").contains("empty key"));
-        assert_eq!(
-            parse_by("dir,iface,dir"),
-            Err("`dir` is given twice in --by".to_string())
-        );
-        let e = parse_by("server,server-port").expect_err("overlap");
-        assert!(e.contains("`server-port` and `server`"), "{e}");
-        assert!(parse_by("server-ip,iface,server").is_err());
-        assert!(parse_by("client-net,client-ip").is_err());
-        // Address and port apart are a different grouping from server: fine.
-        assert!(parse_by("server-ip,server-port").is_ok());
-    }
-
-    #[test]
-    fn client_prefix_parses_both_lengths_and_rejects_the_rest() {
-        assert_eq!(parse_client_prefix("24,48"), Ok((24, 48)));
-        assert_eq!(parse_client_prefix(" 0 , 128"), Ok((0, 128)));
-        assert_eq!(parse_client_prefix("32,0"), Ok((32, 0)));
-        for bad in ["24", "24,", ",48", "a,48", "24,48,64", "-1,48", "24;48", ""] {
-            let e = parse_client_prefix(bad).expect_err(bad);
-            assert!(
-                e.contains("e.g. 24,48") && e.contains(&format!("`{bad}`")),
-                "{e}"
-            );
-        }
-        let e = parse_client_prefix("33,48").expect_err("too long");
-        assert!(e.contains("IPv4 prefix is at most 32"), "{e}");
-        let e = parse_client_prefix("24,129").expect_err("too long");
-        assert!(e.contains("IPv6 prefix is at most 128"), "{e}");
     }
 
     #[test]
