@@ -1,8 +1,13 @@
 //! The summary as JSON lines: one object per group.
 
-use super::*;
+use std::fmt::Write as _;
+
+use super::group::*;
 use crate::sinks::clock::rfc3339;
+use crate::sinks::clock::WallClock;
+use crate::sinks::histogram::{Log2Hist, Sketch};
 use crate::sinks::json::json_str;
+use crate::sinks::labels::Labels;
 
 fn json_opt(out: &mut String, name: &str, v: Option<u64>) {
     let _ = match v {

@@ -2,7 +2,9 @@
 
 use std::io::{self, Write};
 
-use super::{render_json, render_text, Summary, Table};
+use super::group::{Summary, Table};
+use super::json::render_json;
+use super::text::render_text;
 use crate::probe::Record;
 use crate::sinks::clock::WallClock;
 use crate::sinks::labels::Labels;

@@ -2,8 +2,11 @@
 
 use std::fmt::Write as _;
 
-use super::*;
+use super::group::*;
+use crate::sinks::clock::WallClock;
 use crate::sinks::clock::{local_utc_offset, time_of_day};
+use crate::sinks::histogram::Log2Hist;
+use crate::sinks::labels::Labels;
 
 /// Durations in text: milliseconds to the microsecond, as in record lines.
 fn ms(v: Option<u64>) -> String {
