@@ -71,6 +71,44 @@ pub fn rfc3339(unix_ns: i128) -> String {
     )
 }
 
+/// [`rfc3339`] for a stream of timestamps: the text up to the second is
+/// made once per second, not once per record.
+#[derive(Debug, Default, Clone)]
+pub struct Rfc3339 {
+    /// The second of `head`, and `head`: `2026-11-27T01:02:03.`.
+    second: Option<i64>,
+    head: String,
+}
+
+impl Rfc3339 {
+    /// Appends what [`rfc3339`] returns for `unix_ns`.
+    pub fn rfc3339_into(&mut self, out: &mut String, unix_ns: i128) {
+        let Ok(ns) = i64::try_from(unix_ns) else {
+            out.push_str(&rfc3339(unix_ns));
+            return;
+        };
+        let micros = ns.div_euclid(1_000);
+        let secs = micros.div_euclid(1_000_000);
+        if self.second != Some(secs) {
+            let whole = rfc3339(unix_ns);
+            self.head.clear();
+            // `…SS.` of `YYYY-MM-DDTHH:MM:SS.uuuuuuZ`.
+            self.head.push_str(&whole[..whole.len() - 7]);
+            self.second = Some(secs);
+        }
+        out.push_str(&self.head);
+        let us = micros.rem_euclid(1_000_000) as u32;
+        let mut digits = [b'0'; 6];
+        let mut n = us;
+        for d in digits.iter_mut().rev() {
+            *d = b'0' + (n % 10) as u8;
+            n /= 10;
+        }
+        out.extend(digits.iter().map(|&d| char::from(d)));
+        out.push('Z');
+    }
+}
+
 /// Seconds east of UTC for the local time zone at `secs`, from the C library
 /// (which reads TZ and /etc/localtime on glibc and musl alike); 0 if unknown.
 pub fn local_utc_offset(secs: i64) -> i64 {
@@ -114,5 +152,27 @@ mod tests {
             "2000-02-29T00:00:00.000000Z"
         );
         assert_eq!(rfc3339(-1_000), "1969-12-31T23:59:59.999999Z");
+    }
+
+    #[test]
+    fn a_stream_of_timestamps_reads_as_each_alone() {
+        let mut ts = Rfc3339::default();
+        for ns in [
+            0,
+            999,
+            1_000,
+            999_999_999,
+            1_000_000_000,
+            951_782_400_000_000_000,
+            951_782_400_123_456_789,
+            951_782_399_999_999_999,
+            -1_000,
+            -1_000_000_001,
+            i128::from(i64::MAX) + 5_000,
+        ] {
+            let mut s = String::new();
+            ts.rfc3339_into(&mut s, ns);
+            assert_eq!(s, rfc3339(ns), "{ns}");
+        }
     }
 }

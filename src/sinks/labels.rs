@@ -1,6 +1,7 @@
 //! How consumers of records name what records carry as numbers: interfaces
 //! by index, cgroups by id.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -8,7 +9,7 @@ use std::sync::Arc;
 /// name, hence `&mut`.
 pub trait Labels {
     /// The interface's name, or `if<index>` when it is not known.
-    fn iface(&self, ifindex: u32) -> String;
+    fn iface(&self, ifindex: u32) -> Cow<'_, str>;
     /// The cgroup's path below the cgroup2 mount; `None` when it is gone or
     /// cannot be named.
     fn cgroup(&mut self, id: u64) -> Option<Arc<str>>;
@@ -33,15 +34,15 @@ impl Names {
 }
 
 /// An interface's name from a table, or `if<index>`.
-fn iface_in(names: &HashMap<u32, String>, ifindex: u32) -> String {
-    names
-        .get(&ifindex)
-        .cloned()
-        .unwrap_or_else(|| format!("if{ifindex}"))
+fn iface_in(names: &HashMap<u32, String>, ifindex: u32) -> Cow<'_, str> {
+    match names.get(&ifindex) {
+        Some(name) => Cow::Borrowed(name),
+        None => Cow::Owned(format!("if{ifindex}")),
+    }
 }
 
 impl Labels for Names {
-    fn iface(&self, ifindex: u32) -> String {
+    fn iface(&self, ifindex: u32) -> Cow<'_, str> {
         iface_in(&self.ifaces, ifindex)
     }
 
@@ -59,7 +60,7 @@ pub struct FixedNames {
 }
 
 impl Labels for FixedNames {
-    fn iface(&self, ifindex: u32) -> String {
+    fn iface(&self, ifindex: u32) -> Cow<'_, str> {
         iface_in(&self.ifaces, ifindex)
     }
 

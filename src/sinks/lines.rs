@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use std::io::{self, Write};
 
 use crate::probe::Record;
-use crate::sinks::clock::{local_utc_offset, rfc3339, time_of_day, WallClock};
+use crate::sinks::clock::{local_utc_offset, time_of_day, Rfc3339, WallClock};
 use crate::sinks::json::json_str;
 use crate::sinks::labels::Labels;
 use crate::sinks::Consumer;
@@ -25,16 +25,14 @@ fn endpoint(ip: std::net::IpAddr, port: u16) -> String {
     }
 }
 
-fn json_opt(v: Option<u64>) -> String {
-    v.map_or_else(|| "null".to_string(), |n| n.to_string())
-}
-
 /// Turns records into lines (without the newline).
 pub struct Formatter {
     json: bool,
     clock: WallClock,
     name_width: usize,
     utc_offset_s: Option<i64>,
+    /// The last second's timestamp text, for the records of the same second.
+    ts: Rfc3339,
 }
 
 impl Formatter {
@@ -46,6 +44,7 @@ impl Formatter {
             clock,
             name_width,
             utc_offset_s: None,
+            ts: Rfc3339::default(),
         }
     }
 
@@ -63,33 +62,7 @@ impl Formatter {
         self.name_width = self.name_width.max(iface.len());
         if self.json {
             let mut s = String::with_capacity(384);
-            s.push_str("{\"type\":\"handshake\",\"ts\":\"");
-            s.push_str(&rfc3339(unix));
-            s.push_str("\",\"iface\":");
-            json_str(&mut s, &iface);
-            let _ = write!(
-                s,
-                ",\"dir\":\"{}\",\"result\":\"{}\",\"client_ip\":\"{}\",\"client_port\":{},\
-                 \"server_ip\":\"{}\",\"server_port\":{},\"rtt_ns\":{},\"local_ns\":{},\
-                 \"total_ns\":{},\"retrans\":{},\"synack_retrans\":{},\"cgroup_id\":{},\"cgroup\":",
-                r.dir.as_str(),
-                r.outcome.as_str(),
-                r.client,
-                r.client_port,
-                r.server,
-                r.server_port,
-                json_opt(r.rtt_ns),
-                json_opt(r.local_ns),
-                json_opt(r.total_ns),
-                r.retrans,
-                json_opt(r.synack_retrans.map(u64::from)),
-                json_opt(r.cgroup_id),
-            );
-            match cgroup {
-                Some(c) => json_str(&mut s, c),
-                None => s.push_str("null"),
-            }
-            s.push('}');
+            self.json_into(&mut s, r, unix, &iface, cgroup);
             s
         } else {
             let offset = self
@@ -125,14 +98,108 @@ impl Formatter {
     }
 }
 
+impl Formatter {
+    /// Appends the JSON line of a record to `s`. Written field by field
+    /// rather than through `format!`: lines are most of flowlat's own CPU
+    /// time when it prints every record.
+    fn json_into(
+        &mut self,
+        s: &mut String,
+        r: &Record,
+        unix: i128,
+        iface: &str,
+        cgroup: Option<&str>,
+    ) {
+        s.push_str("{\"type\":\"handshake\",\"ts\":\"");
+        self.ts.rfc3339_into(s, unix);
+        s.push_str("\",\"iface\":");
+        json_str(s, iface);
+        s.push_str(",\"dir\":\"");
+        s.push_str(r.dir.as_str());
+        s.push_str("\",\"result\":\"");
+        s.push_str(r.outcome.as_str());
+        s.push_str("\",\"client_ip\":\"");
+        push_ip(s, r.client);
+        s.push_str("\",\"client_port\":");
+        push_u64(s, u64::from(r.client_port));
+        s.push_str(",\"server_ip\":\"");
+        push_ip(s, r.server);
+        s.push_str("\",\"server_port\":");
+        push_u64(s, u64::from(r.server_port));
+        s.push_str(",\"rtt_ns\":");
+        push_opt(s, r.rtt_ns);
+        s.push_str(",\"local_ns\":");
+        push_opt(s, r.local_ns);
+        s.push_str(",\"total_ns\":");
+        push_opt(s, r.total_ns);
+        s.push_str(",\"retrans\":");
+        push_u64(s, u64::from(r.retrans));
+        s.push_str(",\"synack_retrans\":");
+        push_opt(s, r.synack_retrans.map(u64::from));
+        s.push_str(",\"cgroup_id\":");
+        push_opt(s, r.cgroup_id);
+        s.push_str(",\"cgroup\":");
+        match cgroup {
+            Some(c) => json_str(s, c),
+            None => s.push_str("null"),
+        }
+        s.push('}');
+    }
+}
+
+/// Appends `n` in decimal.
+fn push_u64(s: &mut String, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    s.extend(digits[at..].iter().map(|&d| char::from(d)));
+}
+
+/// Appends `n`, or `null` when there is none.
+fn push_opt(s: &mut String, n: Option<u64>) {
+    match n {
+        Some(n) => push_u64(s, n),
+        None => s.push_str("null"),
+    }
+}
+
+/// Appends an address as `Display` writes it.
+fn push_ip(s: &mut String, ip: std::net::IpAddr) {
+    match ip {
+        std::net::IpAddr::V4(a) => {
+            for (i, o) in a.octets().into_iter().enumerate() {
+                if i > 0 {
+                    s.push('.');
+                }
+                push_u64(s, u64::from(o));
+            }
+        }
+        std::net::IpAddr::V6(a) => {
+            let _ = write!(s, "{a}");
+        }
+    }
+}
+
 /// One line per attempt, text or JSON.
 pub struct Lines {
     fmt: Formatter,
+    /// The line being written, kept to spare an allocation per record.
+    line: String,
 }
 
 impl Lines {
     pub fn new(fmt: Formatter) -> Lines {
-        Lines { fmt }
+        Lines {
+            fmt,
+            line: String::with_capacity(512),
+        }
     }
 }
 
@@ -144,6 +211,15 @@ impl Consumer for Lines {
         out: &mut dyn Write,
     ) -> io::Result<()> {
         let cgroup = r.cgroup_id.and_then(|id| labels.cgroup(id));
+        if self.fmt.json {
+            self.line.clear();
+            let unix = self.fmt.clock.unix_ns(r.end_ns);
+            let iface = labels.iface(r.ifindex);
+            self.fmt
+                .json_into(&mut self.line, r, unix, &iface, cgroup.as_deref());
+            self.line.push('\n');
+            return out.write_all(self.line.as_bytes());
+        }
         writeln!(out, "{}", self.fmt.format(r, labels, cgroup.as_deref()))
     }
 }

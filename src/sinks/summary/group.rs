@@ -467,7 +467,7 @@ pub(super) const FIVE: [&str; 5] = ["min", "p50", "p90", "p99", "max"];
 pub(super) fn key_text(t: &Table, g: GroupKey, k: &Key, labels: &mut dyn Labels) -> String {
     let opt = |v: Option<String>| v.unwrap_or_else(|| "-".to_string());
     match g {
-        GroupKey::Iface => labels.iface(k.ifindex),
+        GroupKey::Iface => labels.iface(k.ifindex).into_owned(),
         GroupKey::Dir => opt(k.dir.map(|d| d.as_str().to_string())),
         GroupKey::Server => match (k.server, k.server_port) {
             (Some(IpAddr::V6(a)), Some(p)) => format!("[{a}]:{p}"),
