@@ -417,4 +417,20 @@ static __always_inline int handle(struct __sk_buff *skb, const int egress, const
 	return TC_ACT_UNSPEC;
 }
 
+/* Reads a packet's headers, in the direct pass and, if that gives up, in the
+ * copying one: SEGMENT when *sg describes a segment of a handshake. */
+static __always_inline int parse(struct __sk_buff *skb, const int egress, const int l2,
+				 struct segment *sg)
+{
+	int r = handle(skb, egress, l2, 1, sg);
+	/* Most packets end here. Tested first and alone, so that clang sends
+	 * every such exit of the pass straight to the return, without first
+	 * materialising what it returned. */
+	if (r == TC_ACT_UNSPEC)
+		return TC_ACT_UNSPEC;
+	if (r != SEGMENT)
+		r = handle(skb, egress, l2, 0, sg);
+	return r;
+}
+
 #endif

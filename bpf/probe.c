@@ -231,23 +231,18 @@ static __always_inline void on_ack_in(const struct flowlat_key *key, __u32 ack,
 	take(key, &ref, ev, bpf_ktime_get_ns(), FLOWLAT_RESULT_OK);
 }
 
-/* Acts on a segment of a handshake that a pass described, then reports the
- * attempt it ended, if any. */
-static __always_inline void act(struct __sk_buff *skb, const int egress, struct segment *sg)
+/* Acts on a segment of a handshake that a pass described. Returns whether
+ * that ended an attempt, which it took out of the table into *ev: the caller
+ * reports it, so that a build can stop before the report. */
+static __always_inline int act(struct __sk_buff *skb, const int egress, struct segment *sg,
+			       struct flowlat_event *ev)
 {
-#ifdef FLOWLAT_ABLATE_PARSE
-	/* scripts/ablate.sh: the headers and the segment, nothing more. A test
-	 * clang cannot decide keeps it from dropping the segment unused. */
-	if (*(volatile __u32 *)&config.agg_keys != ~0u)
-		return;
-#endif
 	struct flowlat_key *key = &sg->key;
 	/* Kept in memory: clang would otherwise carry its fields in registers
 	 * and merge them, undefined where nothing ended, which the verifier
 	 * rejects. */
-	struct flowlat_event ev;
-	asm volatile("" : : "r"(&ev) : "memory");
-	ev.result = NOTHING_ENDED;
+	asm volatile("" : : "r"(ev) : "memory");
+	ev->result = NOTHING_ENDED;
 	int kind = sg->kind;
 	if (kind == SEG_SYN) {
 		key->dir = egress ? FLOWLAT_DIR_OUT : FLOWLAT_DIR_IN;
@@ -255,7 +250,7 @@ static __always_inline void act(struct __sk_buff *skb, const int egress, struct 
 		if (kinds && !syn_kept(skb, egress, key, kinds))
 			count_dropped_syn(key, sg->seq);
 		else
-			on_syn(skb, egress, key, sg->seq, sg->syn_len, &ev);
+			on_syn(skb, egress, key, sg->seq, sg->syn_len, ev);
 	} else if (kind == SEG_RST && !(sg->flags & TCP_ACK)) {
 		/* Not an answer: a RST answering a SYN carries ACK = ISN+1. */
 	} else if (egress) {
@@ -263,16 +258,30 @@ static __always_inline void act(struct __sk_buff *skb, const int egress, struct 
 		if (kind == SEG_SYNACK)
 			on_synack_in(skb, key, sg);
 		else
-			on_rst_in(key, sg->ack, &ev);
+			on_rst_in(key, sg->ack, ev);
 	} else if (kind == SEG_ACK) {
 		key->dir = FLOWLAT_DIR_IN;
-		on_ack_in(key, sg->ack, &ev);
+		on_ack_in(key, sg->ack, ev);
 	} else {
 		key->dir = FLOWLAT_DIR_OUT;
 		on_answer_out(key, sg, kind == SEG_SYNACK ? FLOWLAT_RESULT_OK : FLOWLAT_RESULT_REFUSED,
-			      &ev);
+			      ev);
 	}
-	if (ev.result != NOTHING_ENDED)
+	return ev->result != NOTHING_ENDED;
+}
+
+/* The handshake's part of a program: acts on a segment of one, and reports
+ * the attempt that ended, if any. */
+static __always_inline void handshake(struct __sk_buff *skb, const int egress, struct segment *sg)
+{
+#ifdef FLOWLAT_ABLATE_PARSE
+	/* scripts/ablate.sh: the headers and the segment, nothing more. A test
+	 * clang cannot decide keeps it from dropping the segment unused. */
+	if (*(volatile __u32 *)&config.agg_keys != ~0u)
+		return;
+#endif
+	struct flowlat_event ev;
+	if (act(skb, egress, sg, &ev))
 		report(skb, &ev);
 }
 
@@ -295,16 +304,8 @@ static __always_inline int classify(struct __sk_buff *skb, const int egress, con
 	return TC_ACT_UNSPEC;
 #endif
 	struct segment sg;
-	int r = handle(skb, egress, l2, 1, &sg);
-	/* Most packets end here. Tested first and alone, so that clang sends
-	 * every such exit of the pass straight to the return, without first
-	 * materialising what it returned. */
-	if (r == TC_ACT_UNSPEC)
-		return TC_ACT_UNSPEC;
-	if (r != SEGMENT)
-		r = handle(skb, egress, l2, 0, &sg);
-	if (r == SEGMENT)
-		act(skb, egress, &sg);
+	if (parse(skb, egress, l2, &sg) == SEGMENT)
+		handshake(skb, egress, &sg);
 	return TC_ACT_UNSPEC;
 }
 
