@@ -29,12 +29,6 @@ static __always_inline void send(struct __sk_buff *skb, const struct flowlat_eve
  * One place for it in a program, however many ways an attempt can end. */
 static __always_inline void report(struct __sk_buff *skb, struct flowlat_event *ev)
 {
-#ifdef FLOWLAT_ABLATE_TABLE
-	/* scripts/ablate.sh: the table kept, no record and no aggregate (and the
-	 * record still copied out of the entry). */
-	if (*(volatile __u32 *)&config.agg_keys != ~0u)
-		return;
-#endif
 	__u32 flags = config.flags;
 	if (flags & FLOWLAT_CFG_AGGREGATE)
 		aggregate(&ev->key, &ev->p, ev->end_ns, ev->result, flags);
