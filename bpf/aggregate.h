@@ -1,8 +1,7 @@
 /* Kernel aggregation (FLOWLAT_CFG_AGGREGATE; bpf/flowlat.h): an ended attempt
  * added to its key's counts and histograms, each CPU's own. Apart from the
- * handshake, which only hands it attempts that ended, because it is the one
- * place of this arithmetic in the kernel, and it must agree with user space's
- * (src/probe.rs). */
+ * report that asks for it (bpf/report.h), because it is the kernel's one copy
+ * of this arithmetic, which must agree with user space's (src/probe.rs). */
 #ifndef FLOWLAT_AGGREGATE_H
 #define FLOWLAT_AGGREGATE_H
 

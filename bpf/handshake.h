@@ -222,11 +222,15 @@ static __always_inline int act(struct __sk_buff *skb, const int egress, struct s
 }
 
 /* The handshake's part of a program: acts on a segment of one, and reports
- * the attempt that ended, if any. */
+ * the attempt that ended, if any. The record is declared here, not in the
+ * caller: clang lays out a frame by the function each variable comes from,
+ * and there the record would take other stack slots than in the program as
+ * built and measured. */
 static __always_inline void handshake(struct __sk_buff *skb, const int egress, struct segment *sg)
 {
 	struct flowlat_event ev;
 	if (act(skb, egress, sg, &ev))
 		report(skb, &ev);
 }
+
 #endif
