@@ -1,7 +1,8 @@
 /* Kernel aggregation (FLOWLAT_CFG_AGGREGATE; bpf/flowlat.h): an ended attempt
  * added to its key's counts and histograms, each CPU's own. Apart from the
  * report that asks for it (bpf/report.h), because it is the kernel's one copy
- * of this arithmetic, which must agree with user space's (src/probe.rs). */
+ * of this arithmetic, which must agree with user space's (src/probe/record.rs,
+ * src/probe/aggregate.rs). */
 #ifndef FLOWLAT_AGGREGATE_H
 #define FLOWLAT_AGGREGATE_H
 
@@ -99,7 +100,8 @@ static __always_inline struct flowlat_agg *agg_of(struct flowlat_agg_key *k)
 }
 
 /* Adds an ended attempt to its aggregate: the same arithmetic as
- * Record::from_event and AggValue::add_record in src/probe.rs. */
+ * Record::from_event (src/probe/record.rs) and AggValue::add_record
+ * (src/probe/aggregate.rs). */
 static __always_inline void aggregate(const struct flowlat_key *key,
 				      const struct flowlat_pending *p, __u64 end_ns, __u8 result,
 				      __u32 flags)

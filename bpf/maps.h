@@ -1,8 +1,9 @@
 /* The classifier's maps and globals, and its license: all of its object that
  * is not code. User space opens the maps by name and maps section .bss, whose
- * layout the order here sets (src/probe.rs). One place, so that every build
- * of the classifier, the bench's cut-short ones (bpf/ablate/) too, declares
- * the same. The table of attempts is bpf/table.h's, included after this. */
+ * layout the order here sets (src/probe/load.rs). One place, so that every
+ * build of the classifier, the bench's cut-short ones (bpf/ablate/) too,
+ * declares the same. The table of attempts is bpf/table.h's, included after
+ * this. */
 #ifndef FLOWLAT_MAPS_H
 #define FLOWLAT_MAPS_H
 

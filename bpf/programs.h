@@ -1,5 +1,5 @@
-/* The four programs user space loads by name (src/probe.rs), all from one
- * body, classify(skb, egress, l2): ingress and egress, each for interfaces
+/* The four programs user space loads by name (src/probe/load.rs), all from
+ * one body, classify(skb, egress, l2): ingress and egress, each for interfaces
  * with an Ethernet header (l2) and for L3 devices (tun, WireGuard) whose
  * packets start at the IP header. A macro, so that the bench's cut-short
  * classifiers (bpf/ablate/) are loaded and attached as the probe is. */
