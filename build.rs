@@ -45,16 +45,17 @@ fn main() {
             compile(&clang, src, &out.join(format!("{stem}.o")), &[]);
             continue;
         }
-        let ablated = ablate
-            .as_ref()
-            .map(|v| format!("-DFLOWLAT_ABLATE_{}", v.to_uppercase()));
+        // An ablated classifier is built in the probe's place (bpf/ablate/).
+        let src = match &ablate {
+            Some(part) => PathBuf::from(format!("bpf/ablate/{part}.c")),
+            None => src.clone(),
+        };
         // Two builds of the classifier, one for each table of attempts: the
         // slot table where the kernel has compare-and-exchange, the LRU hash
         // table before (bpf/flowlat.h).
-        let mut defines: Vec<String> = ablated.into_iter().collect();
-        compile(&clang, src, &out.join("probe.o"), &defines);
-        defines.push("-DFLOWLAT_TABLE_SLOTS".to_string());
-        compile(&clang, src, &out.join("probe_slots.o"), &defines);
+        compile(&clang, &src, &out.join("probe.o"), &[]);
+        let slots = ["-DFLOWLAT_TABLE_SLOTS".to_string()];
+        compile(&clang, &src, &out.join("probe_slots.o"), &slots);
     }
 }
 

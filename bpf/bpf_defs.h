@@ -15,6 +15,10 @@ typedef long long __s64;
 #define SEC(name) __attribute__((section(name), used))
 #define __always_inline inline __attribute__((always_inline))
 
+/* Hides a value's origin from clang, so that it computes with it as written
+ * instead of turning the arithmetic back into compares and branches. */
+#define OPAQUE(x) asm volatile("" : "+r"(x))
+
 /* A legacy map definition in section "maps"; the symbol's name is the map's name. */
 struct flowlat_map_def {
 	__u32 type;

@@ -135,7 +135,7 @@ struct flowlat_agg {
 };
 
 /* Each CPU's cache of aggregates: the per-CPU array "agg_cpu", where a key
- * goes to slot agg_hash(key) & (FLOWLAT_AGG_FAST - 1) (bpf/probe.c). A free slot
+ * goes to slot agg_hash(key) & (FLOWLAT_AGG_FAST - 1) (bpf/aggregate.h). A free slot
  * takes the first key that hashes there once the "agg" map holds it, and
  * counts for it from then on; other keys of that slot go on to the map. So
  * a key's aggregate is its "agg" values plus its slots', which user space

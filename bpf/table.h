@@ -4,8 +4,8 @@
  * and where it was found, table_add() inserts a new one unless its key has
  * one, table_remove() takes the entry table_find() found out of the table,
  * and fails when someone else (the other hook, user space's sweep) took it
- * first: whoever removes an attempt reports it. Included by bpf/probe.c after
- * its globals. */
+ * first: whoever removes an attempt reports it. Included after bpf/maps.h,
+ * whose config it reads. */
 #ifndef FLOWLAT_TABLE_H
 #define FLOWLAT_TABLE_H
 

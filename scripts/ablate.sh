@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # What each part of the classifier costs in real traffic: builds three
 # classifiers that stop part of the way (FLOWLAT_ABLATE, see build.rs and
-# bpf/probe.c) and measures them beside this tree's flowlat in the
+# bpf/ablate/) and measures them beside this tree's flowlat in the
 # end-to-end bench's kernel-time section (scripts/bench-e2e.sh --only kernel):
 #   headers  a look at an untagged IPv4 TCP frame's headers and one global
 #   parse    flowlat's whole parsing, up to acting on a segment

@@ -1,0 +1,236 @@
+/* The handshake: what each segment of one does to its attempt in the table,
+ * the measurement contract (bpf/probe.c) as code. Apart from the parsing
+ * before it (bpf/parse.h) and the report after it (bpf/report.h), so that a
+ * build can stop between them (bpf/ablate/). */
+#ifndef FLOWLAT_HANDSHAKE_H
+#define FLOWLAT_HANDSHAKE_H
+
+#include "maps.h"
+#include "table.h"
+#include "gate.h"
+#include "filter.h"
+#include "parse.h"
+#include "report.h"
+
+/* act() has taken no attempt out of the table (struct flowlat_event.result). */
+#define NOTHING_ENDED 0xff
+
+/* Takes an attempt that ended out of the table into *ev, to be reported,
+ * unless user space's timeout sweep removed it first: whoever deletes the
+ * entry reports the attempt, so it is reported exactly once. The entry is
+ * copied before it is deleted, because the element's memory may be reused as
+ * soon as it is freed; *ev is then the only copy. */
+static __always_inline int take(const struct flowlat_key *key, const struct table_ref *ref,
+				struct flowlat_event *ev, __u64 end_ns, __u8 result)
+{
+	__builtin_memset(ev, 0, sizeof(*ev));
+	ev->p = *ref->p;
+	if (table_remove(key, ref) != 0) {
+		ev->result = NOTHING_ENDED;
+		return 0;
+	}
+	count(FLOWLAT_STAT_REMOVED);
+	if (ev->p.state == FLOWLAT_STATE_SYNACK)
+		gate_add(ev->p.bank, key_slot(key), 0);
+	ev->key = *key;
+	ev->end_ns = end_ns;
+	ev->result = result;
+	return 1;
+}
+
+/* A client's SYN: a new attempt, a retransmission (same ISN), or a new attempt
+ * that replaces an earlier one on the same tuple (new ISN). Most SYNs are new
+ * attempts, so the entry is inserted first and looked up only when the tuple
+ * already has one: one hash-table operation instead of two. */
+static __always_inline void on_syn(struct __sk_buff *skb, const int egress,
+				   const struct flowlat_key *key, __u32 isn, __u16 len,
+				   struct flowlat_event *ev)
+{
+	__u64 now = bpf_ktime_get_ns();
+	struct flowlat_pending n;
+	__builtin_memset(&n, 0, sizeof(n));
+	n.first_syn_ns = now;
+	n.last_syn_ns = now;
+	n.client_isn = isn;
+	n.syns = 1;
+	n.syn_len = len;
+	n.state = FLOWLAT_STATE_SYN;
+	/* out: the SYN leaves from the connecting socket. An arriving SYN has no
+	 * local socket yet; "in" takes the listener's from our SYN-ACK. */
+	if (egress)
+		n.cgroup_id = bpf_skb_cgroup_id(skb);
+	/* An arriving SYN's answer leaves at once, from the same CPU, and reads
+	 * its gate slot's line: start loading it now, beside the table's bucket,
+	 * so that one wait covers both misses. (After the clock, which would
+	 * wait for it.) */
+	else
+		gate_touch(key_slot(key));
+	if (table_add(key, &n) == 0) {
+		count(FLOWLAT_STAT_CREATED);
+		return;
+	}
+	struct table_ref ref;
+	struct flowlat_pending *p = table_find(key, &ref);
+	if (!p)
+		return; /* removed in between by the other hook or the sweep */
+	if (p->client_isn == isn) {
+		p->syns += 1;
+		if (len > p->syn_len)
+			p->syn_len = len;
+		/* "in" keeps the last SYN before our first SYN-ACK; a reported
+		 * attempt's retransmissions keep its tombstone alive. */
+		if (p->state != FLOWLAT_STATE_SYNACK)
+			p->last_syn_ns = now;
+		return;
+	}
+	if (p->state == FLOWLAT_STATE_REPORTED) {
+		if (table_remove(key, &ref) == 0)
+			count(FLOWLAT_STAT_REMOVED);
+	} else if (!egress && in_unattributed(p)) {
+		drop_filtered(key, &ref);
+	} else {
+		take(key, &ref, ev, now, FLOWLAT_RESULT_ABANDONED);
+	}
+	if (table_add(key, &n) == 0)
+		count(FLOWLAT_STAT_CREATED);
+}
+
+/* Whether a SYN-ACK or RST acknowledges the client's SYN: ISN+1, or up to
+ * ISN+1+len when the SYN carried data (TCP Fast Open) the server accepted. */
+static __always_inline int acks_syn(const struct flowlat_pending *p, __u32 ack)
+{
+	return ack - (p->client_isn + 1) <= p->syn_len;
+}
+
+/* out: the server's SYN-ACK or RST arrives for our client's SYN. */
+static __always_inline void on_answer_out(const struct flowlat_key *key, const struct segment *sg,
+					  __u8 result, struct flowlat_event *ev)
+{
+	struct table_ref ref;
+	struct flowlat_pending *p = table_find(key, &ref);
+	if (!p || p->state != FLOWLAT_STATE_SYN || !acks_syn(p, sg->ack))
+		return;
+	__u64 now = bpf_ktime_get_ns();
+	if (!take(key, &ref, ev, now, result))
+		return;
+	ev->p.first_synack_ns = now;
+	ev->p.last_synack_ns = now;
+	ev->p.synacks = 1;
+	if (result == FLOWLAT_RESULT_OK)
+		ev->p.server_isn = sg->seq;
+}
+
+/* in: this side's SYN-ACK leaves for the client's SYN. */
+static __always_inline void on_synack_in(struct __sk_buff *skb, const struct flowlat_key *key,
+					 const struct segment *sg)
+{
+	struct table_ref ref;
+	struct flowlat_pending *p = table_find(key, &ref);
+	if (!p || p->state == FLOWLAT_STATE_REPORTED || !acks_syn(p, sg->ack))
+		return;
+	__u64 now = bpf_ktime_get_ns();
+	if (p->synacks == 0) {
+		if ((filter.kinds & FLOWLAT_FILTER_CGROUP) && !in_cgroups(skb)) {
+			drop_filtered(key, &ref);
+			return;
+		}
+		/* The gate's line and the bank's are both cold here: load the
+		 * slot's pair first, so that the two misses overlap and the atomic
+		 * add below waits for one of them, not for both in turn. */
+		__u32 slot = key_slot(key);
+		gate_touch(slot);
+		/* User space switches banks through its mapping: read it once. */
+		__u32 bank = *(volatile __u32 *)&config.bank & 1;
+		p->first_synack_ns = now;
+		p->server_isn = sg->seq;
+		p->bank = bank;
+		p->state = FLOWLAT_STATE_SYNACK;
+		/* The SYN-ACK's socket is a request sock, which the helper
+		 * resolves to its listener. */
+		p->cgroup_id = bpf_skb_cgroup_id(skb);
+		gate_add(bank, slot, 1);
+		port_mark(bank, key->server_port);
+	}
+	p->last_synack_ns = now;
+	p->synacks += 1;
+}
+
+/* in: this side refuses the client's SYN with a RST. */
+static __always_inline void on_rst_in(const struct flowlat_key *key, __u32 ack,
+				      struct flowlat_event *ev)
+{
+	struct table_ref ref;
+	struct flowlat_pending *p = table_find(key, &ref);
+	if (!p || p->state != FLOWLAT_STATE_SYN || !acks_syn(p, ack))
+		return;
+	/* The kernel's RST for a closed port has no socket to attribute it to. */
+	if (in_unattributed(p)) {
+		drop_filtered(key, &ref);
+		return;
+	}
+	take(key, &ref, ev, bpf_ktime_get_ns(), FLOWLAT_RESULT_REFUSED);
+}
+
+/* in: the client's ACK of our SYN-ACK completes the handshake. */
+static __always_inline void on_ack_in(const struct flowlat_key *key, __u32 ack,
+				      struct flowlat_event *ev)
+{
+	struct table_ref ref;
+	struct flowlat_pending *p = table_find(key, &ref);
+	if (!p || p->state != FLOWLAT_STATE_SYNACK || ack != p->server_isn + 1)
+		return;
+	take(key, &ref, ev, bpf_ktime_get_ns(), FLOWLAT_RESULT_OK);
+}
+
+/* Acts on a segment of a handshake that a pass described. Returns whether
+ * that ended an attempt, which it took out of the table into *ev: the caller
+ * reports it, so that a build can stop before the report. */
+static __always_inline int act(struct __sk_buff *skb, const int egress, struct segment *sg,
+			       struct flowlat_event *ev)
+{
+	struct flowlat_key *key = &sg->key;
+	/* Kept in memory: clang would otherwise carry its fields in registers
+	 * and merge them, undefined where nothing ended, which the verifier
+	 * rejects. */
+	asm volatile("" : : "r"(ev) : "memory");
+	ev->result = NOTHING_ENDED;
+	int kind = sg->kind;
+	if (kind == SEG_SYN) {
+		key->dir = egress ? FLOWLAT_DIR_OUT : FLOWLAT_DIR_IN;
+		__u32 kinds = filter.kinds;
+		if (kinds && !syn_kept(skb, egress, key, kinds))
+			count_dropped_syn(key, sg->seq);
+		else
+			on_syn(skb, egress, key, sg->seq, sg->syn_len, ev);
+	} else if (kind == SEG_RST && !(sg->flags & TCP_ACK)) {
+		/* Not an answer: a RST answering a SYN carries ACK = ISN+1. */
+	} else if (egress) {
+		key->dir = FLOWLAT_DIR_IN;
+		if (kind == SEG_SYNACK)
+			on_synack_in(skb, key, sg);
+		else
+			on_rst_in(key, sg->ack, ev);
+	} else if (kind == SEG_ACK) {
+		key->dir = FLOWLAT_DIR_IN;
+		on_ack_in(key, sg->ack, ev);
+	} else {
+		key->dir = FLOWLAT_DIR_OUT;
+		on_answer_out(key, sg, kind == SEG_SYNACK ? FLOWLAT_RESULT_OK : FLOWLAT_RESULT_REFUSED,
+			      ev);
+	}
+	return ev->result != NOTHING_ENDED;
+}
+
+/* The handshake's part of a program: acts on a segment of one, and reports
+ * the attempt that ended, if any. The record is declared here, not in the
+ * caller: clang lays out a frame by the function each variable comes from,
+ * and there the record would take other stack slots than in the program as
+ * built and measured. */
+static __always_inline void handshake(struct __sk_buff *skb, const int egress, struct segment *sg)
+{
+	struct flowlat_event ev;
+	if (act(skb, egress, sg, &ev))
+		report(skb, &ev);
+}
+
+#endif
