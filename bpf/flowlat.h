@@ -1,5 +1,5 @@
 /* The contract between the classifier (bpf/probe.c) and user space
- * (src/probe.rs mirrors every struct here with #[repr(C)]; a test checks that
+ * (src/probe/abi.rs mirrors every struct here with #[repr(C)]; a test checks that
  * sizes and offsets agree). Change both together. */
 #ifndef FLOWLAT_H
 #define FLOWLAT_H

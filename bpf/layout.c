@@ -1,5 +1,5 @@
 /* Records the layout of bpf/flowlat.h as clang computes it for the BPF target,
- * so a Rust test can compare it with src/probe.rs. Keep the order in step with
+ * so a Rust test can compare it with src/probe/abi.rs. Keep the order in step with
  * the test `rust_structs_match_the_c_header`. */
 #include "flowlat.h"
 

@@ -43,7 +43,7 @@ struct table_ref {
 #define SLOT_STATE (FLOWLAT_SLOT_LIVE | FLOWLAT_SLOT_BUSY)
 #define SLOT_GEN_MASK 0x3fffffffULL
 
-/* Mirrored by slots::hash in src/slots.rs, which a test holds to it. */
+/* Mirrored by slots::hash in src/probe/slots.rs, which a test holds to it. */
 static __always_inline __u32 table_hash(const struct flowlat_key *k)
 {
 	__u32 c[4], s[4];
