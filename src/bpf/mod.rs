@@ -3,6 +3,7 @@
 
 pub mod cpu;
 mod error;
+pub mod insn;
 pub mod mmap;
 pub mod object;
 pub mod perf;

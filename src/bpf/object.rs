@@ -29,31 +29,20 @@ use object::elf::{self, FileHeader64};
 use object::read::elf::{FileHeader, Rel, SectionHeader, SectionTable, Sym, SymbolTable};
 use object::{LittleEndian, SectionIndex, SymbolIndex};
 
+use super::insn::{
+    Insn, BPF_CALL, BPF_LD_IMM64, BPF_PSEUDO_CALL, BPF_PSEUDO_KFUNC_CALL, BPF_PSEUDO_MAP_FD,
+    BPF_PSEUDO_MAP_VALUE,
+};
 use super::sys;
 use super::BpfError;
 
 type Elf = FileHeader64<LittleEndian>;
 
-/// Size of one `struct bpf_insn`; `ld_imm64` takes two.
-const INSN_SIZE: usize = 8;
-/// `BPF_LD | BPF_IMM | BPF_DW`: the 16-byte `ld_imm64` instruction.
-const BPF_LD_IMM64: u8 = 0x18;
-/// `BPF_JMP | BPF_CALL`.
-const BPF_CALL: u8 = 0x85;
-
-/// `BPF_PSEUDO_MAP_FD`: the `src_reg` of an `ld_imm64` whose `imm` is a map fd.
-const BPF_PSEUDO_MAP_FD: u8 = 1;
-/// `BPF_PSEUDO_MAP_VALUE`: the `src_reg` of an `ld_imm64` whose first `imm` is the
-/// fd of a map with one entry and whose second `imm` is an offset into its value;
-/// the verifier turns it into that address.
-const BPF_PSEUDO_MAP_VALUE: u8 = 2;
+/// Size of one `struct bpf_insn`, in which ELF offsets count; `ld_imm64` takes two.
+const INSN_SIZE: usize = Insn::SIZE;
 /// `BPF_MAP_TYPE_ARRAY` and `BPF_F_MMAPABLE`, for the `.bss` map.
 const BPF_MAP_TYPE_ARRAY: u32 = 2;
 const BPF_F_MMAPABLE: u32 = 1 << 10;
-/// `BPF_PSEUDO_CALL`: the `src_reg` of a `call` to another BPF function.
-const BPF_PSEUDO_CALL: u8 = 1;
-/// `BPF_PSEUDO_KFUNC_CALL`: the `src_reg` of a `call` to a kernel function.
-const BPF_PSEUDO_KFUNC_CALL: u8 = 2;
 
 /// ELF relocation types for `EM_BPF`, as LLVM's BPF backend documents them.
 const R_BPF_NONE: u32 = 0;
@@ -141,8 +130,8 @@ pub struct Program {
     pub name: String,
     /// The ELF section name, e.g. `tc/ingress`; it says what kind of program this is.
     pub section: String,
-    /// The raw `struct bpf_insn` stream as clang wrote it, map references unpatched.
-    pub insns: Vec<u8>,
+    /// The instructions as clang wrote them, map references unpatched.
+    pub insns: Vec<Insn>,
     /// Every map reference, by instruction index.
     pub map_refs: Vec<MapRef>,
 }
@@ -528,14 +517,16 @@ impl<'a> Reader<'a> {
 
     /// Reads one program section and walks its instructions (see [`Scan`]).
     fn program(&self, index: SectionIndex, section: String) -> Result<(Program, Scan), BpfError> {
-        let insns = self.section_data(index, &section)?;
-        if insns.is_empty() || !insns.len().is_multiple_of(INSN_SIZE) {
-            return Err(err(format!(
-                "program section {section} holds {} bytes, \
-                 not a non-zero multiple of {INSN_SIZE} (struct bpf_insn)",
-                insns.len()
-            )));
-        }
+        let bytes = self.section_data(index, &section)?;
+        let insns = Insn::decode(bytes)
+            .filter(|insns| !insns.is_empty())
+            .ok_or_else(|| {
+                err(format!(
+                    "program section {section} holds {} bytes, \
+                     not a non-zero multiple of {INSN_SIZE} (struct bpf_insn)",
+                    bytes.len()
+                ))
+            })?;
         let funcs: Vec<Symbol<'_>> = self
             .symbols_in(index)?
             .into_iter()
@@ -563,12 +554,12 @@ impl<'a> Reader<'a> {
                 func.sym.st_value(self.endian)
             )));
         }
-        if func.sym.st_size(self.endian) != insns.len() as u64 {
+        if func.sym.st_size(self.endian) != bytes.len() as u64 {
             return Err(err(format!(
                 "program {name} covers {} of the {} bytes of section {section}; \
                  one function per program section",
                 func.sym.st_size(self.endian),
-                insns.len()
+                bytes.len()
             )));
         }
         if func.sym.st_bind() != elf::STB_GLOBAL {
@@ -578,31 +569,29 @@ impl<'a> Reader<'a> {
         }
 
         let mut scan = Scan::default();
-        let mut at = 0;
-        while let Some(insn) = insns.get(at..at + INSN_SIZE) {
-            let index = at / INSN_SIZE;
-            let src_reg = insn[1] >> 4;
-            match insn[0] {
-                BPF_CALL if src_reg != 0 => scan.calls.push((index, src_reg)),
+        let mut index = 0;
+        while let Some(insn) = insns.get(index) {
+            match insn.code {
+                BPF_CALL if insn.src_reg() != 0 => scan.calls.push((index, insn.src_reg())),
                 BPF_LD_IMM64 => {
-                    if at + 2 * INSN_SIZE > insns.len() {
+                    if index + 2 > insns.len() {
                         return Err(err(format!(
                             "program {name} (section {section}) instruction {index}: \
                              ld_imm64 is cut off by the end of the section"
                         )));
                     }
                     scan.ld_imm64.push(index);
-                    at += INSN_SIZE;
+                    index += 1;
                 }
                 _ => {}
             }
-            at += INSN_SIZE;
+            index += 1;
         }
 
         let program = Program {
             name,
             section,
-            insns: insns.to_vec(),
+            insns,
             map_refs: Vec::new(),
         };
         Ok((program, scan))
@@ -611,15 +600,11 @@ impl<'a> Reader<'a> {
     /// The name of the function a relocated `call` reaches. For a static callee clang
     /// relocates against the section symbol and encodes the callee's offset in the
     /// call's `imm`, as `(offset - symbol value) / 8 - 1`.
-    fn callee(&self, symbol: &Symbol<'_>, call: &[u8]) -> String {
+    fn callee(&self, symbol: &Symbol<'_>, call: Insn) -> String {
         let (Some(section), elf::STT_SECTION) = (symbol.section, symbol.sym.st_type()) else {
             return symbol.name.clone();
         };
-        let imm = call
-            .get(4..8)
-            .and_then(|b| b.try_into().ok())
-            .map(i32::from_le_bytes);
-        let offset = imm.and_then(|imm| {
+        let offset = Some(call.imm).and_then(|imm| {
             let slots = i64::from(imm)
                 .checked_add(1)?
                 .checked_mul(INSN_SIZE as i64)?;
@@ -650,18 +635,19 @@ impl<'a> Reader<'a> {
         let section = &program.section;
         let offset = rel.r_offset(self.endian);
         let r_type = rel.r_type(self.endian).0;
-        let at = usize::try_from(offset)
+        let index = usize::try_from(offset)
             .ok()
-            .filter(|&at| at.is_multiple_of(INSN_SIZE) && at < program.insns.len())
+            .filter(|&at| at.is_multiple_of(INSN_SIZE))
+            .map(|at| at / INSN_SIZE)
+            .filter(|&index| index < program.insns.len())
             .ok_or_else(|| {
                 err(format!(
                     "section {section}: {} at offset {offset} is not on an instruction \
                      (the section holds {} bytes)",
                     reloc_name(r_type),
-                    program.insns.len()
+                    program.insns.len() * INSN_SIZE
                 ))
             })?;
-        let index = at / INSN_SIZE;
         let sym_index = SymbolIndex(rel.r_sym(self.endian) as usize);
         let symbol = self.symbol(sym_index)?;
         let target = symbol.name.as_str();
@@ -677,7 +663,7 @@ impl<'a> Reader<'a> {
         match r_type {
             R_BPF_64_64 => {}
             R_BPF_64_32 => {
-                let callee = self.callee(&symbol, &program.insns[at..]);
+                let callee = self.callee(&symbol, program.insns[index]);
                 return Err(err(format!("{place} calls {callee}: {CALL_HINT}")));
             }
             other => {
@@ -699,7 +685,7 @@ impl<'a> Reader<'a> {
             format!("{target} in section {target_section}")
         };
         if let Some(bss) = bss.filter(|b| b.index == target_index) {
-            let addend = Self::ld_imm64_addend(program, scan, at, &place, &what)?;
+            let addend = Self::ld_imm64_addend(program, scan, index, &place, &what)?;
             let offset = symbol.sym.st_value(self.endian).wrapping_add(addend);
             let offset = u32::try_from(offset)
                 .ok()
@@ -737,7 +723,7 @@ impl<'a> Reader<'a> {
                  zero-initialised globals (in section .bss) can be referenced"
             )));
         }
-        let addend = Self::ld_imm64_addend(program, scan, at, &place, &format!("map {target}"))?;
+        let addend = Self::ld_imm64_addend(program, scan, index, &place, &format!("map {target}"))?;
         let def_offset = symbol.sym.st_value(self.endian).wrapping_add(addend);
         let map = maps.get(&def_offset).ok_or_else(|| {
             err(format!(
@@ -761,29 +747,27 @@ impl<'a> Reader<'a> {
     fn ld_imm64_addend(
         program: &Program,
         scan: &Scan,
-        at: usize,
+        index: usize,
         place: &str,
         what: &str,
     ) -> Result<u64, BpfError> {
-        let index = at / INSN_SIZE;
-        let insn = program
+        let Some([first, second]) = program
             .insns
-            .get(at..at + 2 * INSN_SIZE)
+            .get(index..index + 2)
             .filter(|_| scan.ld_imm64.binary_search(&index).is_ok())
-            .ok_or_else(|| {
-                err(format!(
-                    "{place} refers to {what}, but is not an ld_imm64 (opcode 0x18)"
-                ))
-            })?;
-        if insn[1] >> 4 != 0 {
+        else {
+            return Err(err(format!(
+                "{place} refers to {what}, but is not an ld_imm64 (opcode 0x18)"
+            )));
+        };
+        if first.src_reg() != 0 {
             return Err(err(format!(
                 "{place} refers to {what}, but its ld_imm64 already has src_reg {}",
-                insn[1] >> 4
+                first.src_reg()
             )));
         }
-        let lo = u32_at(insn, 4).unwrap_or_default();
-        let hi = u32_at(insn, INSN_SIZE + 4).unwrap_or_default();
-        Ok((u64::from(hi) << 32) | u64::from(lo))
+        // Each half holds 32 bits of the immediate; `as u32` takes them as they are.
+        Ok((u64::from(second.imm as u32) << 32) | u64::from(first.imm as u32))
     }
 
     /// Section `.bss`, if the object has one with globals in it.
@@ -885,11 +869,11 @@ impl Object {
 
 impl Program {
     /// Instructions with every map reference patched to the fd that
-    /// `fd_of(map_name)` returns: in each `ld_imm64`, `src_reg` (the high nibble of
-    /// byte 1 of `struct bpf_insn`) becomes `BPF_PSEUDO_MAP_FD` and the second `imm`
-    /// 0, or for a global `BPF_PSEUDO_MAP_VALUE` and the second `imm` its offset;
-    /// the first `imm` becomes the fd. Every other byte is left as it was.
-    pub fn relocate(&self, fd_of: impl Fn(&str) -> Option<RawFd>) -> Result<Vec<u8>, BpfError> {
+    /// `fd_of(map_name)` returns: in each `ld_imm64`, `src_reg` becomes
+    /// `BPF_PSEUDO_MAP_FD` and the second `imm` 0, or for a global
+    /// `BPF_PSEUDO_MAP_VALUE` and the second `imm` its offset; the first `imm`
+    /// becomes the fd. Every other field is left as it was.
+    pub fn relocate(&self, fd_of: impl Fn(&str) -> Option<RawFd>) -> Result<Vec<Insn>, BpfError> {
         let mut insns = self.insns.clone();
         for r in &self.map_refs {
             let place = format!(
@@ -902,24 +886,25 @@ impl Program {
                 return Err(err(format!("{place}: map {} was given fd {fd}", r.map)));
             }
             // `map_refs` is public, so it is checked again rather than trusted.
-            let insn = r
+            let Some([first, second]) = r
                 .insn
-                .checked_mul(INSN_SIZE)
-                .and_then(|at| insns.get_mut(at..at.checked_add(2 * INSN_SIZE)?))
-                .filter(|insn| insn[0] == BPF_LD_IMM64)
-                .ok_or_else(|| {
-                    err(format!(
-                        "{place} is not an ld_imm64 to patch with map {}",
-                        r.map
-                    ))
-                })?;
-            let (src_reg, second) = match r.value_offset {
+                .checked_add(2)
+                .and_then(|end| insns.get_mut(r.insn..end))
+                .filter(|pair| pair[0].code == BPF_LD_IMM64)
+            else {
+                return Err(err(format!(
+                    "{place} is not an ld_imm64 to patch with map {}",
+                    r.map
+                )));
+            };
+            let (src_reg, offset) = match r.value_offset {
                 None => (BPF_PSEUDO_MAP_FD, 0),
                 Some(offset) => (BPF_PSEUDO_MAP_VALUE, offset),
             };
-            insn[1] = (insn[1] & 0x0f) | (src_reg << 4);
-            insn[4..8].copy_from_slice(&fd.to_le_bytes());
-            insn[INSN_SIZE + 4..INSN_SIZE + 8].copy_from_slice(&second.to_le_bytes());
+            first.set_src_reg(src_reg);
+            first.imm = fd;
+            // The kernel reads the offset as the upper half's 32 bits.
+            second.imm = offset as i32;
         }
         Ok(insns)
     }
@@ -954,11 +939,11 @@ mod tests {
     }
 
     /// The indexes of the `ld_imm64` instructions of `insns`.
-    fn ld_imm64s(insns: &[u8]) -> Vec<usize> {
+    fn ld_imm64s(insns: &[Insn]) -> Vec<usize> {
         let mut out = Vec::new();
         let mut i = 0;
-        while i * INSN_SIZE < insns.len() {
-            if insns[i * INSN_SIZE] == BPF_LD_IMM64 {
+        while i < insns.len() {
+            if insns[i].code == BPF_LD_IMM64 {
                 out.push(i);
                 i += 1;
             }
@@ -1090,16 +1075,15 @@ mod tests {
             [("good_ingress", "tc/ingress"), ("good_egress", "tc/egress")]
         );
         for p in &obj.programs {
-            assert!(!p.insns.is_empty() && p.insns.len().is_multiple_of(INSN_SIZE));
+            assert!(!p.insns.is_empty());
             // The fixture's only ld_imm64s are map loads, each of them relocated.
             let refs: Vec<usize> = p.map_refs.iter().map(|r| r.insn).collect();
             assert_eq!(refs, ld_imm64s(&p.insns), "{}", p.name);
             for r in &p.map_refs {
-                let insn = &p.insns[r.insn * INSN_SIZE..(r.insn + 2) * INSN_SIZE];
-                assert_eq!(insn[0], BPF_LD_IMM64);
-                assert_eq!(insn[1] >> 4, 0, "src_reg before relocation");
-                assert_eq!(&insn[4..8], &[0; 4]);
-                assert_eq!(&insn[12..16], &[0; 4]);
+                let (first, second) = (p.insns[r.insn], p.insns[r.insn + 1]);
+                assert_eq!(first.code, BPF_LD_IMM64);
+                assert_eq!(first.src_reg(), 0, "src_reg before relocation");
+                assert_eq!((first.imm, second.imm), (0, 0));
             }
             let mut maps: Vec<&str> = p.map_refs.iter().map(|r| r.map.as_str()).collect();
             maps.sort();
@@ -1124,25 +1108,17 @@ mod tests {
 
     /// Checks that `patched` differs from `orig` only in the src_reg and imm fields
     /// of each referenced `ld_imm64`, which hold `BPF_PSEUDO_MAP_FD` and the fd.
-    fn assert_patched(p: &Program, patched: &[u8], fd_of: impl Fn(&str) -> Option<RawFd>) {
+    fn assert_patched(p: &Program, patched: &[Insn], fd_of: impl Fn(&str) -> Option<RawFd>) {
         assert_eq!(patched.len(), p.insns.len());
         let mut expected = p.insns.clone();
         for r in &p.map_refs {
-            let at = r.insn * INSN_SIZE;
             let fd = fd_of(&r.map).expect("test fd");
-            expected[at + 1] = (p.insns[at + 1] & 0x0f) | 0x10;
-            expected[at + 4..at + 8].copy_from_slice(&fd.to_le_bytes());
-            expected[at + 12..at + 16].fill(0);
+            let orig = p.insns[r.insn];
+            expected[r.insn] = Insn::new(orig.code, orig.dst_reg(), 1, orig.off, fd);
+            expected[r.insn + 1].imm = 0;
         }
         for (i, (got, want)) in patched.iter().zip(&expected).enumerate() {
-            assert_eq!(
-                got,
-                want,
-                "{}: byte {i} (insn {}, byte {})",
-                p.name,
-                i / 8,
-                i % 8
-            );
+            assert_eq!(got, want, "{}: insn {i}", p.name);
         }
     }
 
@@ -1157,9 +1133,8 @@ mod tests {
             let insns = p.relocate(fd_of).unwrap_or_else(|e| panic!("{e}"));
             assert_patched(p, &insns, fd_of);
             for r in &p.map_refs {
-                let at = r.insn * INSN_SIZE;
-                assert_eq!(insns[at + 1] >> 4, BPF_PSEUDO_MAP_FD);
-                assert_eq!(insns[at + 1] & 0x0f, 1, "dst_reg r1 kept");
+                assert_eq!(insns[r.insn].src_reg(), BPF_PSEUDO_MAP_FD);
+                assert_eq!(insns[r.insn].dst_reg(), 1, "dst_reg r1 kept");
             }
             let differing = p.insns.iter().zip(&insns).filter(|(a, b)| a != b).count();
             assert!(differing >= p.map_refs.len(), "{}", p.name);
@@ -1179,8 +1154,7 @@ mod tests {
         let order: Vec<&str> = p.map_refs.iter().map(|r| r.map.as_str()).collect();
         assert_eq!(order, ["second", "first"]);
         // clang wrote second's offset (20) as the addend; the fd must replace it.
-        let at = p.map_refs[0].insn * INSN_SIZE;
-        assert_eq!(&p.insns[at + 4..at + 8], &20u32.to_le_bytes());
+        assert_eq!(p.insns[p.map_refs[0].insn].imm, 20);
         let fd_of = |name: &str| Some(if name == "first" { 3 } else { 4 });
         let insns = p.relocate(fd_of).unwrap_or_else(|e| panic!("{e}"));
         assert_patched(p, &insns, fd_of);
@@ -1206,7 +1180,7 @@ mod tests {
         assert_contains(&e.to_string(), &["instruction 0", "not an ld_imm64"]);
         p.map_refs[0].insn = usize::MAX;
         assert!(p.relocate(|_| Some(3)).is_err());
-        p.map_refs[0].insn = p.insns.len() / INSN_SIZE - 1;
+        p.map_refs[0].insn = p.insns.len() - 1;
         assert!(p.relocate(|_| Some(3)).is_err());
     }
 
@@ -1263,18 +1237,11 @@ mod tests {
         let fd_of = |name: &str| Some(if name == BSS_MAP { 7 } else { 5 });
         let insns = p.relocate(fd_of).unwrap_or_else(|e| panic!("{e}"));
         for r in &p.map_refs {
-            let at = r.insn * INSN_SIZE;
-            let (src_reg, fd, second) = (
-                insns[at + 1] >> 4,
-                u32_at(&insns, at + 4),
-                u32_at(&insns, at + INSN_SIZE + 4),
-            );
+            let (first, second) = (insns[r.insn], insns[r.insn + 1]);
+            let got = (first.src_reg(), first.imm, second.imm);
             match r.value_offset {
-                None => assert_eq!((src_reg, fd, second), (BPF_PSEUDO_MAP_FD, Some(5), Some(0))),
-                Some(off) => assert_eq!(
-                    (src_reg, fd, second),
-                    (BPF_PSEUDO_MAP_VALUE, Some(7), Some(off))
-                ),
+                None => assert_eq!(got, (BPF_PSEUDO_MAP_FD, 5, 0)),
+                Some(off) => assert_eq!(got, (BPF_PSEUDO_MAP_VALUE, 7, off as i32)),
             }
         }
     }

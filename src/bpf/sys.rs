@@ -9,6 +9,7 @@ use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
+use super::insn::{Insn, BPF_EXIT};
 use super::BpfError;
 
 /// `BPF_MAP_TYPE_HASH`.
@@ -55,6 +56,8 @@ const BPF_ENABLE_STATS: libc::c_int = 32;
 const ENOTSUPP: i32 = 524;
 /// `enum bpf_stats_type`: `BPF_STATS_RUN_TIME`.
 const BPF_STATS_RUN_TIME: u32 = 0;
+/// `BPF_ALU64 | BPF_MOV | BPF_K`: `dst = imm`.
+const MOV64_IMM: u8 = 0xb7;
 
 /// The verifier log buffer starts here and grows fourfold per retry up to the
 /// kernel's limit (`UINT_MAX >> 2` since 5.2; 16 MiB keeps us well inside older limits).
@@ -346,28 +349,31 @@ fn absent_is_false(ret: io::Result<libc::c_long>, what: &str) -> Result<bool, Bp
     }
 }
 
-/// `BPF_PROG_LOAD`. `insns` is the raw instruction stream (8 bytes per
-/// instruction, map references already patched). The first attempt runs without a
+/// `BPF_PROG_LOAD`. `insns` are the program's instructions, map references
+/// already patched (see [`super::object::Program::relocate`]). The first attempt runs without a
 /// log, for speed; when it fails, the load is repeated at log level 1 with a buffer
 /// that grows until the whole log fits, and the log goes into [`BpfError::Verifier`].
 pub fn prog_load(
     prog_type: u32,
-    insns: &[u8],
+    insns: &[Insn],
     license: &str,
     name: &str,
 ) -> Result<OwnedFd, BpfError> {
-    if insns.is_empty() || !insns.len().is_multiple_of(8) {
-        return Err(BpfError::Object(format!(
-            "program {name} has {} bytes of instructions, not a non-zero multiple of 8",
-            insns.len()
-        )));
-    }
+    let insn_cnt = u32::try_from(insns.len())
+        .ok()
+        .filter(|&n| n > 0)
+        .ok_or_else(|| {
+            BpfError::Object(format!(
+                "program {name} has {} instructions, not 1 to 2^32 - 1",
+                insns.len()
+            ))
+        })?;
     let license = CString::new(license)
         .map_err(|_| BpfError::Object(format!("the license of program {name} holds a NUL byte")))?;
     let attempt = |log: Option<&mut Vec<u8>>| {
         let mut a = ProgLoadAttr {
             prog_type,
-            insn_cnt: (insns.len() / 8) as u32,
+            insn_cnt,
             insns: insns.as_ptr() as u64,
             license: license.as_ptr() as u64,
             prog_name: obj_name(name),
@@ -410,28 +416,16 @@ pub fn prog_load(
 /// BPF_DW` with `imm = BPF_CMPXCHG`, Linux 5.12): loads a classifier that
 /// uses it once on its stack, and closes it.
 pub fn has_atomic_cmpxchg() -> bool {
-    // (code, dst | src << 4, off, imm), as `struct bpf_insn`.
-    const PROGRAM: [(u8, u8, i16, i32); 7] = [
-        (0xb7, 0x01, 0, 0),     // r1 = 0
-        (0x7b, 0x1a, -8, 0),    // *(u64 *)(r10 - 8) = r1
-        (0xb7, 0x00, 0, 0),     // r0 = 0
-        (0xb7, 0x02, 0, 1),     // r2 = 1
-        (0xdb, 0x2a, -8, 0xf1), // r0 = cmpxchg(r10 - 8, r0, r2)
-        (0xb7, 0x00, 0, 0),     // r0 = 0
-        (0x95, 0x00, 0, 0),     // exit
+    const PROGRAM: [Insn; 7] = [
+        Insn::new(MOV64_IMM, 1, 0, 0, 0), // r1 = 0
+        Insn::new(0x7b, 10, 1, -8, 0),    // *(u64 *)(r10 - 8) = r1
+        Insn::new(MOV64_IMM, 0, 0, 0, 0), // r0 = 0
+        Insn::new(MOV64_IMM, 2, 0, 0, 1), // r2 = 1
+        Insn::new(0xdb, 10, 2, -8, 0xf1), // r0 = cmpxchg(r10 - 8, r0, r2)
+        Insn::new(MOV64_IMM, 0, 0, 0, 0), // r0 = 0
+        Insn::new(BPF_EXIT, 0, 0, 0, 0),  // exit
     ];
-    let insns: Vec<u8> = PROGRAM
-        .iter()
-        .flat_map(|&(code, regs, off, imm)| {
-            let mut b = [0u8; 8];
-            b[0] = code;
-            b[1] = regs;
-            b[2..4].copy_from_slice(&off.to_le_bytes());
-            b[4..8].copy_from_slice(&imm.to_le_bytes());
-            b
-        })
-        .collect();
-    prog_load(BPF_PROG_TYPE_SCHED_CLS, &insns, "GPL", "flowlat_probe").is_ok()
+    prog_load(BPF_PROG_TYPE_SCHED_CLS, &PROGRAM, "GPL", "flowlat_probe").is_ok()
 }
 
 /// What `BPF_PROG_TEST_RUN` returned.
@@ -622,13 +616,13 @@ mod tests {
             nix::unistd::geteuid().is_root(),
             "this test loads BPF programs and needs root: run the suite as the README says"
         );
-        let (mov0, exit) = ([0xb7u8, 0, 0, 0, 0, 0, 0, 0], [0x95u8, 0, 0, 0, 0, 0, 0, 0]);
+        let (mov0, exit) = (
+            Insn::new(MOV64_IMM, 0, 0, 0, 0),
+            Insn::new(BPF_EXIT, 0, 0, 0, 0),
+        );
         // r0 = 0; exit, and the same with 64 more moves: a longer image.
-        let short: Vec<u8> = [mov0, exit].concat();
-        let long: Vec<u8> = std::iter::repeat_n(mov0, 65)
-            .chain([exit])
-            .flatten()
-            .collect();
+        let short = vec![mov0, exit];
+        let long: Vec<Insn> = std::iter::repeat_n(mov0, 65).chain([exit]).collect();
         // Without the JIT there is no image, nor where kptr_restrict 2 hides
         // kernel addresses (and so JIT code) even from root.
         let hidden = std::fs::read_to_string("/proc/sys/kernel/kptr_restrict")
@@ -664,7 +658,10 @@ mod tests {
             "this test loads a BPF program and needs root: run the suite as the README says"
         );
         // r0 = 0; exit
-        let insns = [0xb7u8, 0, 0, 0, 0, 0, 0, 0, 0x95, 0, 0, 0, 0, 0, 0, 0];
+        let insns = [
+            Insn::new(MOV64_IMM, 0, 0, 0, 0),
+            Insn::new(BPF_EXIT, 0, 0, 0, 0),
+        ];
         let prog = prog_load(BPF_PROG_TYPE_SCHED_CLS, &insns, "GPL", "flowlat_stats")
             .unwrap_or_else(|e| panic!("{e}"));
         let before = run_cnt(&prog);
@@ -743,7 +740,7 @@ mod tests {
             nix::unistd::geteuid().is_root(),
             "this test loads a BPF program and needs root: run the suite as the README says"
         );
-        let exit_only = [0x95u8, 0, 0, 0, 0, 0, 0, 0];
+        let exit_only = [Insn::new(BPF_EXIT, 0, 0, 0, 0)];
         match prog_load(BPF_PROG_TYPE_SCHED_CLS, &exit_only, "GPL", "flowlat_bad") {
             Err(BpfError::Verifier { program, log, .. }) => {
                 assert_eq!(program, "flowlat_bad");
