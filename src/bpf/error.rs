@@ -29,6 +29,45 @@ pub enum BpfError {
     /// A setting the program cannot take as given (more values than its maps
     /// hold, a value out of range); the message says which, and the limit.
     Invalid(String),
+    /// A buffer for a map element command whose length is not the one the
+    /// kernel would copy: refused before the call, so that the kernel never
+    /// reads or writes past it.
+    Buffer {
+        /// The map's name.
+        map: String,
+        /// Which buffer.
+        buffer: MapBuffer,
+        /// The bytes the kernel uses: exactly, for one element's key or
+        /// value; at least, for a batch's keys or values.
+        need: usize,
+        /// The bytes the buffer holds.
+        got: usize,
+    },
+}
+
+/// The buffer of a map element command that [`BpfError::Buffer`] refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MapBuffer {
+    /// A key (`key` or `next_key` of `bpf_attr`): `key_size` bytes.
+    Key,
+    /// A value (`value`): `value_size` bytes, or for a per-CPU map
+    /// `round_up(value_size, 8)` per possible CPU.
+    Value,
+    /// The keys of a batch (`batch.keys`): `count` keys.
+    Keys,
+    /// The values of a batch (`batch.values`): `count` values.
+    Values,
+}
+
+impl fmt::Display for MapBuffer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            MapBuffer::Key => "key",
+            MapBuffer::Value => "value",
+            MapBuffer::Keys => "keys",
+            MapBuffer::Values => "values",
+        })
+    }
 }
 
 impl BpfError {
@@ -84,6 +123,24 @@ impl fmt::Display for BpfError {
             }
             BpfError::Object(msg) => write!(f, "BPF object: {msg}"),
             BpfError::Invalid(msg) => f.write_str(msg),
+            BpfError::Buffer {
+                map,
+                buffer: buffer @ (MapBuffer::Key | MapBuffer::Value),
+                need,
+                got,
+            } => write!(
+                f,
+                "BPF map {map}: a {buffer} buffer of {got} bytes, where its {buffer}s take {need}"
+            ),
+            BpfError::Buffer {
+                map,
+                buffer,
+                need,
+                got,
+            } => write!(
+                f,
+                "BPF map {map}: {got} bytes for a batch's {buffer}, which take at least {need}"
+            ),
         }
     }
 }
@@ -92,7 +149,7 @@ impl std::error::Error for BpfError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             BpfError::Sys { source, .. } | BpfError::Verifier { source, .. } => Some(source),
-            BpfError::Object(_) | BpfError::Invalid(_) => None,
+            BpfError::Object(_) | BpfError::Invalid(_) | BpfError::Buffer { .. } => None,
         }
     }
 }

@@ -4,9 +4,10 @@
 pub mod cpu;
 mod error;
 pub mod insn;
+pub mod map;
 pub mod mmap;
 pub mod object;
 pub mod perf;
 pub mod sys;
 
-pub use error::BpfError;
+pub use error::{BpfError, MapBuffer};

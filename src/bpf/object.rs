@@ -33,16 +33,13 @@ use super::insn::{
     Insn, BPF_CALL, BPF_LD_IMM64, BPF_PSEUDO_CALL, BPF_PSEUDO_KFUNC_CALL, BPF_PSEUDO_MAP_FD,
     BPF_PSEUDO_MAP_VALUE,
 };
-use super::sys;
+use super::map::{MapAttr, BPF_F_MMAPABLE, BPF_MAP_TYPE_ARRAY};
 use super::BpfError;
 
 type Elf = FileHeader64<LittleEndian>;
 
 /// Size of one `struct bpf_insn`, in which ELF offsets count; `ld_imm64` takes two.
 const INSN_SIZE: usize = Insn::SIZE;
-/// `BPF_MAP_TYPE_ARRAY` and `BPF_F_MMAPABLE`, for the `.bss` map.
-const BPF_MAP_TYPE_ARRAY: u32 = 2;
-const BPF_F_MMAPABLE: u32 = 1 << 10;
 
 /// ELF relocation types for `EM_BPF`, as LLVM's BPF backend documents them.
 const R_BPF_NONE: u32 = 0;
@@ -88,8 +85,8 @@ pub struct MapDef {
 
 impl MapDef {
     /// The `BPF_MAP_CREATE` attributes of this map.
-    pub fn attr(&self) -> sys::MapAttr {
-        sys::MapAttr {
+    pub fn attr(&self) -> MapAttr {
+        MapAttr {
             map_type: self.map_type,
             key_size: self.key_size,
             value_size: self.value_size,
@@ -913,6 +910,8 @@ impl Program {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bpf::map::{Map, BPF_MAP_TYPE_HASH};
+    use crate::bpf::sys;
     use object::read::elf::FileHeader;
     use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
@@ -1036,7 +1035,7 @@ mod tests {
             vec![
                 MapDef {
                     name: "counters".into(),
-                    map_type: sys::BPF_MAP_TYPE_ARRAY,
+                    map_type: BPF_MAP_TYPE_ARRAY,
                     key_size: 4,
                     value_size: 8,
                     max_entries: 4,
@@ -1044,7 +1043,7 @@ mod tests {
                 },
                 MapDef {
                     name: "lengths".into(),
-                    map_type: sys::BPF_MAP_TYPE_HASH,
+                    map_type: BPF_MAP_TYPE_HASH,
                     key_size: 4,
                     value_size: 8,
                     max_entries: 64,
@@ -1054,8 +1053,8 @@ mod tests {
         );
         assert_eq!(
             obj.map("lengths").map(MapDef::attr),
-            Some(sys::MapAttr {
-                map_type: sys::BPF_MAP_TYPE_HASH,
+            Some(MapAttr {
+                map_type: BPF_MAP_TYPE_HASH,
                 key_size: 4,
                 value_size: 8,
                 max_entries: 64,
@@ -1433,9 +1432,10 @@ mod tests {
         }
     }
 
-    fn counter(map: &OwnedFd, slot: u32) -> u64 {
+    fn counter(map: &Map, slot: u32) -> u64 {
         let mut value = [0u8; 8];
-        let found = sys::map_lookup(map.as_fd(), &slot.to_ne_bytes(), &mut value)
+        let found = map
+            .lookup(&slot.to_ne_bytes(), &mut value)
             .unwrap_or_else(|e| panic!("{e}"));
         assert!(found, "array slot {slot} missing");
         u64::from_ne_bytes(value)
@@ -1445,19 +1445,18 @@ mod tests {
     fn bss_globals_are_the_maps_value_in_the_kernel_as_root() {
         require_root();
         let obj = Object::parse(BSS).unwrap_or_else(|e| panic!("{e}"));
-        let maps: Vec<(String, OwnedFd)> = obj
+        let maps: Vec<(String, Map)> = obj
             .maps
             .iter()
             .map(|m| {
-                let fd =
-                    sys::map_create(&m.attr(), "fixture_map").unwrap_or_else(|e| panic!("{e}"));
-                (m.name.clone(), fd)
+                let map = Map::create(&m.attr(), "fixture_map").unwrap_or_else(|e| panic!("{e}"));
+                (m.name.clone(), map)
             })
             .collect();
         let fd = |name: &str| maps.iter().find(|(n, _)| n == name).map(|(_, fd)| fd);
         let p = obj.program("bss_ingress").expect("program");
         let insns = p
-            .relocate(|name| fd(name).map(|fd| fd.as_raw_fd()))
+            .relocate(|name| fd(name).map(|fd| fd.as_fd().as_raw_fd()))
             .unwrap_or_else(|e| panic!("{e}"));
         let prog = sys::prog_load(sys::BPF_PROG_TYPE_SCHED_CLS, &insns, &obj.license, &p.name)
             .unwrap_or_else(|e| panic!("{e}"));
@@ -1473,10 +1472,9 @@ mod tests {
             assert_eq!(r.retval, 0);
         }
         let mut value = [0u8; 20];
-        assert!(
-            sys::map_lookup(bss.as_fd(), &0u32.to_ne_bytes(), &mut value)
-                .unwrap_or_else(|e| panic!("{e}"))
-        );
+        assert!(bss
+            .lookup(&0u32.to_ne_bytes(), &mut value)
+            .unwrap_or_else(|e| panic!("{e}")));
         let word = |at: usize| u32::from_ne_bytes(value[at..at + 4].try_into().expect("4 bytes"));
         assert_eq!(
             u64::from_ne_bytes(value[..8].try_into().expect("8")),
@@ -1499,18 +1497,18 @@ mod tests {
     fn good_fixture_loads_and_runs_as_root() {
         require_root();
         let obj = good();
-        let maps: Vec<(String, OwnedFd)> = obj
+        let maps: Vec<(String, Map)> = obj
             .maps
             .iter()
             .map(|m| {
                 (
                     m.name.clone(),
-                    sys::map_create(&m.attr(), &m.name).unwrap_or_else(|e| panic!("{e}")),
+                    Map::create(&m.attr(), &m.name).unwrap_or_else(|e| panic!("{e}")),
                 )
             })
             .collect();
         let fd = |name: &str| maps.iter().find(|(n, _)| n == name).map(|(_, fd)| fd);
-        let fd_of = |name: &str| fd(name).map(|fd| fd.as_raw_fd());
+        let fd_of = |name: &str| fd(name).map(|fd| fd.as_fd().as_raw_fd());
         let load = |name: &str| {
             let p = obj.program(name).expect("program");
             let insns = p.relocate(fd_of).unwrap_or_else(|e| panic!("{e}"));
@@ -1538,7 +1536,8 @@ mod tests {
         assert_eq!(counter(counters, 1), 2, "egress runs");
         let mut seen = [0u8; 8];
         let lengths = fd("lengths").expect("lengths");
-        let found = sys::map_lookup(lengths.as_fd(), &64u32.to_ne_bytes(), &mut seen)
+        let found = lengths
+            .lookup(&64u32.to_ne_bytes(), &mut seen)
             .unwrap_or_else(|e| panic!("{e}"));
         assert!(found, "ingress did not record the 64-byte packet's length");
         assert_eq!(u64::from_ne_bytes(seen), 1);

@@ -19,8 +19,9 @@ use nix::unistd::{sysconf, SysconfVar};
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 
+use super::map::{Map, Update};
 use super::mmap::Mapping;
-use super::{cpu, sys, BpfError};
+use super::{cpu, BpfError};
 
 /// `PERF_TYPE_SOFTWARE`.
 const PERF_TYPE_SOFTWARE: u32 = 1;
@@ -336,6 +337,22 @@ pub(crate) fn page_size() -> Result<usize, BpfError> {
     }
 }
 
+/// The length of the mapping of a ring of `pages` data pages: one control
+/// page (`struct perf_event_mmap_page`) before them. The kernel wants a
+/// power of two of data pages.
+fn ring_len(pages: usize, page_size: usize) -> Result<NonZeroUsize, BpfError> {
+    if !pages.is_power_of_two() {
+        return Err(BpfError::Object(format!(
+            "a perf ring needs a power-of-two number of data pages, not {pages}"
+        )));
+    }
+    pages
+        .checked_add(1)
+        .and_then(|n| n.checked_mul(page_size))
+        .and_then(NonZeroUsize::new)
+        .ok_or_else(|| BpfError::Object(format!("a perf ring of {pages} pages is too large")))
+}
+
 /// The ring of one CPU. `ring` views `_mapping`'s memory, so the two live and die together.
 struct CpuRing {
     cpu: u32,
@@ -366,25 +383,9 @@ impl PerfBuffers {
     /// other size are skipped and counted in [`PerfStats::wrong_size`].
     ///
     /// Needs no tokio runtime; [`PerfBuffers::readable`] does.
-    pub fn open(
-        event_array: BorrowedFd<'_>,
-        pages: usize,
-        sample_size: usize,
-    ) -> Result<Self, BpfError> {
-        if !pages.is_power_of_two() {
-            return Err(BpfError::Object(format!(
-                "a perf ring needs a power-of-two number of data pages, not {pages}"
-            )));
-        }
+    pub fn open(event_array: &Map, pages: usize, sample_size: usize) -> Result<Self, BpfError> {
         let page_size = page_size()?;
-        // One control page (struct perf_event_mmap_page) before the data pages.
-        let len = pages
-            .checked_add(1)
-            .and_then(|n| n.checked_mul(page_size))
-            .and_then(NonZeroUsize::new)
-            .ok_or_else(|| {
-                BpfError::Object(format!("a perf ring of {pages} pages is too large"))
-            })?;
+        let len = ring_len(pages, page_size)?;
         // Wake the reader when a quarter of a ring has filled, not on every
         // record: each wakeup is an irq_work, a self-interrupt that costs the
         // classifier microseconds per record in a virtual machine. Records
@@ -423,7 +424,7 @@ impl PerfBuffers {
             // (both go into the same CpuRing).
             let ring = unsafe { Ring::new(mapping.ptr(), mapping.len(), page_size) }?;
             let value = (fd.as_raw_fd() as u32).to_ne_bytes();
-            if let Err(e) = sys::map_update(event_array, &cpu.to_ne_bytes(), &value, sys::BPF_ANY) {
+            if let Err(e) = event_array.update(&cpu.to_ne_bytes(), &value, Update::Any) {
                 return Err(match e {
                     BpfError::Sys { source, .. } => BpfError::sys(
                         format!(
@@ -819,13 +820,15 @@ mod tests {
 
     #[test]
     fn open_rejects_page_counts_that_are_not_powers_of_two() {
-        let file = std::fs::File::open("/dev/null").unwrap();
         for pages in [0, 3, 12] {
-            let err = PerfBuffers::open(file.as_fd(), pages, 8)
-                .err()
-                .expect("must fail");
+            let err = ring_len(pages, PAGE).expect_err("must fail");
             assert!(err.to_string().contains("power-of-two"), "{err}");
         }
+        assert!(ring_len(usize::MAX / 2 + 1, PAGE).is_err(), "too large");
+        assert_eq!(
+            ring_len(8, PAGE).map(NonZeroUsize::get).ok(),
+            Some(9 * PAGE)
+        );
     }
 
     /// Whether an fd is open on a perf event, and whether a perf ring is mapped at
@@ -851,9 +854,9 @@ mod tests {
         );
         let possible = cpu::possible_cpus().unwrap();
         let online = cpu::online_cpus().unwrap();
-        let map = sys::map_create(
-            &sys::MapAttr {
-                map_type: sys::BPF_MAP_TYPE_PERF_EVENT_ARRAY,
+        let map = Map::create(
+            &crate::bpf::map::MapAttr {
+                map_type: crate::bpf::map::BPF_MAP_TYPE_PERF_EVENT_ARRAY,
                 key_size: 4,
                 value_size: 4,
                 max_entries: possible,
@@ -862,7 +865,7 @@ mod tests {
             "perf_test",
         )
         .unwrap();
-        let mut bufs = PerfBuffers::open(map.as_fd(), 8, 16).unwrap();
+        let mut bufs = PerfBuffers::open(&map, 8, 16).unwrap();
         assert_eq!(bufs.cpus(), online.len());
         let cpus: Vec<u32> = bufs.rings.iter().map(|r| r.cpu).collect();
         assert_eq!(cpus, online);

@@ -14,6 +14,7 @@ use super::delivery::{Delivered, MAX_RECORDS_PER_EVENT, STORES_IN_ORDER};
 use super::slots::{self, SlotTable};
 use super::table::{Lru, TableMap};
 use super::{Hook, Probe};
+use crate::bpf::map::Map;
 use crate::bpf::mmap::Mapping;
 use crate::bpf::object::{Object, BSS_MAP};
 use crate::bpf::perf::page_size;
@@ -138,7 +139,7 @@ impl Probe {
         // The slot table's front, then its main buckets (see `bpf/flowlat.h`).
         let slot_buckets = slots::FRONT as u32 + buckets;
         let possible_cpus = cpu::possible_cpus()? as usize;
-        let mut maps: HashMap<String, OwnedFd> = HashMap::new();
+        let mut maps: HashMap<String, Map> = HashMap::new();
         for def in &obj.maps {
             let mut attr = def.attr();
             match def.name.as_str() {
@@ -152,8 +153,7 @@ impl Probe {
                 BSS_MAP => "flowlat_globals".to_string(),
                 other => format!("flowlat_{other}"),
             };
-            let fd = sys::map_create(&attr, &name)?;
-            maps.insert(def.name.clone(), fd);
+            maps.insert(def.name.clone(), Map::create(&attr, &name)?);
         }
         let mut take = |name: &str| {
             maps.remove(name)
@@ -232,10 +232,10 @@ impl Probe {
                     page,
                     "the table of attempts (flowlat_slots)",
                 )?;
-                TableMap::Slots(SlotTable::new(table_fd, map, slot_buckets))
+                TableMap::Slots(SlotTable::new(table_fd.into(), map, slot_buckets))
             }
             Table::Lru => TableMap::Lru(Lru {
-                fd: table_fd,
+                map: table_fd,
                 max_pending: cfg.max_pending,
             }),
         };
