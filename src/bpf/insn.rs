@@ -25,6 +25,33 @@ pub const BPF_PSEUDO_CALL: u8 = 1;
 /// `BPF_PSEUDO_KFUNC_CALL`: the `src_reg` of a `call` to a kernel function.
 pub const BPF_PSEUDO_KFUNC_CALL: u8 = 2;
 
+/// ELF relocation types for `EM_BPF`, as LLVM's BPF backend documents them:
+/// what a loader must patch into an instruction.
+pub const R_BPF_NONE: u32 = 0;
+/// `R_BPF_64_64`: the 64-bit immediate of an `ld_imm64` (a map or global's address).
+pub const R_BPF_64_64: u32 = 1;
+/// `R_BPF_64_ABS64`: a 64-bit data word.
+pub const R_BPF_64_ABS64: u32 = 2;
+/// `R_BPF_64_ABS32`: a 32-bit data word.
+pub const R_BPF_64_ABS32: u32 = 3;
+/// `R_BPF_64_NODYLD32`: a 32-bit data word in DWARF or BTF, for no loader.
+pub const R_BPF_64_NODYLD32: u32 = 4;
+/// `R_BPF_64_32`: the `imm` of a `call` to another function.
+pub const R_BPF_64_32: u32 = 10;
+
+/// The name of an `R_BPF_*` relocation type; `None` for a type without one.
+pub fn reloc_name(r_type: u32) -> Option<&'static str> {
+    Some(match r_type {
+        R_BPF_NONE => "R_BPF_NONE",
+        R_BPF_64_64 => "R_BPF_64_64",
+        R_BPF_64_ABS64 => "R_BPF_64_ABS64",
+        R_BPF_64_ABS32 => "R_BPF_64_ABS32",
+        R_BPF_64_NODYLD32 => "R_BPF_64_NODYLD32",
+        R_BPF_64_32 => "R_BPF_64_32",
+        _ => return None,
+    })
+}
+
 /// `struct bpf_insn`: 8 bytes, passed to `BPF_PROG_LOAD` as they are.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

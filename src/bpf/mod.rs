@@ -10,4 +10,4 @@ pub mod object;
 pub mod perf;
 pub mod sys;
 
-pub use error::{BpfError, MapBuffer};
+pub use error::{BpfError, InsnAt, MapBuffer, ObjectError, Referent};

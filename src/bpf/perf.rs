@@ -130,7 +130,7 @@ impl Ring {
             size: 0,
         };
         if len < CONTROL_END {
-            return Err(BpfError::Object(format!(
+            return Err(bad_layout(format!(
                 "a perf ring mapping of {len} bytes is too small"
             )));
         }
@@ -145,7 +145,7 @@ impl Ring {
             .checked_add(size)
             .is_some_and(|end| end <= len as u64);
         if !fits || size == 0 || offset < CONTROL_END as u64 || !offset.is_multiple_of(8) {
-            return Err(BpfError::Object(format!(
+            return Err(bad_layout(format!(
                 "perf ring data area at offset {offset}, {size} bytes, does not fit its {len}-byte mapping"
             )));
         }
@@ -342,7 +342,7 @@ pub(crate) fn page_size() -> Result<usize, BpfError> {
 /// power of two of data pages.
 fn ring_len(pages: usize, page_size: usize) -> Result<NonZeroUsize, BpfError> {
     if !pages.is_power_of_two() {
-        return Err(BpfError::Object(format!(
+        return Err(BpfError::Invalid(format!(
             "a perf ring needs a power-of-two number of data pages, not {pages}"
         )));
     }
@@ -350,7 +350,16 @@ fn ring_len(pages: usize, page_size: usize) -> Result<NonZeroUsize, BpfError> {
         .checked_add(1)
         .and_then(|n| n.checked_mul(page_size))
         .and_then(NonZeroUsize::new)
-        .ok_or_else(|| BpfError::Object(format!("a perf ring of {pages} pages is too large")))
+        .ok_or_else(|| BpfError::Invalid(format!("a perf ring of {pages} pages is too large")))
+}
+
+/// A ring whose control page describes a data area its mapping cannot hold:
+/// what the kernel wrote there is not what this reader understands.
+fn bad_layout(detail: String) -> BpfError {
+    BpfError::sys(
+        "reading the layout of a perf ring",
+        io::Error::new(io::ErrorKind::InvalidData, detail),
+    )
 }
 
 /// The ring of one CPU. `ring` views `_mapping`'s memory, so the two live and die together.
@@ -822,6 +831,7 @@ mod tests {
     fn open_rejects_page_counts_that_are_not_powers_of_two() {
         for pages in [0, 3, 12] {
             let err = ring_len(pages, PAGE).expect_err("must fail");
+            assert!(matches!(err, BpfError::Invalid(_)), "{err:?}");
             assert!(err.to_string().contains("power-of-two"), "{err}");
         }
         assert!(ring_len(usize::MAX / 2 + 1, PAGE).is_err(), "too large");

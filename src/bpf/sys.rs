@@ -149,13 +149,14 @@ pub fn prog_load(
         .ok()
         .filter(|&n| n > 0)
         .ok_or_else(|| {
-            BpfError::Object(format!(
+            BpfError::Invalid(format!(
                 "program {name} has {} instructions, not 1 to 2^32 - 1",
                 insns.len()
             ))
         })?;
-    let license = CString::new(license)
-        .map_err(|_| BpfError::Object(format!("the license of program {name} holds a NUL byte")))?;
+    let license = CString::new(license).map_err(|_| {
+        BpfError::Invalid(format!("the license of program {name} holds a NUL byte"))
+    })?;
     let attempt = |log: Option<&mut Vec<u8>>| {
         let mut a = ProgLoadAttr {
             prog_type,

@@ -18,7 +18,7 @@ use crate::bpf::map::Map;
 use crate::bpf::mmap::Mapping;
 use crate::bpf::object::{Object, BSS_MAP};
 use crate::bpf::perf::page_size;
-use crate::bpf::{cpu, sys, BpfError};
+use crate::bpf::{cpu, sys, BpfError, ObjectError};
 
 /// The classifier's ELF object, compiled by `build.rs`. Aligned so that the ELF
 /// parser can read its headers in place.
@@ -81,7 +81,7 @@ pub(crate) fn map_values(
     what: &str,
 ) -> Result<Mapping, BpfError> {
     let len = NonZeroUsize::new(bytes.div_ceil(page) * page)
-        .ok_or_else(|| BpfError::Object(format!("{what} has no values to map")))?;
+        .ok_or_else(|| BpfError::Invalid(format!("{what} has no values to map")))?;
     Mapping::new(fd, len).map_err(|e| BpfError::sys(format!("mapping {what} into memory"), e))
 }
 
@@ -157,7 +157,7 @@ impl Probe {
         }
         let mut take = |name: &str| {
             maps.remove(name)
-                .ok_or_else(|| BpfError::Object(format!("the probe has no map named {name}")))
+                .ok_or_else(|| ObjectError::NoMap { name: name.into() })
         };
         let table_name = table.map_name();
         let (table_fd, events, stats) = (take(table_name)?, take("events")?, take("stats")?);
@@ -177,20 +177,21 @@ impl Probe {
         .into_iter()
         .collect();
         let load = |name: &str| -> Result<OwnedFd, BpfError> {
-            let prog = obj.program(name).ok_or_else(|| {
-                BpfError::Object(format!("the probe has no program named {name}"))
-            })?;
+            let prog = obj
+                .program(name)
+                .ok_or_else(|| ObjectError::NoProgram { name: name.into() })?;
             let insns = prog.relocate(|m| fds.get(m).map(|fd| fd.as_raw_fd()))?;
             sys::prog_load(sys::BPF_PROG_TYPE_SCHED_CLS, &insns, &obj.license, name)
         };
         let word_of = |name: &str, size: usize| {
+            let size = size as u64;
             obj.global(name)
-                .filter(|g| g.size == size as u64 && g.offset % 8 == 0)
+                .filter(|g| g.size == size && g.offset % 8 == 0)
                 .map(|g| g.offset as usize / 4)
-                .ok_or_else(|| {
-                    BpfError::Object(format!(
-                        "the probe has no 8-byte-aligned global {name} of {size} bytes"
-                    ))
+                .ok_or_else(|| ObjectError::NoGlobal {
+                    name: name.into(),
+                    size,
+                    align: 8,
                 })
         };
         let gate_word = word_of(
@@ -202,7 +203,9 @@ impl Probe {
         let globals_len = obj
             .map(BSS_MAP)
             .and_then(|m| NonZeroUsize::new(m.value_size as usize))
-            .ok_or_else(|| BpfError::Object("the probe has no globals".to_string()))?;
+            .ok_or_else(|| ObjectError::NoMap {
+                name: BSS_MAP.into(),
+            })?;
         let globals = Mapping::new(globals_fd.as_fd(), globals_len).map_err(|e| {
             BpfError::sys(
                 "mapping the probe's globals (flowlat_globals) into memory",
@@ -337,7 +340,7 @@ impl Probe {
         repeat: u32,
     ) -> Result<sys::TestRun, BpfError> {
         let prog = self.program_for(hook, framing).ok_or_else(|| {
-            BpfError::Object("the probe was loaded without its L3 programs".to_string())
+            BpfError::Invalid("the probe was loaded without its L3 programs".to_string())
         })?;
         sys::prog_test_run(prog, packet, None, repeat)
     }
