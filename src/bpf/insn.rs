@@ -25,8 +25,10 @@ pub const BPF_PSEUDO_CALL: u8 = 1;
 /// `BPF_PSEUDO_KFUNC_CALL`: the `src_reg` of a `call` to a kernel function.
 pub const BPF_PSEUDO_KFUNC_CALL: u8 = 2;
 
-/// ELF relocation types for `EM_BPF`, as LLVM's BPF backend documents them:
-/// what a loader must patch into an instruction.
+// The ELF relocation types of `EM_BPF` (`R_BPF_*`), as LLVM's BPF backend
+// documents them: what a loader must patch into an instruction.
+
+/// `R_BPF_NONE`: nothing to patch.
 pub const R_BPF_NONE: u32 = 0;
 /// `R_BPF_64_64`: the 64-bit immediate of an `ld_imm64` (a map or global's address).
 pub const R_BPF_64_64: u32 = 1;

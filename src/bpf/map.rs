@@ -154,7 +154,8 @@ fn batch_token_is_u32(map_type: u32, key_size: usize) -> bool {
     ) || key_size == 4
 }
 
-/// A BPF map this process created, with the sizes its element commands use.
+/// A BPF map this process created: the fd `BPF_MAP_CREATE` returned, with the
+/// `key_size` and `value_size` (and per-CPU stride) its element commands copy.
 /// Closing it (dropping the last fd) frees the map once no program holds it.
 #[derive(Debug)]
 pub struct Map {

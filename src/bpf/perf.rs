@@ -83,7 +83,8 @@ struct PerfEventAttr {
     reserved_2: u16,
 }
 
-/// Counters of what the readers saw, summed over all CPUs.
+/// Counters of what the readers saw in the rings' `PERF_RECORD_*` records,
+/// summed over all CPUs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PerfStats {
     /// Samples handed to the callback.

@@ -218,7 +218,8 @@ pub fn has_atomic_cmpxchg() -> bool {
     prog_load(BPF_PROG_TYPE_SCHED_CLS, &PROGRAM, "GPL", "flowlat_probe").is_ok()
 }
 
-/// What `BPF_PROG_TEST_RUN` returned.
+/// What `BPF_PROG_TEST_RUN` returned: the `retval`, `duration` and
+/// `data_out` of `bpf_attr`'s `test` member.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TestRun {
     /// The program's return value (for a classifier, `TC_ACT_*` as an unsigned int).
