@@ -174,7 +174,17 @@ impl Map {
     pub fn create(attr: &MapAttr, name: &str) -> Result<Map, BpfError> {
         let value_size = attr.value_size as usize;
         let value_len = if is_per_cpu(attr.map_type) {
-            value_size.next_multiple_of(8) * cpu::possible_cpus()? as usize
+            let cpus = cpu::possible_cpus()? as usize;
+            // A length that wrapped would let the kernel write past the buffers.
+            value_size
+                .checked_next_multiple_of(8)
+                .and_then(|stride| stride.checked_mul(cpus))
+                .ok_or_else(|| {
+                    BpfError::Invalid(format!(
+                        "BPF map {name}: {value_size}-byte values on {cpus} CPUs \
+                         exceed this machine's address space"
+                    ))
+                })?
         } else {
             value_size
         };
