@@ -285,11 +285,13 @@ fn a_killed_flowlat_leaves_filters_that_the_next_start_removes() {
 /// Attaches, from this test process, filters named `names` to both hooks of
 /// `dev` in `ns` (a do-nothing program), as if another process had.
 fn plant_filters(ns: &NetNs, dev: &'static str, names: Vec<String>) {
+    use flowlat::bpf::insn::{Insn, BPF_EXIT};
     use flowlat::bpf::sys::{prog_load, BPF_PROG_TYPE_SCHED_CLS};
     use flowlat::netlink::{link, tc};
     // r0 = -1 (TC_ACT_UNSPEC); exit
-    const PROG: [u8; 16] = [
-        0xb7, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0x95, 0, 0, 0, 0, 0, 0, 0,
+    const PROG: [Insn; 2] = [
+        Insn::new(0xb7, 0, 0, 0, -1),
+        Insn::new(BPF_EXIT, 0, 0, 0, 0),
     ];
     ns.enter(move || {
         let rt = tokio::runtime::Builder::new_current_thread()

@@ -6,6 +6,7 @@ mod common;
 use std::os::fd::{AsFd, OwnedFd};
 
 use common::NetNs;
+use flowlat::bpf::insn::{Insn, BPF_EXIT};
 use flowlat::bpf::sys::{prog_load, BPF_PROG_TYPE_SCHED_CLS};
 use flowlat::netlink::link::{self, Link, LinkLayer};
 use flowlat::netlink::tc::{self, Attachment, FilterInfo, Hook, ETH_P_ALL};
@@ -15,9 +16,9 @@ use flowlat::netlink::{NetlinkError, Operation};
 const BPF_PROG_TYPE_SOCKET_FILTER: u32 = 1;
 
 /// `r0 = -1; exit`: for a direct-action classifier, TC_ACT_UNSPEC (carry on).
-const RETURN_MINUS_ONE: [u8; 16] = [
-    0xb7, 0x00, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff, // mov64 r0, -1
-    0x95, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // exit
+const RETURN_MINUS_ONE: [Insn; 2] = [
+    Insn::new(0xb7, 0, 0, 0, -1), // mov64 r0, -1
+    Insn::new(BPF_EXIT, 0, 0, 0, 0),
 ];
 
 fn load(prog_type: u32) -> OwnedFd {

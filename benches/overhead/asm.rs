@@ -3,6 +3,7 @@
 
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 
+use flowlat::bpf::insn::{Insn, BPF_CALL, BPF_EXIT, BPF_LD_IMM64, BPF_PSEUDO_MAP_FD};
 use flowlat::bpf::{sys, BpfError};
 
 const MOV64_IMM: u8 = 0xb7;
@@ -11,11 +12,6 @@ const MOV32_IMM: u8 = 0xb4;
 const ADD64_IMM: u8 = 0x07;
 const ST_DW: u8 = 0x7a;
 const ST_B: u8 = 0x72;
-const LD_IMM64: u8 = 0x18;
-const CALL: u8 = 0x85;
-const EXIT: u8 = 0x95;
-
-const BPF_PSEUDO_MAP_FD: u8 = 1;
 const BPF_FUNC_PERF_EVENT_OUTPUT: i32 = 25;
 const R0: u8 = 0;
 const R1: u8 = 1;
@@ -30,14 +26,11 @@ const R10: u8 = 10;
 const TC_ACT_UNSPEC: i32 = -1;
 
 #[derive(Default)]
-struct Asm(Vec<u8>);
+struct Asm(Vec<Insn>);
 
 impl Asm {
     fn insn(&mut self, code: u8, dst: u8, src: u8, off: i16, imm: i32) -> &mut Self {
-        self.0.push(code);
-        self.0.push((src << 4) | dst);
-        self.0.extend_from_slice(&off.to_le_bytes());
-        self.0.extend_from_slice(&imm.to_le_bytes());
+        self.0.push(Insn::new(code, dst, src, off, imm));
         self
     }
 }
@@ -47,7 +40,7 @@ impl Asm {
 pub fn empty_classifier() -> Result<OwnedFd, BpfError> {
     let mut a = Asm::default();
     a.insn(MOV64_IMM, R0, 0, 0, TC_ACT_UNSPEC)
-        .insn(EXIT, 0, 0, 0, 0);
+        .insn(BPF_EXIT, 0, 0, 0, 0);
     sys::prog_load(sys::BPF_PROG_TYPE_SCHED_CLS, &a.0, "GPL", "bench_empty")
 }
 
@@ -70,15 +63,15 @@ pub fn record_sender(
         a.insn(ST_B, R10, 0, base + off as i16, i32::from(val));
     }
     a.insn(MOV64_REG, R1, R6, 0, 0)
-        .insn(LD_IMM64, R2, BPF_PSEUDO_MAP_FD, 0, events.as_raw_fd())
+        .insn(BPF_LD_IMM64, R2, BPF_PSEUDO_MAP_FD, 0, events.as_raw_fd())
         .insn(0, 0, 0, 0, 0)
         // BPF_F_CURRENT_CPU is 0xffffffff: a 32-bit move of -1 zero-extends to it.
         .insn(MOV32_IMM, R3, 0, 0, -1)
         .insn(MOV64_REG, R4, R10, 0, 0)
         .insn(ADD64_IMM, R4, 0, 0, i32::from(base))
         .insn(MOV64_IMM, R5, 0, 0, size as i32)
-        .insn(CALL, 0, 0, 0, BPF_FUNC_PERF_EVENT_OUTPUT)
+        .insn(BPF_CALL, 0, 0, 0, BPF_FUNC_PERF_EVENT_OUTPUT)
         .insn(MOV64_IMM, R0, 0, 0, TC_ACT_UNSPEC)
-        .insn(EXIT, 0, 0, 0, 0);
+        .insn(BPF_EXIT, 0, 0, 0, 0);
     sys::prog_load(sys::BPF_PROG_TYPE_SCHED_CLS, &a.0, "GPL", "bench_sender")
 }

@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
+use flowlat::bpf::map::Map;
 use flowlat::bpf::object::Object;
 use flowlat::bpf::perf::PerfBuffers;
 use flowlat::bpf::{cpu, sys};
@@ -145,7 +146,7 @@ pub fn out_floor_alternative_ns(r: &[PrimitiveResult]) -> i64 {
 pub fn measure(rounds: usize) -> Vec<PrimitiveResult> {
     let obj = Object::parse(OBJECT).expect("parse the primitives' object");
     let cpus = cpu::possible_cpus().expect("count the possible CPUs");
-    let mut maps: HashMap<String, OwnedFd> = HashMap::new();
+    let mut maps: HashMap<String, Map> = HashMap::new();
     for def in &obj.maps {
         let mut attr = def.attr();
         match def.name.as_str() {
@@ -153,16 +154,12 @@ pub fn measure(rounds: usize) -> Vec<PrimitiveResult> {
             "events" | "batches" => attr.max_entries = cpus,
             _ => {}
         }
-        let fd = sys::map_create(&attr, &format!("bench_{}", def.name)).expect("create a map");
-        maps.insert(def.name.clone(), fd);
+        let map = Map::create(&attr, &format!("bench_{}", def.name)).expect("create a map");
+        maps.insert(def.name.clone(), map);
     }
-    let fd_of = |name: &str| maps.get(name).map(|fd| fd.as_raw_fd());
-    let mut perf = PerfBuffers::open(
-        maps["events"].as_fd(),
-        PERF_PAGES,
-        std::mem::size_of::<Event>(),
-    )
-    .expect("open the perf rings");
+    let fd_of = |name: &str| maps.get(name).map(|map| map.as_fd().as_raw_fd());
+    let mut perf = PerfBuffers::open(&maps["events"], PERF_PAGES, std::mem::size_of::<Event>())
+        .expect("open the perf rings");
     let mut progs: HashMap<&str, OwnedFd> = HashMap::new();
     for name in PRIMITIVES
         .iter()

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use flowlat::bpf::map::{Map, MapAttr, BPF_MAP_TYPE_PERF_EVENT_ARRAY};
 use flowlat::bpf::perf::PerfBuffers;
 use flowlat::bpf::{cpu, sys};
 use flowlat::host::cgroup::Cgroups;
@@ -100,16 +101,16 @@ fn pin(cpu: u32) -> bool {
 struct Source {
     perf: PerfBuffers,
     sender: OwnedFd,
-    _events: OwnedFd,
+    _events: Map,
     frame: Vec<u8>,
 }
 
 impl Source {
     fn new(pages: usize) -> Source {
         let possible = cpu::possible_cpus().expect("possible CPUs");
-        let events = sys::map_create(
-            &sys::MapAttr {
-                map_type: sys::BPF_MAP_TYPE_PERF_EVENT_ARRAY,
+        let events = Map::create(
+            &MapAttr {
+                map_type: BPF_MAP_TYPE_PERF_EVENT_ARRAY,
                 key_size: 4,
                 value_size: 4,
                 max_entries: possible,
@@ -119,7 +120,7 @@ impl Source {
         )
         .expect("create a perf event array");
         let size = std::mem::size_of::<Event>();
-        let perf = PerfBuffers::open(events.as_fd(), pages, size).expect("open perf rings");
+        let perf = PerfBuffers::open(&events, pages, size).expect("open perf rings");
         // family = 4 at offset 40, so every record decodes to a valid Record.
         let sender = asm::record_sender(events.as_fd(), size, &[(40, 4)]).expect("load the sender");
         Source {

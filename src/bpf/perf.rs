@@ -19,8 +19,9 @@ use nix::unistd::{sysconf, SysconfVar};
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 
+use super::map::{Map, Update};
 use super::mmap::Mapping;
-use super::{cpu, sys, BpfError};
+use super::{cpu, BpfError};
 
 /// `PERF_TYPE_SOFTWARE`.
 const PERF_TYPE_SOFTWARE: u32 = 1;
@@ -82,7 +83,8 @@ struct PerfEventAttr {
     reserved_2: u16,
 }
 
-/// Counters of what the readers saw, summed over all CPUs.
+/// Counters of what the readers saw in the rings' `PERF_RECORD_*` records,
+/// summed over all CPUs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PerfStats {
     /// Samples handed to the callback.
@@ -129,7 +131,7 @@ impl Ring {
             size: 0,
         };
         if len < CONTROL_END {
-            return Err(BpfError::Object(format!(
+            return Err(bad_layout(format!(
                 "a perf ring mapping of {len} bytes is too small"
             )));
         }
@@ -144,7 +146,7 @@ impl Ring {
             .checked_add(size)
             .is_some_and(|end| end <= len as u64);
         if !fits || size == 0 || offset < CONTROL_END as u64 || !offset.is_multiple_of(8) {
-            return Err(BpfError::Object(format!(
+            return Err(bad_layout(format!(
                 "perf ring data area at offset {offset}, {size} bytes, does not fit its {len}-byte mapping"
             )));
         }
@@ -336,6 +338,31 @@ pub(crate) fn page_size() -> Result<usize, BpfError> {
     }
 }
 
+/// The length of the mapping of a ring of `pages` data pages: one control
+/// page (`struct perf_event_mmap_page`) before them. The kernel wants a
+/// power of two of data pages.
+fn ring_len(pages: usize, page_size: usize) -> Result<NonZeroUsize, BpfError> {
+    if !pages.is_power_of_two() {
+        return Err(BpfError::Invalid(format!(
+            "a perf ring needs a power-of-two number of data pages, not {pages}"
+        )));
+    }
+    pages
+        .checked_add(1)
+        .and_then(|n| n.checked_mul(page_size))
+        .and_then(NonZeroUsize::new)
+        .ok_or_else(|| BpfError::Invalid(format!("a perf ring of {pages} pages is too large")))
+}
+
+/// A ring whose control page describes a data area its mapping cannot hold:
+/// what the kernel wrote there is not what this reader understands.
+fn bad_layout(detail: String) -> BpfError {
+    BpfError::sys(
+        "reading the layout of a perf ring",
+        io::Error::new(io::ErrorKind::InvalidData, detail),
+    )
+}
+
 /// The ring of one CPU. `ring` views `_mapping`'s memory, so the two live and die together.
 struct CpuRing {
     cpu: u32,
@@ -366,25 +393,9 @@ impl PerfBuffers {
     /// other size are skipped and counted in [`PerfStats::wrong_size`].
     ///
     /// Needs no tokio runtime; [`PerfBuffers::readable`] does.
-    pub fn open(
-        event_array: BorrowedFd<'_>,
-        pages: usize,
-        sample_size: usize,
-    ) -> Result<Self, BpfError> {
-        if !pages.is_power_of_two() {
-            return Err(BpfError::Object(format!(
-                "a perf ring needs a power-of-two number of data pages, not {pages}"
-            )));
-        }
+    pub fn open(event_array: &Map, pages: usize, sample_size: usize) -> Result<Self, BpfError> {
         let page_size = page_size()?;
-        // One control page (struct perf_event_mmap_page) before the data pages.
-        let len = pages
-            .checked_add(1)
-            .and_then(|n| n.checked_mul(page_size))
-            .and_then(NonZeroUsize::new)
-            .ok_or_else(|| {
-                BpfError::Object(format!("a perf ring of {pages} pages is too large"))
-            })?;
+        let len = ring_len(pages, page_size)?;
         // Wake the reader when a quarter of a ring has filled, not on every
         // record: each wakeup is an irq_work, a self-interrupt that costs the
         // classifier microseconds per record in a virtual machine. Records
@@ -423,7 +434,7 @@ impl PerfBuffers {
             // (both go into the same CpuRing).
             let ring = unsafe { Ring::new(mapping.ptr(), mapping.len(), page_size) }?;
             let value = (fd.as_raw_fd() as u32).to_ne_bytes();
-            if let Err(e) = sys::map_update(event_array, &cpu.to_ne_bytes(), &value, sys::BPF_ANY) {
+            if let Err(e) = event_array.update(&cpu.to_ne_bytes(), &value, Update::Any) {
                 return Err(match e {
                     BpfError::Sys { source, .. } => BpfError::sys(
                         format!(
@@ -819,13 +830,16 @@ mod tests {
 
     #[test]
     fn open_rejects_page_counts_that_are_not_powers_of_two() {
-        let file = std::fs::File::open("/dev/null").unwrap();
         for pages in [0, 3, 12] {
-            let err = PerfBuffers::open(file.as_fd(), pages, 8)
-                .err()
-                .expect("must fail");
+            let err = ring_len(pages, PAGE).expect_err("must fail");
+            assert!(matches!(err, BpfError::Invalid(_)), "{err:?}");
             assert!(err.to_string().contains("power-of-two"), "{err}");
         }
+        assert!(ring_len(usize::MAX / 2 + 1, PAGE).is_err(), "too large");
+        assert_eq!(
+            ring_len(8, PAGE).map(NonZeroUsize::get).ok(),
+            Some(9 * PAGE)
+        );
     }
 
     /// Whether an fd is open on a perf event, and whether a perf ring is mapped at
@@ -851,9 +865,9 @@ mod tests {
         );
         let possible = cpu::possible_cpus().unwrap();
         let online = cpu::online_cpus().unwrap();
-        let map = sys::map_create(
-            &sys::MapAttr {
-                map_type: sys::BPF_MAP_TYPE_PERF_EVENT_ARRAY,
+        let map = Map::create(
+            &crate::bpf::map::MapAttr {
+                map_type: crate::bpf::map::BPF_MAP_TYPE_PERF_EVENT_ARRAY,
                 key_size: 4,
                 value_size: 4,
                 max_entries: possible,
@@ -862,7 +876,7 @@ mod tests {
             "perf_test",
         )
         .unwrap();
-        let mut bufs = PerfBuffers::open(map.as_fd(), 8, 16).unwrap();
+        let mut bufs = PerfBuffers::open(&map, 8, 16).unwrap();
         assert_eq!(bufs.cpus(), online.len());
         let cpus: Vec<u32> = bufs.rings.iter().map(|r| r.cpu).collect();
         assert_eq!(cpus, online);

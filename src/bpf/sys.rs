@@ -1,88 +1,42 @@
-//! Raw `bpf(2)` calls: the only place in flowlat that issues them.
+//! The `bpf(2)` syscall, the only way flowlat issues it (the map commands in
+//! [`super::map`] go through `bpf` too), and the program commands.
 //!
 //! Each attribute struct mirrors the member of `union bpf_attr` in
 //! `include/uapi/linux/bpf.h` that its command reads. The kernel accepts a
 //! shorter `bpf_attr` than its own (the tail is taken as zero), so each call
-//! passes just the struct it fills.
+//! passes just the struct it fills. The kernel follows the pointers in it for
+//! as many bytes as the other fields and the object say, which is why
+//! `bpf` is an `unsafe fn` and every caller states what it checked.
 
 use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
+use super::insn::{Insn, BPF_EXIT};
 use super::BpfError;
-
-/// `BPF_MAP_TYPE_HASH`.
-pub const BPF_MAP_TYPE_HASH: u32 = 1;
-/// `BPF_MAP_TYPE_ARRAY`.
-pub const BPF_MAP_TYPE_ARRAY: u32 = 2;
-/// `BPF_MAP_TYPE_PERF_EVENT_ARRAY`: one perf event fd per CPU, for `bpf_perf_event_output`.
-pub const BPF_MAP_TYPE_PERF_EVENT_ARRAY: u32 = 4;
-/// `BPF_MAP_TYPE_PERCPU_ARRAY`: one value per possible CPU per index.
-pub const BPF_MAP_TYPE_PERCPU_ARRAY: u32 = 6;
-/// `BPF_MAP_TYPE_PERCPU_HASH`: a hash with one value per possible CPU per key.
-pub const BPF_MAP_TYPE_PERCPU_HASH: u32 = 5;
-/// `BPF_MAP_TYPE_LRU_HASH`: a hash that evicts its least recently used entry when full.
-pub const BPF_MAP_TYPE_LRU_HASH: u32 = 9;
 
 /// `BPF_PROG_TYPE_SCHED_CLS`: a tc classifier (`cls_bpf`).
 pub const BPF_PROG_TYPE_SCHED_CLS: u32 = 3;
 
-/// `BPF_ANY`: create or replace.
-pub const BPF_ANY: u64 = 0;
-/// `BPF_NOEXIST`: create only.
-pub const BPF_NOEXIST: u64 = 1;
-/// `BPF_EXIST`: replace only.
-pub const BPF_EXIST: u64 = 2;
-
-/// `BPF_F_MMAPABLE`: an array map whose values can be `mmap`ed (Linux 5.5).
-pub const BPF_F_MMAPABLE: u32 = 1 << 10;
-
 /// `BPF_OBJ_NAME_LEN`: names are at most 15 bytes plus the NUL.
 pub const BPF_OBJ_NAME_LEN: usize = 16;
 
-const BPF_MAP_CREATE: libc::c_int = 0;
-const BPF_MAP_LOOKUP_ELEM: libc::c_int = 1;
-const BPF_MAP_UPDATE_ELEM: libc::c_int = 2;
-const BPF_MAP_DELETE_ELEM: libc::c_int = 3;
-const BPF_MAP_GET_NEXT_KEY: libc::c_int = 4;
 const BPF_PROG_LOAD: libc::c_int = 5;
 const BPF_PROG_TEST_RUN: libc::c_int = 10;
 const BPF_PROG_GET_FD_BY_ID: libc::c_int = 13;
 const BPF_OBJ_GET_INFO_BY_FD: libc::c_int = 15;
-const BPF_MAP_LOOKUP_BATCH: libc::c_int = 24;
 const BPF_ENABLE_STATS: libc::c_int = 32;
 /// The kernel's internal `ENOTSUPP`, which `bpf()` can return as is.
-const ENOTSUPP: i32 = 524;
+pub(super) const ENOTSUPP: i32 = 524;
 /// `enum bpf_stats_type`: `BPF_STATS_RUN_TIME`.
 const BPF_STATS_RUN_TIME: u32 = 0;
+/// `BPF_ALU64 | BPF_MOV | BPF_K`: `dst = imm`.
+const MOV64_IMM: u8 = 0xb7;
 
 /// The verifier log buffer starts here and grows fourfold per retry up to the
 /// kernel's limit (`UINT_MAX >> 2` since 5.2; 16 MiB keeps us well inside older limits).
 const LOG_START: usize = 64 * 1024;
 const LOG_MAX: usize = 16 * 1024 * 1024;
-
-#[repr(C)]
-#[derive(Default)]
-struct MapCreateAttr {
-    map_type: u32,
-    key_size: u32,
-    value_size: u32,
-    max_entries: u32,
-    map_flags: u32,
-    inner_map_fd: u32,
-    numa_node: u32,
-    map_name: [u8; BPF_OBJ_NAME_LEN],
-}
-
-#[repr(C)]
-#[derive(Default)]
-struct MapElemAttr {
-    map_fd: u32,
-    _pad: u32,
-    key: u64,
-    value_or_next_key: u64,
-    flags: u64,
-}
 
 #[repr(C)]
 #[derive(Default)]
@@ -119,9 +73,16 @@ struct TestRunAttr {
 }
 
 /// Issues one `bpf()` command.
-fn bpf<T>(cmd: libc::c_int, attr: &mut T) -> io::Result<libc::c_long> {
-    // SAFETY: `attr` is a live, exclusively borrowed `#[repr(C)]` prefix of `union bpf_attr`
-    // for `cmd`; every pointer inside it was set by the caller to memory that outlives the call.
+///
+/// # Safety
+///
+/// `attr` must be the `#[repr(C)]` prefix of `union bpf_attr` that `cmd`
+/// reads, and every pointer in it must point to memory that the kernel may
+/// read (and, for output buffers, write) for as many bytes as `cmd` uses
+/// given the other fields and the object the fd names.
+pub(super) unsafe fn bpf<T>(cmd: libc::c_int, attr: &mut T) -> io::Result<libc::c_long> {
+    // SAFETY: the caller vouches for what `attr` points to; `attr` itself is live
+    // and exclusively borrowed, and its size is passed along.
     let ret = unsafe {
         libc::syscall(
             libc::SYS_bpf,
@@ -137,14 +98,27 @@ fn bpf<T>(cmd: libc::c_int, attr: &mut T) -> io::Result<libc::c_long> {
     }
 }
 
-/// Takes ownership of an fd the kernel just returned.
-fn owned_fd(ret: libc::c_long) -> OwnedFd {
-    // SAFETY: `ret` is a new fd returned by a successful bpf() call; nothing else owns it.
-    unsafe { OwnedFd::from_raw_fd(ret as libc::c_int) }
+/// Issues a `bpf()` command that returns a new fd on success, and owns it.
+///
+/// # Safety
+///
+/// As for [`bpf`], and `cmd` must be a command whose non-negative return
+/// value is a new fd (`BPF_MAP_CREATE`, `BPF_PROG_LOAD`, `BPF_*_GET_FD_BY_ID`, ...).
+pub(super) unsafe fn bpf_fd<T>(cmd: libc::c_int, attr: &mut T) -> io::Result<OwnedFd> {
+    // SAFETY: the caller's contract is this one's.
+    let ret = unsafe { bpf(cmd, attr) }?;
+    // SAFETY: `cmd` returned a new fd, which nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(ret as libc::c_int) })
+}
+
+/// A buffer's length for a `__u32` size field: one longer than `u32::MAX`
+/// is told as `u32::MAX` bytes, so that the kernel uses less of it, never more.
+fn short_len(buf: &[u8]) -> u32 {
+    u32::try_from(buf.len()).unwrap_or(u32::MAX)
 }
 
 /// Copies `name` into a fixed name field, cut to 15 bytes on a character boundary.
-fn obj_name(name: &str) -> [u8; BPF_OBJ_NAME_LEN] {
+pub(super) fn obj_name(name: &str) -> [u8; BPF_OBJ_NAME_LEN] {
     let mut out = [0u8; BPF_OBJ_NAME_LEN];
     let mut len = name.len().min(BPF_OBJ_NAME_LEN - 1);
     while !name.is_char_boundary(len) {
@@ -161,213 +135,32 @@ fn obj_name(name: &str) -> [u8; BPF_OBJ_NAME_LEN] {
     out
 }
 
-/// What `map_create` needs: the fields of `bpf_attr` for `BPF_MAP_CREATE`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MapAttr {
-    /// `map_type`, a `BPF_MAP_TYPE_*`.
-    pub map_type: u32,
-    /// `key_size` in bytes.
-    pub key_size: u32,
-    /// `value_size` in bytes (per CPU for per-CPU maps).
-    pub value_size: u32,
-    /// `max_entries`.
-    pub max_entries: u32,
-    /// `map_flags` (`BPF_F_*`).
-    pub map_flags: u32,
-}
-
-/// `BPF_MAP_CREATE`: creates a map named `name` (cut to 15 bytes).
-pub fn map_create(attr: &MapAttr, name: &str) -> Result<OwnedFd, BpfError> {
-    let mut a = MapCreateAttr {
-        map_type: attr.map_type,
-        key_size: attr.key_size,
-        value_size: attr.value_size,
-        max_entries: attr.max_entries,
-        map_flags: attr.map_flags,
-        map_name: obj_name(name),
-        ..Default::default()
-    };
-    bpf(BPF_MAP_CREATE, &mut a)
-        .map(owned_fd)
-        .map_err(|e| BpfError::sys(format!("creating BPF map {name}"), e))
-}
-
-/// `BPF_MAP_LOOKUP_ELEM`: copies the value of `key` into `value`.
-/// Returns `Ok(false)` when the key is absent (`ENOENT`).
-/// For per-CPU maps `value` must hold `round_up(value_size, 8) * possible CPUs` bytes.
-pub fn map_lookup(map: BorrowedFd<'_>, key: &[u8], value: &mut [u8]) -> Result<bool, BpfError> {
-    let mut a = MapElemAttr {
-        map_fd: map.as_raw_fd() as u32,
-        key: key.as_ptr() as u64,
-        value_or_next_key: value.as_mut_ptr() as u64,
-        ..Default::default()
-    };
-    absent_is_false(
-        bpf(BPF_MAP_LOOKUP_ELEM, &mut a),
-        "looking up a BPF map element",
-    )
-}
-
-/// `BPF_MAP_UPDATE_ELEM` with `flags` (`BPF_ANY`, `BPF_NOEXIST`, `BPF_EXIST`).
-pub fn map_update(
-    map: BorrowedFd<'_>,
-    key: &[u8],
-    value: &[u8],
-    flags: u64,
-) -> Result<(), BpfError> {
-    let mut a = MapElemAttr {
-        map_fd: map.as_raw_fd() as u32,
-        key: key.as_ptr() as u64,
-        value_or_next_key: value.as_ptr() as u64,
-        flags,
-        ..Default::default()
-    };
-    bpf(BPF_MAP_UPDATE_ELEM, &mut a)
-        .map(|_| ())
-        .map_err(|e| BpfError::sys("updating a BPF map element", e))
-}
-
-/// `BPF_MAP_DELETE_ELEM`. Returns `Ok(false)` when the key was already absent,
-/// so a caller racing the program knows which side removed the entry.
-pub fn map_delete(map: BorrowedFd<'_>, key: &[u8]) -> Result<bool, BpfError> {
-    let mut a = MapElemAttr {
-        map_fd: map.as_raw_fd() as u32,
-        key: key.as_ptr() as u64,
-        ..Default::default()
-    };
-    absent_is_false(
-        bpf(BPF_MAP_DELETE_ELEM, &mut a),
-        "deleting a BPF map element",
-    )
-}
-
-/// `BPF_MAP_GET_NEXT_KEY`: writes the key after `key` (the first key when `None`)
-/// into `next`. Returns `Ok(false)` at the end of the map.
-pub fn map_get_next_key(
-    map: BorrowedFd<'_>,
-    key: Option<&[u8]>,
-    next: &mut [u8],
-) -> Result<bool, BpfError> {
-    let mut a = MapElemAttr {
-        map_fd: map.as_raw_fd() as u32,
-        key: key.map_or(0, |k| k.as_ptr() as u64),
-        value_or_next_key: next.as_mut_ptr() as u64,
-        ..Default::default()
-    };
-    absent_is_false(bpf(BPF_MAP_GET_NEXT_KEY, &mut a), "walking a BPF map")
-}
-
-/// `bpf_attr` for the `BPF_MAP_*_BATCH` commands.
-#[repr(C)]
-#[derive(Default)]
-struct BatchAttr {
-    in_batch: u64,
-    out_batch: u64,
-    keys: u64,
-    values: u64,
-    count: u32,
-    map_fd: u32,
-    elem_flags: u64,
-    flags: u64,
-}
-
-/// Where a map walk by `map_lookup_batch` stands: the token of the next batch,
-/// or the end.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Batch {
-    /// Start here.
-    Start,
-    /// Continue from this token (for hash maps, a bucket index).
-    Next(u32),
-    /// The walk is over.
-    Done,
-}
-
-/// One step of `BPF_MAP_LOOKUP_BATCH` (Linux 5.6): copies up to `count`
-/// elements from `at` on into `keys` (`key_size` bytes each) and `values`
-/// (`value_stride` bytes each: for per-CPU maps `round_up(value_size, 8)`
-/// times the possible CPUs). Returns how many it copied and where to go on.
-/// `Err` with `ENOSPC` means one bucket holds more than `count` elements (ask
-/// for more); with `EINVAL` or `ENOTSUPP` (see [`batch_unsupported`]), that
-/// this kernel or map has no batch lookup.
-pub fn map_lookup_batch(
-    map: BorrowedFd<'_>,
-    at: Batch,
-    count: u32,
-    key_size: usize,
-    value_stride: usize,
-    keys: &mut [u8],
-    values: &mut [u8],
-) -> Result<(u32, Batch), BpfError> {
-    let n = count as usize;
-    if keys.len() < n.saturating_mul(key_size) || values.len() < n.saturating_mul(value_stride) {
-        return Err(BpfError::Invalid(format!(
-            "a batch lookup of {count} elements needs {} bytes of keys and {} of values",
-            n.saturating_mul(key_size),
-            n.saturating_mul(value_stride)
-        )));
-    }
-    let token = match at {
-        Batch::Start => None,
-        Batch::Next(t) => Some(t),
-        Batch::Done => return Ok((0, Batch::Done)),
-    };
-    let mut next: u32 = 0;
-    let mut a = BatchAttr {
-        in_batch: token.as_ref().map_or(0, |t| t as *const u32 as u64),
-        out_batch: &mut next as *mut u32 as u64,
-        keys: keys.as_mut_ptr() as u64,
-        values: values.as_mut_ptr() as u64,
-        count,
-        map_fd: map.as_raw_fd() as u32,
-        ..Default::default()
-    };
-    match bpf(BPF_MAP_LOOKUP_BATCH, &mut a) {
-        Ok(_) => Ok((a.count, Batch::Next(next))),
-        // The end of the map; the elements before it are in the buffers.
-        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok((a.count, Batch::Done)),
-        Err(e) => Err(BpfError::sys("reading a BPF map in batches", e)),
-    }
-}
-
-/// Whether an error of [`map_lookup_batch`] means that batch lookups are not
-/// available here (before Linux 5.6, or for this map type), so that a caller
-/// can fall back to `map_get_next_key` and `map_lookup`.
-pub fn batch_unsupported(e: &BpfError) -> bool {
-    matches!(e, BpfError::Sys { source, .. }
-        if matches!(source.raw_os_error(), Some(libc::EINVAL | libc::EOPNOTSUPP | ENOTSUPP)))
-}
-
-fn absent_is_false(ret: io::Result<libc::c_long>, what: &str) -> Result<bool, BpfError> {
-    match ret {
-        Ok(_) => Ok(true),
-        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(false),
-        Err(e) => Err(BpfError::sys(what, e)),
-    }
-}
-
-/// `BPF_PROG_LOAD`. `insns` is the raw instruction stream (8 bytes per
-/// instruction, map references already patched). The first attempt runs without a
+/// `BPF_PROG_LOAD`. `insns` are the program's instructions, map references
+/// already patched (see [`super::object::Program::relocate`]). The first attempt runs without a
 /// log, for speed; when it fails, the load is repeated at log level 1 with a buffer
 /// that grows until the whole log fits, and the log goes into [`BpfError::Verifier`].
 pub fn prog_load(
     prog_type: u32,
-    insns: &[u8],
+    insns: &[Insn],
     license: &str,
     name: &str,
 ) -> Result<OwnedFd, BpfError> {
-    if insns.is_empty() || !insns.len().is_multiple_of(8) {
-        return Err(BpfError::Object(format!(
-            "program {name} has {} bytes of instructions, not a non-zero multiple of 8",
-            insns.len()
-        )));
-    }
-    let license = CString::new(license)
-        .map_err(|_| BpfError::Object(format!("the license of program {name} holds a NUL byte")))?;
+    let insn_cnt = u32::try_from(insns.len())
+        .ok()
+        .filter(|&n| n > 0)
+        .ok_or_else(|| {
+            BpfError::Invalid(format!(
+                "program {name} has {} instructions, not 1 to 2^32 - 1",
+                insns.len()
+            ))
+        })?;
+    let license = CString::new(license).map_err(|_| {
+        BpfError::Invalid(format!("the license of program {name} holds a NUL byte"))
+    })?;
     let attempt = |log: Option<&mut Vec<u8>>| {
         let mut a = ProgLoadAttr {
             prog_type,
-            insn_cnt: (insns.len() / 8) as u32,
+            insn_cnt,
             insns: insns.as_ptr() as u64,
             license: license.as_ptr() as u64,
             prog_name: obj_name(name),
@@ -375,10 +168,13 @@ pub fn prog_load(
         };
         if let Some(buf) = log {
             a.log_level = 1;
-            a.log_size = buf.len() as u32;
+            a.log_size = short_len(buf);
             a.log_buf = buf.as_mut_ptr() as u64;
         }
-        bpf(BPF_PROG_LOAD, &mut a).map(owned_fd)
+        // SAFETY: the kernel reads insn_cnt instructions of `insns` (its length), the
+        // NUL-terminated `license`, and writes at most log_size bytes of `log`; the
+        // command returns a new program fd.
+        unsafe { bpf_fd(BPF_PROG_LOAD, &mut a) }
     };
     let first = match attempt(None) {
         Ok(fd) => return Ok(fd),
@@ -410,31 +206,20 @@ pub fn prog_load(
 /// BPF_DW` with `imm = BPF_CMPXCHG`, Linux 5.12): loads a classifier that
 /// uses it once on its stack, and closes it.
 pub fn has_atomic_cmpxchg() -> bool {
-    // (code, dst | src << 4, off, imm), as `struct bpf_insn`.
-    const PROGRAM: [(u8, u8, i16, i32); 7] = [
-        (0xb7, 0x01, 0, 0),     // r1 = 0
-        (0x7b, 0x1a, -8, 0),    // *(u64 *)(r10 - 8) = r1
-        (0xb7, 0x00, 0, 0),     // r0 = 0
-        (0xb7, 0x02, 0, 1),     // r2 = 1
-        (0xdb, 0x2a, -8, 0xf1), // r0 = cmpxchg(r10 - 8, r0, r2)
-        (0xb7, 0x00, 0, 0),     // r0 = 0
-        (0x95, 0x00, 0, 0),     // exit
+    const PROGRAM: [Insn; 7] = [
+        Insn::new(MOV64_IMM, 1, 0, 0, 0), // r1 = 0
+        Insn::new(0x7b, 10, 1, -8, 0),    // *(u64 *)(r10 - 8) = r1
+        Insn::new(MOV64_IMM, 0, 0, 0, 0), // r0 = 0
+        Insn::new(MOV64_IMM, 2, 0, 0, 1), // r2 = 1
+        Insn::new(0xdb, 10, 2, -8, 0xf1), // r0 = cmpxchg(r10 - 8, r0, r2)
+        Insn::new(MOV64_IMM, 0, 0, 0, 0), // r0 = 0
+        Insn::new(BPF_EXIT, 0, 0, 0, 0),  // exit
     ];
-    let insns: Vec<u8> = PROGRAM
-        .iter()
-        .flat_map(|&(code, regs, off, imm)| {
-            let mut b = [0u8; 8];
-            b[0] = code;
-            b[1] = regs;
-            b[2..4].copy_from_slice(&off.to_le_bytes());
-            b[4..8].copy_from_slice(&imm.to_le_bytes());
-            b
-        })
-        .collect();
-    prog_load(BPF_PROG_TYPE_SCHED_CLS, &insns, "GPL", "flowlat_probe").is_ok()
+    prog_load(BPF_PROG_TYPE_SCHED_CLS, &PROGRAM, "GPL", "flowlat_probe").is_ok()
 }
 
-/// What `BPF_PROG_TEST_RUN` returned.
+/// What `BPF_PROG_TEST_RUN` returned: the `retval`, `duration` and
+/// `data_out` of `bpf_attr`'s `test` member.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TestRun {
     /// The program's return value (for a classifier, `TC_ACT_*` as an unsigned int).
@@ -457,18 +242,20 @@ pub fn prog_test_run(
     let mut out = vec![0u8; data.len() + 256];
     let mut a = TestRunAttr {
         prog_fd: prog.as_raw_fd() as u32,
-        data_size_in: data.len() as u32,
-        data_size_out: out.len() as u32,
+        data_size_in: short_len(data),
+        data_size_out: short_len(&out),
         data_in: data.as_ptr() as u64,
         data_out: out.as_mut_ptr() as u64,
         repeat,
         ..Default::default()
     };
     if let Some(ctx) = ctx {
-        a.ctx_size_in = ctx.len() as u32;
+        a.ctx_size_in = short_len(ctx);
         a.ctx_in = ctx.as_ptr() as u64;
     }
-    bpf(BPF_PROG_TEST_RUN, &mut a)
+    // SAFETY: the kernel reads data_size_in bytes of `data` and ctx_size_in of `ctx`,
+    // and writes at most data_size_out bytes of `out`; ctx_out is null.
+    unsafe { bpf(BPF_PROG_TEST_RUN, &mut a) }
         .map_err(|e| BpfError::sys("running a BPF program on a test packet", e))?;
     out.truncate(a.data_size_out as usize);
     Ok(TestRun {
@@ -523,29 +310,33 @@ pub fn prog_jited_image(id: u32) -> Result<Vec<u8>, BpfError> {
         id,
         ..Default::default()
     };
-    let fd = bpf(BPF_PROG_GET_FD_BY_ID, &mut a)
-        .map(owned_fd)
+    // SAFETY: `a` holds no pointers; the command returns a new program fd.
+    let fd = unsafe { bpf_fd(BPF_PROG_GET_FD_BY_ID, &mut a) }
         .map_err(|e| BpfError::sys(what.clone(), e))?;
-    let info = |head: &mut ProgInfoHead| {
+    // Asks for the head of the program's info and as much of its image as `image` holds.
+    let info = |image: &mut [u8]| {
+        let mut head = ProgInfoHead {
+            jited_prog_len: short_len(image),
+            jited_prog_insns: image.as_mut_ptr() as u64,
+            ..Default::default()
+        };
         let mut a = GetInfoAttr {
             bpf_fd: fd.as_raw_fd() as u32,
             info_len: std::mem::size_of::<ProgInfoHead>() as u32,
-            info: head as *mut ProgInfoHead as u64,
+            info: &mut head as *mut ProgInfoHead as u64,
         };
-        bpf(BPF_OBJ_GET_INFO_BY_FD, &mut a).map_err(|e| BpfError::sys(what.clone(), e))
+        // SAFETY: the kernel writes info_len bytes to `head`, its size, and at most
+        // jited_prog_len bytes to `image`, its length; xlated_prog_insns is null.
+        unsafe { bpf(BPF_OBJ_GET_INFO_BY_FD, &mut a) }
+            .map(|_| head)
+            .map_err(|e| BpfError::sys(what.clone(), e))
     };
-    let mut head = ProgInfoHead::default();
-    info(&mut head)?;
+    let head = info(&mut [])?;
     let mut image = vec![0u8; head.jited_prog_len as usize];
     if image.is_empty() {
         return Ok(image);
     }
-    let mut head = ProgInfoHead {
-        jited_prog_len: image.len() as u32,
-        jited_prog_insns: image.as_mut_ptr() as u64,
-        ..Default::default()
-    };
-    info(&mut head)?;
+    let head = info(&mut image)?;
     // The kernel says how much it had; it copied no more than we asked.
     image.truncate((head.jited_prog_len as usize).min(image.len()));
     Ok(image)
@@ -568,8 +359,8 @@ pub fn enable_run_time_stats() -> Result<OwnedFd, BpfError> {
     let mut a = EnableStatsAttr {
         stats_type: BPF_STATS_RUN_TIME,
     };
-    bpf(BPF_ENABLE_STATS, &mut a)
-        .map(owned_fd)
+    // SAFETY: `a` holds no pointers; the command returns a new fd.
+    unsafe { bpf_fd(BPF_ENABLE_STATS, &mut a) }
         .map_err(|e| BpfError::sys("enabling BPF run-time statistics (BPF_ENABLE_STATS)", e))
 }
 
@@ -589,13 +380,9 @@ mod tests {
     #[test]
     fn attr_layouts_match_the_kernel_offsets() {
         use std::mem::{offset_of, size_of};
-        assert_eq!(offset_of!(MapCreateAttr, map_name), 28);
-        assert_eq!(size_of::<MapElemAttr>(), 32);
         assert_eq!(offset_of!(ProgLoadAttr, prog_name), 48);
         assert_eq!(offset_of!(TestRunAttr, ctx_out), 56);
         assert_eq!(offset_of!(TestRunAttr, cpu), 68);
-        assert_eq!(offset_of!(BatchAttr, count), 32);
-        assert_eq!(offset_of!(BatchAttr, flags), 48);
         assert_eq!(offset_of!(ProgInfoHead, jited_prog_len), 16);
         assert_eq!(offset_of!(ProgInfoHead, jited_prog_insns), 24);
         assert_eq!(size_of::<GetInfoAttr>(), 16);
@@ -622,13 +409,13 @@ mod tests {
             nix::unistd::geteuid().is_root(),
             "this test loads BPF programs and needs root: run the suite as the README says"
         );
-        let (mov0, exit) = ([0xb7u8, 0, 0, 0, 0, 0, 0, 0], [0x95u8, 0, 0, 0, 0, 0, 0, 0]);
+        let (mov0, exit) = (
+            Insn::new(MOV64_IMM, 0, 0, 0, 0),
+            Insn::new(BPF_EXIT, 0, 0, 0, 0),
+        );
         // r0 = 0; exit, and the same with 64 more moves: a longer image.
-        let short: Vec<u8> = [mov0, exit].concat();
-        let long: Vec<u8> = std::iter::repeat_n(mov0, 65)
-            .chain([exit])
-            .flatten()
-            .collect();
+        let short = vec![mov0, exit];
+        let long: Vec<Insn> = std::iter::repeat_n(mov0, 65).chain([exit]).collect();
         // Without the JIT there is no image, nor where kptr_restrict 2 hides
         // kernel addresses (and so JIT code) even from root.
         let hidden = std::fs::read_to_string("/proc/sys/kernel/kptr_restrict")
@@ -664,7 +451,10 @@ mod tests {
             "this test loads a BPF program and needs root: run the suite as the README says"
         );
         // r0 = 0; exit
-        let insns = [0xb7u8, 0, 0, 0, 0, 0, 0, 0, 0x95, 0, 0, 0, 0, 0, 0, 0];
+        let insns = [
+            Insn::new(MOV64_IMM, 0, 0, 0, 0),
+            Insn::new(BPF_EXIT, 0, 0, 0, 0),
+        ];
         let prog = prog_load(BPF_PROG_TYPE_SCHED_CLS, &insns, "GPL", "flowlat_stats")
             .unwrap_or_else(|e| panic!("{e}"));
         let before = run_cnt(&prog);
@@ -678,63 +468,6 @@ mod tests {
         drop(stats);
     }
 
-    #[test]
-    fn batch_lookup_reads_every_key_of_a_per_cpu_hash_in_steps() {
-        assert!(
-            nix::unistd::geteuid().is_root(),
-            "this test creates a BPF map and needs root: run the suite as the README says"
-        );
-        let cpus = super::super::cpu::possible_cpus().expect("cpus") as usize;
-        let attr = MapAttr {
-            map_type: BPF_MAP_TYPE_PERCPU_HASH,
-            key_size: 4,
-            value_size: 8,
-            max_entries: 100,
-            map_flags: 0,
-        };
-        let map = map_create(&attr, "flowlat_batch").unwrap_or_else(|e| panic!("{e}"));
-        for k in 0..37u32 {
-            let v: Vec<u8> = (0..cpus)
-                .flat_map(|c| (u64::from(k) * 100 + c as u64).to_ne_bytes())
-                .collect();
-            map_update(map.as_fd(), &k.to_ne_bytes(), &v, BPF_ANY)
-                .unwrap_or_else(|e| panic!("{e}"));
-        }
-        let (count, stride) = (8u32, 8 * cpus);
-        let mut keys = vec![0u8; 4 * count as usize];
-        let mut values = vec![0u8; stride * count as usize];
-        let (mut seen, mut at, mut steps) = (Vec::new(), Batch::Start, 0);
-        while at != Batch::Done {
-            let (n, next) =
-                map_lookup_batch(map.as_fd(), at, count, 4, stride, &mut keys, &mut values)
-                    .unwrap_or_else(|e| panic!("{e}"));
-            for i in 0..n as usize {
-                let k = u32::from_ne_bytes(keys[4 * i..4 * i + 4].try_into().expect("4"));
-                for c in 0..cpus {
-                    let at = i * stride + 8 * c;
-                    let v = u64::from_ne_bytes(values[at..at + 8].try_into().expect("8"));
-                    assert_eq!(v, u64::from(k) * 100 + c as u64, "key {k} cpu {c}");
-                }
-                seen.push(k);
-            }
-            at = next;
-            steps += 1;
-        }
-        seen.sort_unstable();
-        assert_eq!(seen, (0..37).collect::<Vec<u32>>());
-        assert!(steps > 1, "8 at a time takes several steps");
-        let short = map_lookup_batch(
-            map.as_fd(),
-            Batch::Start,
-            8,
-            4,
-            stride,
-            &mut keys[..4],
-            &mut values,
-        );
-        assert!(matches!(short, Err(BpfError::Invalid(_))), "{short:?}");
-    }
-
     /// A program the verifier must reject (it returns an unset R0): the error
     /// carries the verifier's own words.
     #[test]
@@ -743,7 +476,7 @@ mod tests {
             nix::unistd::geteuid().is_root(),
             "this test loads a BPF program and needs root: run the suite as the README says"
         );
-        let exit_only = [0x95u8, 0, 0, 0, 0, 0, 0, 0];
+        let exit_only = [Insn::new(BPF_EXIT, 0, 0, 0, 0)];
         match prog_load(BPF_PROG_TYPE_SCHED_CLS, &exit_only, "GPL", "flowlat_bad") {
             Err(BpfError::Verifier { program, log, .. }) => {
                 assert_eq!(program, "flowlat_bad");

@@ -6,7 +6,7 @@ use std::io;
 
 use nix::errno::Errno;
 
-use super::tc::Hook;
+use super::hook::Hook;
 
 /// What the netlink layer was doing when a request failed, named in messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -10,7 +10,6 @@
 //! that the program there is still ours.
 
 use std::collections::BTreeSet;
-use std::fmt;
 use std::os::fd::{AsRawFd, BorrowedFd};
 
 use futures_util::stream::StreamExt;
@@ -25,17 +24,13 @@ use rtnetlink::packet_core::{
 use rtnetlink::Handle;
 
 use super::error::{NetlinkError, Operation};
+use super::hook::TC_H_CLSACT;
+// Hook lives apart so that the errors can name one without depending on this module.
+pub use super::hook::Hook;
 use super::link::Link;
 
-/// `TC_H_CLSACT` (equal to `TC_H_INGRESS`, `include/uapi/linux/pkt_sched.h`): the
-/// parent under which the clsact qdisc lives.
-const TC_H_CLSACT: u32 = 0xFFFF_FFF1;
 /// The clsact qdisc's own handle, `ffff:`; the kernel gives it no other.
 const CLSACT_HANDLE: u32 = 0xFFFF_0000;
-/// `TC_H_MIN_INGRESS` (`pkt_sched.h`).
-const TC_H_MIN_INGRESS: u32 = 0xFFF2;
-/// `TC_H_MIN_EGRESS` (`pkt_sched.h`).
-const TC_H_MIN_EGRESS: u32 = 0xFFF3;
 /// `TCA_KIND` of the clsact qdisc.
 const CLSACT_KIND: &str = "clsact";
 
@@ -59,44 +54,6 @@ const CLS_BPF_NAME_LEN: usize = 256;
 const NLMSGERR_ATTR_MSG: u16 = 1;
 /// `sizeof(struct nlmsghdr)`.
 const NLMSG_HDRLEN: usize = 16;
-
-/// One of the two clsact hooks, i.e. the filter parent
-/// `TC_H_MAKE(TC_H_CLSACT, TC_H_MIN_INGRESS)` or `TC_H_MAKE(TC_H_CLSACT, TC_H_MIN_EGRESS)`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Hook {
-    /// Packets received by the interface (`tc filter … ingress`).
-    Ingress,
-    /// Packets sent by the interface (`tc filter … egress`).
-    Egress,
-}
-
-impl Hook {
-    /// Both hooks, ingress first.
-    pub const BOTH: [Hook; 2] = [Hook::Ingress, Hook::Egress];
-
-    /// The `tcm_parent` of filters on this hook: `ffff:fff2` or `ffff:fff3`.
-    pub fn parent(self) -> u32 {
-        let minor = match self {
-            Hook::Ingress => TC_H_MIN_INGRESS,
-            Hook::Egress => TC_H_MIN_EGRESS,
-        };
-        (TC_H_CLSACT & 0xFFFF_0000) | minor
-    }
-
-    /// The word `tc` uses for this hook.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Hook::Ingress => "ingress",
-            Hook::Egress => "egress",
-        }
-    }
-}
-
-impl fmt::Display for Hook {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// One filter on a clsact hook, as an `RTM_GETTFILTER` dump reports it
 /// (`struct tcmsg` plus `TCA_KIND`, `TCA_CHAIN` and, for `bpf`, `TCA_OPTIONS`).

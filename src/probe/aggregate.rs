@@ -3,7 +3,6 @@
 //! aggregate, and how its per-CPU maps and caches are read and summed.
 
 use std::mem::offset_of;
-use std::os::fd::AsFd;
 use std::sync::atomic::Ordering;
 
 use super::abi::{
@@ -13,7 +12,8 @@ use super::abi::{
 };
 use super::record::{Dir, Outcome, Record};
 use super::Probe;
-use crate::bpf::{sys, BpfError};
+use crate::bpf::map::{batch_unsupported, Batch};
+use crate::bpf::BpfError;
 
 /// The bucket a duration falls in, by the classifier's rule: the first
 /// bound it does not exceed, or `HIST_N` above them all.
@@ -194,7 +194,7 @@ impl Probe {
     /// [`Aggregation`]).
     pub fn aggregates(&self) -> Result<Vec<(AggKey, AggValue)>, BpfError> {
         match self.aggregates_batched() {
-            Err(e) if sys::batch_unsupported(&e) => self.aggregates_walked(),
+            Err(e) if batch_unsupported(&e) => self.aggregates_walked(),
             r => self.with_cached(r?),
         }
     }
@@ -220,7 +220,7 @@ impl Probe {
         let mut out = Vec::new();
         let mut values = vec![0u8; per_cpu_stride::<AggSlot>() * self.possible_cpus];
         for i in 0..AGG_FAST {
-            if !sys::map_lookup(self.agg_cpu.as_fd(), &i.to_ne_bytes(), &mut values)? {
+            if !self.agg_cpu.lookup(&i.to_ne_bytes(), &mut values)? {
                 continue;
             }
             for slot in per_cpu::<AggSlot>(&values).flatten() {
@@ -244,22 +244,14 @@ impl Probe {
         let mut keys = vec![0u8; count as usize * key_size];
         let mut values = vec![0u8; count as usize * stride];
         let mut out = Vec::new();
-        let mut at = sys::Batch::Start;
+        let mut at = Batch::Start;
         // Every call moves on by at least one bucket; the bound only guards
         // against a kernel that would not.
         for _ in 0..2 * (AGG_KEYS + AGG_RESERVE) + 16 {
-            if at == sys::Batch::Done {
+            if at == Batch::Done {
                 return Ok(out);
             }
-            let step = sys::map_lookup_batch(
-                self.agg.as_fd(),
-                at,
-                count,
-                key_size,
-                stride,
-                &mut keys,
-                &mut values,
-            );
+            let step = self.agg.lookup_batch(at, count, &mut keys, &mut values);
             let (n, next) = match step {
                 Ok(step) => step,
                 // One bucket holds more keys than asked for: ask for more.
@@ -290,16 +282,16 @@ impl Probe {
     /// [`Probe::aggregates`] the way kernels before Linux 5.6 allow: one
     /// lookup per key (public to compare the two in tests).
     pub fn aggregates_walked(&self) -> Result<Vec<(AggKey, AggValue)>, BpfError> {
-        let map = self.agg.as_fd();
+        let map = &self.agg;
         let mut values = vec![0u8; self.agg_stride()];
         let mut cur: Option<[u8; std::mem::size_of::<AggKeyRaw>()]> = None;
         let mut out = Vec::new();
         for _ in 0..AGG_KEYS + AGG_RESERVE {
             let mut next = [0u8; std::mem::size_of::<AggKeyRaw>()];
-            if !sys::map_get_next_key(map, cur.as_ref().map(|k| &k[..]), &mut next)? {
+            if !map.next_key(cur.as_ref().map(|k| &k[..]), &mut next)? {
                 break;
             }
-            if sys::map_lookup(map, &next, &mut values)? {
+            if map.lookup(&next, &mut values)? {
                 out.extend(self.agg_entry(&next, &values));
             }
             cur = Some(next);

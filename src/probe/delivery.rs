@@ -4,7 +4,6 @@
 //! record once and keeps one count of those lost.
 
 use std::mem::offset_of;
-use std::os::fd::AsFd;
 use std::sync::atomic::{fence, Ordering};
 
 use super::abi::{Batch, Event, BATCH};
@@ -92,7 +91,7 @@ impl Delivered {
 impl Probe {
     /// Opens the per-CPU perf rings the classifier writes its batches of records to.
     pub fn open_perf(&self, pages: usize) -> Result<PerfBuffers, BpfError> {
-        PerfBuffers::open(self.events.as_fd(), pages, std::mem::size_of::<Batch>())
+        PerfBuffers::open(&self.events, pages, std::mem::size_of::<Batch>())
     }
 
     /// Calls `on_event` once for every record not delivered before: those of

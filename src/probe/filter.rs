@@ -3,7 +3,6 @@
 
 use std::mem::offset_of;
 use std::net::IpAddr;
-use std::os::fd::AsFd;
 use std::sync::atomic::Ordering;
 
 use super::abi::{
@@ -12,7 +11,8 @@ use super::abi::{
 };
 use super::record::Dir;
 use super::Probe;
-use crate::bpf::{sys, BpfError};
+use crate::bpf::map::Update;
+use crate::bpf::BpfError;
 
 /// The `nets` trie's key of a network: the family byte, then the address
 /// with its host bits cleared, and the prefix counted from the family byte.
@@ -107,13 +107,13 @@ impl Probe {
         words[fw(offset_of!(FilterGlobal, kinds))].store(0, Ordering::SeqCst);
         flags.fetch_and(!CFG_MIN_RTT, Ordering::SeqCst);
 
-        let trie = self.nets.as_fd();
+        let trie = &self.nets;
         let mut old = [0u8; std::mem::size_of::<NetKey>()];
-        while sys::map_get_next_key(trie, None, &mut old)? {
-            sys::map_delete(trie, &old)?;
+        while trie.next_key(None, &mut old)? {
+            trie.delete(&old)?;
         }
         for k in &nets {
-            sys::map_update(trie, as_bytes(k), &[1], sys::BPF_ANY)?;
+            trie.update(as_bytes(k), &[1], Update::Any)?;
         }
         let ports = fw(offset_of!(FilterGlobal, ports));
         for w in &words[ports..ports + 65536 / 32] {

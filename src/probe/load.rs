@@ -14,10 +14,11 @@ use super::delivery::{Delivered, MAX_RECORDS_PER_EVENT, STORES_IN_ORDER};
 use super::slots::{self, SlotTable};
 use super::table::{Lru, TableMap};
 use super::{Hook, Probe};
+use crate::bpf::map::Map;
 use crate::bpf::mmap::Mapping;
 use crate::bpf::object::{Object, BSS_MAP};
 use crate::bpf::perf::page_size;
-use crate::bpf::{cpu, sys, BpfError};
+use crate::bpf::{cpu, sys, BpfError, ObjectError};
 
 /// The classifier's ELF object, compiled by `build.rs`. Aligned so that the ELF
 /// parser can read its headers in place.
@@ -80,7 +81,7 @@ pub(crate) fn map_values(
     what: &str,
 ) -> Result<Mapping, BpfError> {
     let len = NonZeroUsize::new(bytes.div_ceil(page) * page)
-        .ok_or_else(|| BpfError::Object(format!("{what} has no values to map")))?;
+        .ok_or_else(|| BpfError::Invalid(format!("{what} has no values to map")))?;
     Mapping::new(fd, len).map_err(|e| BpfError::sys(format!("mapping {what} into memory"), e))
 }
 
@@ -138,7 +139,7 @@ impl Probe {
         // The slot table's front, then its main buckets (see `bpf/flowlat.h`).
         let slot_buckets = slots::FRONT as u32 + buckets;
         let possible_cpus = cpu::possible_cpus()? as usize;
-        let mut maps: HashMap<String, OwnedFd> = HashMap::new();
+        let mut maps: HashMap<String, Map> = HashMap::new();
         for def in &obj.maps {
             let mut attr = def.attr();
             match def.name.as_str() {
@@ -152,12 +153,11 @@ impl Probe {
                 BSS_MAP => "flowlat_globals".to_string(),
                 other => format!("flowlat_{other}"),
             };
-            let fd = sys::map_create(&attr, &name)?;
-            maps.insert(def.name.clone(), fd);
+            maps.insert(def.name.clone(), Map::create(&attr, &name)?);
         }
         let mut take = |name: &str| {
             maps.remove(name)
-                .ok_or_else(|| BpfError::Object(format!("the probe has no map named {name}")))
+                .ok_or_else(|| ObjectError::NoMap { name: name.into() })
         };
         let table_name = table.map_name();
         let (table_fd, events, stats) = (take(table_name)?, take("events")?, take("stats")?);
@@ -177,20 +177,21 @@ impl Probe {
         .into_iter()
         .collect();
         let load = |name: &str| -> Result<OwnedFd, BpfError> {
-            let prog = obj.program(name).ok_or_else(|| {
-                BpfError::Object(format!("the probe has no program named {name}"))
-            })?;
+            let prog = obj
+                .program(name)
+                .ok_or_else(|| ObjectError::NoProgram { name: name.into() })?;
             let insns = prog.relocate(|m| fds.get(m).map(|fd| fd.as_raw_fd()))?;
             sys::prog_load(sys::BPF_PROG_TYPE_SCHED_CLS, &insns, &obj.license, name)
         };
         let word_of = |name: &str, size: usize| {
+            let size = size as u64;
             obj.global(name)
-                .filter(|g| g.size == size as u64 && g.offset % 8 == 0)
+                .filter(|g| g.size == size && g.offset % 8 == 0)
                 .map(|g| g.offset as usize / 4)
-                .ok_or_else(|| {
-                    BpfError::Object(format!(
-                        "the probe has no 8-byte-aligned global {name} of {size} bytes"
-                    ))
+                .ok_or_else(|| ObjectError::NoGlobal {
+                    name: name.into(),
+                    size,
+                    align: 8,
                 })
         };
         let gate_word = word_of(
@@ -202,7 +203,9 @@ impl Probe {
         let globals_len = obj
             .map(BSS_MAP)
             .and_then(|m| NonZeroUsize::new(m.value_size as usize))
-            .ok_or_else(|| BpfError::Object("the probe has no globals".to_string()))?;
+            .ok_or_else(|| ObjectError::NoMap {
+                name: BSS_MAP.into(),
+            })?;
         let globals = Mapping::new(globals_fd.as_fd(), globals_len).map_err(|e| {
             BpfError::sys(
                 "mapping the probe's globals (flowlat_globals) into memory",
@@ -232,10 +235,10 @@ impl Probe {
                     page,
                     "the table of attempts (flowlat_slots)",
                 )?;
-                TableMap::Slots(SlotTable::new(table_fd, map, slot_buckets))
+                TableMap::Slots(SlotTable::new(table_fd.into(), map, slot_buckets))
             }
             Table::Lru => TableMap::Lru(Lru {
-                fd: table_fd,
+                map: table_fd,
                 max_pending: cfg.max_pending,
             }),
         };
@@ -338,7 +341,7 @@ impl Probe {
         repeat: u32,
     ) -> Result<sys::TestRun, BpfError> {
         let prog = self.program_for(hook, framing).ok_or_else(|| {
-            BpfError::Object("the probe was loaded without its L3 programs".to_string())
+            BpfError::Invalid("the probe was loaded without its L3 programs".to_string())
         })?;
         sys::prog_test_run(prog, packet, None, repeat)
     }

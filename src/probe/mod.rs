@@ -10,6 +10,7 @@
 
 use std::os::fd::OwnedFd;
 
+use crate::bpf::map::Map;
 use crate::bpf::mmap::Mapping;
 
 pub(crate) mod abi;
@@ -46,25 +47,25 @@ pub struct Probe {
     ingress_l3: Option<OwnedFd>,
     egress_l3: Option<OwnedFd>,
     table: TableMap,
-    events: OwnedFd,
-    stats: OwnedFd,
+    events: Map,
+    stats: Map,
     /// The probe's globals (section .bss, one map), mapped: the ACK gate's
     /// counters and the settings.
     globals: Mapping,
-    _globals_fd: OwnedFd,
+    _globals_fd: Map,
     /// Where the gate's counters start in `globals`, in 32-bit words.
     gate_word: usize,
     /// Where `config` is in `globals`, in 32-bit words.
     config_word: usize,
     /// Where `filter` is in `globals`, in 32-bit words.
     filter_word: usize,
-    nets: OwnedFd,
-    agg: OwnedFd,
+    nets: Map,
+    agg: Map,
     /// Each CPU's cache of aggregates (`agg_cpu`).
-    agg_cpu: OwnedFd,
+    agg_cpu: Map,
     /// The `batches` map, mapped: each CPU's batch of records not yet sent.
     batches: Mapping,
-    _batches_fd: OwnedFd,
+    _batches_fd: Map,
     /// Per possible CPU, what [`Probe::drain`] has delivered of its batches.
     delivered: Vec<Delivered>,
     /// Records of batches the perf ring had no room for that were read from

@@ -1,13 +1,11 @@
 //! The classifier's own counters, summed over CPUs.
 
-use std::os::fd::AsFd;
-
 use super::abi::{
     STAT_AGG_FAILED, STAT_BELOW_MIN_RTT, STAT_CREATED, STAT_EXT_SKIPPED, STAT_FILTERED, STAT_MAX,
     STAT_REMOVED, STAT_SEND_FAILED, STAT_SENT,
 };
 use super::Probe;
-use crate::bpf::{sys, BpfError};
+use crate::bpf::BpfError;
 
 /// The classifier's counters, summed over CPUs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -41,7 +39,7 @@ impl Probe {
         let mut sum = [0u64; STAT_MAX];
         // The map's one value: each CPU's counters, one after the other.
         let mut buf = vec![0u8; 8 * STAT_MAX * self.possible_cpus];
-        if sys::map_lookup(self.stats.as_fd(), &0u32.to_ne_bytes(), &mut buf)? {
+        if self.stats.lookup(&0u32.to_ne_bytes(), &mut buf)? {
             for cpu in buf.chunks_exact(8 * STAT_MAX) {
                 for (total, c) in sum.iter_mut().zip(cpu.chunks_exact(8)) {
                     *total += u64::from_ne_bytes(c.try_into().unwrap_or([0; 8]));

@@ -2,7 +2,6 @@
 //! and the sweep that reports the attempts that timed out and leaves
 //! tombstones in their place.
 
-use std::os::fd::{AsFd, OwnedFd};
 use std::time::Duration;
 
 use super::abi::{
@@ -13,7 +12,8 @@ use super::record::Record;
 use super::slots::{self, SlotTable};
 use super::stats::KernelStats;
 use super::Probe;
-use crate::bpf::{sys, BpfError};
+use crate::bpf::map::{Map, Update};
+use crate::bpf::BpfError;
 
 /// The table as user space holds it.
 pub(crate) enum TableMap {
@@ -24,7 +24,7 @@ pub(crate) enum TableMap {
 /// The LRU hash table of attempts, the fallback where the kernel has no
 /// compare-and-exchange in BPF.
 pub(crate) struct Lru {
-    pub(crate) fd: OwnedFd,
+    pub(crate) map: Map,
     /// Room in the table, which bounds a walk of its keys.
     pub(crate) max_pending: u32,
 }
@@ -84,7 +84,7 @@ impl Attempts for Lru {
     type At = ();
 
     fn entries(&self) -> Result<Vec<(Key, Pending, ())>, BpfError> {
-        let map = self.fd.as_fd();
+        let map = &self.map;
         let mut keys = Vec::new();
         let mut cur: Option<Key> = None;
         let mut next = Key::default();
@@ -93,7 +93,7 @@ impl Attempts for Lru {
         let bound = 2 * self.max_pending as usize + 1024;
         while keys.len() < bound {
             let mut nb = [0u8; std::mem::size_of::<Key>()];
-            let more = sys::map_get_next_key(map, cur.as_ref().map(as_bytes), &mut nb)?;
+            let more = map.next_key(cur.as_ref().map(as_bytes), &mut nb)?;
             if !more {
                 break;
             }
@@ -106,7 +106,7 @@ impl Attempts for Lru {
         let mut out = Vec::with_capacity(keys.len());
         for k in keys {
             let mut vb = [0u8; std::mem::size_of::<Pending>()];
-            if sys::map_lookup(map, as_bytes(&k), &mut vb)? {
+            if map.lookup(as_bytes(&k), &mut vb)? {
                 if let Some(v) = from_bytes(&vb) {
                     out.push((k, v, ()));
                 }
@@ -116,20 +116,18 @@ impl Attempts for Lru {
     }
 
     fn remove(&self, k: &Key, _: &()) -> Result<bool, BpfError> {
-        sys::map_delete(self.fd.as_fd(), as_bytes(k))
+        self.map.delete(as_bytes(k))
     }
 
     fn take(&self, k: &Key, p: Pending, _: &()) -> Result<Option<Pending>, BpfError> {
-        Ok(sys::map_delete(self.fd.as_fd(), as_bytes(k))?.then_some(p))
+        Ok(self.map.delete(as_bytes(k))?.then_some(p))
     }
 
     fn tombstone(&self, k: &Key, tomb: &Pending, _: &()) -> Result<bool, BpfError> {
-        match sys::map_update(
-            self.fd.as_fd(),
-            as_bytes(k),
-            as_bytes(tomb),
-            sys::BPF_NOEXIST,
-        ) {
+        match self
+            .map
+            .update(as_bytes(k), as_bytes(tomb), Update::NoExist)
+        {
             Ok(()) => Ok(true),
             Err(BpfError::Sys { source, .. }) if source.raw_os_error() == Some(libc::EEXIST) => {
                 Ok(false)
