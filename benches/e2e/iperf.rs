@@ -4,7 +4,7 @@
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use crate::common::NetNs;
+use kit::net::NetNs;
 
 const PORT: &str = "5201";
 

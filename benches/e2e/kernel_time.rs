@@ -18,12 +18,12 @@ use flowlat::bpf::sys;
 use flowlat::netlink::{link, tc};
 
 use crate::asm;
-use crate::common::NetNs;
 use crate::flowlat::{supports, Flowlat};
 use crate::rig::{median, Rig};
 use crate::shared::json::J;
 use crate::storm::{self, Storm};
 use crate::Opts;
+use kit::net::NetNs;
 
 /// How flowlat is run for a measurement.
 pub struct Mode {

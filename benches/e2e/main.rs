@@ -16,8 +16,6 @@
 //! kernel-time section, repeatable), and `--profile FILE` with
 //! `--profile-end`, `--profile-mode`, `--profile-secs` (see `profile.rs`).
 
-#[path = "../../tests/common/mod.rs"]
-mod common;
 #[path = "../shared/mod.rs"]
 mod shared;
 // The empty classifier the kernel-time section compares flowlat with.
@@ -37,7 +35,7 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use common::VethPair;
+use kit::net::VethPair;
 use rig::{Rig, Step};
 use sections::{BULK_TARGET, RSS_TARGET, STARTUP_TARGET_MS};
 use shared::json::J;

@@ -9,14 +9,8 @@
 //! Options (after `--`): `--quick`, `--repeat N`, `--rounds N`, `--pending N`,
 //! `--handshakes N`, `--out PATH`. Needs root, like the test suite.
 
-#[path = "../../tests/common/packet.rs"]
-mod packet;
-
 #[path = "../shared/mod.rs"]
 mod shared;
-
-#[path = "../../tests/probe_cgroup/mod.rs"]
-mod probe_cgroup;
 
 mod asm;
 mod filters;

@@ -1,13 +1,13 @@
 //! Runs the flowlat binary inside a namespace and collects its JSON records.
-#![allow(dead_code)]
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
+use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use super::NetNs;
+use crate::net::NetNs;
 
 /// A JSON value as flowlat writes them: strings, unsigned integers, null.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -187,9 +187,29 @@ pub fn parse_json(line: &str) -> Result<Rec, String> {
     }
 }
 
-/// The path of the flowlat binary cargo built for these tests.
+/// The path of the flowlat binary cargo built for these tests: cargo names it
+/// in `CARGO_BIN_EXE_flowlat` when it runs an integration test; a test binary
+/// run by hand finds it where cargo puts it, beside its own `deps/`.
 pub fn binary() -> &'static str {
-    env!("CARGO_BIN_EXE_flowlat")
+    static BIN: OnceLock<String> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Ok(bin) = std::env::var("CARGO_BIN_EXE_flowlat") {
+            return bin;
+        }
+        let exe = std::env::current_exe().expect("the test binary's path");
+        let bin = exe
+            .parent()
+            .and_then(Path::parent)
+            .map(|dir| dir.join("flowlat"))
+            .filter(|bin| bin.exists())
+            .unwrap_or_else(|| {
+                panic!(
+                    "no flowlat binary beside {}: run the tests with cargo test",
+                    exe.display()
+                )
+            });
+        bin.to_string_lossy().into_owned()
+    })
 }
 
 /// A flowlat process in a namespace, killed on drop if still running.

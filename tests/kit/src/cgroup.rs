@@ -5,7 +5,6 @@
 //! socket, made by the kernel for each run in the caller's cgroup (sk_alloc
 //! charges the socket to the current task's cgroup), so the cgroup a
 //! classifier sees in a test run is this process's.
-#![allow(dead_code)]
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
