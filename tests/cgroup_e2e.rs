@@ -10,8 +10,9 @@ use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use kit::json::Rec;
 use kit::net::{NetNs, VethPair};
-use kit::run::{Flowlat, Rec};
+use kit::run::Flowlat;
 
 /// The cgroup2 mount point, from mountinfo (hybrid hosts mount it beside v1).
 fn cgroup2_mount() -> PathBuf {

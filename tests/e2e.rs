@@ -7,10 +7,11 @@ use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use kit::json::Rec;
 use kit::kernel::{add_foreign_filters, tc, tc_state};
 use kit::net::{NetNs, VethPair};
 use kit::peer::{slow_client, Peer};
-use kit::run::{Flowlat, Rec, Stopped};
+use kit::run::{Flowlat, Stopped};
 use nix::sys::signal::Signal;
 
 fn connect(ns: &NetNs, addr: &str, port: u16, timeout: Duration) -> std::io::Result<TcpStream> {

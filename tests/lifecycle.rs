@@ -11,12 +11,13 @@ use std::os::fd::AsFd;
 use std::process::{ChildStderr, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use kit::json::Rec;
 use kit::kernel::{
     action_packets, add_foreign_filters, assert_bpf_objects_gone, bpf_ids_of, foreign_filters,
     link_packets, no_ipv6, open_fds, our_filters, rss_kib, tc, tc_state,
 };
 use kit::net::{NetNs, VethPair};
-use kit::run::{binary, Flowlat, Rec};
+use kit::run::{binary, Flowlat};
 use nix::sys::signal::Signal;
 
 /// `n` handshakes from `ns` to `addr:port`; the client ports used.

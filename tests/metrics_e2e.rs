@@ -11,10 +11,11 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use kit::json::{self, Rec};
 use kit::kernel::our_filters;
 use kit::net::{NetNs, VethPair};
 use kit::peer::Peer;
-use kit::run::{Flowlat, Rec};
+use kit::run::Flowlat;
 
 /// A port nobody in `ns` listens on now.
 fn free_port(ns: &NetNs) -> u16 {
@@ -139,11 +140,9 @@ impl Prometheus {
         let (status, _, body) = get(ns, self.addr, &format!("/api/v1/query?query={enc}"));
         assert_eq!(status, 200, "{q}: {body}");
         // {"status":"success","data":{"resultType":"vector","result":[{"metric":{..},"value":[t,"v"]}]}}
-        let at = body.find("\"value\":[")?;
-        let rest = &body[at..];
-        let q1 = rest.find(",\"")? + 2;
-        let q2 = rest[q1..].find('"')? + q1;
-        rest[q1..q2].parse().ok()
+        let reply = json::parse(&body).ok()?;
+        let series = reply.get("data")?.get("result")?.at(0)?;
+        series.get("value")?.at(1)?.as_str()?.parse().ok()
     }
 }
 

@@ -12,10 +12,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use kit::json::Rec;
 use kit::net::{NetNs, VethPair};
 use kit::packet::{Tcp, ACK, SYN};
 use kit::peer::{parse, Raw};
-use kit::run::{Flowlat, Rec};
+use kit::run::Flowlat;
 
 fn recs_for<'a>(recs: &'a [Rec], dir: &str, client: &str, cport: u16) -> Vec<&'a Rec> {
     recs.iter()

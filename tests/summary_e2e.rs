@@ -6,11 +6,12 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
+use kit::json::Rec;
 use kit::kernel::{our_filters, rss_kib};
 use kit::net::VethPair;
 use kit::packet::{Tcp, SYN};
 use kit::peer::{Peer, Raw};
-use kit::run::{Flowlat, Rec, Stopped};
+use kit::run::{Flowlat, Stopped};
 
 /// The addresses the scripted traffic uses, beside the veth pair's own.
 struct Script {
@@ -614,7 +615,7 @@ fn a_flood_of_distinct_clients_keeps_memory_flat() {
         .iter()
         .filter(|r| {
             r.0.get("other")
-                .is_some_and(|v| *v == kit::run::Val::Bool(true))
+                .is_some_and(|v| *v == kit::json::Val::Bool(true))
         })
         .collect();
     assert_eq!(other.len(), 1, "one `other` row");

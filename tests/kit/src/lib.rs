@@ -5,12 +5,15 @@
 //! - [`packet`]: Ethernet frames with IPv4/IPv6 and TCP/UDP/ICMP, checksummed;
 //! - [`peer`]: a raw-socket TCP peer that answers or completes handshakes late;
 //! - [`run`]: the flowlat binary run in a namespace, its records collected;
+//! - [`json`]: the one JSON reader, of flowlat's records and of what other
+//!   programs answer;
 //! - [`kernel`]: what the kernel holds, read the way an administrator would;
 //! - [`probe`]: the embedded classifier under `BPF_PROG_TEST_RUN`;
 //! - [`cgroup`]: cgroup v2 and cgroups of a test's own to move this process into;
 //! - the root check below, and [`run_cmd`].
 
 pub mod cgroup;
+pub mod json;
 pub mod kernel;
 pub mod net;
 pub mod packet;
