@@ -187,6 +187,7 @@ fn timeouts_come_from_the_sweep_not_the_kernel() {
 
 #[test]
 fn keys_carry_the_server_port_and_the_cgroup_when_asked() {
+    let _stay = cgroup::stay();
     let rig = aggregating(Aggregation {
         no_records: true,
         by_server_port: true,

@@ -81,6 +81,7 @@ fn out_handshake_reports_ok_once_with_rtt() {
 /// an arriving packet's socket is never read.
 #[test]
 fn records_carry_the_cgroup_of_the_local_socket() {
+    let _stay = cgroup::stay();
     let mut rig = Rig::new();
     let own = cgroup::id_of(&cgroup::own());
     rig.run(Hook::Egress, &syn(C4, S4, 1000));

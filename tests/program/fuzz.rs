@@ -690,6 +690,8 @@ fn fuzz(n: u64, filter: &Filter, mfilter: MFilter) {
 
 fn fuzz_table(n: u64, filter: &Filter, mfilter: MFilter, table: Option<Table>) {
     kit::require_root();
+    // The model expects the cgroup this process is in on every record.
+    let _stay = cgroup::stay();
     let seed = env_u64("FLOWLAT_FUZZ_SEED", 0x00f1_0a7c_0ffe_e001);
     // Large enough that nothing is evicted: eviction is tested elsewhere.
     let mut probe = Probe::load(&ProbeConfig {
