@@ -6,40 +6,20 @@
 //! would make its sockets (and start its processes) in those cgroups.
 
 use std::net::{SocketAddr, TcpStream};
-use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use kit::cgroup;
 use kit::json::Rec;
 use kit::net::{NetNs, VethPair};
 use kit::run::Flowlat;
-
-/// The cgroup2 mount point, from mountinfo (hybrid hosts mount it beside v1).
-fn cgroup2_mount() -> PathBuf {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
-    info.lines()
-        .find_map(|l| {
-            let (left, right) = l.split_once(" - ")?;
-            let point = left.split_whitespace().nth(4)?;
-            (right.split_whitespace().next() == Some("cgroup2")).then(|| PathBuf::from(point))
-        })
-        .expect("a cgroup2 mount (CONFIG_CGROUPS and cgroup2 mounted)")
-}
-
-/// This process's cgroup v2 path.
-fn own_cgroup() -> String {
-    std::fs::read_to_string("/proc/self/cgroup")
-        .expect("/proc/self/cgroup")
-        .lines()
-        .find_map(|l| l.strip_prefix("0::").map(str::to_string))
-        .expect("a cgroup v2 line")
-}
 
 /// Cgroups made for the test; on drop the test process goes back where it
 /// was and they are removed, whatever happened.
 struct Cgroups {
     mount: PathBuf,
-    home: String,
+    /// This process's own cgroup.
+    home: PathBuf,
     made: Vec<String>,
 }
 
@@ -47,8 +27,8 @@ impl Cgroups {
     fn new() -> Cgroups {
         kit::require_root();
         Cgroups {
-            mount: cgroup2_mount(),
-            home: own_cgroup(),
+            mount: cgroup::mount(),
+            home: cgroup::own(),
             made: Vec::new(),
         }
     }
@@ -65,19 +45,15 @@ impl Cgroups {
         self.mount.join(rel.trim_start_matches('/'))
     }
 
-    /// The cgroup id: its directory's inode number.
     fn id(&self, rel: &str) -> u64 {
-        std::fs::metadata(self.dir(rel)).expect("cgroup dir").ino()
+        cgroup::id_of(&self.dir(rel))
     }
 
     /// Moves the whole test process into `rel` (`None`: back home).
     fn enter(&self, rel: Option<&str>) {
-        let target = rel.unwrap_or(&self.home);
-        std::fs::write(
-            self.dir(target).join("cgroup.procs"),
-            std::process::id().to_string(),
-        )
-        .expect("move into the cgroup");
+        let target = rel.map_or_else(|| self.home.clone(), |rel| self.dir(rel));
+        std::fs::write(target.join("cgroup.procs"), std::process::id().to_string())
+            .expect("move into the cgroup");
     }
 
     fn remove(&mut self, rel: &str) {
@@ -90,7 +66,7 @@ impl Cgroups {
 impl Drop for Cgroups {
     fn drop(&mut self) {
         let _ = std::fs::write(
-            self.dir(&self.home.clone()).join("cgroup.procs"),
+            self.home.join("cgroup.procs"),
             std::process::id().to_string(),
         );
         for rel in &self.made {

@@ -4,7 +4,7 @@
 //! holds nothing but the binary and mounted /proc and /sys, attached to a veth
 //! in a namespace, where it must report a real handshake.
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use kit::net::{NetNs, VethPair};
+use kit::net::{listen, NetNs, VethPair};
 use kit::run::Flowlat;
 
 const TARGET: &str = "x86_64-unknown-linux-musl";
@@ -273,19 +273,6 @@ exec chroot "$root" /flowlat "$@""#;
     let f = Flowlat::spawn(cmd);
     f.wait_stderr("attached to", Duration::from_secs(20));
     f
-}
-
-fn listen(ns: &NetNs, addr: &str, port: u16) -> TcpListener {
-    let sa = SocketAddr::new(addr.parse().expect("address"), port);
-    let l = ns.enter(move || TcpListener::bind(sa).expect("listen"));
-    let accepting = l.try_clone().expect("clone the listener");
-    std::thread::spawn(move || {
-        for conn in accepting.incoming() {
-            let Ok(c) = conn else { break };
-            drop(c);
-        }
-    });
-    l
 }
 
 #[test]

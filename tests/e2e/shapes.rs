@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kit::json::Rec;
+use kit::kernel::rss_kib;
 use kit::net::{NetNs, VethPair};
 use kit::packet::{Tcp, ACK, SYN};
 use kit::peer::{parse, Raw};
@@ -288,16 +289,6 @@ fn vlan_tagged_handshakes_in_packet_and_in_metadata() {
         assert_eq!(outbound.len(), 1, "out, port {port}: {:?}", out.lines);
         assert_eq!(outbound[0].s("result"), "ok");
     }
-}
-
-fn rss_kib(pid: i32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .expect("VmRSS")
 }
 
 #[test]

@@ -16,8 +16,7 @@ use flowlat::probe::{
 };
 use kit::cgroup;
 use kit::packet::{Ext, Tcp, ACK, FIN, PSH, RST, SYN};
-
-const TC_ACT_UNSPEC: u32 = u32::MAX;
+use kit::probe::TC_ACT_UNSPEC;
 
 /// xorshift64*: small, fast and reproducible.
 struct Rng(u64);
