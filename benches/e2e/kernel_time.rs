@@ -17,12 +17,12 @@ use std::time::Duration;
 use flowlat::bpf::sys;
 use flowlat::netlink::{link, tc};
 
-use crate::asm;
 use crate::flowlat::{supports, Flowlat};
 use crate::rig::{median, Rig};
-use crate::shared::json::J;
 use crate::storm::{self, Storm};
 use crate::Opts;
+use kit::asm;
+use kit::json::J;
 use kit::net::NetNs;
 
 /// How flowlat is run for a measurement.

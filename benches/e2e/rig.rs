@@ -6,9 +6,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::flowlat::{self, Flowlat};
-use crate::shared::json::J;
 use crate::storm;
 use crate::Opts;
+use kit::json::J;
 use kit::net::VethPair;
 
 pub fn median(v: &[f64]) -> f64 {

@@ -1,8 +1,10 @@
 //! The one JSON reader of the tests and benches: flowlat's records (a flat
 //! object a line, read strictly into a [`Rec`]) and what other programs answer
-//! (Prometheus's API, iperf3's report), read into a [`Json`] value.
+//! (Prometheus's API, iperf3's report), read into a [`Json`] value; and [`J`],
+//! what the benches write their reports in.
 
 use std::collections::HashMap;
+use std::fmt::Write as _;
 
 /// A JSON value. A number keeps its text, for the reader to take as the kind
 /// of number it expects.
@@ -344,6 +346,75 @@ impl<'a> Parser<'a> {
             first
         };
         char::from_u32(code).ok_or_else(|| self.err(self.i, "bad escape"))
+    }
+}
+
+/// A value of a bench's report, written as pretty JSON by [`J::write`]
+/// (just enough JSON for the reports, no serde for them).
+pub enum J {
+    Int(i64),
+    Num(f64),
+    Bool(bool),
+    Str(String),
+    Arr(Vec<J>),
+    Obj(Vec<(String, J)>),
+}
+
+impl J {
+    pub fn obj(fields: Vec<(&str, J)>) -> J {
+        J::Obj(
+            fields
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect(),
+        )
+    }
+
+    pub fn ints<T: Copy + Into<i64>>(v: &[T]) -> J {
+        J::Arr(v.iter().map(|&x| J::Int(x.into())).collect())
+    }
+
+    pub fn write(&self, out: &mut String, indent: usize) {
+        let pad = |out: &mut String, n: usize| out.extend(std::iter::repeat_n(' ', n));
+        match self {
+            J::Int(n) => {
+                let _ = write!(out, "{n}");
+            }
+            J::Num(x) if x.is_finite() => {
+                let _ = write!(out, "{}", (x * 1000.0).round() / 1000.0);
+            }
+            J::Num(_) => out.push_str("null"),
+            J::Bool(b) => {
+                let _ = write!(out, "{b}");
+            }
+            J::Str(s) => flowlat::sinks::lines::json_str(out, s),
+            // Arrays of numbers stay on one line: they are the raw runs.
+            J::Arr(items) => {
+                out.push('[');
+                for (i, v) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push_str(", ");
+                    }
+                    v.write(out, indent);
+                }
+                out.push(']');
+            }
+            J::Obj(fields) => {
+                out.push_str("{\n");
+                for (i, (k, v)) in fields.iter().enumerate() {
+                    pad(out, indent + 2);
+                    J::Str(k.clone()).write(out, indent + 2);
+                    out.push_str(": ");
+                    v.write(out, indent + 2);
+                    if i + 1 < fields.len() {
+                        out.push(',');
+                    }
+                    out.push('\n');
+                }
+                pad(out, indent);
+                out.push('}');
+            }
+        }
     }
 }
 

@@ -6,12 +6,15 @@
 //! - [`peer`]: a raw-socket TCP peer that answers or completes handshakes late;
 //! - [`run`]: the flowlat binary run in a namespace, its records collected;
 //! - [`json`]: the one JSON reader, of flowlat's records and of what other
-//!   programs answer;
+//!   programs answer, and the benches' report values;
 //! - [`kernel`]: what the kernel holds, read the way an administrator would;
 //! - [`probe`]: the embedded classifier under `BPF_PROG_TEST_RUN`;
 //! - [`cgroup`]: cgroup v2 and cgroups of a test's own to move this process into;
+//! - [`asm`]: hand-assembled classifiers the benches compare flowlat with;
+//! - [`report`]: the machine the benches ran on, and where they write reports;
 //! - the root check below, and [`run_cmd`].
 
+pub mod asm;
 pub mod cgroup;
 pub mod json;
 pub mod kernel;
@@ -19,6 +22,7 @@ pub mod net;
 pub mod packet;
 pub mod peer;
 pub mod probe;
+pub mod report;
 pub mod run;
 
 use std::process::{Command, Output};
