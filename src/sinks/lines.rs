@@ -36,6 +36,7 @@ impl WallClock {
     }
 
     /// A clock with a given offset (tests).
+    #[cfg(any(test, feature = "testing"))]
     pub fn with_offset(offset_ns: i128) -> WallClock {
         WallClock { offset_ns }
     }
@@ -163,6 +164,7 @@ impl Formatter {
     }
 
     /// Uses a fixed UTC offset for text output instead of the local zone (tests).
+    #[cfg(any(test, feature = "testing"))]
     pub fn with_utc_offset(mut self, secs: i64) -> Formatter {
         self.utc_offset_s = Some(secs);
         self
