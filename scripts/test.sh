@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs flowlat's whole test suite: unit tests, the classifier under
-# BPF_PROG_TEST_RUN and the end-to-end tests in network namespaces.
+# BPF_PROG_TEST_RUN, the end-to-end tests in network namespaces, and the
+# tests of the kit they share (tests/kit, a member of the workspace).
 # Installs what a fresh Debian machine lacks, builds as the calling user and
 # runs the test binaries as root (they load BPF programs and make namespaces).
 set -euo pipefail
@@ -29,6 +30,6 @@ fi
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 status=0
-cargo test --locked "$@" 2>&1 | tee "$log" || status=$?
+cargo test --locked --workspace "$@" 2>&1 | tee "$log" || status=$?
 awk '/^test result:/ { p += $4; f += $6; i += $8 } END { printf "tests: %d passed, %d failed, %d skipped\n", p, f, i }' "$log"
 exit "$status"

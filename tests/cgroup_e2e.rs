@@ -5,51 +5,30 @@
 //! test process moves every thread of it, and a test running beside it
 //! would make its sockets (and start its processes) in those cgroups.
 
-mod common;
-
 use std::net::{SocketAddr, TcpStream};
-use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::run::{Flowlat, Rec};
-use common::{NetNs, VethPair};
-
-/// The cgroup2 mount point, from mountinfo (hybrid hosts mount it beside v1).
-fn cgroup2_mount() -> PathBuf {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
-    info.lines()
-        .find_map(|l| {
-            let (left, right) = l.split_once(" - ")?;
-            let point = left.split_whitespace().nth(4)?;
-            (right.split_whitespace().next() == Some("cgroup2")).then(|| PathBuf::from(point))
-        })
-        .expect("a cgroup2 mount (CONFIG_CGROUPS and cgroup2 mounted)")
-}
-
-/// This process's cgroup v2 path.
-fn own_cgroup() -> String {
-    std::fs::read_to_string("/proc/self/cgroup")
-        .expect("/proc/self/cgroup")
-        .lines()
-        .find_map(|l| l.strip_prefix("0::").map(str::to_string))
-        .expect("a cgroup v2 line")
-}
+use kit::cgroup;
+use kit::json::Rec;
+use kit::net::{NetNs, VethPair};
+use kit::run::Flowlat;
 
 /// Cgroups made for the test; on drop the test process goes back where it
 /// was and they are removed, whatever happened.
 struct Cgroups {
     mount: PathBuf,
-    home: String,
+    /// This process's own cgroup.
+    home: PathBuf,
     made: Vec<String>,
 }
 
 impl Cgroups {
     fn new() -> Cgroups {
-        common::require_root();
+        kit::require_root();
         Cgroups {
-            mount: cgroup2_mount(),
-            home: own_cgroup(),
+            mount: cgroup::mount(),
+            home: cgroup::own(),
             made: Vec::new(),
         }
     }
@@ -66,19 +45,15 @@ impl Cgroups {
         self.mount.join(rel.trim_start_matches('/'))
     }
 
-    /// The cgroup id: its directory's inode number.
     fn id(&self, rel: &str) -> u64 {
-        std::fs::metadata(self.dir(rel)).expect("cgroup dir").ino()
+        cgroup::id_of(&self.dir(rel))
     }
 
     /// Moves the whole test process into `rel` (`None`: back home).
     fn enter(&self, rel: Option<&str>) {
-        let target = rel.unwrap_or(&self.home);
-        std::fs::write(
-            self.dir(target).join("cgroup.procs"),
-            std::process::id().to_string(),
-        )
-        .expect("move into the cgroup");
+        let target = rel.map_or_else(|| self.home.clone(), |rel| self.dir(rel));
+        std::fs::write(target.join("cgroup.procs"), std::process::id().to_string())
+            .expect("move into the cgroup");
     }
 
     fn remove(&mut self, rel: &str) {
@@ -91,7 +66,7 @@ impl Cgroups {
 impl Drop for Cgroups {
     fn drop(&mut self) {
         let _ = std::fs::write(
-            self.dir(&self.home.clone()).join("cgroup.procs"),
+            self.home.join("cgroup.procs"),
             std::process::id().to_string(),
         );
         for rel in &self.made {
@@ -158,8 +133,8 @@ fn each_handshake_is_credited_to_the_cgroup_of_its_local_socket() {
 
     // The listeners belong to the server cgroup.
     cg.enter(Some(&server));
-    let _l4 = common::listen(&net.b, &net.b4, 8080);
-    let _l6 = common::listen(&net.b, &net.b6, 8080);
+    let _l4 = kit::net::listen(&net.b, &net.b4, 8080);
+    let _l6 = kit::net::listen(&net.b, &net.b6, 8080);
     cg.enter(Some(&client));
     let c1 = connect(&net.a, &net.b4, 8080).expect("connect");
     let c2 = connect(&net.a, &net.b6, 8080).expect("connect");
@@ -191,7 +166,7 @@ fn each_handshake_is_credited_to_the_cgroup_of_its_local_socket() {
     let (a_all, a_only, b_all, b_only) = (a_all.stop(), a_only.stop(), b_all.stop(), b_only.stop());
     let (b_sum, b_metrics) = (b_sum.stop(), b_metrics.stop());
     for s in [&a_all, &a_only, &b_all, &b_only, &b_sum, &b_metrics] {
-        common::run::assert_clean_stop(s);
+        kit::run::assert_clean_stop(s);
     }
 
     let (client_id, server_id) = (cg.id(&client), cg.id(&server));
@@ -317,12 +292,12 @@ fn forwarded_handshakes_have_no_cgroup() {
     net.a
         .ip(&["route", "add", &format!("172.31.{n}.0/24"), "via", &net.b4]);
     net.b.exec("sysctl", &["-qw", "net.ipv4.ip_forward=1"]);
-    let _l = common::listen(&s, &s1, 8080);
+    let _l = kit::net::listen(&s, &s1, 8080);
     let f = Flowlat::start(&net.b, &["--json", "r1"]);
     let c = connect(&net.a, &s1, 8080).expect("connect through b");
     f.wait_records(1, Duration::from_secs(5), |_| true);
     let st = f.stop();
-    common::run::assert_clean_stop(&st);
+    kit::run::assert_clean_stop(&st);
     let r = one(&st.records, "out", &c);
     assert_eq!(r.s("result"), "ok");
     assert_eq!((r.n("cgroup_id"), r.opt_s("cgroup")), (None, None), "{r:?}");
@@ -333,12 +308,12 @@ fn syn_cookies_have_no_cgroup() {
     let net = VethPair::new("cookie");
     // 2: a cookie for every SYN, whether or not the queue is full.
     net.b.exec("sysctl", &["-qw", "net.ipv4.tcp_syncookies=2"]);
-    let _l = common::listen(&net.b, &net.b4, 8080);
+    let _l = kit::net::listen(&net.b, &net.b4, 8080);
     let f = start(&net.b, &["--json", "b"]);
     let c = connect(&net.a, &net.b4, 8080).expect("connect with a cookie");
     f.wait_records(1, Duration::from_secs(5), |_| true);
     let st = f.stop();
-    common::run::assert_clean_stop(&st);
+    kit::run::assert_clean_stop(&st);
     let r = one(&st.records, "in", &c);
     assert_eq!(r.s("result"), "ok", "{r:?}");
     assert_eq!((r.n("cgroup_id"), r.opt_s("cgroup")), (None, None), "{r:?}");

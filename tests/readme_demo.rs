@@ -3,15 +3,13 @@
 //! Not part of the suite (it takes half a minute and prints); run it with
 //! `sudo -E cargo test --test readme_demo -- --ignored --nocapture`.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::time::Duration;
 
-use common::peer::{slow_client, Peer};
-use common::run::Flowlat;
-use common::VethPair;
+use kit::net::VethPair;
+use kit::peer::{slow_client, Peer};
+use kit::run::Flowlat;
 
 fn show(title: &str, lines: &[String], stderr: &str) {
     println!("==== {title}");
@@ -43,7 +41,7 @@ fn client_traffic(net: &VethPair) {
         Duration::from_millis(48),
         1,
     );
-    let _l = common::listen(&net.b, &net.b4, 443);
+    let _l = kit::net::listen(&net.b, &net.b4, 443);
     let connect = |addr: &str, port: u16, t: Duration| {
         let sa = SocketAddr::new(addr.parse().expect("address"), port);
         net.a
@@ -111,8 +109,8 @@ fn readme_examples() {
     // A server's clients, from three networks at different distances: each
     // client's ACK comes its delay after our SYN-ACK.
     let net = VethPair::new("demoin");
-    let _l = common::listen(&net.b, &net.b4, 443);
-    let amac = common::mac_text(net.a.mac("a"));
+    let _l = kit::net::listen(&net.b, &net.b4, 443);
+    let amac = kit::net::mac_text(net.a.mac("a"));
     let nets = [("198.51.100", 31u64), ("203.0.113", 87), ("192.0.2", 4)];
     for (n, _) in nets {
         net.b

@@ -4,9 +4,7 @@
 //! holds nothing but the binary and mounted /proc and /sys, attached to a veth
 //! in a namespace, where it must report a real handshake.
 
-mod common;
-
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -14,8 +12,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use common::run::Flowlat;
-use common::{NetNs, VethPair};
+use kit::net::{listen, NetNs, VethPair};
+use kit::run::Flowlat;
 
 const TARGET: &str = "x86_64-unknown-linux-musl";
 const MAX_STRIPPED_BYTES: u64 = 4 << 20;
@@ -110,7 +108,7 @@ fn ensure_target() {
 fn static_binary() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
-        common::require_root();
+        kit::require_root();
         ensure_target();
         let out = cargo()
             .args(["build", "--release", "--locked", "--target", TARGET])
@@ -277,19 +275,6 @@ exec chroot "$root" /flowlat "$@""#;
     f
 }
 
-fn listen(ns: &NetNs, addr: &str, port: u16) -> TcpListener {
-    let sa = SocketAddr::new(addr.parse().expect("address"), port);
-    let l = ns.enter(move || TcpListener::bind(sa).expect("listen"));
-    let accepting = l.try_clone().expect("clone the listener");
-    std::thread::spawn(move || {
-        for conn in accepting.incoming() {
-            let Ok(c) = conn else { break };
-            drop(c);
-        }
-    });
-    l
-}
-
 #[test]
 fn static_binary_reports_a_handshake_from_an_empty_root() {
     let bin = static_binary();
@@ -313,7 +298,7 @@ fn static_binary_reports_a_handshake_from_an_empty_root() {
     let client_port = u64::from(client.local_addr().expect("local address").port());
     f.wait_records(1, Duration::from_secs(10), |r| r.s("result") == "ok");
     let stopped = f.stop();
-    common::run::assert_clean_stop(&stopped);
+    kit::run::assert_clean_stop(&stopped);
     assert!(
         stopped.stderr.contains("1 handshakes: 1 ok") && stopped.stderr.contains(" 0 records lost"),
         "{}",

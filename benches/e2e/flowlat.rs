@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::common::NetNs;
+use kit::net::NetNs;
 
 pub struct Flowlat {
     child: Option<Child>,

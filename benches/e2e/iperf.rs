@@ -4,7 +4,8 @@
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use crate::common::NetNs;
+use kit::json;
+use kit::net::NetNs;
 
 const PORT: &str = "5201";
 
@@ -51,15 +52,12 @@ pub fn run(ns: &NetNs, server: &str, secs: u32) -> f64 {
     received_bps(&text).unwrap_or_else(|| panic!("no sum_received in iperf3's report: {text}"))
 }
 
-/// `"sum_received": { ... "bits_per_second": N ... }` of `iperf3 -J`.
-fn received_bps(json: &str) -> Option<f64> {
-    let rest = &json[json.find("\"sum_received\"")?..];
-    let rest = &rest[rest.find("\"bits_per_second\"")?..];
-    let value = rest.split_once(':')?.1.trim_start();
-    let end = value
-        .find(|c: char| {
-            !(c.is_ascii_digit() || c == '.' || c == 'e' || c == 'E' || c == '+' || c == '-')
-        })
-        .unwrap_or(value.len());
-    value[..end].parse().ok()
+/// `"end": { "sum_received": { "bits_per_second": N } }` of `iperf3 -J`.
+fn received_bps(report: &str) -> Option<f64> {
+    let report = json::parse(report).ok()?;
+    report
+        .get("end")?
+        .get("sum_received")?
+        .get("bits_per_second")?
+        .as_f64()
 }

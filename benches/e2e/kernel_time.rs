@@ -17,13 +17,13 @@ use std::time::Duration;
 use flowlat::bpf::sys;
 use flowlat::netlink::{link, tc};
 
-use crate::asm;
-use crate::common::NetNs;
 use crate::flowlat::{supports, Flowlat};
 use crate::rig::{median, Rig};
-use crate::shared::json::J;
 use crate::storm::{self, Storm};
 use crate::Opts;
+use kit::asm;
+use kit::json::J;
+use kit::net::NetNs;
 
 /// How flowlat is run for a measurement.
 pub struct Mode {

@@ -16,15 +16,6 @@
 //! kernel-time section, repeatable), and `--profile FILE` with
 //! `--profile-end`, `--profile-mode`, `--profile-secs` (see `profile.rs`).
 
-#[path = "../../tests/common/mod.rs"]
-mod common;
-#[path = "../shared/mod.rs"]
-mod shared;
-// The empty classifier the kernel-time section compares flowlat with.
-#[path = "../overhead/asm.rs"]
-#[allow(dead_code)]
-mod asm;
-
 mod flowlat;
 mod iperf;
 mod kernel_time;
@@ -37,10 +28,10 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use common::VethPair;
+use kit::json::J;
+use kit::net::VethPair;
 use rig::{Rig, Step};
 use sections::{BULK_TARGET, RSS_TARGET, STARTUP_TARGET_MS};
-use shared::json::J;
 
 /// The sections, in the order they run.
 const SECTIONS: [&str; 7] = [
@@ -167,15 +158,12 @@ fn main() {
         );
         return;
     }
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!(
-            "the end-to-end bench makes namespaces and attaches filters and needs root: \
-             run scripts/bench-e2e.sh, which uses sudo when it is not root"
-        );
-        std::process::exit(1);
-    }
+    kit::exit_unless_root(
+        "the end-to-end bench makes namespaces and attaches filters and needs root: \
+         run scripts/bench-e2e.sh, which uses sudo when it is not root",
+    );
     let o = parse_opts();
-    let machine = shared::machine();
+    let machine = kit::report::machine();
     let load_before = loadavg();
     eprintln!("flowlat end-to-end bench on {machine} (load average {load_before})");
     let net = VethPair::new("e2e");
@@ -267,5 +255,5 @@ fn main() {
     report.push(("load_average_after", J::Str(load_after)));
     report.push(("targets", J::obj(targets)));
     let report = J::obj(report);
-    shared::write_report("flowlat-e2e.json", report);
+    kit::report::write_report("flowlat-e2e.json", report);
 }

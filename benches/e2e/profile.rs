@@ -23,7 +23,7 @@ pub struct Opts {
 impl Default for Opts {
     fn default() -> Opts {
         Opts {
-            data: crate::shared::target_dir().join("flowlat-profile.data"),
+            data: kit::report::target_dir().join("flowlat-profile.data"),
             end: "in".into(),
             mode: "record".into(),
             secs: 10.0,

@@ -5,11 +5,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::common::VethPair;
 use crate::flowlat::{self, Flowlat};
-use crate::shared::json::J;
 use crate::storm;
 use crate::Opts;
+use kit::json::J;
+use kit::net::VethPair;
 
 pub fn median(v: &[f64]) -> f64 {
     let mut s = v.to_vec();

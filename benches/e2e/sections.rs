@@ -6,8 +6,8 @@ use std::fmt::Write as _;
 use crate::flowlat::Flowlat;
 use crate::iperf;
 use crate::rig::{median, paired_ratio, Rig, Step};
-use crate::shared::json::J;
 use crate::Opts;
+use kit::json::J;
 
 /// flowlat's memory budget.
 pub const RSS_TARGET: u64 = 8 << 20;

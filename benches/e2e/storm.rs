@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::common::NetNs;
+use kit::net::NetNs;
 
 /// Accepts and closes connections on `addr` in `ns` for as long as the bench runs.
 pub fn serve(ns: &NetNs, addr: SocketAddr, threads: usize) {

@@ -9,7 +9,7 @@ use flowlat::probe::{Dir, Filter, Hook};
 
 use crate::frames;
 use crate::kernel::{net, Rig, TURN};
-use crate::probe_cgroup;
+use kit::cgroup;
 
 /// One filter setting and whether the measured SYNs match it.
 pub struct Setting {
@@ -147,16 +147,13 @@ pub fn settings(cgroup: Option<(u64, u32)>) -> Vec<Setting> {
 /// own (as a container's or a service's sockets are), passing that top cgroup;
 /// without cgroup v2, runs it with `None`.
 pub fn in_nested_cgroup<T>(f: impl FnOnce(Option<(u64, u32)>) -> T) -> T {
-    if probe_cgroup::try_mount().is_none() {
+    if cgroup::try_mount().is_none() {
         return f(None);
     }
-    let tree = probe_cgroup::Tree::new("bench", &["svc/a/b"]);
-    probe_cgroup::enter(&tree.path("svc/a/b"));
+    let tree = cgroup::Tree::new("bench", &["svc/a/b"]);
+    cgroup::enter(&tree.path("svc/a/b"));
     let top = tree.path("svc");
-    let r = f(Some((
-        probe_cgroup::id_of(&top),
-        probe_cgroup::level_of(&top),
-    )));
+    let r = f(Some((cgroup::id_of(&top), cgroup::level_of(&top))));
     drop(tree);
     r
 }

@@ -2,7 +2,7 @@
 
 use flowlat::probe::Hook;
 
-use crate::packet::{arp_request, udp, Tcp, ACK, PSH, RST, SYN};
+use kit::packet::{arp_request, udp, Tcp, ACK, PSH, RST, SYN};
 
 /// Client and server of the measured connections. The table's other entries
 /// (see [`filler`]) use other addresses, so nothing measured collides with them.

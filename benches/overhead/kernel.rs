@@ -8,11 +8,10 @@ use flowlat::bpf::perf::PerfBuffers;
 use flowlat::bpf::sys;
 use flowlat::probe::{Aggregation, Filter, Hook, Probe, ProbeConfig, Record};
 
-use crate::asm;
 use crate::frames::{self, Class, Dir, Layout};
 use crate::stats::median;
-
-const TC_ACT_UNSPEC: u32 = u32::MAX;
+use kit::asm;
+use kit::probe::TC_ACT_UNSPEC;
 
 /// flowlat's classifier as it loads in production, the empty one, and the
 /// perf rings the classifier's records go to (drained, as flowlat would).

@@ -9,16 +9,6 @@
 //! Options (after `--`): `--quick`, `--repeat N`, `--rounds N`, `--pending N`,
 //! `--handshakes N`, `--out PATH`. Needs root, like the test suite.
 
-#[path = "../../tests/common/packet.rs"]
-mod packet;
-
-#[path = "../shared/mod.rs"]
-mod shared;
-
-#[path = "../../tests/probe_cgroup/mod.rs"]
-mod probe_cgroup;
-
-mod asm;
 mod filters;
 mod frames;
 mod kernel;
@@ -32,6 +22,7 @@ use std::path::PathBuf;
 use flowlat::probe::{Aggregation, Hook};
 use frames::Dir;
 use kernel::Rig;
+use kit::json::J;
 
 /// A packet that is no part of a handshake may take this many times what the
 /// empty classifier takes in the same run (a ratio holds across machines
@@ -99,15 +90,12 @@ fn ratio(f: u32, e: u32) -> f64 {
 }
 
 fn main() {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!(
-            "the overhead bench loads BPF programs and needs root: run cargo bench as root, or \
-             as you with CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER='sudo -E'"
-        );
-        std::process::exit(1);
-    }
+    kit::exit_unless_root(
+        "the overhead bench loads BPF programs and needs root: run cargo bench as root, or \
+         as you with CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER='sudo -E'",
+    );
     let o = parse_opts();
-    let machine = shared::machine();
+    let machine = kit::report::machine();
     eprintln!("flowlat overhead bench on {machine}");
     let mut rig = Rig::new(65_536, 64);
     rig.prefill(o.pending);
@@ -232,7 +220,7 @@ fn main() {
         &o, &machine, pending, &classes, &results, &hs_out, &hs_in, json_rate, human_rate, &reader,
         &prims,
     );
-    if let shared::json::J::Obj(fields) = &mut report {
+    if let J::Obj(fields) = &mut report {
         fields.push((
             "aggregation".to_string(),
             report::aggregation_json(&aggregated),
@@ -247,14 +235,14 @@ fn main() {
         ));
         fields.push((
             "scrape_render".to_string(),
-            shared::json::J::obj(vec![
-                ("ms", shared::json::J::Num(scrape_ms)),
-                ("bytes", shared::json::J::Int(scrape_bytes as i64)),
+            J::obj(vec![
+                ("ms", J::Num(scrape_ms)),
+                ("bytes", J::Int(scrape_bytes as i64)),
             ]),
         ));
     }
     match &o.out {
-        Some(path) => shared::write_report_to(path, report),
-        None => shared::write_report("flowlat-bench.json", report),
+        Some(path) => kit::report::write_report_to(path, report),
+        None => kit::report::write_report("flowlat-bench.json", report),
     }
 }

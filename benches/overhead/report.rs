@@ -6,10 +6,10 @@ use crate::filters::{self, FilterResult, Setting};
 use crate::frames::{Class, Dir};
 use crate::kernel::{self, ClassResult, HandshakeResult};
 use crate::primitives::{self, PrimitiveResult, PRIMITIVES};
-use crate::shared::json::J;
 use crate::stats::median;
 use crate::user;
 use crate::{hook, ratio, Opts, BYSTANDER_TARGET_RATIO, HANDSHAKE_OUT_TARGET_FLOOR_RATIO};
+use kit::json::J;
 
 pub fn markdown(
     o: &Opts,

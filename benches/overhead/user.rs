@@ -15,8 +15,8 @@ use flowlat::probe::{Event, Record};
 use flowlat::sinks::labels::Names;
 use flowlat::sinks::{clock::WallClock, lines::Formatter};
 
-use crate::asm;
 use crate::stats::median_f64;
+use kit::asm;
 
 /// Records as the classifier sends them: a mix of directions, results and
 /// address families, so the formatter takes all its paths.

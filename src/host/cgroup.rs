@@ -135,6 +135,7 @@ impl Cgroups {
 
     /// A hierarchy rooted at `root`, named by walking it only (tests use a
     /// plain directory tree, whose handles are not cgroup ids).
+    #[cfg(test)]
     pub fn with_root(root: PathBuf) -> Cgroups {
         let mut cgroups = Cgroups::new(Some(root), None);
         cgroups.handles = Handles::Off;

@@ -19,6 +19,7 @@ impl Probe {
     }
 
     /// The ACK gate's counts for a slot, one per bank (tests).
+    #[cfg(any(test, feature = "testing"))]
     pub fn gate_banks(&self, slot: u32) -> [u32; 2] {
         let at = (slot as usize % GATE_SLOTS) * GATE_BANKS as usize;
         let w = self.gate_words();
@@ -30,6 +31,7 @@ impl Probe {
 
     /// The gate's marks, one per bank, of the group of 32 local ports that
     /// `port` belongs to (tests).
+    #[cfg(any(test, feature = "testing"))]
     pub fn gate_port_marks(&self, port: u16) -> [u32; 2] {
         let at = (GATE_SLOTS + usize::from(port >> 5)) * GATE_BANKS as usize;
         let w = self.gate_words();
@@ -40,6 +42,7 @@ impl Probe {
     }
 
     /// The ACK gate's count for a slot, summed over both banks (tests).
+    #[cfg(any(test, feature = "testing"))]
     pub fn gate_count(&self, slot: u32) -> u64 {
         self.gate_banks(slot).iter().map(|&n| u64::from(n)).sum()
     }

@@ -323,6 +323,7 @@ impl Probe {
     }
 
     /// Runs a program once on `packet` through `BPF_PROG_TEST_RUN` (tests, benches).
+    #[cfg(any(test, feature = "testing"))]
     pub fn test_run(
         &self,
         hook: Hook,
@@ -333,6 +334,7 @@ impl Probe {
     }
 
     /// Like [`Probe::test_run`], for an interface of the given framing.
+    #[cfg(any(test, feature = "testing"))]
     pub fn test_run_framed(
         &self,
         hook: Hook,

@@ -16,6 +16,7 @@ pub const WAYS: usize = 4;
 /// `FLOWLAT_FRONT`: the front buckets, before the main ones.
 pub const FRONT: usize = 256;
 /// The attempts the front holds beside the main buckets' room.
+#[cfg(any(test, feature = "testing"))]
 pub const FRONT_WAYS: usize = FRONT * WAYS;
 /// `FLOWLAT_SLOT_LIVE`: the way holds an attempt (or a tombstone).
 pub const LIVE: u64 = 1;
@@ -207,6 +208,7 @@ impl SlotTable {
     }
 
     /// Each front bucket's spill (tests).
+    #[cfg(any(test, feature = "testing"))]
     pub fn spills(&self) -> Vec<u64> {
         (0..FRONT.min(self.buckets))
             .map(|b| self.bucket(b)[SPILL_AT].load(Ordering::SeqCst))

@@ -233,6 +233,7 @@ impl Probe {
 
     /// Every entry of the table of attempts: attempts in progress and
     /// tombstones (tests, and the pending-attempts gauge).
+    #[cfg(any(test, feature = "testing"))]
     pub fn pending_entries(&self) -> Result<Vec<(Key, Pending)>, BpfError> {
         fn keys_and_values<T: Attempts>(t: &T) -> Result<Vec<(Key, Pending)>, BpfError> {
             Ok(t.entries()?.into_iter().map(|(k, p, _)| (k, p)).collect())
@@ -245,6 +246,7 @@ impl Probe {
 
     /// Each front bucket's count of attempts waiting in their main buckets,
     /// for the slot table (tests); empty for the LRU table.
+    #[cfg(any(test, feature = "testing"))]
     pub fn front_spills(&self) -> Vec<u64> {
         match &self.table {
             TableMap::Slots(t) => t.spills(),

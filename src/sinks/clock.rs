@@ -32,6 +32,7 @@ impl WallClock {
     }
 
     /// A clock with a given offset (tests).
+    #[cfg(any(test, feature = "testing"))]
     pub fn with_offset(offset_ns: i128) -> WallClock {
         WallClock { offset_ns }
     }

@@ -53,12 +53,14 @@ impl Labels for Names {
 
 /// Names from fixed tables, with no cgroup hierarchy behind them (tests and
 /// benches).
+#[cfg(any(test, feature = "testing"))]
 #[derive(Debug, Clone, Default)]
 pub struct FixedNames {
     pub ifaces: HashMap<u32, String>,
     pub cgroups: HashMap<u64, Arc<str>>,
 }
 
+#[cfg(any(test, feature = "testing"))]
 impl Labels for FixedNames {
     fn iface(&self, ifindex: u32) -> Cow<'_, str> {
         iface_in(&self.ifaces, ifindex)

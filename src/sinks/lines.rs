@@ -49,6 +49,7 @@ impl Formatter {
     }
 
     /// Uses a fixed UTC offset for text output instead of the local zone (tests).
+    #[cfg(any(test, feature = "testing"))]
     pub fn with_utc_offset(mut self, secs: i64) -> Formatter {
         self.utc_offset_s = Some(secs);
         self

@@ -2,7 +2,6 @@
 //! delay: the test's stand-in for a slow network (these kernels have no netem).
 //! It uses addresses that no namespace owns, reached through static neighbour
 //! entries, so no kernel stack answers in its place.
-#![allow(dead_code)]
 
 use std::net::IpAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -10,8 +9,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::packet::{Tcp, ACK, RST, SYN};
-use super::NetNs;
+use crate::net::NetNs;
+use crate::packet::{Tcp, ACK, RST, SYN};
 
 const ETH_P_ALL: u16 = 0x0003;
 const PACKET_OUTGOING: u8 = 4;

@@ -5,8 +5,6 @@
 //! the skb's metadata, on egress the tag stays in the packet, so both paths are
 //! covered), and a SYN flood of spoofed sources against a bounded table.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
@@ -14,10 +12,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::packet::{Tcp, ACK, SYN};
-use common::peer::{parse, Raw};
-use common::run::{Flowlat, Rec};
-use common::{NetNs, VethPair};
+use kit::json::Rec;
+use kit::kernel::rss_kib;
+use kit::net::{NetNs, VethPair};
+use kit::packet::{Tcp, ACK, SYN};
+use kit::peer::{parse, Raw};
+use kit::run::Flowlat;
 
 fn recs_for<'a>(recs: &'a [Rec], dir: &str, client: &str, cport: u16) -> Vec<&'a Rec> {
     recs.iter()
@@ -140,7 +140,7 @@ fn tun_loop(
 }
 
 /// Parses an IP packet by prefixing a dummy Ethernet header.
-fn parse_ip(p: &[u8]) -> Option<common::peer::Seen> {
+fn parse_ip(p: &[u8]) -> Option<kit::peer::Seen> {
     let mut f = vec![0u8; 12];
     f.extend_from_slice(if p.first()? >> 4 == 6 {
         &[0x86, 0xdd]
@@ -289,16 +289,6 @@ fn vlan_tagged_handshakes_in_packet_and_in_metadata() {
         assert_eq!(outbound.len(), 1, "out, port {port}: {:?}", out.lines);
         assert_eq!(outbound[0].s("result"), "ok");
     }
-}
-
-fn rss_kib(pid: i32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .expect("VmRSS")
 }
 
 #[test]
@@ -470,7 +460,7 @@ fn hostile_frames_on_a_real_interface_are_passed_and_never_measured() {
     let mut long = Tcp::new("2001:db8::98", 4446, "2001:db8::99", 80, SYN).seq(1);
     long.src_mac = bmac;
     long.dst_mac = amac;
-    long.ext = vec![common::packet::Ext::Options(60, 1); 7];
+    long.ext = vec![kit::packet::Ext::Options(60, 1); 7];
     rb.send(&long.frame());
     // A maximum-size frame and random garbage.
     let mut big = Tcp::new(&far, 4445, &near, 80, ACK).seq(1).ack(1);

@@ -1,9 +1,9 @@
-//! What both benches need: the machine's description, where to write, JSON.
-#![allow(dead_code)]
-
-pub mod json;
+//! What both benches need for their reports: the machine's description,
+//! where to write, and the writing of a [`J`] report.
 
 use std::path::{Path, PathBuf};
+
+use crate::json::J;
 
 /// CPU model, CPU count and kernel, for the report.
 pub fn machine() -> String {
@@ -24,16 +24,16 @@ pub fn target_dir() -> PathBuf {
     std::env::current_exe()
         .ok()
         .and_then(|p| Some(p.parent()?.parent()?.parent()?.to_path_buf()))
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/target")))
+        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../target")))
 }
 
 /// Writes `report` as pretty JSON to `target/NAME`, or says why not and exits 1.
-pub fn write_report(name: &str, report: json::J) {
+pub fn write_report(name: &str, report: J) {
     write_report_to(&target_dir().join(name), report)
 }
 
 /// Writes `report` as pretty JSON to `path`, or says why not and exits 1.
-pub fn write_report_to(path: &Path, report: json::J) {
+pub fn write_report_to(path: &Path, report: J) {
     let mut text = String::new();
     report.write(&mut text, 0);
     text.push('\n');

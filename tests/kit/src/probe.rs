@@ -1,7 +1,6 @@
 //! The real embedded classifier under `BPF_PROG_TEST_RUN`, for the program
 //! tests: every run must leave the packet unchanged and return TC_ACT_UNSPEC,
 //! and the records are read back from the perf rings.
-#![allow(dead_code)]
 
 use flowlat::bpf::perf::PerfBuffers;
 use flowlat::probe::{Hook, Probe, ProbeConfig, Record, Table};
@@ -22,6 +21,12 @@ pub struct Rig {
     pub perf: PerfBuffers,
 }
 
+impl Default for Rig {
+    fn default() -> Rig {
+        Rig::new()
+    }
+}
+
 impl Rig {
     /// The probe with a table of 1024 attempts and small perf rings.
     pub fn new() -> Rig {
@@ -37,7 +42,7 @@ impl Rig {
     }
 
     pub fn with(cfg: ProbeConfig) -> Rig {
-        crate::common::require_root();
+        crate::require_root();
         let probe = Probe::load(&cfg).expect("load the probe");
         let perf = probe.open_perf(8).expect("open perf rings");
         Rig { probe, perf }

@@ -4,8 +4,6 @@
 //! must accept the exposition, a real Prometheus server must scrape it, and
 //! hostile clients of the endpoint must not disturb any of it.
 
-mod common;
-
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -13,10 +11,11 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::kernel::our_filters;
-use common::peer::Peer;
-use common::run::{Flowlat, Rec};
-use common::{NetNs, VethPair};
+use kit::json::{self, Rec};
+use kit::kernel::our_filters;
+use kit::net::{NetNs, VethPair};
+use kit::peer::Peer;
+use kit::run::Flowlat;
 
 /// A port nobody in `ns` listens on now.
 fn free_port(ns: &NetNs) -> u16 {
@@ -141,11 +140,9 @@ impl Prometheus {
         let (status, _, body) = get(ns, self.addr, &format!("/api/v1/query?query={enc}"));
         assert_eq!(status, 200, "{q}: {body}");
         // {"status":"success","data":{"resultType":"vector","result":[{"metric":{..},"value":[t,"v"]}]}}
-        let at = body.find("\"value\":[")?;
-        let rest = &body[at..];
-        let q1 = rest.find(",\"")? + 2;
-        let q2 = rest[q1..].find('"')? + q1;
-        rest[q1..q2].parse().ok()
+        let reply = json::parse(&body).ok()?;
+        let series = reply.get("data")?.get("result")?.at(0)?;
+        series.get("value")?.at(1)?.as_str()?.parse().ok()
     }
 }
 
@@ -203,7 +200,7 @@ fn hostile(ns: &NetNs, addr: SocketAddr) -> Vec<std::thread::JoinHandle<()>> {
 #[test]
 fn kernel_counted_metrics_agree_with_the_records_and_prometheus_reads_them() {
     let net = VethPair::new("prom");
-    let _l = common::listen(&net.b, &net.b4, 8080);
+    let _l = kit::net::listen(&net.b, &net.b4, 8080);
     let slow = net.unowned_beyond_b(false, 0x63);
     let _peer = Peer::slow_server(
         &net.b,
@@ -296,7 +293,7 @@ fn kernel_counted_metrics_agree_with_the_records_and_prometheus_reads_them() {
         405
     );
     let recs = records.stop();
-    common::run::assert_clean_stop(&recs);
+    kit::run::assert_clean_stop(&recs);
     let all: Vec<&Rec> = recs.records.iter().collect();
     assert_eq!(all.len(), made, "{:?}", recs.lines);
 
@@ -412,7 +409,7 @@ fn kernel_counted_metrics_agree_with_the_records_and_prometheus_reads_them() {
     );
 
     let q = quiet.stop();
-    common::run::assert_clean_stop(&q);
+    kit::run::assert_clean_stop(&q);
     assert!(
         q.lines.is_empty(),
         "--quiet prints nothing per attempt: {:?}",
@@ -423,7 +420,7 @@ fn kernel_counted_metrics_agree_with_the_records_and_prometheus_reads_them() {
         "{}",
         q.stderr
     );
-    common::run::assert_clean_stop(&both.stop());
+    kit::run::assert_clean_stop(&both.stop());
 }
 
 #[test]
@@ -436,7 +433,7 @@ fn a_taken_metrics_address_is_one_error_and_nothing_is_attached() {
         .enter(move || TcpListener::bind(sa).expect("hold the port"));
     let out = net
         .a
-        .command(common::run::binary())
+        .command(kit::run::binary())
         .args(["--metrics", &sa.to_string(), "a"])
         .output()
         .expect("run flowlat");
@@ -465,5 +462,5 @@ fn port_0_serves_on_the_port_the_kernel_gave_and_says_which() {
     let (status, _, body) = get(&net.a, addr, "/metrics");
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("flowlat_"), "{body}");
-    common::run::assert_clean_stop(&f.stop());
+    kit::run::assert_clean_stop(&f.stop());
 }

@@ -1,4 +1,4 @@
-//! Hand-assembled classifiers the bench compares flowlat with: an empty one,
+//! Hand-assembled classifiers the benches compare flowlat with: an empty one,
 //! and one that only sends a record, to load the perf reader.
 
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
@@ -23,7 +23,7 @@ const R6: u8 = 6;
 const R10: u8 = 10;
 
 /// `TC_ACT_UNSPEC`, what every classifier here returns.
-const TC_ACT_UNSPEC: i32 = -1;
+const TC_ACT_UNSPEC: i32 = crate::probe::TC_ACT_UNSPEC as i32;
 
 #[derive(Default)]
 struct Asm(Vec<Insn>);

@@ -7,19 +7,16 @@
 //! The seed is fixed for CI; set FLOWLAT_FUZZ_SEED (and FLOWLAT_FUZZ_PACKETS)
 //! to explore others. A failure prints the seed and the packet.
 
-mod common;
-mod probe_cgroup;
-
 use std::collections::HashMap;
 
-use common::packet::{Ext, Tcp, ACK, FIN, PSH, RST, SYN};
 use flowlat::bpf::perf::PerfBuffers;
 use flowlat::probe::{
     AggKey, AggValue, Aggregation, Dir, Event, Filter, Hook, Outcome, Probe, ProbeConfig, Record,
     Table,
 };
-
-const TC_ACT_UNSPEC: u32 = u32::MAX;
+use kit::cgroup;
+use kit::packet::{Ext, Tcp, ACK, FIN, PSH, RST, SYN};
+use kit::probe::TC_ACT_UNSPEC;
 
 /// xorshift64*: small, fast and reproducible.
 struct Rng(u64);
@@ -639,7 +636,7 @@ fn v6(s: &str) -> [u8; 16] {
 #[test]
 fn filtered_classifier_matches_the_contract() {
     let n = env_u64("FLOWLAT_FUZZ_PACKETS", 100_000) / 4;
-    let root = probe_cgroup::id_of(&probe_cgroup::mount());
+    let root = cgroup::id_of(&cgroup::mount());
     let ip = |s: &str| s.parse::<std::net::IpAddr>().expect("literal");
     let mut v4 = [0u8; 16];
     v4[..4].copy_from_slice(&[10, 9, 0, 0]);
@@ -691,7 +688,9 @@ fn fuzz(n: u64, filter: &Filter, mfilter: MFilter) {
 }
 
 fn fuzz_table(n: u64, filter: &Filter, mfilter: MFilter, table: Option<Table>) {
-    common::require_root();
+    kit::require_root();
+    // The model expects the cgroup this process is in on every record.
+    let _stay = cgroup::stay();
     let seed = env_u64("FLOWLAT_FUZZ_SEED", 0x00f1_0a7c_0ffe_e001);
     // Large enough that nothing is evicted: eviction is tested elsewhere.
     let mut probe = Probe::load(&ProbeConfig {
@@ -713,7 +712,7 @@ fn fuzz_table(n: u64, filter: &Filter, mfilter: MFilter, table: Option<Table>) {
     let fake_start = flowlat::sinks::clock::monotonic_ns() + 3_600_000_000_000;
     let mut sweeps = 0u64;
     let mut model = Model {
-        own_cgroup: probe_cgroup::id_of(&probe_cgroup::own()),
+        own_cgroup: cgroup::id_of(&cgroup::own()),
         filter: mfilter,
         ..Model::default()
     };
@@ -914,7 +913,7 @@ fn record_decoding_and_formatting_never_fail_on_random_bytes() {
                 let line = text.format(&r, &names, cg);
                 assert!(!line.contains('\n'), "{line}");
                 let j = json.format(&r, &names, cg);
-                common::run::parse_json(&j).unwrap_or_else(|e| panic!("invalid JSON line: {e}"));
+                kit::json::record(&j).unwrap_or_else(|e| panic!("invalid JSON line: {e}"));
             }
             None => rejected += 1,
         }

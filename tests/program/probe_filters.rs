@@ -3,16 +3,13 @@
 //! no record, a kept one is measured as before, and every packet passes
 //! unchanged with TC_ACT_UNSPEC whatever the filter.
 
-mod common;
-mod probe_cgroup;
-mod probe_rig;
-
 use std::net::IpAddr;
 use std::time::Duration;
 
-use common::packet::{Tcp, ACK, RST, SYN};
 use flowlat::probe::{Dir, Filter, Hook, Outcome, Probe, ProbeConfig, Record};
-use probe_rig::{Rig, TC_ACT_UNSPEC};
+use kit::cgroup;
+use kit::packet::{Tcp, ACK, RST, SYN};
+use kit::probe::{Rig, TC_ACT_UNSPEC};
 
 /// The rig with a filter set.
 fn filtered_rig(filter: Filter) -> Rig {
@@ -21,20 +18,27 @@ fn filtered_rig(filter: Filter) -> Rig {
     rig
 }
 
-impl Rig {
+/// What these tests do with the rig.
+trait FilterRig {
+    fn filtered(&self) -> u64;
+    /// Sends the SYN of an attempt and says whether it took a table entry.
+    fn syn_tracked(&self, hook: Hook, a: &Attempt) -> bool;
+    /// A whole handshake in the direction the hook of its SYN gives; the
+    /// records it produced.
+    fn handshake(&mut self, dir: Dir, a: &Attempt) -> Vec<Record>;
+}
+
+impl FilterRig for Rig {
     fn filtered(&self) -> u64 {
         self.probe.kernel_stats().expect("stats").filtered
     }
 
-    /// Sends the SYN of an attempt and says whether it took a table entry.
     fn syn_tracked(&self, hook: Hook, a: &Attempt) -> bool {
         let before = self.pending();
         self.run(hook, &a.syn());
         self.pending() > before
     }
 
-    /// A whole handshake in the direction the hook of its SYN gives; the
-    /// records it produced.
     fn handshake(&mut self, dir: Dir, a: &Attempt) -> Vec<Record> {
         match dir {
             Dir::Out => {
@@ -235,19 +239,15 @@ fn filter_kinds_combine_with_and() {
 /// in the caller's cgroup, so the classifier sees the cgroup this process is in.
 #[test]
 fn cgroup_filter_keeps_a_cgroup_and_its_descendants() {
-    common::require_root();
-    let tree = probe_cgroup::Tree::new("filter", &["a/b", "c"]);
+    kit::require_root();
+    let tree = cgroup::Tree::new("filter", &["a/b", "c"]);
     let (a, b, c) = (tree.path("a"), tree.path("a/b"), tree.path("c"));
-    let spec = |dir: &std::path::Path| (probe_cgroup::id_of(dir), probe_cgroup::level_of(dir));
-    probe_cgroup::enter(&b);
-    let b_id = probe_cgroup::id_of(&b);
+    let spec = |dir: &std::path::Path| (cgroup::id_of(dir), cgroup::level_of(dir));
+    cgroup::enter(&b);
+    let b_id = cgroup::id_of(&b);
 
     // Kept: the process is in a/b, below a; and in the root's subtree, as is everything.
-    for keep in [
-        spec(&a),
-        spec(&b),
-        (probe_cgroup::id_of(&probe_cgroup::mount()), 0),
-    ] {
+    for keep in [spec(&a), spec(&b), (cgroup::id_of(&cgroup::mount()), 0)] {
         let mut rig = filtered_rig(Filter {
             cgroups: vec![spec(&c), keep],
             ..Filter::default()
@@ -383,7 +383,7 @@ fn min_rtt_holds_back_fast_ok_records_only() {
 
 #[test]
 fn filters_the_maps_cannot_hold_are_refused() {
-    common::require_root();
+    kit::require_root();
     let mut probe = Probe::load(&ProbeConfig::new(64)).expect("load");
     let too_many_nets = Filter {
         nets: (0..=256u32)

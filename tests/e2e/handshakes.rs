@@ -2,17 +2,16 @@
 //! this test makes, real kernel clients and servers, and a raw-socket peer that
 //! answers after a set delay. The records are asserted, not just the output.
 
-mod common;
-
 use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::kernel::{add_foreign_filters, tc, tc_state};
-use common::peer::{slow_client, Peer};
-use common::run::{Flowlat, Rec, Stopped};
-use common::{NetNs, VethPair};
+use kit::json::Rec;
+use kit::kernel::{add_foreign_filters, tc, tc_state};
+use kit::net::{NetNs, VethPair};
+use kit::peer::{slow_client, Peer};
+use kit::run::{Flowlat, Stopped};
 use nix::sys::signal::Signal;
 
 fn connect(ns: &NetNs, addr: &str, port: u16, timeout: Duration) -> std::io::Result<TcpStream> {
@@ -53,8 +52,8 @@ fn both_ends_measure_the_same_handshakes_v4_and_v6() {
     let net = VethPair::new("both");
     let fa = Flowlat::start(&net.a, &["--json", "a"]);
     let fb = Flowlat::start(&net.b, &["--json", "b"]);
-    let _l4 = common::listen(&net.b, &net.b4, 8080);
-    let _l6 = common::listen(&net.b, &net.b6, 8080);
+    let _l4 = kit::net::listen(&net.b, &net.b4, 8080);
+    let _l6 = kit::net::listen(&net.b, &net.b6, 8080);
     let mut clients = Vec::new();
     let connected = Instant::now();
     for addr in [&net.b4, &net.b6, &net.b4] {
@@ -70,8 +69,8 @@ fn both_ends_measure_the_same_handshakes_v4_and_v6() {
     );
     fb.wait_records(3, Duration::from_secs(5), |r| r.s("result") == "ok");
     let (a, b) = (fa.stop(), fb.stop());
-    common::run::assert_clean_stop(&a);
-    common::run::assert_clean_stop(&b);
+    kit::run::assert_clean_stop(&a);
+    kit::run::assert_clean_stop(&b);
     for c in &clients {
         let server = if c.is_ipv4() { &net.b4 } else { &net.b6 };
         let r = only_record(&a, "out", c, server, "client");
@@ -191,7 +190,7 @@ fn a_slow_server_shows_in_rtt_at_the_client_and_local_time_at_the_server() {
 fn a_slow_client_shows_in_rtt_at_the_server() {
     const DELAY: Duration = Duration::from_millis(150);
     let net = VethPair::new("slowc");
-    let _l = common::listen(&net.b, &net.b4, 8443);
+    let _l = kit::net::listen(&net.b, &net.b4, 8443);
     let fake = {
         let mut parts: Vec<&str> = net.a4.split('.').collect();
         parts[3] = "98";
@@ -199,7 +198,7 @@ fn a_slow_client_shows_in_rtt_at_the_server() {
     };
     let amac = net.a.mac("a");
     let bmac = net.b.mac("b");
-    let amac_s = common::mac_text(amac);
+    let amac_s = kit::net::mac_text(amac);
     net.b.neigh_permanent(&fake, &amac_s, "b");
     let fb = Flowlat::start(&net.b, &["--json", "b"]);
     let src: IpAddr = fake.parse().expect("address");
@@ -333,7 +332,7 @@ fn exit_restores_the_tc_state_including_foreign_filters() {
         during.contains("clsact") && during.matches("flowlat-").count() == 2,
         "{during}"
     );
-    common::run::assert_clean_stop(&fb.stop());
+    kit::run::assert_clean_stop(&fb.stop());
     assert_eq!(tc_state(&net.b, "b"), fresh);
 
     // An interface with a clsact and filters of someone else's.
@@ -361,7 +360,7 @@ fn exit_restores_the_tc_state_including_foreign_filters() {
             "ours goes first: {during}"
         );
         let stopped = fa.stop_with(sig);
-        common::run::assert_clean_stop(&stopped);
+        kit::run::assert_clean_stop(&stopped);
         assert!(
             stopped.stderr.contains(&format!("stopped by {sig}")),
             "{}",
@@ -374,9 +373,9 @@ fn exit_restores_the_tc_state_including_foreign_filters() {
 #[test]
 fn closing_stdout_stops_flowlat_cleanly() {
     let net = VethPair::new("pipe");
-    let _l = common::listen(&net.b, &net.b4, 8081);
+    let _l = kit::net::listen(&net.b, &net.b4, 8081);
     let mut cmd = Command::new("ip");
-    cmd.args(["netns", "exec", &net.a.name, common::run::binary(), "a"]);
+    cmd.args(["netns", "exec", &net.a.name, kit::run::binary(), "a"]);
     let mut child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -413,11 +412,11 @@ fn closing_stdout_stops_flowlat_cleanly() {
 
 #[test]
 fn errors_are_one_line_with_the_right_exit_code() {
-    common::require_root();
+    kit::require_root();
     let ns = NetNs::new("errors");
     let run = |args: &[&str]| {
         let out = ns
-            .command(common::run::binary())
+            .command(kit::run::binary())
             .args(args)
             .output()
             .expect("run");
@@ -446,7 +445,7 @@ fn errors_are_one_line_with_the_right_exit_code() {
             "--regid=65534",
             "--clear-groups",
             "--inh-caps=-all",
-            common::run::binary(),
+            kit::run::binary(),
             "lo",
         ])
         .output()

@@ -3,18 +3,15 @@
 //! observation to its aggregate (and sends its record only if asked), by the
 //! same definition as `AggValue::add_record` over the records.
 
-mod common;
-mod probe_cgroup;
-mod probe_rig;
-
 use std::collections::HashMap;
 use std::time::Duration;
 
-use common::packet::{Tcp, ACK, RST, SYN};
 use flowlat::probe::{
     hist_bucket, AggKey, AggValue, Aggregation, Dir, Filter, Hook, Outcome, Record,
 };
-use probe_rig::Rig;
+use kit::cgroup;
+use kit::packet::{Tcp, ACK, RST, SYN};
+use kit::probe::Rig;
 
 fn aggregating(a: Aggregation) -> Rig {
     let mut rig = Rig::new();
@@ -23,8 +20,14 @@ fn aggregating(a: Aggregation) -> Rig {
     rig
 }
 
-impl Rig {
+/// What these tests read of the rig's classifier.
+trait AggRig {
     /// The aggregates, checked to be the same however they are read.
+    fn aggregates(&self) -> HashMap<AggKey, AggValue>;
+    fn sent(&self) -> u64;
+}
+
+impl AggRig for Rig {
     fn aggregates(&self) -> HashMap<AggKey, AggValue> {
         let batched = self.probe.aggregates().expect("batch lookup");
         let walked = self.probe.aggregates_walked().expect("walk");
@@ -184,13 +187,14 @@ fn timeouts_come_from_the_sweep_not_the_kernel() {
 
 #[test]
 fn keys_carry_the_server_port_and_the_cgroup_when_asked() {
+    let _stay = cgroup::stay();
     let rig = aggregating(Aggregation {
         no_records: true,
         by_server_port: true,
         by_cgroup: true,
         ..Aggregation::default()
     });
-    let own = probe_cgroup::id_of(&probe_cgroup::own());
+    let own = cgroup::id_of(&cgroup::own());
     for (cport, sport) in [(40001, 443), (40002, 443), (40003, 80)] {
         rig.run(Hook::Egress, &syn(C4, cport, S4, sport, 10));
         rig.run(Hook::Ingress, &synack(C4, cport, S4, sport, 10));

@@ -4,15 +4,12 @@
 //! up their oldest attempt when full, and the kernel agrees with user space on
 //! which bucket a key goes to.
 
-mod common;
-mod probe_rig;
-
 use std::time::Duration;
 
-use common::packet::{Tcp, ACK, RST, SYN};
 use flowlat::probe::slots;
 use flowlat::probe::{Dir, Hook, Outcome, Probe, ProbeConfig, Table};
-use probe_rig::Rig;
+use kit::packet::{Tcp, ACK, RST, SYN};
+use kit::probe::Rig;
 
 const S4: &str = "93.184.216.34";
 
@@ -43,7 +40,7 @@ fn kernel_version() -> (u32, u32) {
 
 #[test]
 fn the_slot_table_is_chosen_where_the_kernel_has_compare_and_exchange() {
-    common::require_root();
+    kit::require_root();
     let has = flowlat::bpf::sys::has_atomic_cmpxchg();
     if kernel_version() >= (5, 12) {
         assert!(has, "Linux 5.12 and later have BPF compare-and-exchange");
@@ -165,7 +162,7 @@ fn both_tables_keep_the_contract() {
 fn both_tables_are_bounded_and_count_what_they_evict() {
     for table in [Table::Slots, Table::Lru] {
         let rig = rig(table, 64);
-        let room = probe_rig::room(table, 64);
+        let room = kit::probe::room(table, 64);
         // Three times as many attempts as there is room for.
         let n = 3 * room as u32;
         for i in 0..n {

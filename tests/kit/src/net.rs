@@ -1,38 +1,12 @@
-//! Shared helpers for the privileged tests: root check and network namespaces
-//! that are removed even when a test fails.
-#![allow(dead_code)]
+//! Network namespaces and veth pairs that are removed even when a test fails,
+//! and listeners in them.
 
 use std::fs::File;
 use std::os::fd::AsFd;
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
 
-/// Fails the test (never skips it) when not run as root.
-pub fn require_root() {
-    if !nix::unistd::geteuid().is_root() {
-        panic!(
-            "this test needs root (it loads BPF programs and makes network namespaces): \
-             run the suite with sudo, as the README says"
-        );
-    }
-}
-
-/// Runs a command and panics with its output when it fails.
-pub fn run(cmd: &str, args: &[&str]) -> Output {
-    let out = Command::new(cmd)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd}: {e}"));
-    if !out.status.success() {
-        panic!(
-            "`{cmd} {}` failed: {}{}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    out
-}
+use crate::{require_root, run_cmd};
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
@@ -52,7 +26,7 @@ impl NetNs {
             std::process::id(),
             COUNTER.fetch_add(1, Ordering::Relaxed)
         );
-        run("ip", &["netns", "add", &name]);
+        run_cmd("ip", &["netns", "add", &name]);
         let ns = NetNs { name };
         ns.ip(&["link", "set", "lo", "up"]);
         ns
@@ -62,7 +36,7 @@ impl NetNs {
     pub fn ip(&self, args: &[&str]) -> Output {
         let mut full = vec!["-n", self.name.as_str()];
         full.extend_from_slice(args);
-        run("ip", &full)
+        run_cmd("ip", &full)
     }
 
     /// A permanent neighbour entry: frames to `addr` go to `mac` on `dev`
@@ -85,7 +59,7 @@ impl NetNs {
     pub fn exec(&self, cmd: &str, args: &[&str]) -> Output {
         let mut full = vec!["netns", "exec", self.name.as_str(), cmd];
         full.extend_from_slice(args);
-        run("ip", &full)
+        run_cmd("ip", &full)
     }
 
     /// A `Command` that runs `cmd` inside the namespace (not started).
@@ -264,7 +238,3 @@ fn reap_stale() {
         }
     }
 }
-pub mod kernel;
-pub mod packet;
-pub mod peer;
-pub mod run;

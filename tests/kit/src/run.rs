@@ -1,195 +1,37 @@
 //! Runs the flowlat binary inside a namespace and collects its JSON records.
-#![allow(dead_code)]
 
-use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
+use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use super::NetNs;
+use crate::json::{record, Rec};
+use crate::net::NetNs;
 
-/// A JSON value as flowlat writes them: strings, unsigned integers, null.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Val {
-    Str(String),
-    Num(u64),
-    Bool(bool),
-    /// An array or object, kept as its text (summary histograms).
-    Raw(String),
-    Null,
-}
-
-/// One record: a flat JSON object.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rec(pub HashMap<String, Val>);
-
-impl Rec {
-    pub fn s(&self, k: &str) -> &str {
-        match self.0.get(k) {
-            Some(Val::Str(s)) => s,
-            other => panic!("{k} is not a string: {other:?} in {self:?}"),
-        }
-    }
-    /// A key that may be absent, null, or a string.
-    pub fn opt_s(&self, k: &str) -> Option<&str> {
-        match self.0.get(k) {
-            Some(Val::Str(s)) => Some(s),
-            None | Some(Val::Null) => None,
-            other => panic!("{k} is not a string or null: {other:?} in {self:?}"),
-        }
-    }
-    pub fn n(&self, k: &str) -> Option<u64> {
-        match self.0.get(k) {
-            Some(Val::Num(n)) => Some(*n),
-            Some(Val::Null) => None,
-            other => panic!("{k} is not a number or null: {other:?} in {self:?}"),
-        }
-    }
-}
-
-/// Parses one line of flowlat's JSON output (a flat object), strictly.
-pub fn parse_json(line: &str) -> Result<Rec, String> {
-    let b = line.trim().as_bytes();
-    let mut i = 0;
-    let err = |i: usize, what: &str| format!("{what} at byte {i} of {line}");
-    let ws = |i: &mut usize| {
-        while *i < b.len() && b[*i].is_ascii_whitespace() {
-            *i += 1
-        }
-    };
-    let string = |i: &mut usize| -> Result<String, String> {
-        if b.get(*i) != Some(&b'"') {
-            return Err(err(*i, "expected a string"));
-        }
-        *i += 1;
-        let mut out = String::new();
-        while *i < b.len() {
-            match b[*i] {
-                b'"' => {
-                    *i += 1;
-                    return Ok(out);
-                }
-                b'\\' => {
-                    *i += 1;
-                    match b.get(*i) {
-                        Some(b'"') => out.push('"'),
-                        Some(b'\\') => out.push('\\'),
-                        Some(b'u') => {
-                            let hex = std::str::from_utf8(&b[*i + 1..*i + 5])
-                                .map_err(|_| err(*i, "bad escape"))?;
-                            let c =
-                                u32::from_str_radix(hex, 16).map_err(|_| err(*i, "bad escape"))?;
-                            out.push(char::from_u32(c).ok_or_else(|| err(*i, "bad escape"))?);
-                            *i += 4;
-                        }
-                        _ => return Err(err(*i, "unknown escape")),
-                    }
-                    *i += 1;
-                }
-                _ => {
-                    let start = *i;
-                    while *i < b.len() && b[*i] != b'"' && b[*i] != b'\\' {
-                        *i += 1;
-                    }
-                    out.push_str(
-                        std::str::from_utf8(&b[start..*i]).map_err(|_| err(start, "not UTF-8"))?,
-                    );
-                }
-            }
-        }
-        Err(err(*i, "unterminated string"))
-    };
-    let mut map = HashMap::new();
-    ws(&mut i);
-    if b.get(i) != Some(&b'{') {
-        return Err(err(i, "expected {"));
-    }
-    i += 1;
-    loop {
-        ws(&mut i);
-        let k = string(&mut i)?;
-        ws(&mut i);
-        if b.get(i) != Some(&b':') {
-            return Err(err(i, "expected :"));
-        }
-        i += 1;
-        ws(&mut i);
-        let v = match b.get(i) {
-            Some(b'"') => Val::Str(string(&mut i)?),
-            Some(b'n') if b[i..].starts_with(b"null") => {
-                i += 4;
-                Val::Null
-            }
-            Some(b't') if b[i..].starts_with(b"true") => {
-                i += 4;
-                Val::Bool(true)
-            }
-            Some(b'f') if b[i..].starts_with(b"false") => {
-                i += 5;
-                Val::Bool(false)
-            }
-            Some(b'[' | b'{') => {
-                // Nested values hold no strings with brackets in them.
-                let start = i;
-                let mut depth = 0i32;
-                while i < b.len() {
-                    match b[i] {
-                        b'[' | b'{' => depth += 1,
-                        b']' | b'}' => depth -= 1,
-                        b'"' => {
-                            string(&mut i)?;
-                            continue;
-                        }
-                        _ => {}
-                    }
-                    i += 1;
-                    if depth == 0 {
-                        break;
-                    }
-                }
-                if depth != 0 {
-                    return Err(err(start, "unterminated array"));
-                }
-                Val::Raw(String::from_utf8_lossy(&b[start..i]).into_owned())
-            }
-            Some(c) if c.is_ascii_digit() => {
-                let start = i;
-                while i < b.len() && b[i].is_ascii_digit() {
-                    i += 1;
-                }
-                Val::Num(
-                    std::str::from_utf8(&b[start..i])
-                        .unwrap_or("x")
-                        .parse()
-                        .map_err(|_| err(start, "bad number"))?,
-                )
-            }
-            _ => return Err(err(i, "expected a value")),
-        };
-        if map.insert(k.clone(), v).is_some() {
-            return Err(format!("duplicate key {k} in {line}"));
-        }
-        ws(&mut i);
-        match b.get(i) {
-            Some(b',') => i += 1,
-            Some(b'}') => {
-                i += 1;
-                ws(&mut i);
-                return if i == b.len() {
-                    Ok(Rec(map))
-                } else {
-                    Err(err(i, "trailing bytes"))
-                };
-            }
-            _ => return Err(err(i, "expected , or }")),
-        }
-    }
-}
-
-/// The path of the flowlat binary cargo built for these tests.
+/// The path of the flowlat binary cargo built for these tests: cargo names it
+/// in `CARGO_BIN_EXE_flowlat` when it runs an integration test; a test binary
+/// run by hand finds it where cargo puts it, beside its own `deps/`.
 pub fn binary() -> &'static str {
-    env!("CARGO_BIN_EXE_flowlat")
+    static BIN: OnceLock<String> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Ok(bin) = std::env::var("CARGO_BIN_EXE_flowlat") {
+            return bin;
+        }
+        let exe = std::env::current_exe().expect("the test binary's path");
+        let bin = exe
+            .parent()
+            .and_then(Path::parent)
+            .map(|dir| dir.join("flowlat"))
+            .filter(|bin| bin.exists())
+            .unwrap_or_else(|| {
+                panic!(
+                    "no flowlat binary beside {}: run the tests with cargo test",
+                    exe.display()
+                )
+            });
+        bin.to_string_lossy().into_owned()
+    })
 }
 
 /// A flowlat process in a namespace, killed on drop if still running.
@@ -307,7 +149,7 @@ impl Flowlat {
             let recs: Vec<Rec> = self
                 .lines()
                 .iter()
-                .filter_map(|l| parse_json(l).ok())
+                .filter_map(|l| record(l).ok())
                 .filter(|r| pred(r))
                 .collect();
             if recs.len() >= n || Instant::now() >= end {
@@ -325,7 +167,7 @@ impl Flowlat {
         let (status, lines) = self.reap(Duration::from_secs(10), &format!("of {sig}"));
         let records = lines
             .iter()
-            .map(|l| parse_json(l).unwrap_or_else(|e| panic!("flowlat printed invalid JSON: {e}")))
+            .map(|l| record(l).unwrap_or_else(|e| panic!("flowlat printed invalid JSON: {e}")))
             .collect();
         Stopped {
             status,
@@ -381,7 +223,7 @@ impl Flowlat {
     /// Reaps it; lines that are not JSON are kept as lines only.
     fn lenient(&mut self, timeout: Duration, after: &str) -> Stopped {
         let (status, lines) = self.reap(timeout, after);
-        let records = lines.iter().filter_map(|l| parse_json(l).ok()).collect();
+        let records = lines.iter().filter_map(|l| record(l).ok()).collect();
         Stopped {
             status,
             lines,

@@ -1,16 +1,14 @@
 //! The netlink layer against a real kernel: clsact and cls_bpf attach/detach on
 //! a veth pair inside a throwaway network namespace. Needs root.
 
-mod common;
-
 use std::os::fd::{AsFd, OwnedFd};
 
-use common::NetNs;
 use flowlat::bpf::insn::{Insn, BPF_EXIT};
 use flowlat::bpf::sys::{prog_load, BPF_PROG_TYPE_SCHED_CLS};
 use flowlat::netlink::link::{self, Link, LinkLayer};
 use flowlat::netlink::tc::{self, Attachment, FilterInfo, Hook, ETH_P_ALL};
 use flowlat::netlink::{NetlinkError, Operation};
+use kit::net::NetNs;
 
 /// `BPF_PROG_TYPE_SOCKET_FILTER`: a program type cls_bpf refuses.
 const BPF_PROG_TYPE_SOCKET_FILTER: u32 = 1;
@@ -79,7 +77,7 @@ fn find(list: &[FilterInfo], att: &Attachment, hook: Hook) -> Option<FilterInfo>
 fn add_foreign_filters(ns: &NetNs, first_pref: &str, second_pref: &str) {
     let mirror: &[&str] = &["action", "mirred", "egress", "mirror", "dev", "v1"];
     for hook in ["ingress", "egress"] {
-        common::kernel::add_foreign_filters(
+        kit::kernel::add_foreign_filters(
             ns,
             "v0",
             hook,

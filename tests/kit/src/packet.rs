@@ -1,6 +1,5 @@
 //! Builds Ethernet frames with IPv4/IPv6 and TCP/UDP/ICMP headers, with valid
 //! checksums, for test runs and for the raw-socket peer.
-#![allow(dead_code)]
 
 use std::net::IpAddr;
 

@@ -4,8 +4,6 @@
 //! and stop many times; no privileges. Every test checks what the kernel holds
 //! (qdiscs, filters, programs, maps, fds), not only what flowlat says.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpStream};
@@ -13,12 +11,13 @@ use std::os::fd::AsFd;
 use std::process::{ChildStderr, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::kernel::{
+use kit::json::Rec;
+use kit::kernel::{
     action_packets, add_foreign_filters, assert_bpf_objects_gone, bpf_ids_of, foreign_filters,
     link_packets, no_ipv6, open_fds, our_filters, rss_kib, tc, tc_state,
 };
-use common::run::{binary, Flowlat, Rec};
-use common::{NetNs, VethPair};
+use kit::net::{NetNs, VethPair};
+use kit::run::{binary, Flowlat};
 use nix::sys::signal::Signal;
 
 /// `n` handshakes from `ns` to `addr:port`; the client ports used.
@@ -148,13 +147,13 @@ fn foreign_filters_keep_their_place_and_see_every_packet() {
     no_ipv6(&net.a, "a");
     no_ipv6(&net.b, "b");
     let (amac, bmac) = (
-        common::mac_text(net.a.mac("a")),
-        common::mac_text(net.b.mac("b")),
+        kit::net::mac_text(net.a.mac("a")),
+        kit::net::mac_text(net.b.mac("b")),
     );
     net.a.neigh_permanent(&net.b4, &bmac, "a");
     net.b.neigh_permanent(&net.a4, &amac, "b");
     add_counting_filters(&net.b, "b");
-    let _l = common::listen(&net.b, &net.b4, 8090);
+    let _l = kit::net::listen(&net.b, &net.b4, 8090);
     let before = tc_state(&net.b, "b");
     let order = |ns: &NetNs| {
         (
@@ -182,7 +181,7 @@ fn foreign_filters_keep_their_place_and_see_every_packet() {
         "flowlat measured them all too: {:?}",
         f.lines()
     );
-    common::run::assert_clean_stop(&f.stop_with(Signal::SIGTERM));
+    kit::run::assert_clean_stop(&f.stop_with(Signal::SIGTERM));
 
     assert_eq!(tc_state(&net.b, "b"), before);
     assert_foreign_filters_see_every_packet(&net, 8090, N, "after flowlat");
@@ -192,7 +191,7 @@ fn foreign_filters_keep_their_place_and_see_every_packet() {
 fn two_flowlats_both_measure_and_each_removes_only_its_own() {
     let net = VethPair::new("two");
     let fresh = tc_state(&net.a, "a");
-    let _l = common::listen(&net.b, &net.b4, 8091);
+    let _l = kit::net::listen(&net.b, &net.b4, 8091);
     let first = Flowlat::start(&net.a, &["--json", "a"]);
     let second = Flowlat::start(&net.a, &["--json", "a"]);
     assert!(
@@ -216,7 +215,7 @@ fn two_flowlats_both_measure_and_each_removes_only_its_own() {
 
     // The one that created the clsact goes first; the other keeps measuring.
     let first_pid = first.pid();
-    common::run::assert_clean_stop(&first.stop());
+    kit::run::assert_clean_stop(&first.stop());
     let left = our_filters(&net.a, "a");
     assert_eq!(left.len(), 2, "{left:?}");
     assert!(
@@ -226,7 +225,7 @@ fn two_flowlats_both_measure_and_each_removes_only_its_own() {
     assert!(!left.iter().any(|f| f.pid() == Some(first_pid)));
     let port = connect_n(&net.a, &net.b4, 8091, 1)[0];
     record_of(&second, port);
-    common::run::assert_clean_stop(&second.stop());
+    kit::run::assert_clean_stop(&second.stop());
     // The last one out removes the clsact the first one made.
     assert_eq!(tc_state(&net.a, "a"), fresh);
 }
@@ -235,7 +234,7 @@ fn two_flowlats_both_measure_and_each_removes_only_its_own() {
 fn a_killed_flowlat_leaves_filters_that_the_next_start_removes() {
     let net = VethPair::new("kill");
     let fresh = tc_state(&net.a, "a");
-    let _l = common::listen(&net.b, &net.b4, 8092);
+    let _l = kit::net::listen(&net.b, &net.b4, 8092);
     let dead = Flowlat::start(&net.a, &["--json", "a"]);
     let dead_pid = dead.pid();
     let (progs, maps) = bpf_ids_of(dead_pid);
@@ -278,7 +277,7 @@ fn a_killed_flowlat_leaves_filters_that_the_next_start_removes() {
 
     let port = connect_n(&net.a, &net.b4, 8092, 1)[0];
     record_of(&next, port);
-    common::run::assert_clean_stop(&next.stop());
+    kit::run::assert_clean_stop(&next.stop());
     assert_eq!(tc_state(&net.a, "a"), fresh);
 }
 
@@ -315,7 +314,7 @@ fn plant_filters(ns: &NetNs, dev: &'static str, names: Vec<String>) {
 #[test]
 fn detach_removes_what_dead_flowlats_left_and_nothing_else() {
     let net = VethPair::new("detach");
-    let _l = common::listen(&net.b, &net.b4, 8093);
+    let _l = kit::net::listen(&net.b, &net.b4, 8093);
     let live = Flowlat::start(&net.a, &["--json", "a"]);
     let dead = Flowlat::start(&net.a, &["--json", "a"]);
     let dead_pid = dead.pid();
@@ -377,7 +376,7 @@ fn detach_removes_what_dead_flowlats_left_and_nothing_else() {
     // The live flowlat still measures.
     let port = connect_n(&net.a, &net.b4, 8093, 1)[0];
     record_of(&live, port);
-    common::run::assert_clean_stop(&live.stop());
+    kit::run::assert_clean_stop(&live.stop());
 
     // Nothing left by a dead flowlat: says so, exits 0; no such interface: 1.
     let run = |args: &[&str]| {
@@ -429,7 +428,7 @@ fn record_of(f: &Flowlat, port: u16) -> Rec {
 fn interfaces_bounced_renamed_and_deleted_under_flowlat() {
     let net = VethPair::new("links");
     second_pair(&net);
-    let _l = common::listen(&net.b, &net.b4, 8094);
+    let _l = kit::net::listen(&net.b, &net.b4, 8094);
     let mut f = Flowlat::start(&net.a, &["--json", "a", "c"]);
     let stderr = f.stderr();
     let line = stderr
@@ -503,7 +502,7 @@ fn fifty_starts_and_stops_leave_nothing_in_the_kernel() {
             // of attempts is the one this kernel runs.
             let table_map = format!("flowlat_{}", flowlat::probe::Table::best().map_name());
             let named = |what: &str, ids: &BTreeSet<u32>| -> BTreeSet<String> {
-                common::kernel::bpftool_ids(what)
+                kit::kernel::bpftool_ids(what)
                     .into_iter()
                     .filter(|(id, _)| ids.contains(id))
                     .map(|(_, name)| name)
@@ -544,7 +543,7 @@ fn fifty_starts_and_stops_leave_nothing_in_the_kernel() {
 #[test]
 fn a_long_run_keeps_its_fds_and_memory_flat() {
     let net = VethPair::new("flat");
-    let _l = common::listen(&net.b, &net.b4, 8095);
+    let _l = kit::net::listen(&net.b, &net.b4, 8095);
     let hole = net.unowned_beyond_b(false, 0x77);
     let f = Flowlat::start(&net.a, &["--json", "--syn-timeout", "200ms", "a"]);
     let pid = f.pid();
@@ -572,7 +571,7 @@ fn a_long_run_keeps_its_fds_and_memory_flat() {
         "memory grew from {rss0} KiB to {rss1} KiB over 4000 attempts"
     );
     let stopped = f.stop();
-    common::run::assert_clean_stop(&stopped);
+    kit::run::assert_clean_stop(&stopped);
     // One record per attempt. A SYN the busy listener dropped is retried
     // only after a second, so it may fairly end as a timeout of 200 ms.
     assert_eq!(stopped.records.len(), 4700, "{}", stopped.stderr);
@@ -657,13 +656,13 @@ fn without_privileges_the_error_names_what_is_missing_and_nothing_is_attached() 
     let f = Flowlat::spawn(as_nobody(&net.a, "+bpf,+net_admin,+perfmon"));
     f.wait_stderr("attached to a", Duration::from_secs(20));
     assert_eq!(our_filters(&net.a, "a").len(), 2);
-    common::run::assert_clean_stop(&f.stop());
+    kit::run::assert_clean_stop(&f.stop());
     assert_eq!(tc_state(&net.a, "a"), fresh);
 }
 
 #[test]
 fn in_a_user_namespace_the_error_says_its_capabilities_do_not_count() {
-    common::require_root();
+    kit::require_root();
     // A user namespace with its own network namespace: full capabilities there,
     // none for bpf(). unshare removes both when the shell exits.
     let script = format!("{} lo; echo \"exit $?\"; tc qdisc show dev lo", binary());
@@ -722,7 +721,7 @@ fn a_runtime_error_after_attaching_still_detaches() {
     use std::io::Read;
     let net = VethPair::new("full");
     let fresh = tc_state(&net.a, "a");
-    let _l = common::listen(&net.b, &net.b4, 8096);
+    let _l = kit::net::listen(&net.b, &net.b4, 8096);
     // Every write to /dev/full fails with ENOSPC: a runtime error, not a closed pipe.
     let full = std::fs::OpenOptions::new()
         .write(true)

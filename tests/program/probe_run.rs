@@ -2,15 +2,12 @@
 //! `BPF_PROG_TEST_RUN`: every packet passes unchanged with TC_ACT_UNSPEC, and
 //! the pending table and the records follow the measurement contract.
 
-mod common;
-mod probe_cgroup;
-mod probe_rig;
-
 use std::time::Duration;
 
-use common::packet::{arp_request, icmp_echo, udp, Tcp, ACK, FIN, PSH, RST, SYN};
 use flowlat::probe::{Batch, Dir, Hook, Outcome, Probe, ProbeConfig, Record, BATCH};
-use probe_rig::{Rig, TC_ACT_UNSPEC};
+use kit::cgroup;
+use kit::packet::{arp_request, icmp_echo, udp, Tcp, ACK, FIN, PSH, RST, SYN};
+use kit::probe::{Rig, TC_ACT_UNSPEC};
 
 const C4: &str = "10.0.0.5";
 const S4: &str = "93.184.216.34";
@@ -84,8 +81,9 @@ fn out_handshake_reports_ok_once_with_rtt() {
 /// an arriving packet's socket is never read.
 #[test]
 fn records_carry_the_cgroup_of_the_local_socket() {
+    let _stay = cgroup::stay();
     let mut rig = Rig::new();
-    let own = probe_cgroup::id_of(&probe_cgroup::own());
+    let own = cgroup::id_of(&cgroup::own());
     rig.run(Hook::Egress, &syn(C4, S4, 1000));
     rig.run(Hook::Ingress, &synack(C4, S4, 1000, 7000));
     let recs = rig.records();
@@ -500,7 +498,7 @@ fn sweep_reports_timeouts_once_and_keeps_fresh_entries() {
 
 #[test]
 fn full_table_evicts_and_the_eviction_is_counted() {
-    common::require_root();
+    kit::require_root();
     let mut probe = Probe::load(&ProbeConfig::new(64)).expect("load");
     for i in 0..300u32 {
         let f = Tcp::new(
@@ -516,7 +514,7 @@ fn full_table_evicts_and_the_eviction_is_counted() {
         assert_eq!(r.retval, TC_ACT_UNSPEC);
     }
     let held = probe.pending_entries().expect("walk").len() as u64;
-    let room = probe_rig::room(probe.table(), 64);
+    let room = kit::probe::room(probe.table(), 64);
     assert!(
         held <= room,
         "the table is bounded by --max-pending, holds {held} of room for {room}"
@@ -566,7 +564,7 @@ fn vlan_tagged_frames_are_measured() {
 
 #[test]
 fn ipv6_extension_headers_are_walked() {
-    use common::packet::Ext;
+    use kit::packet::Ext;
     let mut rig = Rig::new();
     let chains = vec![
         vec![Ext::Options(0, 1)],

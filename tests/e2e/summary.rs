@@ -2,17 +2,16 @@
 //! checked against a record-printing flowlat watching the same handshakes on
 //! the same interface at the same time.
 
-mod common;
-
 use std::collections::{BTreeMap, HashMap};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use common::kernel::{our_filters, rss_kib};
-use common::packet::{Tcp, SYN};
-use common::peer::{Peer, Raw};
-use common::run::{Flowlat, Rec, Stopped};
-use common::VethPair;
+use kit::json::Rec;
+use kit::kernel::{our_filters, rss_kib};
+use kit::net::VethPair;
+use kit::packet::{Tcp, SYN};
+use kit::peer::{Peer, Raw};
+use kit::run::{Flowlat, Stopped};
 
 /// The addresses the scripted traffic uses, beside the veth pair's own.
 struct Script {
@@ -49,8 +48,8 @@ impl Script {
             ),
         ];
         let listeners = vec![
-            common::listen(&net.b, &net.b4, 8080),
-            common::listen(&net.b, &net.b6, 8080),
+            kit::net::listen(&net.b, &net.b4, 8080),
+            kit::net::listen(&net.b, &net.b6, 8080),
         ];
         Script {
             net,
@@ -281,7 +280,7 @@ fn summaries_intervals_and_filters_agree_with_the_records() {
         &slow,
         &inbound,
     ] {
-        common::run::assert_clean_stop(s);
+        kit::run::assert_clean_stop(s);
     }
     let all = handshakes(&every);
     assert_eq!(
@@ -507,7 +506,7 @@ fn text_tables_and_histograms_read_in_80_columns() {
 #[test]
 fn count_and_duration_stop_by_themselves_and_leave_nothing_attached() {
     let net = VethPair::new("bound");
-    let _l = common::listen(&net.b, &net.b4, 8080);
+    let _l = kit::net::listen(&net.b, &net.b4, 8080);
     let counted = Flowlat::start(&net.a, &["--json", "--count", "3", "a"]);
     let timed = Flowlat::start(&net.a, &["--json", "--duration", "2s", "a"]);
     let started = Instant::now();
@@ -558,7 +557,7 @@ fn bad_filter_values_are_usage_errors() {
         &["--hist"],
         &["--cgroup", "/no/such/cgroup/anywhere"],
     ] {
-        let out = std::process::Command::new(common::run::binary())
+        let out = std::process::Command::new(kit::run::binary())
             .args(args)
             .arg("lo")
             .output()
@@ -609,14 +608,14 @@ fn a_flood_of_distinct_clients_keeps_memory_flat() {
     std::thread::sleep(Duration::from_millis(500));
     let after = rss_kib(f.pid());
     let s = f.stop();
-    common::run::assert_clean_stop(&s);
+    kit::run::assert_clean_stop(&s);
     let rows_ = rows(&s);
     let total: u64 = rows_.iter().map(|r| r.n("handshakes").expect("n")).sum();
     let other: Vec<&&Rec> = rows_
         .iter()
         .filter(|r| {
             r.0.get("other")
-                .is_some_and(|v| *v == common::run::Val::Bool(true))
+                .is_some_and(|v| *v == kit::json::Val::Bool(true))
         })
         .collect();
     assert_eq!(other.len(), 1, "one `other` row");

@@ -1,18 +1,18 @@
 //! What the kernel holds, read the way an administrator would: tc's view of an
 //! interface, the flowlat filters on it, the BPF programs and maps a process
 //! has open, its open fds and memory, and bpftool's lists.
-#![allow(dead_code)]
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use super::NetNs;
+use crate::net::NetNs;
+use crate::run_cmd;
 
 /// `tc ARGS` in `ns`, checked; its stdout.
 pub fn tc(ns: &NetNs, args: &[&str]) -> String {
     let mut full = vec!["-n", ns.name.as_str()];
     full.extend_from_slice(args);
-    String::from_utf8_lossy(&super::run("tc", &full).stdout).into_owned()
+    String::from_utf8_lossy(&run_cmd("tc", &full).stdout).into_owned()
 }
 
 /// Someone else's filters on `hook` of `dev`: a u32 filter at `u32_pref` that
@@ -134,7 +134,7 @@ pub fn bpf_ids_of(pid: i32) -> (BTreeSet<u32>, BTreeSet<u32>) {
 /// The ids `bpftool prog show` (`what` = "prog") or `bpftool map show` lists,
 /// with the names they go by.
 pub fn bpftool_ids(what: &str) -> Vec<(u32, String)> {
-    let out = super::run("bpftool", &[what, "show"]);
+    let out = run_cmd("bpftool", &[what, "show"]);
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| {

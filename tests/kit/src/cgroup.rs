@@ -1,14 +1,30 @@
-//! cgroup v2 for the program tests: where the hierarchy is mounted, which
-//! cgroup this process is in, and temporary cgroups to move it into.
+//! cgroup v2 for the program tests and the overhead bench: where the
+//! hierarchy is mounted, which cgroup this process is in, and temporary
+//! cgroups to move it into.
 //!
 //! `BPF_PROG_TEST_RUN` runs a classifier on an skb that carries a dummy
 //! socket, made by the kernel for each run in the caller's cgroup (sk_alloc
 //! charges the socket to the current task's cgroup), so the cgroup a
 //! classifier sees in a test run is this process's.
-#![allow(dead_code)]
+//!
+//! Moving moves the whole process, with every test running beside the one
+//! that moves it: a [`Tree`] holds a lock exclusively from before it moves
+//! this process until it has moved it back, and a test whose records must
+//! carry this process's own cgroup holds it shared, through [`stay`].
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+/// Taken exclusively while a [`Tree`] may have moved this process, shared by
+/// the tests that must see it in its own cgroup.
+static MOVES: RwLock<()> = RwLock::new(());
+
+/// Keeps this process in its own cgroup until the guard is dropped: no
+/// [`Tree`] moves it meanwhile.
+pub fn stay() -> RwLockReadGuard<'static, ()> {
+    MOVES.read().unwrap_or_else(PoisonError::into_inner)
+}
 
 /// Where cgroup2 is mounted: from /proc/self/mountinfo, the mount point of
 /// the first entry whose file system type (after the " - ") is cgroup2.
@@ -59,17 +75,24 @@ pub fn enter(dir: &Path) {
 }
 
 /// A tree of cgroups made for one test, removed when dropped (after moving
-/// this process back to where it was).
+/// this process back to where it was). No test holds [`stay`] while it lives.
 pub struct Tree {
     pub root: PathBuf,
     home: PathBuf,
+    _moves: RwLockWriteGuard<'static, ()>,
 }
 
 impl Tree {
-    /// Makes `<mount>/flowlat-test-<pid>-<tag>` and the given paths below it.
+    /// Makes `<mount>/flowlat-test-<pid>-<tag>` and the given paths below it,
+    /// once no test holds [`stay`].
     pub fn new(tag: &str, below: &[&str]) -> Tree {
+        let moves = MOVES.write().unwrap_or_else(PoisonError::into_inner);
         let root = mount().join(format!("flowlat-test-{}-{tag}", std::process::id()));
-        let tree = Tree { root, home: own() };
+        let tree = Tree {
+            root,
+            home: own(),
+            _moves: moves,
+        };
         std::fs::create_dir(&tree.root)
             .unwrap_or_else(|e| panic!("creating {}: {e}", tree.root.display()));
         for rel in below {

@@ -1,0 +1,20 @@
+//! End to end: the flowlat binary, as cargo built it for the tests, run in
+//! network namespaces on veth pairs and other interfaces this test makes, with
+//! real kernel clients and servers and raw-socket peers. Needs root.
+//!
+//! - `handshakes`: what both ends measure, slow peers, retransmissions,
+//!   timeouts, exit and errors;
+//! - `lifecycle`: sharing an interface, kills, detach, interfaces changing
+//!   under flowlat, many starts, no privileges;
+//! - `metrics`: the Prometheus endpoint;
+//! - `summary`: summaries, interval tables, in-kernel filters, bounded runs;
+//! - `shapes`: loopback, TUN, VLAN tags, a SYN flood.
+//!
+//! `cgroup_e2e` (moves this process between cgroups), `static_binary` (builds
+//! the musl binary) and `readme_demo` (by hand) are binaries of their own.
+
+mod handshakes;
+mod lifecycle;
+mod metrics;
+mod shapes;
+mod summary;
