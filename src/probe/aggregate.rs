@@ -11,7 +11,7 @@ use super::abi::{
     HIST_BOUNDS_NS, HIST_N,
 };
 use super::record::{Dir, Outcome, Record};
-use super::Probe;
+use super::state::Probe;
 use crate::bpf::map::{batch_unsupported, Batch};
 use crate::bpf::BpfError;
 
