@@ -65,6 +65,11 @@ impl Child {
         }
     }
 
+    /// The child's pid.
+    pub(crate) fn pid(&self) -> Pid {
+        self.pid.expect("a child not yet reaped")
+    }
+
     /// Waits for the child to exit, and gives its exit code; panics when a
     /// signal ended it.
     pub(crate) fn wait(mut self) -> i32 {
