@@ -25,3 +25,5 @@ pub mod netlink;
 pub mod probe;
 pub mod run;
 pub mod sinks;
+#[cfg(test)]
+mod test_child;

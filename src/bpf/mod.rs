@@ -7,6 +7,8 @@
 //! - [`map`]: maps, whose element commands check their buffers against the
 //!   map's `key_size` and `value_size` before the kernel follows a pointer.
 //! - [`insn`]: `struct bpf_insn`, and the opcodes and relocations the loader patches.
+//! - [`link`]: BPF links that attach programs to cgroups, and the query of
+//!   what is attached.
 //! - [`object`]: the ELF objects of `clang -target bpf`, and their relocation.
 //! - [`perf`] and [`mmap`]: perf event rings and shared mappings of maps.
 //! - [`cpu`]: the CPU lists of sysfs that size rings and per-CPU values.
@@ -17,6 +19,7 @@
 pub mod cpu;
 mod error;
 pub mod insn;
+pub mod link;
 pub mod map;
 pub mod mmap;
 pub mod object;

@@ -10,13 +10,18 @@
 
 use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 use super::insn::{Insn, BPF_EXIT};
 use super::BpfError;
 
 /// `BPF_PROG_TYPE_SCHED_CLS`: a tc classifier (`cls_bpf`).
 pub const BPF_PROG_TYPE_SCHED_CLS: u32 = 3;
+/// `BPF_PROG_TYPE_CGROUP_SOCK_ADDR`: a program of a cgroup's socket address
+/// hooks (`bind`, `connect`, `sendmsg`, ...), run with a `struct bpf_sock_addr`;
+/// it must be loaded for the hook it will be attached to (see
+/// [`prog_load_with_attach_type`] and [`super::link`]).
+pub const BPF_PROG_TYPE_CGROUP_SOCK_ADDR: u32 = 18;
 
 /// `BPF_OBJ_NAME_LEN`: names are at most 15 bytes plus the NUL.
 pub const BPF_OBJ_NAME_LEN: usize = 16;
@@ -51,6 +56,8 @@ struct ProgLoadAttr {
     kern_version: u32,
     prog_flags: u32,
     prog_name: [u8; BPF_OBJ_NAME_LEN],
+    prog_ifindex: u32,
+    expected_attach_type: u32,
 }
 
 #[repr(C)]
@@ -139,8 +146,27 @@ pub(super) fn obj_name(name: &str) -> [u8; BPF_OBJ_NAME_LEN] {
 /// already patched (see [`super::object::Program::relocate`]). The first attempt runs without a
 /// log, for speed; when it fails, the load is repeated at log level 1 with a buffer
 /// that grows until the whole log fits, and the log goes into [`BpfError::Verifier`].
+///
+/// `expected_attach_type` is left 0, which the program types that do not
+/// look at it (a classifier's) ignore; see [`prog_load_with_attach_type`].
 pub fn prog_load(
     prog_type: u32,
+    insns: &[Insn],
+    license: &str,
+    name: &str,
+) -> Result<OwnedFd, BpfError> {
+    prog_load_with_attach_type(prog_type, 0, insns, license, name)
+}
+
+/// [`prog_load`] with `bpf_attr`'s `expected_attach_type`: the `enum
+/// bpf_attach_type` the program will be attached with. The verifier checks
+/// the context fields and helpers a program uses against it, and the kernel
+/// refuses to attach the program with any other type; some program types
+/// (`BPF_PROG_TYPE_CGROUP_SOCK_ADDR`, for one) refuse to load without one of
+/// theirs (`EINVAL`). The attach types are in [`super::link`].
+pub fn prog_load_with_attach_type(
+    prog_type: u32,
+    expected_attach_type: u32,
     insns: &[Insn],
     license: &str,
     name: &str,
@@ -164,6 +190,7 @@ pub fn prog_load(
             insns: insns.as_ptr() as u64,
             license: license.as_ptr() as u64,
             prog_name: obj_name(name),
+            expected_attach_type,
             ..Default::default()
         };
         if let Some(buf) = log {
@@ -298,6 +325,33 @@ struct ProgInfoHead {
     xlated_prog_insns: u64,
 }
 
+/// `BPF_OBJ_GET_INFO_BY_FD` on a program: the head of its `struct
+/// bpf_prog_info`, and as much of its JIT image as `image` holds.
+fn prog_info(prog: BorrowedFd<'_>, image: &mut [u8], what: &str) -> Result<ProgInfoHead, BpfError> {
+    let mut head = ProgInfoHead {
+        jited_prog_len: short_len(image),
+        jited_prog_insns: image.as_mut_ptr() as u64,
+        ..Default::default()
+    };
+    let mut a = GetInfoAttr {
+        bpf_fd: prog.as_raw_fd() as u32,
+        info_len: std::mem::size_of::<ProgInfoHead>() as u32,
+        info: &mut head as *mut ProgInfoHead as u64,
+    };
+    // SAFETY: the kernel writes info_len bytes to `head`, its size, and at most
+    // jited_prog_len bytes to `image`, its length; xlated_prog_insns is null.
+    unsafe { bpf(BPF_OBJ_GET_INFO_BY_FD, &mut a) }
+        .map(|_| head)
+        .map_err(|e| BpfError::sys(what, e))
+}
+
+/// The id of a loaded program (`struct bpf_prog_info`'s `id`, through
+/// `BPF_OBJ_GET_INFO_BY_FD`): how `bpftool` and [`super::link::prog_query`]
+/// name it.
+pub fn prog_id(prog: BorrowedFd<'_>) -> Result<u32, BpfError> {
+    prog_info(prog, &mut [], "reading the id of a BPF program").map(|head| head.id)
+}
+
 /// The machine code the JIT made of the loaded program `id` (the `prog_id`
 /// of its fd's `/proc/PID/fdinfo`): `BPF_PROG_GET_FD_BY_ID`, then
 /// `BPF_OBJ_GET_INFO_BY_FD`'s `jited_prog_insns`. For profiles: a sample at
@@ -313,30 +367,12 @@ pub fn prog_jited_image(id: u32) -> Result<Vec<u8>, BpfError> {
     // SAFETY: `a` holds no pointers; the command returns a new program fd.
     let fd = unsafe { bpf_fd(BPF_PROG_GET_FD_BY_ID, &mut a) }
         .map_err(|e| BpfError::sys(what.clone(), e))?;
-    // Asks for the head of the program's info and as much of its image as `image` holds.
-    let info = |image: &mut [u8]| {
-        let mut head = ProgInfoHead {
-            jited_prog_len: short_len(image),
-            jited_prog_insns: image.as_mut_ptr() as u64,
-            ..Default::default()
-        };
-        let mut a = GetInfoAttr {
-            bpf_fd: fd.as_raw_fd() as u32,
-            info_len: std::mem::size_of::<ProgInfoHead>() as u32,
-            info: &mut head as *mut ProgInfoHead as u64,
-        };
-        // SAFETY: the kernel writes info_len bytes to `head`, its size, and at most
-        // jited_prog_len bytes to `image`, its length; xlated_prog_insns is null.
-        unsafe { bpf(BPF_OBJ_GET_INFO_BY_FD, &mut a) }
-            .map(|_| head)
-            .map_err(|e| BpfError::sys(what.clone(), e))
-    };
-    let head = info(&mut [])?;
+    let head = prog_info(fd.as_fd(), &mut [], &what)?;
     let mut image = vec![0u8; head.jited_prog_len as usize];
     if image.is_empty() {
         return Ok(image);
     }
-    let head = info(&mut image)?;
+    let head = prog_info(fd.as_fd(), &mut image, &what)?;
     // The kernel says how much it had; it copied no more than we asked.
     image.truncate((head.jited_prog_len as usize).min(image.len()));
     Ok(image)
@@ -367,7 +403,6 @@ pub fn enable_run_time_stats() -> Result<OwnedFd, BpfError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::fd::AsFd;
 
     #[test]
     fn names_are_cut_to_fifteen_bytes_and_sanitised() {
@@ -381,6 +416,8 @@ mod tests {
     fn attr_layouts_match_the_kernel_offsets() {
         use std::mem::{offset_of, size_of};
         assert_eq!(offset_of!(ProgLoadAttr, prog_name), 48);
+        assert_eq!(offset_of!(ProgLoadAttr, expected_attach_type), 68);
+        assert_eq!(size_of::<ProgLoadAttr>(), 72);
         assert_eq!(offset_of!(TestRunAttr, ctx_out), 56);
         assert_eq!(offset_of!(TestRunAttr, cpu), 68);
         assert_eq!(offset_of!(ProgInfoHead, jited_prog_len), 16);
@@ -425,6 +462,7 @@ mod tests {
             let prog = prog_load(BPF_PROG_TYPE_SCHED_CLS, insns, "GPL", "flowlat_jit")
                 .unwrap_or_else(|e| panic!("{e}"));
             let id = u32::try_from(fdinfo(&prog, "prog_id")).expect("a 32-bit id");
+            assert_eq!(prog_id(prog.as_fd()).unwrap_or_else(|e| panic!("{e}")), id);
             let image = prog_jited_image(id).unwrap_or_else(|e| panic!("{e}"));
             let jited = fdinfo(&prog, "prog_jited") == 1;
             assert_eq!(
