@@ -14,7 +14,28 @@
 #define FLOWLAT_RESULT_OK 0
 #define FLOWLAT_RESULT_REFUSED 1
 #define FLOWLAT_RESULT_TIMEOUT 2
-#define FLOWLAT_RESULT_ABANDONED 3 /* a SYN with a new ISN replaced it before any answer */
+#define FLOWLAT_RESULT_ABANDONED 3 /* the client gave up: a new ISN on the tuple, or its RST */
+/* An ICMP or ICMPv6 error quoting the SYN answered it: no route, a firewall's
+ * rejection, a host down behind its last router, a loop. (Port and protocol
+ * unreachable are REFUSED, as connect() reports them.) */
+#define FLOWLAT_RESULT_UNREACHABLE 4
+#define FLOWLAT_RESULTS 5
+
+/* Why an attempt that did not complete ended (struct flowlat_event.reason).
+ * The kernel sets all but the timeouts', which user space's sweep finds. */
+#define FLOWLAT_REASON_NONE 0        /* ok */
+#define FLOWLAT_REASON_RST 1         /* refused by a RST */
+#define FLOWLAT_REASON_NEW_ISN 2     /* abandoned: a SYN with a new ISN on the tuple */
+#define FLOWLAT_REASON_CLIENT_RESET 3 /* abandoned: the client reset our SYN-ACK */
+#define FLOWLAT_REASON_NO_ANSWER 4   /* timeout: no SYN-ACK (user space) */
+#define FLOWLAT_REASON_NO_ACK 5      /* timeout, in: our SYN-ACK left, no ACK came (user space) */
+/* ICMP errors, by type and code: IPv4 destination unreachable codes 0-15 at
+ * 16 + code, time exceeded (IPv4 type 11, ICMPv6 type 3) codes 0-1 at
+ * 32 + code, ICMPv6 destination unreachable codes 0-7 at 40 + code. */
+#define FLOWLAT_REASON_ICMP4_UNREACH 16
+#define FLOWLAT_REASON_TIME_EXCEEDED 32
+#define FLOWLAT_REASON_ICMP6_UNREACH 40
+#define FLOWLAT_REASONS 48
 
 /* State of a pending attempt. */
 #define FLOWLAT_STATE_SYN 0    /* SYN seen, no SYN-ACK yet */
@@ -122,13 +143,27 @@ struct flowlat_agg_key {
 	__u64 cgroup_id;   /* 0 unless FLOWLAT_CFG_AGG_CGROUP, or no socket */
 };
 
+/* Failures by reason (FLOWLAT_CFG_AGGREGATE): the per-CPU hash "fails",
+ * counts of ended attempts that did not complete, by interface, direction
+ * and FLOWLAT_REASON_*. At most FLOWLAT_FAIL_KEYS keys: interfaces times
+ * directions times reasons seen, a bounded set; beyond it a failure is
+ * counted in its aggregate's results only. */
+#define FLOWLAT_FAIL_KEYS 4096
+
+struct flowlat_fail_key {
+	__u32 ifindex;
+	__u8 dir;
+	__u8 reason;
+	__u16 pad;
+};
+
 struct flowlat_hist {
 	__u64 buckets[FLOWLAT_HIST_N + 1];
 	__u64 sum_ns;
 };
 
 struct flowlat_agg {
-	__u64 results[4]; /* by FLOWLAT_RESULT_* */
+	__u64 results[FLOWLAT_RESULTS]; /* by FLOWLAT_RESULT_* */
 	__u64 retrans;    /* client SYNs beyond the first */
 	struct flowlat_hist rtt;   /* ok attempts: the record's rtt */
 	struct flowlat_hist local; /* in and ok: first SYN-ACK - last SYN before it */
@@ -282,7 +317,12 @@ struct flowlat_event {
 	struct flowlat_pending p;
 	__u64 end_ns; /* the packet that ended it: SYN-ACK (out), ACK (in), RST, or new SYN */
 	__u8 result;  /* FLOWLAT_RESULT_* */
-	__u8 pad[7];
+	__u8 reason;  /* FLOWLAT_REASON_* */
+	__u8 pad[6];
+	/* Who sent the packet that ended it, for an ICMP error: a router on the
+	 * way, or the server (network order, as key.client). User space names
+	 * the sender of a RST itself. */
+	__u8 reason_from[16];
 };
 
 /* Records reach user space in batches of this many, one perf event each. */

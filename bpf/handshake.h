@@ -21,7 +21,7 @@
  * copied before it is deleted, because the element's memory may be reused as
  * soon as it is freed; *ev is then the only copy. */
 static __always_inline int take(const struct flowlat_key *key, const struct table_ref *ref,
-				struct flowlat_event *ev, __u64 end_ns, __u8 result)
+				struct flowlat_event *ev, __u64 end_ns, __u8 result, __u8 reason)
 {
 	__builtin_memset(ev, 0, sizeof(*ev));
 	ev->p = *ref->p;
@@ -35,6 +35,7 @@ static __always_inline int take(const struct flowlat_key *key, const struct tabl
 	ev->key = *key;
 	ev->end_ns = end_ns;
 	ev->result = result;
+	ev->reason = reason;
 	return 1;
 }
 
@@ -89,7 +90,7 @@ static __always_inline void on_syn(struct __sk_buff *skb, const int egress,
 	} else if (!egress && in_unattributed(p)) {
 		drop_filtered(key, &ref);
 	} else {
-		take(key, &ref, ev, now, FLOWLAT_RESULT_ABANDONED);
+		take(key, &ref, ev, now, FLOWLAT_RESULT_ABANDONED, FLOWLAT_REASON_NEW_ISN);
 	}
 	if (table_add(key, &n) == 0)
 		count(FLOWLAT_STAT_CREATED);
@@ -111,7 +112,8 @@ static __always_inline void on_answer_out(const struct flowlat_key *key, const s
 	if (!p || p->state != FLOWLAT_STATE_SYN || !acks_syn(p, sg->ack))
 		return;
 	__u64 now = bpf_ktime_get_ns();
-	if (!take(key, &ref, ev, now, result))
+	__u8 reason = result == FLOWLAT_RESULT_OK ? FLOWLAT_REASON_NONE : FLOWLAT_REASON_RST;
+	if (!take(key, &ref, ev, now, result, reason))
 		return;
 	ev->p.first_synack_ns = now;
 	ev->p.last_synack_ns = now;
@@ -168,7 +170,7 @@ static __always_inline void on_rst_in(const struct flowlat_key *key, __u32 ack,
 		drop_filtered(key, &ref);
 		return;
 	}
-	take(key, &ref, ev, bpf_ktime_get_ns(), FLOWLAT_RESULT_REFUSED);
+	take(key, &ref, ev, bpf_ktime_get_ns(), FLOWLAT_RESULT_REFUSED, FLOWLAT_REASON_RST);
 }
 
 /* in: the client's ACK of our SYN-ACK completes the handshake. */
@@ -179,7 +181,46 @@ static __always_inline void on_ack_in(const struct flowlat_key *key, __u32 ack,
 	struct flowlat_pending *p = table_find(key, &ref);
 	if (!p || p->state != FLOWLAT_STATE_SYNACK || ack != p->server_isn + 1)
 		return;
-	take(key, &ref, ev, bpf_ktime_get_ns(), FLOWLAT_RESULT_OK);
+	take(key, &ref, ev, bpf_ktime_get_ns(), FLOWLAT_RESULT_OK, FLOWLAT_REASON_NONE);
+}
+
+/* in: the client resets our SYN-ACK (it gave up before our answer came, or
+ * its address was spoofed): its RST takes its sequence number from our
+ * SYN-ACK's (RFC 9293, 3.10.7.3), or acknowledges it. A RST that fits no
+ * attempt in this state changes nothing. */
+static __always_inline void on_client_rst(const struct flowlat_key *key, const struct segment *sg,
+					  struct flowlat_event *ev)
+{
+	struct table_ref ref;
+	struct flowlat_pending *p = table_find(key, &ref);
+	if (!p || p->state != FLOWLAT_STATE_SYNACK)
+		return;
+	__u32 next = p->server_isn + 1;
+	if (sg->seq != next && !((sg->flags & TCP_ACK) && sg->ack == next))
+		return;
+	take(key, &ref, ev, bpf_ktime_get_ns(), FLOWLAT_RESULT_ABANDONED,
+	     FLOWLAT_REASON_CLIENT_RESET);
+}
+
+/* An ICMP error quoting the client's SYN: arriving, it answers our client
+ * (out); leaving, this host rejects a client beyond (in). Only while no
+ * SYN-ACK was seen, and only for the SYN's own ISN. */
+static __always_inline void on_icmp_error(const struct flowlat_key *key, const struct segment *sg,
+					  struct flowlat_event *ev)
+{
+	struct table_ref ref;
+	struct flowlat_pending *p = table_find(key, &ref);
+	if (!p || p->state != FLOWLAT_STATE_SYN || p->client_isn != sg->seq)
+		return;
+	/* Rejected by this host's firewall before any listener answered: no
+	 * socket to hold against a cgroup filter, as with a RST. */
+	if (key->dir == FLOWLAT_DIR_IN && in_unattributed(p)) {
+		drop_filtered(key, &ref);
+		return;
+	}
+	if (!take(key, &ref, ev, bpf_ktime_get_ns(), sg->result, sg->reason))
+		return;
+	__builtin_memcpy(ev->reason_from, sg->from, sizeof(ev->reason_from));
 }
 
 /* Acts on a segment of a handshake that a pass described. Returns whether
@@ -195,7 +236,13 @@ static __always_inline int act(struct __sk_buff *skb, const int egress, struct s
 	asm volatile("" : : "r"(ev) : "memory");
 	ev->result = NOTHING_ENDED;
 	int kind = sg->kind;
-	if (kind == SEG_SYN) {
+	if (kind == SEG_ICMP) {
+		key->dir = egress ? FLOWLAT_DIR_IN : FLOWLAT_DIR_OUT;
+		on_icmp_error(key, sg, ev);
+	} else if (kind == SEG_CLIENT_RST) {
+		key->dir = FLOWLAT_DIR_IN;
+		on_client_rst(key, sg, ev);
+	} else if (kind == SEG_SYN) {
 		key->dir = egress ? FLOWLAT_DIR_OUT : FLOWLAT_DIR_IN;
 		__u32 kinds = filter.kinds;
 		if (kinds && !syn_kept(skb, egress, key, kinds))

@@ -10,6 +10,24 @@ pub(crate) const RESULT_OK: u8 = 0;
 pub(crate) const RESULT_REFUSED: u8 = 1;
 pub(crate) const RESULT_TIMEOUT: u8 = 2;
 pub(crate) const RESULT_ABANDONED: u8 = 3;
+pub(crate) const RESULT_UNREACHABLE: u8 = 4;
+/// `FLOWLAT_RESULTS`: how many results an aggregate counts.
+pub const RESULTS: usize = 5;
+
+/// `FLOWLAT_REASON_*`: why an attempt that did not complete ended.
+pub(crate) const REASON_NONE: u8 = 0;
+pub(crate) const REASON_RST: u8 = 1;
+pub(crate) const REASON_NEW_ISN: u8 = 2;
+pub(crate) const REASON_CLIENT_RESET: u8 = 3;
+pub(crate) const REASON_NO_ANSWER: u8 = 4;
+pub(crate) const REASON_NO_ACK: u8 = 5;
+pub(crate) const REASON_ICMP4_UNREACH: u8 = 16;
+pub(crate) const REASON_TIME_EXCEEDED: u8 = 32;
+pub(crate) const REASON_ICMP6_UNREACH: u8 = 40;
+/// `FLOWLAT_REASONS`: reasons are below this.
+pub const REASONS: usize = 48;
+/// `FLOWLAT_FAIL_KEYS`: room in the `fails` map.
+pub(crate) const FAIL_KEYS: usize = 4096;
 
 /// Indices of the per-CPU `stats` map (`FLOWLAT_STAT_*`).
 // Written only by the classifier; named here for the layout test.
@@ -184,7 +202,21 @@ pub struct Event {
     pub p: Pending,
     pub end_ns: u64,
     pub result: u8,
-    pub pad: [u8; 7],
+    /// `FLOWLAT_REASON_*`.
+    pub reason: u8,
+    pub pad: [u8; 6],
+    /// The sender of the ICMP error that ended it (network order).
+    pub reason_from: [u8; 16],
+}
+
+/// `struct flowlat_fail_key`: failures counted by interface, direction and reason.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct FailKey {
+    pub(crate) ifindex: u32,
+    pub(crate) dir: u8,
+    pub(crate) reason: u8,
+    pub(crate) pad: u16,
 }
 
 /// `FLOWLAT_BATCH`: records per perf event, at most.
@@ -210,6 +242,7 @@ impl Pod for Event {}
 impl Pod for Batch {}
 impl Pod for NetKey {}
 impl Pod for AggKeyRaw {}
+impl Pod for FailKey {}
 pub(crate) fn as_bytes<T: Pod>(v: &T) -> &[u8] {
     // SAFETY: T is a #[repr(C)] struct of integers and byte arrays with explicit padding
     // fields, so all of its size_of::<T>() bytes are initialised.

@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use super::abi::{
     from_bytes, per_cpu, per_cpu_stride, AggKeyRaw, ConfigGlobal, Pod, AGG_FAST, AGG_KEYS,
     AGG_RESERVE, CFG_AGGREGATE, CFG_AGG_CGROUP, CFG_AGG_PORT, CFG_NO_RECORDS, DIR_IN, DIR_OUT,
-    HIST_BOUNDS_NS, HIST_N,
+    HIST_BOUNDS_NS, HIST_N, RESULTS,
 };
 use super::record::{Dir, Outcome, Record};
 use super::Probe;
@@ -89,8 +89,8 @@ impl Hist {
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct AggValue {
-    /// Attempts by [`Outcome`]: ok, refused, timeout, abandoned.
-    pub results: [u64; 4],
+    /// Attempts by [`Outcome`], in the order of [`Outcome::index`].
+    pub results: [u64; RESULTS],
     /// Client SYNs beyond the first ([`Record::retrans`]), summed.
     pub retrans: u64,
     /// [`Record::rtt_ns`] of the `ok` attempts.

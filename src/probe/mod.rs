@@ -28,11 +28,12 @@ pub mod table;
 pub use crate::netlink::tc::Hook;
 pub use abi::{
     Batch, Event, Key, Pending, BATCH, HIST_BOUNDS_NS, HIST_N, MAX_FILTER_CGROUPS, MAX_FILTER_NETS,
+    REASONS, RESULTS,
 };
 pub use aggregate::{hist_bucket, AggKey, AggValue, Aggregation, Hist};
 pub use filter::Filter;
 pub use load::{object_bytes, Framing, ProbeConfig, Table};
-pub use record::{Dir, Outcome, Record};
+pub use record::{Dir, Outcome, Reason, Record};
 pub use stats::KernelStats;
 pub use table::{Sweep, REPORTED_HOLD};
 

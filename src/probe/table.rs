@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use super::abi::{
-    as_bytes, from_bytes, Event, Key, Pending, DIR_IN, RESULT_TIMEOUT, STATE_REPORTED,
+    as_bytes, from_bytes, Event, Key, Pending, DIR_IN, REASON_NO_ACK, REASON_NO_ANSWER, RESULT_TIMEOUT, STATE_REPORTED,
 };
 use super::load::Table;
 use super::record::Record;
@@ -203,7 +203,14 @@ fn sweep_table<T: Attempts>(
             p,
             end_ns: p.first_syn_ns.saturating_add(timeout_ns),
             result: RESULT_TIMEOUT,
-            pad: [0; 7],
+            // Which half never came: our SYN-ACK left (in), or nothing answered.
+            reason: if k.dir == DIR_IN && p.synacks > 0 {
+                REASON_NO_ACK
+            } else {
+                REASON_NO_ANSWER
+            },
+            pad: [0; 6],
+            reason_from: [0; 16],
         };
         if let Some(r) = Record::from_event(&ev).filter(|_| !unattributed) {
             sweep.expired.push(r);

@@ -73,6 +73,11 @@ impl Formatter {
                 Some(n) => format!(" synack-retrans {n}"),
                 None => String::new(),
             };
+            let why = match (r.reason, r.reason_from) {
+                (Some(reason), Some(from)) => format!(" reason {} from {from}", reason.as_str()),
+                (Some(reason), None) => format!(" reason {}", reason.as_str()),
+                (None, _) => String::new(),
+            };
             // The cgroup comes last: it is the one field of unbounded width.
             let cg = match (cgroup, r.cgroup_id) {
                 (Some(path), _) => crate::host::cgroup::shorten(path),
@@ -80,7 +85,7 @@ impl Formatter {
                 (None, None) => "-".to_string(),
             };
             format!(
-                "{} {:<nw$} {:<3} {:>21} -> {:<21} {:<9} rtt {:>10} local {:>10} total {:>10} retrans {}{} {}",
+                "{} {:<nw$} {:<3} {:>21} -> {:<21} {:<11} rtt {:>10} local {:>10} total {:>10} retrans {}{}{} {}",
                 time_of_day(unix, offset),
                 iface,
                 r.dir.as_str(),
@@ -92,6 +97,7 @@ impl Formatter {
                 millis(r.total_ns),
                 r.retrans,
                 synack,
+                why,
                 cg,
                 nw = self.name_width
             )
@@ -119,7 +125,25 @@ impl Formatter {
         s.push_str(r.dir.as_str());
         s.push_str("\",\"result\":\"");
         s.push_str(r.outcome.as_str());
-        s.push_str("\",\"client_ip\":\"");
+        s.push_str("\",\"reason\":");
+        match r.reason {
+            Some(reason) => {
+                s.push('"');
+                s.push_str(reason.as_str());
+                s.push('"');
+            }
+            None => s.push_str("null"),
+        }
+        s.push_str(",\"reason_from\":");
+        match r.reason_from {
+            Some(ip) => {
+                s.push('"');
+                push_ip(s, ip);
+                s.push('"');
+            }
+            None => s.push_str("null"),
+        }
+        s.push_str(",\"client_ip\":\"");
         push_ip(s, r.client);
         s.push_str("\",\"client_port\":");
         push_u64(s, u64::from(r.client_port));

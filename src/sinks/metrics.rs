@@ -2,7 +2,8 @@
 //!
 //! | metric | type | labels | what |
 //! |---|---|---|---|
-//! | `flowlat_handshakes_total` | counter | `iface`, `dir`, `result` | handshake attempts by how they ended: `ok`, `refused`, `timeout`, `abandoned` |
+//! | `flowlat_handshakes_total` | counter | `iface`, `dir`, `result` | handshake attempts by how they ended: `ok`, `refused`, `timeout`, `abandoned`, `unreachable` |
+//! | `flowlat_handshake_failures_total` | counter | `iface`, `dir`, `reason` | attempts that did not complete, by reason: `rst`, `new-isn`, `client-reset`, `no-answer`, `no-ack`, or the ICMP error's name (`port-unreachable`, `admin-prohibited`, `no-route`, ...): a bounded set |
 //! | `flowlat_handshake_rtt_seconds` | histogram | `iface`, `dir` | `rtt` of `ok` attempts: the round trip beyond the interface |
 //! | `flowlat_handshake_local_seconds` | histogram | `iface` | `local` of `ok` `in` attempts: how long this host took to answer a SYN |
 //! | `flowlat_syn_retransmits_total` | counter | `iface`, `dir` | client SYNs beyond the first of each attempt |
@@ -34,7 +35,7 @@ use std::hash::Hash;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::probe::{Dir, Record};
+use crate::probe::{Dir, Outcome, Reason, Record};
 
 // ---- agg_shim: BEGIN ------------------------------------------------------
 use crate::probe::{AggKey, AggValue, Hist, HIST_BOUNDS_NS};
@@ -182,7 +183,13 @@ pub struct Metrics {
     kernel: Vec<(AggKey, AggValue)>,
     user: HashMap<Series, AggValue>,
     unresolved: HashMap<Unresolved, AggValue>,
+    /// Failures by reason: the kernel's totals as last read, and user space's.
+    kernel_fails: Vec<(Failure, u64)>,
+    user_fails: HashMap<Failure, u64>,
 }
+
+/// What a failure is counted by: the interface, the direction and the reason.
+pub type Failure = (u32, Dir, Reason);
 
 fn zero_hist() -> Hist {
     Hist {
@@ -193,7 +200,7 @@ fn zero_hist() -> Hist {
 
 fn zero() -> AggValue {
     AggValue {
-        results: [0; 4],
+        results: [0; crate::probe::RESULTS],
         retrans: 0,
         rtt: zero_hist(),
         local: zero_hist(),
@@ -236,6 +243,8 @@ impl Metrics {
             kernel: Vec::new(),
             user: HashMap::new(),
             unresolved: HashMap::new(),
+            kernel_fails: Vec::new(),
+            user_fails: HashMap::new(),
         }
     }
 
@@ -250,9 +259,17 @@ impl Metrics {
         self.kernel = totals;
     }
 
+    /// The kernel's cumulative failures by reason, as read at this scrape.
+    pub fn set_kernel_failures(&mut self, totals: Vec<(Failure, u64)>) {
+        self.kernel_fails = totals;
+    }
+
     /// Counts a record user space has and the kernel did not aggregate: the
     /// sweep's timeouts, or every record when the kernel does not aggregate.
     pub fn add(&mut self, r: &Record) {
+        if let Some(reason) = r.reason {
+            *self.user_fails.entry((r.ifindex, r.dir, reason)).or_insert(0) += 1;
+        }
         self.add_in(r, r.cgroup_id);
     }
 
@@ -428,18 +445,29 @@ impl Metrics {
             &mut out,
             "flowlat_handshakes_total",
             "counter",
-            "TCP handshake attempts by how they ended (ok, refused, timeout, abandoned).",
+            "TCP handshake attempts by how they ended (ok, refused, timeout, abandoned, unreachable).",
         );
         for (row, v) in &rows {
             let labels = row.labels(true);
-            for (result, n) in ["ok", "refused", "timeout", "abandoned"]
-                .iter()
-                .zip(v.results.iter())
-            {
+            for o in Outcome::ALL {
                 let mut l = labels.clone();
-                label(&mut l, "result", result);
-                sample(&mut out, "flowlat_handshakes_total", &l, n);
+                label(&mut l, "result", o.as_str());
+                sample(&mut out, "flowlat_handshakes_total", &l, v.results[o.index()]);
             }
+        }
+        family(
+            &mut out,
+            "flowlat_handshake_failures_total",
+            "counter",
+            "Handshake attempts that did not complete, by reason: rst, new-isn, client-reset, \
+             no-answer, no-ack, or the ICMP error's name.",
+        );
+        for ((iface, dir, reason), n) in self.failures() {
+            let mut l = String::new();
+            label(&mut l, "iface", &iface);
+            label(&mut l, "dir", dir);
+            label(&mut l, "reason", reason);
+            sample(&mut out, "flowlat_handshake_failures_total", &l, n);
         }
         family(
             &mut out,
@@ -522,6 +550,25 @@ impl Metrics {
         let mut l = String::new();
         label(&mut l, "version", env!("CARGO_PKG_VERSION"));
         sample(&mut out, "flowlat_build_info", &l, 1);
+        out
+    }
+}
+
+impl Metrics {
+    /// Failures by interface name, direction and reason name, the kernel's
+    /// and user space's together: one series per name (an IPv4 and an IPv6
+    /// error of the same name are one), in a stable order.
+    fn failures(&self) -> BTreeMap<(String, &'static str, &'static str), u64> {
+        let mut out = BTreeMap::new();
+        let user = self.user_fails.iter().map(|(f, n)| (f, *n));
+        for (&(ifindex, dir, reason), n) in self.kernel_fails.iter().map(|(f, n)| (f, *n)).chain(user) {
+            let iface = self
+                .names
+                .get(&ifindex)
+                .cloned()
+                .unwrap_or_else(|| format!("if{ifindex}"));
+            *out.entry((iface, dir.as_str(), reason.as_str())).or_insert(0) += n;
+        }
         out
     }
 }

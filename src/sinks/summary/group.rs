@@ -148,6 +148,7 @@ pub(super) struct Stats {
     pub(super) attempts: u64,
     pub(super) ok: u64,
     pub(super) refused: u64,
+    pub(super) unreachable: u64,
     pub(super) timeout: u64,
     pub(super) abandoned: u64,
     pub(super) retrans: u64,
@@ -166,6 +167,7 @@ impl Stats {
             Outcome::Refused => self.refused += 1,
             Outcome::Timeout => self.timeout += 1,
             Outcome::Abandoned => self.abandoned += 1,
+            Outcome::Unreachable => self.unreachable += 1,
         }
         self.retrans += u64::from(r.retrans);
         self.inbound += u64::from(r.dir == Dir::In);
@@ -187,6 +189,7 @@ impl Stats {
         self.attempts += o.attempts;
         self.ok += o.ok;
         self.refused += o.refused;
+        self.unreachable += o.unreachable;
         self.timeout += o.timeout;
         self.abandoned += o.abandoned;
         self.retrans += o.retrans;
