@@ -319,11 +319,14 @@ struct flowlat_event {
 	__u8 result;  /* FLOWLAT_RESULT_* */
 	__u8 reason;  /* FLOWLAT_REASON_* */
 	__u8 pad[6];
-	/* Who sent the packet that ended it, for an ICMP error: a router on the
-	 * way, or the server (network order, as key.client). User space names
-	 * the sender of a RST itself. */
-	__u8 reason_from[16];
 };
+
+/* An attempt an ICMP error ended had no SYN-ACK, so the 16 bytes of its
+ * record's p.first_synack_ns and p.last_synack_ns carry the error's sender
+ * instead (a router on the way, or the server; network order, as the key's
+ * addresses): every record keeps its size, and so the cost of sending it.
+ * User space names the sender of a RST or a SYN itself. */
+#define FLOWLAT_EVENT_FROM(ev) ((__u8 *)&(ev)->p.first_synack_ns)
 
 /* Records reach user space in batches of this many, one perf event each. */
 #define FLOWLAT_BATCH 8

@@ -220,7 +220,7 @@ static __always_inline void on_icmp_error(const struct flowlat_key *key, const s
 	}
 	if (!take(key, &ref, ev, bpf_ktime_get_ns(), sg->result, sg->reason))
 		return;
-	__builtin_memcpy(ev->reason_from, sg->from, sizeof(ev->reason_from));
+	__builtin_memcpy(FLOWLAT_EVENT_FROM(ev), sg->from, sizeof(sg->from));
 }
 
 /* Acts on a segment of a handshake that a pass described. Returns whether

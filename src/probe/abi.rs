@@ -205,8 +205,18 @@ pub struct Event {
     /// `FLOWLAT_REASON_*`.
     pub reason: u8,
     pub pad: [u8; 6],
-    /// The sender of the ICMP error that ended it (network order).
-    pub reason_from: [u8; 16],
+}
+
+impl Event {
+    /// The sender of the ICMP error that ended the attempt (network order),
+    /// where the record carries it: in `p.first_synack_ns` and
+    /// `p.last_synack_ns`, as `FLOWLAT_EVENT_FROM` says.
+    pub(crate) fn icmp_from(&self) -> [u8; 16] {
+        let mut a = [0u8; 16];
+        a[..8].copy_from_slice(&self.p.first_synack_ns.to_ne_bytes());
+        a[8..].copy_from_slice(&self.p.last_synack_ns.to_ne_bytes());
+        a
+    }
 }
 
 /// `struct flowlat_fail_key`: failures counted by interface, direction and reason.

@@ -5,7 +5,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::abi::{
     Event, DIR_IN, DIR_OUT, REASONS, REASON_CLIENT_RESET, REASON_NEW_ISN, REASON_NO_ACK,
-    REASON_NO_ANSWER, REASON_NONE, REASON_RST, RESULT_ABANDONED, RESULT_OK, RESULT_REFUSED,
+    REASON_NO_ANSWER, REASON_RST, RESULT_ABANDONED, RESULT_OK, RESULT_REFUSED,
     RESULT_TIMEOUT, RESULT_UNREACHABLE,
 };
 
@@ -245,10 +245,9 @@ impl Record {
             RESULT_UNREACHABLE => Outcome::Unreachable,
             _ => return None,
         };
-        let reason = match (outcome, ev.reason) {
-            (Outcome::Ok, _) => None,
-            (_, REASON_NONE) => return None,
-            (_, code) => Some(Reason::from_code(code)?),
+        let reason = match outcome {
+            Outcome::Ok => None,
+            _ => Reason::from_code(ev.reason),
         };
         let since = |t: u64| ev.end_ns.checked_sub(t);
         let (rtt_ns, local_ns, total_ns) = match (dir, outcome) {
@@ -285,7 +284,7 @@ impl Record {
             Some(Reason::RST) => Some(server),
             Some(Reason::NEW_ISN | Reason::CLIENT_RESET) => Some(client),
             Some(Reason::NO_ANSWER | Reason::NO_ACK) | None => None,
-            Some(_) => Some(addr(k.family, &ev.reason_from)?),
+            Some(_) => Some(addr(k.family, &ev.icmp_from())?),
         };
         Some(Record {
             ifindex: k.ifindex,

@@ -210,7 +210,6 @@ fn sweep_table<T: Attempts>(
                 REASON_NO_ANSWER
             },
             pad: [0; 6],
-            reason_from: [0; 16],
         };
         if let Some(r) = Record::from_event(&ev).filter(|_| !unattributed) {
             sweep.expired.push(r);

@@ -652,6 +652,8 @@ mod tests {
             retrans: 0,
             synack_retrans: None,
             cgroup_id: None,
+            reason: None,
+            reason_from: None,
         }
     }
 
@@ -712,14 +714,15 @@ mod tests {
         let ifaces = [(2, "eth0".to_string()), (3, "eth1".to_string())];
         let text = render(&mut Metrics::new(MetricsConfig::default(), &ifaces));
         let handshakes: Vec<&str> = lines_of(&text, "flowlat_handshakes_total{");
-        assert_eq!(handshakes.len(), 2 * 2 * 4, "{text}");
+        assert_eq!(handshakes.len(), 2 * 2 * 5, "{text}");
         assert_eq!(
-            handshakes[..4],
+            handshakes[..5],
             [
                 r#"flowlat_handshakes_total{iface="eth0",dir="out",result="ok"} 0"#,
                 r#"flowlat_handshakes_total{iface="eth0",dir="out",result="refused"} 0"#,
                 r#"flowlat_handshakes_total{iface="eth0",dir="out",result="timeout"} 0"#,
                 r#"flowlat_handshakes_total{iface="eth0",dir="out",result="abandoned"} 0"#,
+                r#"flowlat_handshakes_total{iface="eth0",dir="out",result="unreachable"} 0"#,
             ]
         );
         assert_eq!(
@@ -777,6 +780,7 @@ mod tests {
             seen,
             [
                 "flowlat_handshakes_total",
+                "flowlat_handshake_failures_total",
                 "flowlat_handshake_rtt_seconds",
                 "flowlat_handshake_local_seconds",
                 "flowlat_syn_retransmits_total",
