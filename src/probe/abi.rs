@@ -15,14 +15,22 @@ pub(crate) const RESULT_UNREACHABLE: u8 = 4;
 pub const RESULTS: usize = 5;
 
 /// `FLOWLAT_REASON_*`: why an attempt that did not complete ended.
+// Set by the classifier only; named here for the layout test.
+#[allow(dead_code)]
 pub(crate) const REASON_NONE: u8 = 0;
 pub(crate) const REASON_RST: u8 = 1;
 pub(crate) const REASON_NEW_ISN: u8 = 2;
 pub(crate) const REASON_CLIENT_RESET: u8 = 3;
 pub(crate) const REASON_NO_ANSWER: u8 = 4;
 pub(crate) const REASON_NO_ACK: u8 = 5;
+// Set by the classifier only; named here for the layout test.
+#[allow(dead_code)]
 pub(crate) const REASON_ICMP4_UNREACH: u8 = 16;
+// Set by the classifier only; named here for the layout test.
+#[allow(dead_code)]
 pub(crate) const REASON_TIME_EXCEEDED: u8 = 32;
+// Set by the classifier only; named here for the layout test.
+#[allow(dead_code)]
 pub(crate) const REASON_ICMP6_UNREACH: u8 = 40;
 /// `FLOWLAT_REASONS`: reasons are below this.
 pub const REASONS: usize = 48;

@@ -162,6 +162,7 @@ impl Probe {
         let table_name = table.map_name();
         let (table_fd, events, stats) = (take(table_name)?, take("events")?, take("stats")?);
         let (nets, agg, agg_cpu) = (take("nets")?, take("agg")?, take("agg_cpu")?);
+        let fails = take("fails")?;
         let globals_fd = take(BSS_MAP)?;
         let batches_fd = take("batches")?;
         let fds: HashMap<&str, BorrowedFd<'_>> = [
@@ -171,6 +172,7 @@ impl Probe {
             ("nets", nets.as_fd()),
             ("agg", agg.as_fd()),
             ("agg_cpu", agg_cpu.as_fd()),
+            ("fails", fails.as_fd()),
             ("batches", batches_fd.as_fd()),
             (BSS_MAP, globals_fd.as_fd()),
         ]
@@ -258,6 +260,7 @@ impl Probe {
             nets,
             agg,
             agg_cpu,
+            fails,
             batches,
             _batches_fd: batches_fd,
             delivered: vec![Delivered::default(); possible_cpus],

@@ -64,6 +64,8 @@ pub struct Probe {
     agg: Map,
     /// Each CPU's cache of aggregates (`agg_cpu`).
     agg_cpu: Map,
+    /// Failures by reason (`fails`).
+    fails: Map,
     /// The `batches` map, mapped: each CPU's batch of records not yet sent.
     batches: Mapping,
     _batches_fd: Map,

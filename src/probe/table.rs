@@ -5,7 +5,8 @@
 use std::time::Duration;
 
 use super::abi::{
-    as_bytes, from_bytes, Event, Key, Pending, DIR_IN, REASON_NO_ACK, REASON_NO_ANSWER, RESULT_TIMEOUT, STATE_REPORTED,
+    as_bytes, from_bytes, Event, Key, Pending, DIR_IN, REASON_NO_ACK, REASON_NO_ANSWER,
+    RESULT_TIMEOUT, STATE_REPORTED,
 };
 use super::load::Table;
 use super::record::Record;

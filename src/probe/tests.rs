@@ -378,14 +378,23 @@ fn an_icmp_error_times_the_answer_and_names_its_sender() {
     let r = Record::from_event(&ev).expect("valid");
     assert_eq!(r.outcome, Outcome::Unreachable);
     assert_eq!(r.reason.map(Reason::as_str), Some("admin-prohibited"));
-    assert_eq!(r.reason_from.map(|a| a.to_string()).as_deref(), Some("192.0.2.1"));
-    assert_eq!((r.rtt_ns, r.local_ns, r.total_ns), (Some(7_000), None, Some(9_000)));
+    assert_eq!(
+        r.reason_from.map(|a| a.to_string()).as_deref(),
+        Some("192.0.2.1")
+    );
+    assert_eq!(
+        (r.rtt_ns, r.local_ns, r.total_ns),
+        (Some(7_000), None, Some(9_000))
+    );
 
     let mut ev = event(DIR_IN, RESULT_UNREACHABLE);
     ev.reason = REASON_ICMP6_UNREACH + 1;
     ev.end_ns = 3_500;
     let r = Record::from_event(&ev).expect("valid");
-    assert_eq!((r.rtt_ns, r.local_ns, r.total_ns), (None, Some(500), Some(2_500)));
+    assert_eq!(
+        (r.rtt_ns, r.local_ns, r.total_ns),
+        (None, Some(500), Some(2_500))
+    );
 }
 
 #[test]
@@ -399,7 +408,10 @@ fn a_client_reset_is_abandoned_a_round_trip_after_our_synack() {
     let r = Record::from_event(&ev).expect("valid");
     assert_eq!(r.reason, Some(Reason::CLIENT_RESET));
     assert_eq!(r.reason_from, Some(r.client));
-    assert_eq!((r.rtt_ns, r.local_ns, r.total_ns), (Some(5_000), Some(200), Some(8_000)));
+    assert_eq!(
+        (r.rtt_ns, r.local_ns, r.total_ns),
+        (Some(5_000), Some(200), Some(8_000))
+    );
 
     // A new ISN on the tuple: how fast we answered, no round trip.
     ev.reason = REASON_NEW_ISN;
@@ -413,7 +425,10 @@ fn refusals_and_timeouts_say_why_and_ok_does_not() {
     ev.reason = REASON_RST;
     ev.end_ns = 5_000;
     let r = Record::from_event(&ev).expect("valid");
-    assert_eq!((r.reason, r.reason_from), (Some(Reason::RST), Some(r.server)));
+    assert_eq!(
+        (r.reason, r.reason_from),
+        (Some(Reason::RST), Some(r.server))
+    );
     let mut ev = event(DIR_OUT, RESULT_TIMEOUT);
     ev.reason = REASON_NO_ANSWER;
     let r = Record::from_event(&ev).expect("valid");

@@ -268,7 +268,10 @@ impl Metrics {
     /// sweep's timeouts, or every record when the kernel does not aggregate.
     pub fn add(&mut self, r: &Record) {
         if let Some(reason) = r.reason {
-            *self.user_fails.entry((r.ifindex, r.dir, reason)).or_insert(0) += 1;
+            *self
+                .user_fails
+                .entry((r.ifindex, r.dir, reason))
+                .or_insert(0) += 1;
         }
         self.add_in(r, r.cgroup_id);
     }
@@ -452,7 +455,12 @@ impl Metrics {
             for o in Outcome::ALL {
                 let mut l = labels.clone();
                 label(&mut l, "result", o.as_str());
-                sample(&mut out, "flowlat_handshakes_total", &l, v.results[o.index()]);
+                sample(
+                    &mut out,
+                    "flowlat_handshakes_total",
+                    &l,
+                    v.results[o.index()],
+                );
             }
         }
         family(
@@ -561,13 +569,16 @@ impl Metrics {
     fn failures(&self) -> BTreeMap<(String, &'static str, &'static str), u64> {
         let mut out = BTreeMap::new();
         let user = self.user_fails.iter().map(|(f, n)| (f, *n));
-        for (&(ifindex, dir, reason), n) in self.kernel_fails.iter().map(|(f, n)| (f, *n)).chain(user) {
+        for (&(ifindex, dir, reason), n) in
+            self.kernel_fails.iter().map(|(f, n)| (f, *n)).chain(user)
+        {
             let iface = self
                 .names
                 .get(&ifindex)
                 .cloned()
                 .unwrap_or_else(|| format!("if{ifindex}"));
-            *out.entry((iface, dir.as_str(), reason.as_str())).or_insert(0) += n;
+            *out.entry((iface, dir.as_str(), reason.as_str()))
+                .or_insert(0) += n;
         }
         out
     }

@@ -16,7 +16,7 @@ pub mod summary;
 
 use crate::probe::{AggKey, AggValue, Outcome, Record};
 use crate::sinks::labels::{Labels, Names};
-use crate::sinks::metrics::{Gauges, Metrics};
+use crate::sinks::metrics::{Failure, Gauges, Metrics};
 
 /// A consumer of records.
 pub trait Consumer {
@@ -206,11 +206,17 @@ impl Fanout {
     }
 
     /// The exposition, with the kernel's aggregates as they are now.
-    pub fn render_metrics(&mut self, kernel: Vec<(AggKey, AggValue)>, gauges: &Gauges) -> String {
+    pub fn render_metrics(
+        &mut self,
+        kernel: Vec<(AggKey, AggValue)>,
+        kernel_failures: Vec<(Failure, u64)>,
+        gauges: &Gauges,
+    ) -> String {
         let Some(m) = self.metrics.as_mut() else {
             return String::new();
         };
         m.set_kernel(kernel);
+        m.set_kernel_failures(kernel_failures);
         let names = &mut self.names;
         m.render(&mut |id| names.cgroup(id), gauges)
     }

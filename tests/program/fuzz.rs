@@ -117,6 +117,7 @@ fn outcome_code(o: Outcome) -> u8 {
         Outcome::Refused => 1,
         Outcome::Timeout => 2,
         Outcome::Abandoned => 3,
+        Outcome::Unreachable => 4,
     }
 }
 
