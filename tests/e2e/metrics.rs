@@ -299,7 +299,7 @@ fn kernel_counted_metrics_agree_with_the_records_and_prometheus_reads_them() {
 
     for (what, text) in [("--quiet", &text), ("with records", &text6)] {
         let s = samples(text);
-        for res in ["ok", "refused", "timeout", "abandoned"] {
+        for res in ["ok", "refused", "timeout", "abandoned", "unreachable"] {
             let n = all.iter().filter(|r| r.s("result") == res).count() as f64;
             let key =
                 format!("flowlat_handshakes_total{{iface=\"a\",dir=\"out\",result=\"{res}\"}}");
