@@ -12,7 +12,7 @@ use super::abi::{
     FAIL_KEYS, HIST_BOUNDS_NS, HIST_N, RESULTS,
 };
 use super::record::{Dir, Outcome, Reason, Record};
-use super::Probe;
+use super::state::Probe;
 use crate::bpf::map::{batch_unsupported, Batch};
 use crate::bpf::BpfError;
 

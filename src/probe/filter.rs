@@ -10,7 +10,7 @@ use super::abi::{
     FILTER_DIR, FILTER_NET, FILTER_PORT, MAX_FILTER_CGROUPS, MAX_FILTER_NETS,
 };
 use super::record::Dir;
-use super::Probe;
+use super::state::Probe;
 use crate::bpf::map::Update;
 use crate::bpf::BpfError;
 

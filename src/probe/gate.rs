@@ -6,7 +6,7 @@ use std::mem::offset_of;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use super::abi::{ConfigGlobal, GATE_BANKS, GATE_PORT_WORDS, GATE_SLOTS};
-use super::Probe;
+use super::state::Probe;
 
 impl Probe {
     /// The ACK gate's counters, a pair per slot, then its port groups' words,

@@ -10,15 +10,17 @@ use std::sync::atomic::Ordering;
 use super::abi::{
     Batch, ConfigGlobal, FilterGlobal, CFG_IN_ORDER, GATE_BANKS, GATE_PORT_WORDS, GATE_SLOTS,
 };
-use super::delivery::{Delivered, MAX_RECORDS_PER_EVENT, STORES_IN_ORDER};
+use super::attempts::{Lru, Table, TableMap};
+use super::delivery::{MAX_RECORDS_PER_EVENT, STORES_IN_ORDER};
+use super::ledger::Delivered;
 use super::slots::{self, SlotTable};
-use super::table::{Lru, TableMap};
-use super::{Hook, Probe};
+use super::state::Probe;
 use crate::bpf::map::Map;
 use crate::bpf::mmap::Mapping;
 use crate::bpf::object::{Object, BSS_MAP};
 use crate::bpf::perf::page_size;
 use crate::bpf::{cpu, sys, BpfError, ObjectError};
+use crate::netlink::tc::Hook;
 
 /// The classifier's ELF object, compiled by `build.rs`. Aligned so that the ELF
 /// parser can read its headers in place.
@@ -34,41 +36,6 @@ pub fn object_bytes(table: Table) -> &'static [u8] {
     match table {
         Table::Slots => &OBJECT_SLOTS.0,
         Table::Lru => &OBJECT.0,
-    }
-}
-
-/// Which table of attempts in progress the classifier keeps (`bpf/table.h`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Table {
-    /// Buckets of slots claimed with compare-and-exchange: Linux 5.12 and later.
-    Slots,
-    /// An LRU hash table, where the kernel has no compare-and-exchange in BPF.
-    Lru,
-}
-
-impl Table {
-    /// The one this kernel can run: slots where it has compare-and-exchange.
-    pub fn best() -> Table {
-        if sys::has_atomic_cmpxchg() {
-            Table::Slots
-        } else {
-            Table::Lru
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Table::Slots => "slots",
-            Table::Lru => "lru",
-        }
-    }
-
-    /// Its map's name in the probe's object (bpftool shows it as `flowlat_` and this).
-    pub fn map_name(self) -> &'static str {
-        match self {
-            Table::Slots => "slots",
-            Table::Lru => "pending",
-        }
     }
 }
 

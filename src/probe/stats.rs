@@ -4,7 +4,7 @@ use super::abi::{
     STAT_AGG_FAILED, STAT_BELOW_MIN_RTT, STAT_CREATED, STAT_EXT_SKIPPED, STAT_FILTERED, STAT_MAX,
     STAT_REMOVED, STAT_SEND_FAILED, STAT_SENT,
 };
-use super::Probe;
+use super::state::Probe;
 use crate::bpf::BpfError;
 
 /// The classifier's counters, summed over CPUs.

@@ -193,7 +193,14 @@ fn records_the_ring_had_no_room_for_are_counted_once_each() {
     // a couple of hundred in batches. Sent without a drain, the rest are lost,
     // and counted as records, whatever a perf event carries: by the
     // classifier, and by the ring itself, which notes its losses once it has
-    // room again (hence the records after the first drain).
+    // room again (hence the records after the first drain). On one CPU: a
+    // thread that moves spreads its records over two rings, and may fill
+    // neither.
+    let mut one = nix::sched::CpuSet::new();
+    let cpu = nix::sched::sched_getcpu().expect("this thread's CPU");
+    one.set(cpu).expect("a CPU of this machine");
+    let this_thread = nix::unistd::Pid::from_raw(0);
+    nix::sched::sched_setaffinity(this_thread, &one).expect("stay on one CPU");
     for per_event in [1, BATCH as u32] {
         let mut rig = Rig::new();
         rig.probe.set_records_per_event(per_event);

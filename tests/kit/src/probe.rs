@@ -5,7 +5,9 @@
 use flowlat::bpf::perf::PerfBuffers;
 use flowlat::probe::{Hook, Probe, ProbeConfig, Record, Table};
 
-pub const TC_ACT_UNSPEC: u32 = u32::MAX; // -1
+/// `TC_ACT_UNSPEC` (-1 as the kernel's u32): what the classifier returns for
+/// every packet.
+pub const TC_ACT_UNSPEC: u32 = u32::MAX;
 
 /// The most attempts a table made for `max_pending` may hold: the slot
 /// table has its front's room besides (see `flowlat::probe::slots::FRONT`).
