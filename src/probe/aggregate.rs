@@ -129,6 +129,9 @@ impl AggValue {
     }
 }
 
+/// What a failure is counted by: the interface, the direction and the reason.
+pub type Failure = (u32, Dir, Reason);
+
 /// What the classifier aggregates by: the interface, the direction, and as
 /// [`Aggregation`] asks the server port and the cgroup. `other` holds the
 /// attempts of keys beyond the classifier's room (1024 keys with a port or a
@@ -236,7 +239,7 @@ impl Probe {
     /// The classifier's counts of failures by interface, direction and
     /// reason (`fails`), summed over CPUs; like the aggregates, without the
     /// sweep's timeouts. At most `FLOWLAT_FAIL_KEYS` keys.
-    pub fn failures(&self) -> Result<Vec<((u32, Dir, Reason), u64)>, BpfError> {
+    pub fn failures(&self) -> Result<Vec<(Failure, u64)>, BpfError> {
         let mut values = vec![0u8; per_cpu_stride::<u64>() * self.possible_cpus];
         let mut cur: Option<[u8; std::mem::size_of::<FailKey>()]> = None;
         let mut out = Vec::new();

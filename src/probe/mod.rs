@@ -28,7 +28,7 @@ pub use abi::{
     Batch, Event, Key, Pending, BATCH, HIST_BOUNDS_NS, HIST_N, MAX_FILTER_CGROUPS, MAX_FILTER_NETS,
     REASONS, RESULTS,
 };
-pub use aggregate::{hist_bucket, AggKey, AggValue, Aggregation, Hist};
+pub use aggregate::{hist_bucket, AggKey, AggValue, Aggregation, Failure, Hist};
 pub use attempts::{Sweep, Table, REPORTED_HOLD};
 pub use filter::Filter;
 pub use load::{object_bytes, Framing, ProbeConfig};

@@ -35,7 +35,7 @@ use std::hash::Hash;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::probe::{Dir, Outcome, Reason, Record};
+use crate::probe::{Dir, Failure, Outcome, Record};
 
 // ---- agg_shim: BEGIN ------------------------------------------------------
 use crate::probe::{AggKey, AggValue, Hist, HIST_BOUNDS_NS};
@@ -188,8 +188,6 @@ pub struct Metrics {
     user_fails: HashMap<Failure, u64>,
 }
 
-/// What a failure is counted by: the interface, the direction and the reason.
-pub type Failure = (u32, Dir, Reason);
 
 fn zero_hist() -> Hist {
     Hist {
@@ -645,6 +643,7 @@ fn histogram(out: &mut String, name: &str, labels: &str, h: &Hist) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::probe::Reason;
     use crate::probe::Outcome;
 
     fn record(ifindex: u32, dir: Dir, outcome: Outcome, port: u16) -> Record {
@@ -1257,9 +1256,15 @@ mod tests {
             (key(Dir::Out, Some(443), Some(2)), oks(9)),
             (key(Dir::Out, Some(80), None), oks(1)),
         ]);
+        m.set_kernel_failures(vec![
+            ((2, Dir::Out, Reason::RST), 5),
+            ((3, Dir::In, Reason::NO_ACK), 1),
+        ]);
         for p in [22, 443, 5432] {
             m.add_in(&record(3, Dir::In, Outcome::Ok, p), Some(1));
-            m.add_in(&record(2, Dir::Out, Outcome::Timeout, p), Some(3));
+            let mut timeout = record(2, Dir::Out, Outcome::Timeout, p);
+            timeout.reason = Some(Reason::NO_ANSWER);
+            m.add(&timeout);
         }
         let g = Gauges {
             records_lost: 1,
@@ -1340,5 +1345,29 @@ mod tests {
                 "{name}"
             );
         }
+    }
+
+    #[test]
+    fn failures_are_counted_by_reason_the_kernels_and_the_sweeps_together() {
+        let mut m = Metrics::new(MetricsConfig::default(), &eth0());
+        m.set_kernel_failures(vec![((2, Dir::Out, Reason::RST), 5)]);
+        let mut t = record(2, Dir::Out, Outcome::Timeout, 443);
+        t.reason = Some(Reason::NO_ANSWER);
+        m.add(&t);
+        m.add(&t);
+        let text = render(&mut m);
+        let fails = lines_of(&text, "flowlat_handshake_failures_total{");
+        assert_eq!(
+            fails,
+            [
+                r#"flowlat_handshake_failures_total{iface="eth0",dir="out",reason="no-answer"} 2"#,
+                r#"flowlat_handshake_failures_total{iface="eth0",dir="out",reason="rst"} 5"#,
+            ]
+        );
+        // A scrape replaces the kernel's totals; user space's keep adding up.
+        m.set_kernel_failures(vec![((2, Dir::Out, Reason::RST), 7)]);
+        let text = render(&mut m);
+        assert!(text.contains(r#"reason="rst"} 7"#), "{text}");
+        assert!(text.contains(r#"reason="no-answer"} 2"#), "{text}");
     }
 }

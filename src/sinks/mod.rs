@@ -14,9 +14,9 @@ pub mod lines;
 pub mod metrics;
 pub mod summary;
 
-use crate::probe::{AggKey, AggValue, Outcome, Record};
+use crate::probe::{AggKey, AggValue, Failure, Outcome, Record};
 use crate::sinks::labels::{Labels, Names};
-use crate::sinks::metrics::{Failure, Gauges, Metrics};
+use crate::sinks::metrics::{Gauges, Metrics};
 
 /// A consumer of records.
 pub trait Consumer {
