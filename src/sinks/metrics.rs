@@ -188,7 +188,6 @@ pub struct Metrics {
     user_fails: HashMap<Failure, u64>,
 }
 
-
 fn zero_hist() -> Hist {
     Hist {
         buckets: [0; HIST_BOUNDS_NS.len() + 1],
@@ -643,8 +642,8 @@ fn histogram(out: &mut String, name: &str, labels: &str, h: &Hist) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::probe::Reason;
     use crate::probe::Outcome;
+    use crate::probe::Reason;
 
     fn record(ifindex: u32, dir: Dir, outcome: Outcome, port: u16) -> Record {
         Record {
