@@ -40,8 +40,9 @@
 /* State of a pending attempt. */
 #define FLOWLAT_STATE_SYN 0    /* SYN seen, no SYN-ACK yet */
 #define FLOWLAT_STATE_SYNACK 1 /* in: SYN-ACK sent, waiting for the client's ACK */
-/* Reported as a timeout by user space and kept for a while, so that the
- * client's later retransmissions of the same SYN start no second record. */
+/* Reported (as a timeout by user space, or ended by an ICMP error) and kept
+ * for a while, so that the client's later retransmissions of the same SYN
+ * start no second record. */
 #define FLOWLAT_STATE_REPORTED 2
 
 /* Per-CPU counters: indices into the "stats" map's one value, an array of

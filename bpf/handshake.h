@@ -204,7 +204,14 @@ static __always_inline void on_client_rst(const struct flowlat_key *key, const s
 
 /* An ICMP error quoting the client's SYN: arriving, it answers our client
  * (out); leaving, this host rejects a client beyond (in). Only while no
- * SYN-ACK was seen, and only for the SYN's own ISN. */
+ * SYN-ACK was seen, and only for the SYN's own ISN.
+ *
+ * The client may send the same SYN again after the error: Linux does when
+ * the error came while connect() held the socket (it is then a soft error),
+ * and other systems take most errors as soft and keep trying. Those SYNs
+ * belong to the attempt just reported, so a tombstone takes its place, as a
+ * timeout's does: its retransmissions, and the errors they draw, start no
+ * second record. */
 static __always_inline void on_icmp_error(const struct flowlat_key *key, const struct segment *sg,
 					  struct flowlat_event *ev)
 {
@@ -218,8 +225,19 @@ static __always_inline void on_icmp_error(const struct flowlat_key *key, const s
 		drop_filtered(key, &ref);
 		return;
 	}
-	if (!take(key, &ref, ev, bpf_ktime_get_ns(), sg->result, sg->reason))
+	__u64 now = bpf_ktime_get_ns();
+	if (!take(key, &ref, ev, now, sg->result, sg->reason))
 		return;
+	/* The event's copy, marked reported, is the tombstone; user space's
+	 * sweep removes it once the client has been quiet for the hold. (A SYN
+	 * that took the key meanwhile stands alone.) */
+	__u64 last_syn = ev->p.last_syn_ns;
+	ev->p.state = FLOWLAT_STATE_REPORTED;
+	ev->p.last_syn_ns = now;
+	if (table_add(key, &ev->p) == 0)
+		count(FLOWLAT_STAT_CREATED);
+	ev->p.state = FLOWLAT_STATE_SYN;
+	ev->p.last_syn_ns = last_syn;
 	__builtin_memcpy(FLOWLAT_EVENT_FROM(ev), sg->from, sizeof(sg->from));
 }
 

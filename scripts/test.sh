@@ -21,6 +21,8 @@ command -v strip >/dev/null || missing+=(binutils)
 # The metrics tests check the exposition with promtool and scrape it with a
 # real Prometheus server (the package brings both).
 { command -v prometheus && command -v promtool; } >/dev/null || missing+=(prometheus)
+# The e2e tests of failure causes reject SYNs with nftables in namespaces.
+command -v nft >/dev/null || [ -x /usr/sbin/nft ] || missing+=(nftables)
 install_missing ${missing[@]+"${missing[@]}"}
 
 if [ "$(id -u)" -ne 0 ]; then

@@ -171,7 +171,8 @@ impl Attempts for Lru {
     }
 }
 
-/// How long a timed-out attempt's tombstone outlives its client's last SYN.
+/// How long the tombstone of a timed-out attempt, or of one an ICMP error
+/// ended (the classifier leaves those), outlives its client's last SYN.
 /// Linux retries a SYN at most 120 s (`TCP_RTO_MAX`) apart, so a client that
 /// keeps retrying the reported attempt never starts a second record.
 pub const REPORTED_HOLD: Duration = Duration::from_secs(120);
@@ -183,7 +184,8 @@ pub struct Sweep {
     pub expired: Vec<Record>,
     /// Attempts still pending after the sweep.
     pub pending: u64,
-    /// Tombstones of reported timeouts still held (see [`REPORTED_HOLD`]).
+    /// Tombstones of reported timeouts and ICMP errors still held (see
+    /// [`REPORTED_HOLD`]).
     pub tombstones: u64,
     /// `in` attempts that timed out with no SYN-ACK of ours while a cgroup
     /// filter is set: with no listener seen, they are dropped as filtered, not

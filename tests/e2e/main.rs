@@ -2,6 +2,8 @@
 //! network namespaces on veth pairs and other interfaces this test makes, with
 //! real kernel clients and servers and raw-socket peers. Needs root.
 //!
+//! - `causes`: rejections by firewalls on the server and on a router, as
+//!   real kernel clients see them and as both ends report them;
 //! - `handshakes`: what both ends measure, slow peers, retransmissions,
 //!   timeouts, exit and errors;
 //! - `lifecycle`: sharing an interface, kills, detach, interfaces changing
@@ -13,6 +15,7 @@
 //! `cgroup_e2e` (moves this process between cgroups), `static_binary` (builds
 //! the musl binary) and `readme_demo` (by hand) are binaries of their own.
 
+mod causes;
 mod handshakes;
 mod lifecycle;
 mod metrics;

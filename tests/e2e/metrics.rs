@@ -47,7 +47,7 @@ fn http(ns: &NetNs, addr: SocketAddr, request: String) -> (u16, String, String) 
     })
 }
 
-fn get(ns: &NetNs, addr: SocketAddr, path: &str) -> (u16, String, String) {
+pub(crate) fn get(ns: &NetNs, addr: SocketAddr, path: &str) -> (u16, String, String) {
     http(
         ns,
         addr,
@@ -56,7 +56,7 @@ fn get(ns: &NetNs, addr: SocketAddr, path: &str) -> (u16, String, String) {
 }
 
 /// Samples of an exposition: `name{labels}` -> value.
-fn samples(text: &str) -> HashMap<String, f64> {
+pub(crate) fn samples(text: &str) -> HashMap<String, f64> {
     text.lines()
         .filter(|l| !l.starts_with('#') && !l.is_empty())
         .filter_map(|l| {

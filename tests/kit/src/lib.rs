@@ -4,6 +4,8 @@
 //!   test fails, and listeners in them;
 //! - [`packet`]: Ethernet frames with IPv4/IPv6 and TCP/UDP/ICMP, checksummed;
 //! - [`peer`]: a raw-socket TCP peer that answers or completes handshakes late;
+//! - [`router`]: client, router and server namespaces on a routed path, and
+//!   nftables rulesets in them;
 //! - [`run`]: the flowlat binary run in a namespace, its records collected;
 //! - [`json`]: the one JSON reader, of flowlat's records and of what other
 //!   programs answer, and the benches' report values;
@@ -23,6 +25,7 @@ pub mod packet;
 pub mod peer;
 pub mod probe;
 pub mod report;
+pub mod router;
 pub mod run;
 
 use std::process::{Command, Output};
