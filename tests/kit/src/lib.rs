@@ -3,6 +3,8 @@
 //! - [`net`]: network namespaces and veth pairs that are removed even when a
 //!   test fails, and listeners in them;
 //! - [`packet`]: Ethernet frames with IPv4/IPv6 and TCP/UDP/ICMP, checksummed;
+//! - [`icmp`]: ICMP and ICMPv6 errors quoting a TCP segment, and what the
+//!   contract makes of each type and code;
 //! - [`peer`]: a raw-socket TCP peer that answers or completes handshakes late;
 //! - [`run`]: the flowlat binary run in a namespace, its records collected;
 //! - [`json`]: the one JSON reader, of flowlat's records and of what other
@@ -16,6 +18,7 @@
 
 pub mod asm;
 pub mod cgroup;
+pub mod icmp;
 pub mod json;
 pub mod kernel;
 pub mod net;
