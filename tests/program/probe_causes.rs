@@ -536,6 +536,90 @@ fn resets_that_do_not_fit_our_syn_ack_change_nothing() {
     }
 }
 
+/// Our ISN may be any number, 2^32 - 1 too: the client's reset of our
+/// SYN-ACK then carries sequence number 0, like a reset answering a SYN; so
+/// does its RST|ACK when its own ISN is 2^32 - 1.
+#[test]
+fn a_client_reset_is_seen_when_its_sequence_number_wraps_to_zero() {
+    let mut rig = Rig::new();
+    for f in [V4, V6] {
+        let (c, s) = (f.peer, f.here);
+        // (client port, client ISN, our ISN, the RST's flags and ack)
+        for (cport, isn, server_isn, flags, ack) in [
+            (48000, ISN, u32::MAX, RST, 0),
+            (48001, u32::MAX, SERVER_ISN, RST | ACK, SERVER_ISN + 1),
+        ] {
+            let what = format!("IPv{} flags {flags:#x}", f.family);
+            rig.run(Hook::Ingress, &syn(c, cport, s, isn).frame());
+            rig.run(Hook::Egress, &synack(c, cport, s, isn, server_isn));
+            let rst = Tcp::new(c, cport, s, 443, flags).seq(0).ack(ack);
+            rig.run(Hook::Ingress, &rst.frame());
+            let r = one(rig.records(), Dir::In, c, cport, s, &what);
+            assert_eq!(
+                (r.outcome, r.reason),
+                (Outcome::Abandoned, Some(Reason::CLIENT_RESET)),
+                "{what}"
+            );
+            assert_eq!(rig.pending(), 0, "{what}");
+        }
+    }
+}
+
+/// A RST|ACK with sequence number 0 that arrives where an `in` attempt
+/// waits for its ACK, and resets none, is still the server's refusal of our
+/// SYN: here both ends opened the same connection, and our SYN-ACK to the
+/// peer's SYN waits while the peer refuses ours.
+#[test]
+fn a_refusal_where_an_in_attempt_waits_still_refuses_our_syn() {
+    let mut rig = Rig::new();
+    for f in [V4, V6] {
+        let (here, peer) = (f.here, f.peer);
+        rig.run(
+            Hook::Ingress,
+            &Tcp::new(peer, 443, here, 50000, SYN).seq(ISN).frame(),
+        );
+        rig.run(
+            Hook::Egress,
+            &Tcp::new(here, 50000, peer, 443, SYN | ACK)
+                .seq(SERVER_ISN)
+                .ack(ISN + 1)
+                .frame(),
+        );
+        rig.run(
+            Hook::Egress,
+            &Tcp::new(here, 50000, peer, 443, SYN).seq(ISN + 7).frame(),
+        );
+        rig.run(
+            Hook::Ingress,
+            &Tcp::new(peer, 443, here, 50000, RST | ACK)
+                .seq(0)
+                .ack(ISN + 8)
+                .frame(),
+        );
+        let what = format!("IPv{}", f.family);
+        let recs = rig.records();
+        assert_eq!(recs.len(), 1, "{what}: {recs:?}");
+        assert_eq!(
+            (recs[0].dir, recs[0].outcome, recs[0].reason),
+            (Dir::Out, Outcome::Refused, Some(Reason::RST)),
+            "{what}"
+        );
+        assert_eq!(recs[0].client_port, 50000, "{what}");
+        assert!(rig.holds(443), "{what}: the in attempt still waits");
+        // Which the peer's ACK completes.
+        rig.run(
+            Hook::Ingress,
+            &Tcp::new(peer, 443, here, 50000, ACK)
+                .seq(ISN + 1)
+                .ack(SERVER_ISN + 1)
+                .frame(),
+        );
+        let recs = rig.records();
+        assert_eq!(recs.len(), 1, "{what}: {recs:?}");
+        assert_eq!((recs[0].dir, recs[0].outcome), (Dir::In, Outcome::Ok));
+    }
+}
+
 /// With aggregation and no records, each failure counts in its aggregate's
 /// results (`unreachable` at index 4) and by its reason in the failures the
 /// classifier keeps.
