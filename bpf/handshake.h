@@ -202,6 +202,18 @@ static __always_inline void on_client_rst(const struct flowlat_key *key, const s
 	     FLOWLAT_REASON_CLIENT_RESET);
 }
 
+/* The key of the other side's attempt on the same connection. */
+static __always_inline void swap_ends(struct flowlat_key *key)
+{
+	__u8 a[16];
+	__builtin_memcpy(a, key->client, sizeof(a));
+	__builtin_memcpy(key->client, key->server, sizeof(a));
+	__builtin_memcpy(key->server, a, sizeof(a));
+	__u16 port = key->client_port;
+	key->client_port = key->server_port;
+	key->server_port = port;
+}
+
 /* An ICMP error quoting the client's SYN: arriving, it answers our client
  * (out); leaving, this host rejects a client beyond (in). Only while no
  * SYN-ACK was seen, and only for the SYN's own ISN.
@@ -254,12 +266,20 @@ static __always_inline int act(struct __sk_buff *skb, const int egress, struct s
 	asm volatile("" : : "r"(ev) : "memory");
 	ev->result = NOTHING_ENDED;
 	int kind = sg->kind;
+	if (kind == SEG_CLIENT_RST) {
+		key->dir = FLOWLAT_DIR_IN;
+		on_client_rst(key, sg, ev);
+		/* A RST|ACK with sequence number 0 that reset no SYN-ACK of ours
+		 * may still refuse our SYN: looked up below as the server's, with
+		 * the ends the other way round. */
+		if (ev->result != NOTHING_ENDED || sg->seq != 0 || !(sg->flags & TCP_ACK))
+			return ev->result != NOTHING_ENDED;
+		swap_ends(key);
+		kind = SEG_RST;
+	}
 	if (kind == SEG_ICMP) {
 		key->dir = egress ? FLOWLAT_DIR_IN : FLOWLAT_DIR_OUT;
 		on_icmp_error(key, sg, ev);
-	} else if (kind == SEG_CLIENT_RST) {
-		key->dir = FLOWLAT_DIR_IN;
-		on_client_rst(key, sg, ev);
 	} else if (kind == SEG_SYN) {
 		key->dir = egress ? FLOWLAT_DIR_OUT : FLOWLAT_DIR_IN;
 		__u32 kinds = filter.kinds;

@@ -176,8 +176,8 @@ struct segment {
 #define SEG_SYNACK 2 /* a server answering */
 #define SEG_RST 3
 #define SEG_ACK 4    /* anything else with ACK: may complete an "in" handshake */
-/* An arriving RST with a sequence number, to a port and slot where an "in"
- * attempt waits for its ACK: the client may be resetting our SYN-ACK. */
+/* An arriving RST to a port and slot where an "in" attempt waits for its
+ * ACK: the client may be resetting our SYN-ACK. */
 #define SEG_CLIENT_RST 5
 /* An ICMP or ICMPv6 error quoting a TCP segment, which may be our SYN (out,
  * arriving) or the client's SYN that this host rejects (in, leaving). */
@@ -224,12 +224,16 @@ static __always_inline int on_tcp(struct __sk_buff *skb, const int egress, const
 	 * connection, the common kind, and needs no lookup: a miss in a table the
 	 * rest of the stack has pushed out of the caches costs several hundred ns.
 	 * Unless it arrives where the gate says an "in" attempt waits for its
-	 * ACK: then it may be the client's answer to our SYN-ACK. */
-	if (kind == SEG_RST && th->seq != 0) {
-		if (egress || !port_open(th->dest) ||
-		    !gate_open(gate_slot(a32, b32, th->source, th->dest)))
+	 * ACK: then it may be the client's answer to our SYN-ACK, whatever its
+	 * sequence number (our ISN+1, or the client's own with ACK, either of
+	 * which may be 0); act() still looks a RST|ACK with sequence number 0
+	 * that resets no SYN-ACK up as an answer to our SYN. */
+	if (kind == SEG_RST) {
+		if (!egress && port_open(th->dest) &&
+		    gate_open(gate_slot(a32, b32, th->source, th->dest)))
+			kind = SEG_CLIENT_RST;
+		else if (th->seq != 0)
 			return TC_ACT_UNSPEC;
-		kind = SEG_CLIENT_RST;
 	}
 	/* A TCP header shorter than 20 bytes, or cut short, is malformed: the
 	 * stack will drop it, and so do we. */

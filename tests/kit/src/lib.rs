@@ -3,6 +3,8 @@
 //! - [`net`]: network namespaces and veth pairs that are removed even when a
 //!   test fails, and listeners in them;
 //! - [`packet`]: Ethernet frames with IPv4/IPv6 and TCP/UDP/ICMP, checksummed;
+//! - [`icmp`]: ICMP and ICMPv6 errors quoting a TCP segment, and what the
+//!   contract makes of each type and code;
 //! - [`peer`]: a raw-socket TCP peer that answers or completes handshakes late;
 //! - [`router`]: client, router and server namespaces on a routed path, and
 //!   nftables rulesets in them;
@@ -18,6 +20,7 @@
 
 pub mod asm;
 pub mod cgroup;
+pub mod icmp;
 pub mod json;
 pub mod kernel;
 pub mod net;
