@@ -202,6 +202,14 @@ pub struct Pending {
     pub cgroup_id: u64,
 }
 
+impl Pending {
+    /// Whether this entry is a reported attempt's tombstone, kept so that the
+    /// client's later retransmissions start no second record.
+    pub fn reported(&self) -> bool {
+        self.state == STATE_REPORTED
+    }
+}
+
 /// `struct flowlat_event`: one record per attempt, as the classifier sends it.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
