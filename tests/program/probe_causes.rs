@@ -271,6 +271,9 @@ fn changes_nothing(
     assert_eq!(rig.pending(), 0, "{what}");
 }
 
+/// A change to the quoted segment.
+type Change = fn(&mut Tcp);
+
 /// An error of the right type that does not quote the attempt's SYN (a blind
 /// or stale one, RFC 5927), or quotes too little of it to tell, or comes the
 /// wrong way, ends nothing.
@@ -281,7 +284,7 @@ fn icmp_errors_that_do_not_quote_the_syn_change_nothing() {
         // Port unreachable, a refusal: it would end the attempt if it fit.
         let code = if f.family == 4 { 3 } else { 4 };
         let error = |t: Tcp, from: &str| IcmpError::new(from, f.unreach, code, &t).frame();
-        let variants: Vec<(&str, fn(&mut Tcp))> = vec![
+        let variants: Vec<(&str, Change)> = vec![
             ("ISN+1", |t| t.seq = ISN + 1),
             ("another sequence number", |t| t.seq = 0x9e37_79b9),
             ("sequence number 0", |t| t.seq = 0),
