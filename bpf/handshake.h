@@ -185,9 +185,13 @@ static __always_inline void on_ack_in(const struct flowlat_key *key, __u32 ack,
 }
 
 /* in: the client resets our SYN-ACK (it gave up before our answer came, or
- * its address was spoofed): its RST takes its sequence number from our
- * SYN-ACK's (RFC 9293, 3.10.7.3), or acknowledges it. A RST that fits no
- * attempt in this state changes nothing. */
+ * its address was spoofed). A reset answering a segment that has ACK on takes
+ * its sequence number from that segment's acknowledgment field (RFC 9293,
+ * 3.10.7.1 for a socket already closed, 3.10.7.3 in SYN-SENT): our SYN-ACK's,
+ * the client's ISN+1 (up to ISN+1+data after a SYN with data), with ACK off,
+ * which is what Linux sends. A client that took our SYN-ACK and then aborts
+ * acknowledges it instead (ack = our ISN+1). A RST that fits no attempt in
+ * this state changes nothing. */
 static __always_inline void on_client_rst(const struct flowlat_key *key, const struct segment *sg,
 					  struct flowlat_event *ev)
 {
@@ -195,8 +199,7 @@ static __always_inline void on_client_rst(const struct flowlat_key *key, const s
 	struct flowlat_pending *p = table_find(key, &ref);
 	if (!p || p->state != FLOWLAT_STATE_SYNACK)
 		return;
-	__u32 next = p->server_isn + 1;
-	if (sg->seq != next && !((sg->flags & TCP_ACK) && sg->ack == next))
+	if (!acks_syn(p, sg->seq) && !((sg->flags & TCP_ACK) && sg->ack == p->server_isn + 1))
 		return;
 	take(key, &ref, ev, bpf_ktime_get_ns(), FLOWLAT_RESULT_ABANDONED,
 	     FLOWLAT_REASON_CLIENT_RESET);

@@ -743,6 +743,53 @@ fn retransmitted_synack_is_counted_and_mismatched_rst_ignored() {
     assert!(recs[0].local_ns.is_some());
 }
 
+/// A client that gave up on its connect has no socket when our SYN-ACK
+/// comes: its kernel answers with a RST whose sequence number is our
+/// SYN-ACK's acknowledgment, the client's ISN+1, with ACK off (RFC 9293,
+/// 3.10.7.1; what Linux sends). That abandons the attempt, `client-reset`,
+/// a round trip after our SYN-ACK; after a SYN with data the SYN-ACK may
+/// acknowledge up to ISN+1+data, and so may the RST's number. Numbers from
+/// our side of the connection (our ISN+1) or beyond what we acknowledged are
+/// no answer to our SYN-ACK.
+#[test]
+fn a_client_reset_takes_its_sequence_number_from_our_syn_acks_ack() {
+    use flowlat::probe::Reason;
+    let mut rig = Rig::new();
+    for (c, s, data) in [(C4, S4, 0u32), (C6, S6, 0), (C4, S4, 5)] {
+        let what = format!("{c} with {data} bytes of data");
+        let mut first = Tcp::new(c, 51234, s, 443, SYN).seq(1000);
+        first.payload = vec![b'x'; data as usize];
+        rig.run(Hook::Ingress, &first.frame());
+        let acked = 1001 + data;
+        rig.run(
+            Hook::Egress,
+            &Tcp::new(s, 443, c, 51234, SYN | ACK)
+                .seq(9000)
+                .ack(acked)
+                .frame(),
+        );
+        let rst = |seq: u32| Tcp::new(c, 51234, s, 443, RST).seq(seq).frame();
+        for seq in [9001, 1000, acked + 1] {
+            rig.run(Hook::Ingress, &rst(seq));
+        }
+        assert!(rig.records().is_empty(), "{what}: {:?}", rig.records());
+        assert!(rig.holds(51234), "{what}: still waiting");
+        std::thread::sleep(Duration::from_millis(2));
+        rig.run(Hook::Ingress, &rst(acked));
+        let recs = rig.records();
+        assert_eq!(recs.len(), 1, "{what}: {recs:?}");
+        let r = &recs[0];
+        assert_eq!((r.dir, r.outcome), (Dir::In, Outcome::Abandoned), "{what}");
+        assert_eq!(r.reason, Some(Reason::CLIENT_RESET), "{what}");
+        assert_eq!(r.reason_from, Some(r.client), "{what}");
+        assert!(
+            r.rtt_ns.is_some_and(|rtt| rtt >= 2_000_000),
+            "{what}: {r:?}"
+        );
+        assert_eq!(rig.pending(), 0, "{what}");
+    }
+}
+
 #[test]
 fn the_gate_marks_the_ports_our_syn_acks_left_from_until_their_bank_is_recycled() {
     let mut rig = Rig::new();
