@@ -43,6 +43,15 @@
 /* Reported as a timeout by user space and kept for a while, so that the
  * client's later retransmissions of the same SYN start no second record. */
 #define FLOWLAT_STATE_REPORTED 2
+/* Reported when an answer ended it late, FLOWLAT_LATE_ANSWER_NS or more after
+ * its first SYN, and kept by the classifier until user space's sweep removes
+ * it a moment later: a copy of the SYN the client retransmitted before the
+ * answer reached it may still be on its way, overtaken by the client's ACK,
+ * and must start no second record. */
+#define FLOWLAT_STATE_ANSWERED 3
+/* Clients retransmit a SYN first a second after it (RFC 6298; Linux); 200 ms,
+ * Linux's smallest retransmission timeout, leaves room for others. */
+#define FLOWLAT_LATE_ANSWER_NS 200000000ULL
 
 /* Per-CPU counters: indices into the "stats" map's one value, an array of
  * FLOWLAT_STAT_MAX __u64 (one value, so that a CPU's counters share a cache

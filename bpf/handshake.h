@@ -19,13 +19,42 @@
  * unless user space's timeout sweep removed it first: whoever deletes the
  * entry reports the attempt, so it is reported exactly once. The entry is
  * copied before it is deleted, because the element's memory may be reused as
- * soon as it is freed; *ev is then the only copy. */
+ * soon as it is freed; *ev is then the only copy.
+ *
+ * An attempt that ends late, FLOWLAT_LATE_ANSWER_NS or more after its first
+ * SYN, may have a copy of its SYN still on the way: the client retransmitted
+ * it before the answer reached it, and the copy can arrive after the answer,
+ * overtaken by the client's ACK (a veth's backlogs on two CPUs reorder them,
+ * and so can a network). Its entry becomes a tombstone instead
+ * (FLOWLAT_STATE_ANSWERED), which user space's sweep removes a second or two
+ * after the end or the last copy, so that the copy counts on the reported
+ * attempt rather than start one that would time out. A quick answer, the
+ * common case, leaves none: no copy can be on its way. Nor does a new ISN,
+ * which takes the key for the new attempt. */
 static __always_inline int take(const struct flowlat_key *key, const struct table_ref *ref,
 				struct flowlat_event *ev, __u64 end_ns, __u8 result, __u8 reason)
 {
 	__builtin_memset(ev, 0, sizeof(*ev));
 	ev->p = *ref->p;
-	if (table_remove(key, ref) != 0) {
+	int taken;
+	if (reason != FLOWLAT_REASON_NEW_ISN &&
+	    end_ns - ev->p.first_syn_ns >= FLOWLAT_LATE_ANSWER_NS) {
+		struct flowlat_pending t;
+		__builtin_memset(&t, 0, sizeof(t));
+		t.first_syn_ns = ev->p.first_syn_ns;
+		t.last_syn_ns = end_ns;
+		t.client_isn = ev->p.client_isn;
+		t.syns = ev->p.syns;
+		t.syn_len = ev->p.syn_len;
+		t.state = FLOWLAT_STATE_ANSWERED;
+		taken = table_replace(key, ref, &t) == 0;
+		/* Counted as a new entry, which user space's sweep removes. */
+		if (taken)
+			count(FLOWLAT_STAT_CREATED);
+	} else {
+		taken = table_remove(key, ref) == 0;
+	}
+	if (!taken) {
 		ev->result = NOTHING_ENDED;
 		return 0;
 	}
@@ -37,6 +66,13 @@ static __always_inline int take(const struct flowlat_key *key, const struct tabl
 	ev->result = result;
 	ev->reason = reason;
 	return 1;
+}
+
+/* Whether an entry is a tombstone: an attempt reported already, kept so that
+ * its client's copies of the same SYN start no second record. */
+static __always_inline int reported(const struct flowlat_pending *p)
+{
+	return p->state == FLOWLAT_STATE_REPORTED || p->state == FLOWLAT_STATE_ANSWERED;
 }
 
 /* A client's SYN: a new attempt, a retransmission (same ISN), or a new attempt
@@ -84,7 +120,7 @@ static __always_inline void on_syn(struct __sk_buff *skb, const int egress,
 			p->last_syn_ns = now;
 		return;
 	}
-	if (p->state == FLOWLAT_STATE_REPORTED) {
+	if (reported(p)) {
 		if (table_remove(key, &ref) == 0)
 			count(FLOWLAT_STAT_REMOVED);
 	} else if (!egress && in_unattributed(p)) {
@@ -128,7 +164,7 @@ static __always_inline void on_synack_in(struct __sk_buff *skb, const struct flo
 {
 	struct table_ref ref;
 	struct flowlat_pending *p = table_find(key, &ref);
-	if (!p || p->state == FLOWLAT_STATE_REPORTED || !acks_syn(p, sg->ack))
+	if (!p || reported(p) || !acks_syn(p, sg->ack))
 		return;
 	__u64 now = bpf_ktime_get_ns();
 	if (p->synacks == 0) {

@@ -44,6 +44,7 @@ pub(crate) const STATE_SYN: u8 = 0;
 #[allow(dead_code)]
 pub(crate) const STATE_SYNACK: u8 = 1;
 pub(crate) const STATE_REPORTED: u8 = 2;
+pub(crate) const STATE_ANSWERED: u8 = 3;
 
 pub(crate) const STAT_SENT: usize = 0;
 pub(crate) const STAT_SEND_FAILED: usize = 1;

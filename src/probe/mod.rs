@@ -35,7 +35,7 @@ pub use filter::Filter;
 pub use load::{object_bytes, Framing, ProbeConfig, Table};
 pub use record::{Dir, Outcome, Reason, Record};
 pub use stats::KernelStats;
-pub use table::{Sweep, REPORTED_HOLD};
+pub use table::{Sweep, ANSWERED_HOLD, REPORTED_HOLD};
 
 use delivery::Delivered;
 use table::TableMap;

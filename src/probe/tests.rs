@@ -133,6 +133,7 @@ fn rust_structs_match_the_c_header() {
         STATE_SYN as usize,
         STATE_SYNACK as usize,
         STATE_REPORTED as usize,
+        STATE_ANSWERED as usize,
         STAT_SENT,
         STAT_SEND_FAILED,
         STAT_CREATED,
