@@ -44,6 +44,16 @@
  * for a while, so that the client's later retransmissions of the same SYN
  * start no second record. */
 #define FLOWLAT_STATE_REPORTED 2
+/* Reported when an answer ended it late, config.late_answer_us or more after
+ * its first SYN, and kept by the classifier until user space's sweep removes
+ * it a moment later: a copy of the SYN the client retransmitted before the
+ * answer reached it may still be on its way, overtaken by the client's ACK,
+ * and must start no second record. */
+#define FLOWLAT_STATE_ANSWERED 3
+/* What user space sets config.late_answer_us to. Clients retransmit a SYN
+ * first a second after it (RFC 6298; Linux); 200 ms, Linux's smallest
+ * retransmission timeout, leaves room for others. */
+#define FLOWLAT_LATE_ANSWER_US 200000
 
 /* Per-CPU counters: indices into the "stats" map's one value, an array of
  * FLOWLAT_STAT_MAX __u64 (one value, so that a CPU's counters share a cache
@@ -104,6 +114,10 @@ struct flowlat_config {
 	/* The slot table's buckets less one (a power of two less one); unused
 	 * with the LRU table. */
 	__u32 table_mask;
+	/* An attempt that ends this long after its first SYN leaves a tombstone
+	 * (FLOWLAT_STATE_ANSWERED); tests that cannot know the kernel's clock
+	 * set it out of reach. */
+	__u32 late_answer_us;
 };
 
 /* config.flags. Zero (the .bss default) is flowlat's plain mode: a record

@@ -19,13 +19,43 @@
  * unless user space's timeout sweep removed it first: whoever deletes the
  * entry reports the attempt, so it is reported exactly once. The entry is
  * copied before it is deleted, because the element's memory may be reused as
- * soon as it is freed; *ev is then the only copy. */
+ * soon as it is freed; *ev is then the only copy.
+ *
+ * An attempt that ends late, config.late_answer_us or more after its first
+ * SYN, may have a copy of its SYN still on the way: the client retransmitted
+ * it before the answer reached it, and the copy can arrive after the answer,
+ * overtaken by the client's ACK (a veth's backlogs on two CPUs reorder them,
+ * and so can a network). Its entry becomes a tombstone instead
+ * (FLOWLAT_STATE_ANSWERED), which user space's sweep removes a second or two
+ * after the end or the last copy, so that the copy counts on the reported
+ * attempt rather than start one that would time out. A quick answer, the
+ * common case, leaves none: no copy can be on its way. Nor does a new ISN,
+ * which takes the key for the new attempt. */
 static __always_inline int take(const struct flowlat_key *key, const struct table_ref *ref,
 				struct flowlat_event *ev, __u64 end_ns, __u8 result, __u8 reason)
 {
 	__builtin_memset(ev, 0, sizeof(*ev));
 	ev->p = *ref->p;
-	if (table_remove(key, ref) != 0) {
+	int taken;
+	/* (An ICMP error's attempt leaves a tombstone of its own, for longer.) */
+	if (reason != FLOWLAT_REASON_NEW_ISN && reason < FLOWLAT_REASON_ICMP4_UNREACH &&
+	    end_ns - ev->p.first_syn_ns >= (__u64)config.late_answer_us * 1000) {
+		struct flowlat_pending t;
+		__builtin_memset(&t, 0, sizeof(t));
+		t.first_syn_ns = ev->p.first_syn_ns;
+		t.last_syn_ns = end_ns;
+		t.client_isn = ev->p.client_isn;
+		t.syns = ev->p.syns;
+		t.syn_len = ev->p.syn_len;
+		t.state = FLOWLAT_STATE_ANSWERED;
+		taken = table_replace(key, ref, &t) == 0;
+		/* Counted as a new entry, which user space's sweep removes. */
+		if (taken)
+			count(FLOWLAT_STAT_CREATED);
+	} else {
+		taken = table_remove(key, ref) == 0;
+	}
+	if (!taken) {
 		ev->result = NOTHING_ENDED;
 		return 0;
 	}
@@ -37,6 +67,13 @@ static __always_inline int take(const struct flowlat_key *key, const struct tabl
 	ev->result = result;
 	ev->reason = reason;
 	return 1;
+}
+
+/* Whether an entry is a tombstone: an attempt reported already, kept so that
+ * its client's copies of the same SYN start no second record. */
+static __always_inline int reported(const struct flowlat_pending *p)
+{
+	return p->state == FLOWLAT_STATE_REPORTED || p->state == FLOWLAT_STATE_ANSWERED;
 }
 
 /* A client's SYN: a new attempt, a retransmission (same ISN), or a new attempt
@@ -84,7 +121,7 @@ static __always_inline void on_syn(struct __sk_buff *skb, const int egress,
 			p->last_syn_ns = now;
 		return;
 	}
-	if (p->state == FLOWLAT_STATE_REPORTED) {
+	if (reported(p)) {
 		if (table_remove(key, &ref) == 0)
 			count(FLOWLAT_STAT_REMOVED);
 	} else if (!egress && in_unattributed(p)) {
@@ -128,7 +165,7 @@ static __always_inline void on_synack_in(struct __sk_buff *skb, const struct flo
 {
 	struct table_ref ref;
 	struct flowlat_pending *p = table_find(key, &ref);
-	if (!p || p->state == FLOWLAT_STATE_REPORTED || !acks_syn(p, sg->ack))
+	if (!p || reported(p) || !acks_syn(p, sg->ack))
 		return;
 	__u64 now = bpf_ktime_get_ns();
 	if (p->synacks == 0) {
@@ -185,9 +222,13 @@ static __always_inline void on_ack_in(const struct flowlat_key *key, __u32 ack,
 }
 
 /* in: the client resets our SYN-ACK (it gave up before our answer came, or
- * its address was spoofed): its RST takes its sequence number from our
- * SYN-ACK's (RFC 9293, 3.10.7.3), or acknowledges it. A RST that fits no
- * attempt in this state changes nothing. */
+ * its address was spoofed). A reset answering a segment that has ACK on takes
+ * its sequence number from that segment's acknowledgment field (RFC 9293,
+ * 3.10.7.1 for a socket already closed, 3.10.7.3 in SYN-SENT): our SYN-ACK's,
+ * the client's ISN+1 (up to ISN+1+data after a SYN with data), with ACK off,
+ * which is what Linux sends. A client that took our SYN-ACK and then aborts
+ * acknowledges it instead (ack = our ISN+1). A RST that fits no attempt in
+ * this state changes nothing. */
 static __always_inline void on_client_rst(const struct flowlat_key *key, const struct segment *sg,
 					  struct flowlat_event *ev)
 {
@@ -195,8 +236,10 @@ static __always_inline void on_client_rst(const struct flowlat_key *key, const s
 	struct flowlat_pending *p = table_find(key, &ref);
 	if (!p || p->state != FLOWLAT_STATE_SYNACK)
 		return;
-	__u32 next = p->server_isn + 1;
-	if (sg->seq != next && !((sg->flags & TCP_ACK) && sg->ack == next))
+	/* A plain RST takes its number from what our SYN-ACK acknowledged; one
+	 * with an ACK must acknowledge our SYN-ACK. */
+	int fits = (sg->flags & TCP_ACK) ? sg->ack == p->server_isn + 1 : acks_syn(p, sg->seq);
+	if (!fits)
 		return;
 	take(key, &ref, ev, bpf_ktime_get_ns(), FLOWLAT_RESULT_ABANDONED,
 	     FLOWLAT_REASON_CLIENT_RESET);

@@ -41,6 +41,7 @@ __u64 flowlat_layout[] SEC("layout") = {
 	FLOWLAT_STATE_SYN,
 	FLOWLAT_STATE_SYNACK,
 	FLOWLAT_STATE_REPORTED,
+	FLOWLAT_STATE_ANSWERED,
 	FLOWLAT_STAT_SENT,
 	FLOWLAT_STAT_SEND_FAILED,
 	FLOWLAT_STAT_CREATED,
@@ -141,6 +142,8 @@ __u64 flowlat_layout[] SEC("layout") = {
 	OFF(flowlat_fail_key, ifindex),
 	OFF(flowlat_fail_key, dir),
 	OFF(flowlat_fail_key, reason),
+	OFF(flowlat_config, late_answer_us),
+	FLOWLAT_LATE_ANSWER_US,
 #define BOUND(b) b,
 	FLOWLAT_HIST_BOUNDS(BOUND)
 };

@@ -44,6 +44,9 @@ pub(crate) const STATE_SYN: u8 = 0;
 #[allow(dead_code)]
 pub(crate) const STATE_SYNACK: u8 = 1;
 pub(crate) const STATE_REPORTED: u8 = 2;
+pub(crate) const STATE_ANSWERED: u8 = 3;
+/// `FLOWLAT_LATE_ANSWER_US`: what `config.late_answer_us` is set to.
+pub(crate) const LATE_ANSWER_US: u32 = 200_000;
 
 pub(crate) const STAT_SENT: usize = 0;
 pub(crate) const STAT_SEND_FAILED: usize = 1;
@@ -142,6 +145,7 @@ pub(crate) struct ConfigGlobal {
     pub(crate) agg_keys: u32,
     pub(crate) batch: u32,
     pub(crate) table_mask: u32,
+    pub(crate) late_answer_us: u32,
 }
 
 /// `struct flowlat_agg_key`, as the map holds it.
@@ -203,10 +207,11 @@ pub struct Pending {
 }
 
 impl Pending {
-    /// Whether this entry is a reported attempt's tombstone, kept so that the
-    /// client's later retransmissions start no second record.
-    pub fn reported(&self) -> bool {
-        self.state == STATE_REPORTED
+    /// Whether this entry is a tombstone of a reported attempt (timed out,
+    /// ended by an ICMP error, or answered late), kept so that copies of the
+    /// client's SYN start no second record.
+    pub fn tombstone(&self) -> bool {
+        self.state == STATE_REPORTED || self.state == STATE_ANSWERED
     }
 }
 

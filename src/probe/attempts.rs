@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::abi::{
     as_bytes, from_bytes, Event, Key, Pending, DIR_IN, REASON_NO_ACK, REASON_NO_ANSWER,
-    RESULT_TIMEOUT, STATE_REPORTED,
+    RESULT_TIMEOUT, STATE_ANSWERED, STATE_REPORTED,
 };
 use super::record::Record;
 use super::slots::{self, SlotTable};
@@ -177,6 +177,13 @@ impl Attempts for Lru {
 /// keeps retrying the reported attempt never starts a second record.
 pub const REPORTED_HOLD: Duration = Duration::from_secs(120);
 
+/// How long the tombstone of an attempt that ended late (see
+/// `FLOWLAT_STATE_ANSWERED`) outlives its end, or the last copy of its SYN
+/// that came after it: a copy the client sent before the answer reached it
+/// left before the client's ACK, and arrives after it only by the little a
+/// reordering delays it.
+pub const ANSWERED_HOLD: Duration = Duration::from_secs(1);
+
 /// What a sweep of the pending table found.
 #[derive(Debug, Default)]
 pub struct Sweep {
@@ -184,8 +191,8 @@ pub struct Sweep {
     pub expired: Vec<Record>,
     /// Attempts still pending after the sweep.
     pub pending: u64,
-    /// Tombstones of reported timeouts and ICMP errors still held (see
-    /// [`REPORTED_HOLD`]).
+    /// Tombstones still held: of reported timeouts and ICMP errors (see
+    /// [`REPORTED_HOLD`]) and of attempts answered late ([`ANSWERED_HOLD`]).
     pub tombstones: u64,
     /// `in` attempts that timed out with no SYN-ACK of ours while a cgroup
     /// filter is set: with no listener seen, they are dropped as filtered, not
@@ -209,12 +216,15 @@ pub(super) fn sweep_table<T: Attempts>(
     timeout_ns: u64,
     cgroup_filter: bool,
 ) -> Result<(Sweep, Swept), BpfError> {
-    let hold_ns = REPORTED_HOLD.as_nanos() as u64;
     let mut sweep = Sweep::default();
     let mut swept = Swept::default();
     for (k, p, at) in t.entries()? {
-        if p.state == STATE_REPORTED {
-            if now_ns.saturating_sub(p.last_syn_ns) < hold_ns {
+        if p.state == STATE_REPORTED || p.state == STATE_ANSWERED {
+            let hold = match p.state {
+                STATE_REPORTED => REPORTED_HOLD,
+                _ => ANSWERED_HOLD,
+            };
+            if now_ns.saturating_sub(p.last_syn_ns) < hold.as_nanos() as u64 {
                 sweep.tombstones += 1;
             } else if t.remove(&k, &at)? {
                 swept.removed += 1;

@@ -29,7 +29,7 @@ pub use abi::{
     REASONS, RESULTS,
 };
 pub use aggregate::{hist_bucket, AggKey, AggValue, Aggregation, Failure, Hist};
-pub use attempts::{Sweep, Table, REPORTED_HOLD};
+pub use attempts::{Sweep, Table, ANSWERED_HOLD, REPORTED_HOLD};
 pub use filter::Filter;
 pub use load::{object_bytes, Framing, ProbeConfig};
 pub use record::{Dir, Outcome, Reason, Record};

@@ -133,6 +133,7 @@ fn rust_structs_match_the_c_header() {
         STATE_SYN as usize,
         STATE_SYNACK as usize,
         STATE_REPORTED as usize,
+        STATE_ANSWERED as usize,
         STAT_SENT,
         STAT_SEND_FAILED,
         STAT_CREATED,
@@ -233,6 +234,8 @@ fn rust_structs_match_the_c_header() {
         offset_of!(FailKey, ifindex),
         offset_of!(FailKey, dir),
         offset_of!(FailKey, reason),
+        offset_of!(ConfigGlobal, late_answer_us),
+        LATE_ANSWER_US as usize,
     ];
     let rust: Vec<usize> = rust
         .into_iter()

@@ -21,7 +21,8 @@ use kit::run::{Flowlat, Stopped};
 use nix::errno::Errno;
 
 use crate::handshakes::find;
-use crate::metrics::{get, samples};
+use crate::metrics::get;
+use kit::run::exposition_samples as samples;
 
 /// Who ends an attempt.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]

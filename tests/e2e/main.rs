@@ -10,7 +10,9 @@
 //!   under flowlat, many starts, no privileges;
 //! - `metrics`: the Prometheus endpoint;
 //! - `summary`: summaries, interval tables, in-kernel filters, bounded runs;
-//! - `shapes`: loopback, TUN, VLAN tags, a SYN flood.
+//! - `shapes`: loopback, TUN, VLAN tags, a SYN flood;
+//! - `loss`: nginx and ab under random SYN and SYN-ACK loss, every attempt at
+//!   both ends against tcpdump's packets, and the client's nstat counters.
 //!
 //! `cgroup_e2e` (moves this process between cgroups), `static_binary` (builds
 //! the musl binary) and `readme_demo` (by hand) are binaries of their own.
@@ -18,6 +20,7 @@
 mod causes;
 mod handshakes;
 mod lifecycle;
+mod loss;
 mod metrics;
 mod shapes;
 mod summary;

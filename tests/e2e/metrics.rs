@@ -15,7 +15,7 @@ use kit::json::{self, Rec};
 use kit::kernel::our_filters;
 use kit::net::{NetNs, VethPair};
 use kit::peer::Peer;
-use kit::run::Flowlat;
+use kit::run::{exposition_samples, Flowlat};
 
 /// A port nobody in `ns` listens on now.
 fn free_port(ns: &NetNs) -> u16 {
@@ -53,17 +53,6 @@ pub(crate) fn get(ns: &NetNs, addr: SocketAddr, path: &str) -> (u16, String, Str
         addr,
         format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"),
     )
-}
-
-/// Samples of an exposition: `name{labels}` -> value.
-pub(crate) fn samples(text: &str) -> HashMap<String, f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-        .filter_map(|l| {
-            let (k, v) = l.rsplit_once(' ')?;
-            Some((k.to_string(), v.parse().ok()?))
-        })
-        .collect()
 }
 
 fn sample(s: &HashMap<String, f64>, key: &str) -> f64 {
@@ -298,7 +287,7 @@ fn kernel_counted_metrics_agree_with_the_records_and_prometheus_reads_them() {
     assert_eq!(all.len(), made, "{:?}", recs.lines);
 
     for (what, text) in [("--quiet", &text), ("with records", &text6)] {
-        let s = samples(text);
+        let s = exposition_samples(text);
         for res in ["ok", "refused", "timeout", "abandoned", "unreachable"] {
             let n = all.iter().filter(|r| r.s("result") == res).count() as f64;
             let key =

@@ -441,17 +441,18 @@ fn an_in_attempt_rejected_under_a_cgroup_filter_is_dropped() {
     assert_eq!(rig.probe.kernel_stats().expect("stats").filtered, 1);
 }
 
-/// The client resets our SYN-ACK: its RST takes our ISN+1 as its sequence
-/// number (or acknowledges it). The attempt is abandoned a round trip after
-/// our last SYN-ACK.
+/// The client resets our SYN-ACK: its RST takes its sequence number from
+/// what our SYN-ACK acknowledged, the client's ISN+1 (RFC 9293, 3.10.7.1;
+/// Linux answers so for a socket already closed), or acknowledges our
+/// SYN-ACK. The attempt is abandoned a round trip after our last SYN-ACK.
 #[test]
 fn a_client_reset_of_our_syn_ack_abandons_the_in_attempt() {
     let mut rig = Rig::new();
     for f in [V4, V6] {
         let resets = [
             (
-                "RST, seq = our ISN+1",
-                Tcp::new(f.peer, 46000, f.here, 443, RST).seq(SERVER_ISN + 1),
+                "RST, seq = the client's ISN+1",
+                Tcp::new(f.peer, 46000, f.here, 443, RST).seq(ISN + 1),
             ),
             (
                 "RST|ACK, ack = our ISN+1",
@@ -517,8 +518,10 @@ fn resets_that_do_not_fit_our_syn_ack_change_nothing() {
             (RST, SERVER_ISN, 0),
             (RST, SERVER_ISN + 2, 0),
             (RST, 0x5eed_f00d, 0),
-            (RST, ISN + 1, 0),
-            (RST | ACK, ISN + 1, SERVER_ISN),
+            (RST, SERVER_ISN + 1, 0),
+            (RST, ISN, 0),
+            (RST, ISN + 2, 0),
+            (RST | ACK, ISN + 7, SERVER_ISN),
             (RST | ACK, ISN + 1, SERVER_ISN + 2),
             (RST | ACK, 0x5eed_f00d, 0x5eed_f00d),
         ] {
@@ -528,13 +531,11 @@ fn resets_that_do_not_fit_our_syn_ack_change_nothing() {
         // client's; nor is a RST of another connection's ports.
         rig.run(
             Hook::Egress,
-            &Tcp::new(s, 443, c, cport, RST).seq(SERVER_ISN + 1).frame(),
+            &Tcp::new(s, 443, c, cport, RST).seq(ISN + 1).frame(),
         );
         rig.run(
             Hook::Ingress,
-            &Tcp::new(c, cport + 1, s, 443, RST)
-                .seq(SERVER_ISN + 1)
-                .frame(),
+            &Tcp::new(c, cport + 1, s, 443, RST).seq(ISN + 1).frame(),
         );
         let what = format!("IPv{}", f.family);
         assert!(rig.records().is_empty(), "{what}: {:?}", rig.records());
@@ -546,9 +547,9 @@ fn resets_that_do_not_fit_our_syn_ack_change_nothing() {
     }
 }
 
-/// Our ISN may be any number, 2^32 - 1 too: the client's reset of our
-/// SYN-ACK then carries sequence number 0, like a reset answering a SYN; so
-/// does its RST|ACK when its own ISN is 2^32 - 1.
+/// The client's ISN may be any number, 2^32 - 1 too: its reset of our
+/// SYN-ACK then carries sequence number 0, like a reset answering a SYN,
+/// plain or with an ACK of our SYN-ACK.
 #[test]
 fn a_client_reset_is_seen_when_its_sequence_number_wraps_to_zero() {
     let mut rig = Rig::new();
@@ -556,7 +557,7 @@ fn a_client_reset_is_seen_when_its_sequence_number_wraps_to_zero() {
         let (c, s) = (f.peer, f.here);
         // (client port, client ISN, our ISN, the RST's flags and ack)
         for (cport, isn, server_isn, flags, ack) in [
-            (48000, ISN, u32::MAX, RST, 0),
+            (48000, u32::MAX, SERVER_ISN, RST, 0),
             (48001, u32::MAX, SERVER_ISN, RST | ACK, SERVER_ISN + 1),
         ] {
             let what = format!("IPv{} flags {flags:#x}", f.family);
@@ -676,7 +677,7 @@ fn failures_are_aggregated_and_counted_by_reason() {
     rig.run(
         Hook::Ingress,
         &Tcp::new(V4.peer, 49004, V4.here, 443, RST)
-            .seq(SERVER_ISN + 1)
+            .seq(ISN + 1)
             .frame(),
     );
     let s6 = syn(V4.peer, 49005, V4.here, ISN);

@@ -84,7 +84,7 @@ impl Rig {
             .pending_entries()
             .expect("walk pending")
             .iter()
-            .filter(|(_, p)| !p.reported())
+            .filter(|(_, p)| !p.tombstone())
             .count()
     }
 
