@@ -21,33 +21,31 @@
  * copied before it is deleted, because the element's memory may be reused as
  * soon as it is freed; *ev is then the only copy.
  *
- * An attempt that ends late, config.late_answer_us or more after its first
- * SYN, may have a copy of its SYN still on the way: the client retransmitted
- * it before the answer reached it, and the copy can arrive after the answer,
- * overtaken by the client's ACK (a veth's backlogs on two CPUs reorder them,
- * and so can a network). Its entry becomes a tombstone instead
- * (FLOWLAT_STATE_ANSWERED), which user space's sweep removes a second or two
- * after the end or the last copy, so that the copy counts on the reported
- * attempt rather than start one that would time out. A quick answer, the
- * common case, leaves none: no copy can be on its way. Nor does a new ISN,
- * which takes the key for the new attempt. */
+ * Where the client may still send the attempt's SYN, the entry becomes a
+ * tombstone in place instead (user space's sweep removes it once the client
+ * has been quiet for its hold), so that those SYNs count on the reported
+ * attempt rather than start one that would time out:
+ * - after an ICMP error (FLOWLAT_STATE_REPORTED, as a timeout's): see
+ *   on_icmp_error();
+ * - after an end config.late_answer_us or more after the first SYN
+ *   (FLOWLAT_STATE_ANSWERED): the client may have retransmitted its SYN
+ *   before the answer reached it, and that copy can arrive after the answer,
+ *   overtaken by the client's ACK (a veth's backlogs on two CPUs reorder
+ *   them, and so can a network). A quick answer, the common case, leaves
+ *   none: no copy can be on its way.
+ * A new ISN leaves none: the key is the new attempt's. */
 static __always_inline int take(const struct flowlat_key *key, const struct table_ref *ref,
 				struct flowlat_event *ev, __u64 end_ns, __u8 result, __u8 reason)
 {
 	__builtin_memset(ev, 0, sizeof(*ev));
 	ev->p = *ref->p;
+	int icmp = reason >= FLOWLAT_REASON_ICMP4_UNREACH;
 	int taken;
-	/* (An ICMP error's attempt leaves a tombstone of its own, for longer.) */
-	if (reason != FLOWLAT_REASON_NEW_ISN && reason < FLOWLAT_REASON_ICMP4_UNREACH &&
-	    end_ns - ev->p.first_syn_ns >= (__u64)config.late_answer_us * 1000) {
-		struct flowlat_pending t;
-		__builtin_memset(&t, 0, sizeof(t));
-		t.first_syn_ns = ev->p.first_syn_ns;
+	if (reason != FLOWLAT_REASON_NEW_ISN &&
+	    (icmp || end_ns - ev->p.first_syn_ns >= (__u64)config.late_answer_us * 1000)) {
+		struct flowlat_pending t = ev->p;
+		t.state = icmp ? FLOWLAT_STATE_REPORTED : FLOWLAT_STATE_ANSWERED;
 		t.last_syn_ns = end_ns;
-		t.client_isn = ev->p.client_isn;
-		t.syns = ev->p.syns;
-		t.syn_len = ev->p.syn_len;
-		t.state = FLOWLAT_STATE_ANSWERED;
 		taken = table_replace(key, ref, &t) == 0;
 		/* Counted as a new entry, which user space's sweep removes. */
 		if (taken)
@@ -264,9 +262,9 @@ static __always_inline void swap_ends(struct flowlat_key *key)
  * The client may send the same SYN again after the error: Linux does when
  * the error came while connect() held the socket (it is then a soft error),
  * and other systems take most errors as soft and keep trying. Those SYNs
- * belong to the attempt just reported, so a tombstone takes its place, as a
- * timeout's does: its retransmissions, and the errors they draw, start no
- * second record. */
+ * belong to the attempt just reported, so take() leaves a tombstone in its
+ * place, as a timeout's: its retransmissions, and the errors they draw, start
+ * no second record. */
 static __always_inline void on_icmp_error(const struct flowlat_key *key, const struct segment *sg,
 					  struct flowlat_event *ev)
 {
@@ -280,19 +278,8 @@ static __always_inline void on_icmp_error(const struct flowlat_key *key, const s
 		drop_filtered(key, &ref);
 		return;
 	}
-	__u64 now = bpf_ktime_get_ns();
-	if (!take(key, &ref, ev, now, sg->result, sg->reason))
+	if (!take(key, &ref, ev, bpf_ktime_get_ns(), sg->result, sg->reason))
 		return;
-	/* The event's copy, marked reported, is the tombstone; user space's
-	 * sweep removes it once the client has been quiet for the hold. (A SYN
-	 * that took the key meanwhile stands alone.) */
-	__u64 last_syn = ev->p.last_syn_ns;
-	ev->p.state = FLOWLAT_STATE_REPORTED;
-	ev->p.last_syn_ns = now;
-	if (table_add(key, &ev->p) == 0)
-		count(FLOWLAT_STAT_CREATED);
-	ev->p.state = FLOWLAT_STATE_SYN;
-	ev->p.last_syn_ns = last_syn;
 	__builtin_memcpy(FLOWLAT_EVENT_FROM(ev), sg->from, sizeof(sg->from));
 }
 
