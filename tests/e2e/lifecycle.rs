@@ -537,7 +537,7 @@ fn fifty_starts_and_stops_leave_nothing_in_the_kernel() {
         assert!(status.success(), "cycle {cycle}: {status:?} {rest}");
         assert_eq!(tc_state(&net.a, "a"), fresh, "cycle {cycle}");
     }
-    assert_eq!((progs.len(), maps.len()), (100, 400));
+    assert_eq!((progs.len(), maps.len()), (100, 450));
     assert_bpf_objects_gone(&progs, &maps, Duration::from_secs(10));
 }
 
