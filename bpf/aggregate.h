@@ -99,12 +99,31 @@ static __always_inline struct flowlat_agg *agg_of(struct flowlat_agg_key *k)
 	return v;
 }
 
+/* Counts a failure by its reason (FLOWLAT_FAIL_KEYS). */
+static __always_inline void fail_add(const struct flowlat_key *key, __u8 reason)
+{
+	struct flowlat_fail_key k = {
+		.ifindex = key->ifindex,
+		.dir = key->dir,
+		.reason = reason,
+	};
+	__u64 *n = bpf_map_lookup_elem(&fails, &k);
+	if (n) {
+		*n += 1;
+		return;
+	}
+	__u64 one = 1;
+	/* Another CPU's insert of the same key meanwhile is no matter: the map
+	 * is per CPU. */
+	bpf_map_update_elem(&fails, &k, &one, BPF_NOEXIST);
+}
+
 /* Adds an ended attempt to its aggregate: the same arithmetic as
  * Record::from_event (src/probe/record.rs) and AggValue::add_record
  * (src/probe/aggregate.rs). */
 static __always_inline void aggregate(const struct flowlat_key *key,
 				      const struct flowlat_pending *p, __u64 end_ns, __u8 result,
-				      __u32 flags)
+				      __u8 reason, __u32 flags)
 {
 	struct flowlat_agg_key k;
 	__builtin_memset(&k, 0, sizeof(k));
@@ -119,10 +138,13 @@ static __always_inline void aggregate(const struct flowlat_key *key,
 		count(FLOWLAT_STAT_AGG_FAILED);
 		return;
 	}
-	v->results[result & 3] += 1;
+	if (result < FLOWLAT_RESULTS)
+		v->results[result] += 1;
 	v->retrans += p->syns ? p->syns - 1 : 0;
-	if (result != FLOWLAT_RESULT_OK)
+	if (result != FLOWLAT_RESULT_OK) {
+		fail_add(key, reason);
 		return;
+	}
 	__u64 from = key->dir == FLOWLAT_DIR_OUT ? p->last_syn_ns : p->last_synack_ns;
 	if (end_ns >= from)
 		hist_add(&v->rtt, end_ns - from);

@@ -14,14 +14,46 @@
 #define FLOWLAT_RESULT_OK 0
 #define FLOWLAT_RESULT_REFUSED 1
 #define FLOWLAT_RESULT_TIMEOUT 2
-#define FLOWLAT_RESULT_ABANDONED 3 /* a SYN with a new ISN replaced it before any answer */
+#define FLOWLAT_RESULT_ABANDONED 3 /* the client gave up: a new ISN on the tuple, or its RST */
+/* An ICMP or ICMPv6 error quoting the SYN answered it: no route, a firewall's
+ * rejection, a host down behind its last router, a loop. (Port and protocol
+ * unreachable are REFUSED, as connect() reports them.) */
+#define FLOWLAT_RESULT_UNREACHABLE 4
+#define FLOWLAT_RESULTS 5
+
+/* Why an attempt that did not complete ended (struct flowlat_event.reason).
+ * The kernel sets all but the timeouts', which user space's sweep finds. */
+#define FLOWLAT_REASON_NONE 0        /* ok */
+#define FLOWLAT_REASON_RST 1         /* refused by a RST */
+#define FLOWLAT_REASON_NEW_ISN 2     /* abandoned: a SYN with a new ISN on the tuple */
+#define FLOWLAT_REASON_CLIENT_RESET 3 /* abandoned: the client reset our SYN-ACK */
+#define FLOWLAT_REASON_NO_ANSWER 4   /* timeout: no SYN-ACK (user space) */
+#define FLOWLAT_REASON_NO_ACK 5      /* timeout, in: our SYN-ACK left, no ACK came (user space) */
+/* ICMP errors, by type and code: IPv4 destination unreachable codes 0-15 at
+ * 16 + code, time exceeded (IPv4 type 11, ICMPv6 type 3) codes 0-1 at
+ * 32 + code, ICMPv6 destination unreachable codes 0-7 at 40 + code. */
+#define FLOWLAT_REASON_ICMP4_UNREACH 16
+#define FLOWLAT_REASON_TIME_EXCEEDED 32
+#define FLOWLAT_REASON_ICMP6_UNREACH 40
+#define FLOWLAT_REASONS 48
 
 /* State of a pending attempt. */
 #define FLOWLAT_STATE_SYN 0    /* SYN seen, no SYN-ACK yet */
 #define FLOWLAT_STATE_SYNACK 1 /* in: SYN-ACK sent, waiting for the client's ACK */
-/* Reported as a timeout by user space and kept for a while, so that the
- * client's later retransmissions of the same SYN start no second record. */
+/* Reported (as a timeout by user space, or ended by an ICMP error) and kept
+ * for a while, so that the client's later retransmissions of the same SYN
+ * start no second record. */
 #define FLOWLAT_STATE_REPORTED 2
+/* Reported when an answer ended it late, config.late_answer_us or more after
+ * its first SYN, and kept by the classifier until user space's sweep removes
+ * it a moment later: a copy of the SYN the client retransmitted before the
+ * answer reached it may still be on its way, overtaken by the client's ACK,
+ * and must start no second record. */
+#define FLOWLAT_STATE_ANSWERED 3
+/* What user space sets config.late_answer_us to. Clients retransmit a SYN
+ * first a second after it (RFC 6298; Linux); 200 ms, Linux's smallest
+ * retransmission timeout, leaves room for others. */
+#define FLOWLAT_LATE_ANSWER_US 200000
 
 /* Per-CPU counters: indices into the "stats" map's one value, an array of
  * FLOWLAT_STAT_MAX __u64 (one value, so that a CPU's counters share a cache
@@ -82,6 +114,10 @@ struct flowlat_config {
 	/* The slot table's buckets less one (a power of two less one); unused
 	 * with the LRU table. */
 	__u32 table_mask;
+	/* An attempt that ends this long after its first SYN leaves a tombstone
+	 * (FLOWLAT_STATE_ANSWERED); tests that cannot know the kernel's clock
+	 * set it out of reach. */
+	__u32 late_answer_us;
 };
 
 /* config.flags. Zero (the .bss default) is flowlat's plain mode: a record
@@ -122,13 +158,27 @@ struct flowlat_agg_key {
 	__u64 cgroup_id;   /* 0 unless FLOWLAT_CFG_AGG_CGROUP, or no socket */
 };
 
+/* Failures by reason (FLOWLAT_CFG_AGGREGATE): the per-CPU hash "fails",
+ * counts of ended attempts that did not complete, by interface, direction
+ * and FLOWLAT_REASON_*. At most FLOWLAT_FAIL_KEYS keys: interfaces times
+ * directions times reasons seen, a bounded set; beyond it a failure is
+ * counted in its aggregate's results only. */
+#define FLOWLAT_FAIL_KEYS 4096
+
+struct flowlat_fail_key {
+	__u32 ifindex;
+	__u8 dir;
+	__u8 reason;
+	__u16 pad;
+};
+
 struct flowlat_hist {
 	__u64 buckets[FLOWLAT_HIST_N + 1];
 	__u64 sum_ns;
 };
 
 struct flowlat_agg {
-	__u64 results[4]; /* by FLOWLAT_RESULT_* */
+	__u64 results[FLOWLAT_RESULTS]; /* by FLOWLAT_RESULT_* */
 	__u64 retrans;    /* client SYNs beyond the first */
 	struct flowlat_hist rtt;   /* ok attempts: the record's rtt */
 	struct flowlat_hist local; /* in and ok: first SYN-ACK - last SYN before it */
@@ -282,8 +332,16 @@ struct flowlat_event {
 	struct flowlat_pending p;
 	__u64 end_ns; /* the packet that ended it: SYN-ACK (out), ACK (in), RST, or new SYN */
 	__u8 result;  /* FLOWLAT_RESULT_* */
-	__u8 pad[7];
+	__u8 reason;  /* FLOWLAT_REASON_* */
+	__u8 pad[6];
 };
+
+/* An attempt an ICMP error ended had no SYN-ACK, so the 16 bytes of its
+ * record's p.first_synack_ns and p.last_synack_ns carry the error's sender
+ * instead (a router on the way, or the server; network order, as the key's
+ * addresses): every record keeps its size, and so the cost of sending it.
+ * User space names the sender of a RST or a SYN itself. */
+#define FLOWLAT_EVENT_FROM(ev) ((__u8 *)&(ev)->p.first_synack_ns)
 
 /* Records reach user space in batches of this many, one perf event each. */
 #define FLOWLAT_BATCH 8

@@ -19,13 +19,41 @@
  * unless user space's timeout sweep removed it first: whoever deletes the
  * entry reports the attempt, so it is reported exactly once. The entry is
  * copied before it is deleted, because the element's memory may be reused as
- * soon as it is freed; *ev is then the only copy. */
+ * soon as it is freed; *ev is then the only copy.
+ *
+ * Where the client may still send the attempt's SYN, the entry becomes a
+ * tombstone in place instead (user space's sweep removes it once the client
+ * has been quiet for its hold), so that those SYNs count on the reported
+ * attempt rather than start one that would time out:
+ * - after an ICMP error (FLOWLAT_STATE_REPORTED, as a timeout's): see
+ *   on_icmp_error();
+ * - after an end config.late_answer_us or more after the first SYN
+ *   (FLOWLAT_STATE_ANSWERED): the client may have retransmitted its SYN
+ *   before the answer reached it, and that copy can arrive after the answer,
+ *   overtaken by the client's ACK (a veth's backlogs on two CPUs reorder
+ *   them, and so can a network). A quick answer, the common case, leaves
+ *   none: no copy can be on its way.
+ * A new ISN leaves none: the key is the new attempt's. */
 static __always_inline int take(const struct flowlat_key *key, const struct table_ref *ref,
-				struct flowlat_event *ev, __u64 end_ns, __u8 result)
+				struct flowlat_event *ev, __u64 end_ns, __u8 result, __u8 reason)
 {
 	__builtin_memset(ev, 0, sizeof(*ev));
 	ev->p = *ref->p;
-	if (table_remove(key, ref) != 0) {
+	int icmp = reason >= FLOWLAT_REASON_ICMP4_UNREACH;
+	int taken;
+	if (reason != FLOWLAT_REASON_NEW_ISN &&
+	    (icmp || end_ns - ev->p.first_syn_ns >= (__u64)config.late_answer_us * 1000)) {
+		struct flowlat_pending t = ev->p;
+		t.state = icmp ? FLOWLAT_STATE_REPORTED : FLOWLAT_STATE_ANSWERED;
+		t.last_syn_ns = end_ns;
+		taken = table_replace(key, ref, &t) == 0;
+		/* Counted as a new entry, which user space's sweep removes. */
+		if (taken)
+			count(FLOWLAT_STAT_CREATED);
+	} else {
+		taken = table_remove(key, ref) == 0;
+	}
+	if (!taken) {
 		ev->result = NOTHING_ENDED;
 		return 0;
 	}
@@ -35,7 +63,15 @@ static __always_inline int take(const struct flowlat_key *key, const struct tabl
 	ev->key = *key;
 	ev->end_ns = end_ns;
 	ev->result = result;
+	ev->reason = reason;
 	return 1;
+}
+
+/* Whether an entry is a tombstone: an attempt reported already, kept so that
+ * its client's copies of the same SYN start no second record. */
+static __always_inline int reported(const struct flowlat_pending *p)
+{
+	return p->state == FLOWLAT_STATE_REPORTED || p->state == FLOWLAT_STATE_ANSWERED;
 }
 
 /* A client's SYN: a new attempt, a retransmission (same ISN), or a new attempt
@@ -83,13 +119,13 @@ static __always_inline void on_syn(struct __sk_buff *skb, const int egress,
 			p->last_syn_ns = now;
 		return;
 	}
-	if (p->state == FLOWLAT_STATE_REPORTED) {
+	if (reported(p)) {
 		if (table_remove(key, &ref) == 0)
 			count(FLOWLAT_STAT_REMOVED);
 	} else if (!egress && in_unattributed(p)) {
 		drop_filtered(key, &ref);
 	} else {
-		take(key, &ref, ev, now, FLOWLAT_RESULT_ABANDONED);
+		take(key, &ref, ev, now, FLOWLAT_RESULT_ABANDONED, FLOWLAT_REASON_NEW_ISN);
 	}
 	if (table_add(key, &n) == 0)
 		count(FLOWLAT_STAT_CREATED);
@@ -111,7 +147,8 @@ static __always_inline void on_answer_out(const struct flowlat_key *key, const s
 	if (!p || p->state != FLOWLAT_STATE_SYN || !acks_syn(p, sg->ack))
 		return;
 	__u64 now = bpf_ktime_get_ns();
-	if (!take(key, &ref, ev, now, result))
+	__u8 reason = result == FLOWLAT_RESULT_OK ? FLOWLAT_REASON_NONE : FLOWLAT_REASON_RST;
+	if (!take(key, &ref, ev, now, result, reason))
 		return;
 	ev->p.first_synack_ns = now;
 	ev->p.last_synack_ns = now;
@@ -126,7 +163,7 @@ static __always_inline void on_synack_in(struct __sk_buff *skb, const struct flo
 {
 	struct table_ref ref;
 	struct flowlat_pending *p = table_find(key, &ref);
-	if (!p || p->state == FLOWLAT_STATE_REPORTED || !acks_syn(p, sg->ack))
+	if (!p || reported(p) || !acks_syn(p, sg->ack))
 		return;
 	__u64 now = bpf_ktime_get_ns();
 	if (p->synacks == 0) {
@@ -168,7 +205,7 @@ static __always_inline void on_rst_in(const struct flowlat_key *key, __u32 ack,
 		drop_filtered(key, &ref);
 		return;
 	}
-	take(key, &ref, ev, bpf_ktime_get_ns(), FLOWLAT_RESULT_REFUSED);
+	take(key, &ref, ev, bpf_ktime_get_ns(), FLOWLAT_RESULT_REFUSED, FLOWLAT_REASON_RST);
 }
 
 /* in: the client's ACK of our SYN-ACK completes the handshake. */
@@ -179,7 +216,71 @@ static __always_inline void on_ack_in(const struct flowlat_key *key, __u32 ack,
 	struct flowlat_pending *p = table_find(key, &ref);
 	if (!p || p->state != FLOWLAT_STATE_SYNACK || ack != p->server_isn + 1)
 		return;
-	take(key, &ref, ev, bpf_ktime_get_ns(), FLOWLAT_RESULT_OK);
+	take(key, &ref, ev, bpf_ktime_get_ns(), FLOWLAT_RESULT_OK, FLOWLAT_REASON_NONE);
+}
+
+/* in: the client resets our SYN-ACK (it gave up before our answer came, or
+ * its address was spoofed). A reset answering a segment that has ACK on takes
+ * its sequence number from that segment's acknowledgment field (RFC 9293,
+ * 3.10.7.1 for a socket already closed, 3.10.7.3 in SYN-SENT): our SYN-ACK's,
+ * the client's ISN+1 (up to ISN+1+data after a SYN with data), with ACK off,
+ * which is what Linux sends. A client that took our SYN-ACK and then aborts
+ * acknowledges it instead (ack = our ISN+1). A RST that fits no attempt in
+ * this state changes nothing. */
+static __always_inline void on_client_rst(const struct flowlat_key *key, const struct segment *sg,
+					  struct flowlat_event *ev)
+{
+	struct table_ref ref;
+	struct flowlat_pending *p = table_find(key, &ref);
+	if (!p || p->state != FLOWLAT_STATE_SYNACK)
+		return;
+	/* A plain RST takes its number from what our SYN-ACK acknowledged; one
+	 * with an ACK must acknowledge our SYN-ACK. */
+	int fits = (sg->flags & TCP_ACK) ? sg->ack == p->server_isn + 1 : acks_syn(p, sg->seq);
+	if (!fits)
+		return;
+	take(key, &ref, ev, bpf_ktime_get_ns(), FLOWLAT_RESULT_ABANDONED,
+	     FLOWLAT_REASON_CLIENT_RESET);
+}
+
+/* The key of the other side's attempt on the same connection. */
+static __always_inline void swap_ends(struct flowlat_key *key)
+{
+	__u8 a[16];
+	__builtin_memcpy(a, key->client, sizeof(a));
+	__builtin_memcpy(key->client, key->server, sizeof(a));
+	__builtin_memcpy(key->server, a, sizeof(a));
+	__u16 port = key->client_port;
+	key->client_port = key->server_port;
+	key->server_port = port;
+}
+
+/* An ICMP error quoting the client's SYN: arriving, it answers our client
+ * (out); leaving, this host rejects a client beyond (in). Only while no
+ * SYN-ACK was seen, and only for the SYN's own ISN.
+ *
+ * The client may send the same SYN again after the error: Linux does when
+ * the error came while connect() held the socket (it is then a soft error),
+ * and other systems take most errors as soft and keep trying. Those SYNs
+ * belong to the attempt just reported, so take() leaves a tombstone in its
+ * place, as a timeout's: its retransmissions, and the errors they draw, start
+ * no second record. */
+static __always_inline void on_icmp_error(const struct flowlat_key *key, const struct segment *sg,
+					  struct flowlat_event *ev)
+{
+	struct table_ref ref;
+	struct flowlat_pending *p = table_find(key, &ref);
+	if (!p || p->state != FLOWLAT_STATE_SYN || p->client_isn != sg->seq)
+		return;
+	/* Rejected by this host's firewall before any listener answered: no
+	 * socket to hold against a cgroup filter, as with a RST. */
+	if (key->dir == FLOWLAT_DIR_IN && in_unattributed(p)) {
+		drop_filtered(key, &ref);
+		return;
+	}
+	if (!take(key, &ref, ev, bpf_ktime_get_ns(), sg->result, sg->reason))
+		return;
+	__builtin_memcpy(FLOWLAT_EVENT_FROM(ev), sg->from, sizeof(sg->from));
 }
 
 /* Acts on a segment of a handshake that a pass described. Returns whether
@@ -195,7 +296,21 @@ static __always_inline int act(struct __sk_buff *skb, const int egress, struct s
 	asm volatile("" : : "r"(ev) : "memory");
 	ev->result = NOTHING_ENDED;
 	int kind = sg->kind;
-	if (kind == SEG_SYN) {
+	if (kind == SEG_CLIENT_RST) {
+		key->dir = FLOWLAT_DIR_IN;
+		on_client_rst(key, sg, ev);
+		/* A RST|ACK with sequence number 0 that reset no SYN-ACK of ours
+		 * may still refuse our SYN: looked up below as the server's, with
+		 * the ends the other way round. */
+		if (ev->result != NOTHING_ENDED || sg->seq != 0 || !(sg->flags & TCP_ACK))
+			return ev->result != NOTHING_ENDED;
+		swap_ends(key);
+		kind = SEG_RST;
+	}
+	if (kind == SEG_ICMP) {
+		key->dir = egress ? FLOWLAT_DIR_IN : FLOWLAT_DIR_OUT;
+		on_icmp_error(key, sg, ev);
+	} else if (kind == SEG_SYN) {
 		key->dir = egress ? FLOWLAT_DIR_OUT : FLOWLAT_DIR_IN;
 		__u32 kinds = filter.kinds;
 		if (kinds && !syn_kept(skb, egress, key, kinds))

@@ -61,6 +61,14 @@ struct flowlat_map_def agg_cpu SEC("maps") = {
 	.max_entries = FLOWLAT_AGG_FAST,
 };
 
+struct flowlat_map_def fails SEC("maps") = {
+	.type = BPF_MAP_TYPE_PERCPU_HASH,
+	.key_size = sizeof(struct flowlat_fail_key),
+	.value_size = sizeof(__u64),
+	.max_entries = FLOWLAT_FAIL_KEYS,
+	.map_flags = BPF_F_NO_PREALLOC,
+};
+
 /* What a new key of "agg" starts from: too big for the stack beside the
  * rest, and a map value is as good a source for an update. Never written. */
 struct flowlat_agg agg_zero __attribute__((aligned(8)));

@@ -16,6 +16,8 @@
 #define ETH_P_8021Q 0x8100
 #define ETH_P_8021AD 0x88A8
 #define IPPROTO_TCP 6
+#define IPPROTO_ICMP 1
+#define IPPROTO_ICMPV6 58
 
 #define IPV6_HOPOPTS 0
 #define IPV6_ROUTING 43
@@ -87,6 +89,22 @@ struct ext_head {
 	__u32 rest;
 };
 
+/* The ICMP and ICMPv6 header, up to what an error quotes. */
+struct icmp_head {
+	__u8 type;
+	__u8 code;
+	__u16 check;
+	__u32 rest;
+};
+
+/* The first 8 bytes of the TCP header an ICMP error quotes: all RFC 792
+ * promises, and all that names the attempt. */
+struct tcp_quote {
+	__u16 source;
+	__u16 dest;
+	__u32 seq;
+};
+
 /* Room for headers that are not in the linear data. */
 union hdr_buf {
 	struct ipv4_head v4;
@@ -145,7 +163,11 @@ struct segment {
 	__u32 syn_len;
 	__u8 kind;  /* SEG_* */
 	__u8 flags;
-	__u16 pad;
+	/* SEG_ICMP: the result and FLOWLAT_REASON_* of the error, and its
+	 * sender (network order, as the key's addresses). */
+	__u8 result;
+	__u8 reason;
+	__u8 from[16];
 };
 
 /* What a TCP segment is to the handshake tracker. */
@@ -154,6 +176,12 @@ struct segment {
 #define SEG_SYNACK 2 /* a server answering */
 #define SEG_RST 3
 #define SEG_ACK 4    /* anything else with ACK: may complete an "in" handshake */
+/* An arriving RST to a port and slot where an "in" attempt waits for its
+ * ACK: the client may be resetting our SYN-ACK. */
+#define SEG_CLIENT_RST 5
+/* An ICMP or ICMPv6 error quoting a TCP segment, which may be our SYN (out,
+ * arriving) or the client's SYN that this host rejects (in, leaving). */
+#define SEG_ICMP 6
 
 static __always_inline int segment_kind(__u8 flags)
 {
@@ -194,18 +222,28 @@ static __always_inline int on_tcp(struct __sk_buff *skb, const int egress, const
 	/* A reset answering a SYN carries sequence number 0 (RFC 9293, 3.10.7.1:
 	 * the SYN has no ACK to take one from). Every other reset is one of a
 	 * connection, the common kind, and needs no lookup: a miss in a table the
-	 * rest of the stack has pushed out of the caches costs several hundred ns. */
-	if (kind == SEG_RST && th->seq != 0)
-		return TC_ACT_UNSPEC;
+	 * rest of the stack has pushed out of the caches costs several hundred ns.
+	 * Unless it arrives where the gate says an "in" attempt waits for its
+	 * ACK: then it may be the client's answer to our SYN-ACK, whatever its
+	 * sequence number (our ISN+1, or the client's own with ACK, either of
+	 * which may be 0); act() still looks a RST|ACK with sequence number 0
+	 * that resets no SYN-ACK up as an answer to our SYN. */
+	if (kind == SEG_RST) {
+		if (!egress && port_open(th->dest) &&
+		    gate_open(gate_slot(a32, b32, th->source, th->dest)))
+			kind = SEG_CLIENT_RST;
+		else if (th->seq != 0)
+			return TC_ACT_UNSPEC;
+	}
 	/* A TCP header shorter than 20 bytes, or cut short, is malformed: the
 	 * stack will drop it, and so do we. */
 	__u32 hlen = (th->doff_res >> 4) * 4;
 	if (hlen < 20 || skb->len < l4 + hlen)
 		return TC_ACT_UNSPEC;
 
-	/* The client is the packet's source for SYNs and the client's ACK, its
-	 * destination for SYN-ACKs and RSTs. */
-	int client_is_src = kind == SEG_SYN || kind == SEG_ACK;
+	/* The client is the packet's source for SYNs and the client's ACK and
+	 * RST, its destination for SYN-ACKs and the server's RSTs. */
+	int client_is_src = kind == SEG_SYN || kind == SEG_ACK || kind == SEG_CLIENT_RST;
 	struct flowlat_key *key = &sg->key;
 	__builtin_memset(key, 0, sizeof(*key));
 	key->family = family;
@@ -233,6 +271,95 @@ static __always_inline int on_tcp(struct __sk_buff *skb, const int egress, const
 	return SEGMENT;
 }
 
+/* The reason and result of an ICMP error (FLOWLAT_REASON_*), or 0 for a
+ * message that answers no SYN (an echo, a redirect, a packet too big, ...).
+ * Port and protocol unreachable are refusals, as connect() reports them
+ * (ECONNREFUSED); every other error makes the peer unreachable. */
+static __always_inline __u8 icmp_reason(__u8 family, __u8 type, __u8 code, __u8 *result)
+{
+	*result = FLOWLAT_RESULT_UNREACHABLE;
+	if (family == 4) {
+		if (type == 3 && code < 16) {
+			if (code == 2 || code == 3)
+				*result = FLOWLAT_RESULT_REFUSED;
+			return FLOWLAT_REASON_ICMP4_UNREACH + code;
+		}
+		if (type == 11 && code < 2)
+			return FLOWLAT_REASON_TIME_EXCEEDED + code;
+		return 0;
+	}
+	if (type == 1 && code < 8) {
+		if (code == 4)
+			*result = FLOWLAT_RESULT_REFUSED;
+		return FLOWLAT_REASON_ICMP6_UNREACH + code;
+	}
+	if (type == 3 && code < 2)
+		return FLOWLAT_REASON_TIME_EXCEEDED + code;
+	return 0;
+}
+
+/* Reads an ICMP or ICMPv6 error whose header starts at l4 and that quotes a
+ * TCP segment: SEGMENT with the quoted segment's key and sequence number in
+ * *sg, for act() to match against an attempt's SYN (its ISN: a blind or
+ * stale error ends nothing, RFC 5927). from: the error's sender, 4 or 16
+ * bytes. Only in the copying pass: errors are rare, and kept out of the
+ * direct pass the fast path stays as it was. */
+static __always_inline int on_icmp(struct __sk_buff *skb, __u8 family, const void *from, __u32 l4,
+				   struct segment *sg)
+{
+	union hdr_buf buf;
+	struct icmp_head *ih;
+	if (!header(skb, l4, &buf, sizeof(struct icmp_head), 0, (void **)&ih))
+		return TC_ACT_UNSPEC;
+	__u8 result;
+	__u8 reason = icmp_reason(family, ih->type, ih->code, &result);
+	if (!reason)
+		return TC_ACT_UNSPEC;
+	struct flowlat_key *key = &sg->key;
+	__builtin_memset(key, 0, sizeof(*key));
+	key->family = family;
+	key->ifindex = skb->ifindex;
+	__u32 q = l4 + sizeof(struct icmp_head);
+	if (family == 4) {
+		struct ipv4_head *ip;
+		if (!header(skb, q, &buf, sizeof(struct ipv4_head), 0, (void **)&ip))
+			return TC_ACT_UNSPEC;
+		__u32 ihl = (ip->ver_ihl & 0xf) * 4;
+		if ((ip->ver_ihl >> 4) != 4 || ihl < 20 || ip->protocol != IPPROTO_TCP)
+			return TC_ACT_UNSPEC;
+		/* The quoted SYN went from the client to the server. */
+		__builtin_memcpy(key->client, &ip->saddr, 4);
+		__builtin_memcpy(key->server, &ip->daddr, 4);
+		__builtin_memset(sg->from, 0, sizeof(sg->from));
+		__builtin_memcpy(sg->from, from, 4);
+		q += ihl;
+	} else {
+		struct ipv6_head *ip;
+		if (!header(skb, q, &buf, sizeof(struct ipv6_head), 0, (void **)&ip))
+			return TC_ACT_UNSPEC;
+		/* A SYN behind extension headers is not looked for in a quote. */
+		if ((ip->ver_tc_flow & 0xf0) != 0x60 || ip->nexthdr != IPPROTO_TCP)
+			return TC_ACT_UNSPEC;
+		__builtin_memcpy(key->client, ip->saddr, 16);
+		__builtin_memcpy(key->server, ip->daddr, 16);
+		__builtin_memcpy(sg->from, from, 16);
+		q += sizeof(struct ipv6_head);
+	}
+	struct tcp_quote *tq;
+	if (!header(skb, q, &buf, sizeof(struct tcp_quote), 0, (void **)&tq))
+		return TC_ACT_UNSPEC;
+	key->client_port = tq->source;
+	key->server_port = tq->dest;
+	sg->seq = bpf_ntohl(tq->seq);
+	sg->ack = 0;
+	sg->syn_len = 0;
+	sg->kind = SEG_ICMP;
+	sg->flags = 0;
+	sg->result = result;
+	sg->reason = reason;
+	return SEGMENT;
+}
+
 static __always_inline int on_ipv4(struct __sk_buff *skb, const int egress, const int direct,
 				   __u32 off, struct segment *sg)
 {
@@ -240,8 +367,16 @@ static __always_inline int on_ipv4(struct __sk_buff *skb, const int egress, cons
 	struct ipv4_head *ip;
 	if (!header(skb, off, &buf, sizeof(struct ipv4_head), direct, (void **)&ip))
 		return MISSING;
-	if (ip->protocol != IPPROTO_TCP)
-		return TC_ACT_UNSPEC;
+	if (ip->protocol != IPPROTO_TCP) {
+		if (ip->protocol != IPPROTO_ICMP)
+			return TC_ACT_UNSPEC;
+		if (direct)
+			return NEED_SLOW;
+		__u32 ihl = (ip->ver_ihl & 0xf) * 4;
+		if ((ip->ver_ihl >> 4) != 4 || ihl < 20 || (ip->frag_off & bpf_htons(0x1fff)))
+			return TC_ACT_UNSPEC;
+		return on_icmp(skb, 4, &ip->saddr, off + ihl, sg);
+	}
 	__u32 ihl = (ip->ver_ihl & 0xf) * 4;
 	/* Only IPv4 headers of a sane length, and never a non-first fragment
 	 * (it has no TCP header). */
@@ -337,9 +472,13 @@ static __always_inline int on_ipv6(struct __sk_buff *skb, const int egress, cons
 	__u8 next = ip->nexthdr;
 	__u32 l4 = off + sizeof(struct ipv6_head);
 	if (next != IPPROTO_TCP) {
+		/* An ICMPv6 error right after the fixed header, the way this host's
+		 * and routers' are sent. */
+		if (next == IPPROTO_ICMPV6)
+			return direct ? NEED_SLOW : on_icmp(skb, 6, ip->saddr, l4, sg);
 		if (next != IPV6_HOPOPTS && next != IPV6_ROUTING && next != IPV6_DSTOPTS &&
 		    next != IPV6_FRAGMENT && next != IPV6_AH)
-			return TC_ACT_UNSPEC; /* UDP, ICMPv6, ESP, ...: not TCP */
+			return TC_ACT_UNSPEC; /* UDP, ESP, ...: not TCP */
 		if (direct)
 			return ext_direct(skb, egress, next, l4, ip);
 		/* A bounded loop: the verifier accepts it since Linux 5.3. The

@@ -31,7 +31,7 @@ static __always_inline void report(struct __sk_buff *skb, struct flowlat_event *
 {
 	__u32 flags = config.flags;
 	if (flags & FLOWLAT_CFG_AGGREGATE)
-		aggregate(&ev->key, &ev->p, ev->end_ns, ev->result, flags);
+		aggregate(&ev->key, &ev->p, ev->end_ns, ev->result, ev->reason, flags);
 	if (flags & FLOWLAT_CFG_NO_RECORDS)
 		return;
 	/* --min-rtt: a fast enough answer is counted, not sent. */

@@ -269,6 +269,29 @@ static __always_inline int table_remove(const struct flowlat_key *key, const str
 	return 0;
 }
 
+/* Takes the entry table_find() found, as table_remove() does, and leaves
+ * *tomb in its place under the same key (the way, and its bucket's spill,
+ * stay taken). */
+static __always_inline int table_replace(const struct flowlat_key *key, const struct table_ref *ref,
+					 const struct flowlat_pending *tomb)
+{
+	(void)key;
+	__u64 w = ref->seen;
+	if (__sync_val_compare_and_swap(ref->word, w, w | FLOWLAT_SLOT_BUSY) != w)
+		return -1;
+	*ref->p = *tomb;
+	/* A new owner's word, as slot_fill() publishes it: the user space
+	 * sweep's compare-and-exchange on the word it read fails. */
+	__u64 live = slot_word(w, (w & ~0xffffffffULL) | FLOWLAT_SLOT_LIVE);
+	if (FLOWLAT_TABLE_IN_ORDER) {
+		asm volatile("" : : : "memory");
+		*(volatile __u64 *)ref->word = live;
+	} else {
+		__sync_val_compare_and_swap(ref->word, w | FLOWLAT_SLOT_BUSY, live);
+	}
+	return 0;
+}
+
 #else /* the LRU hash table */
 
 struct flowlat_map_def pending SEC("maps") = {
@@ -298,6 +321,17 @@ static __always_inline int table_remove(const struct flowlat_key *key, const str
 {
 	(void)ref;
 	return bpf_map_delete_elem(&pending, key) == 0 ? 0 : -1;
+}
+
+/* Takes the entry, as table_remove() does, and leaves *tomb under its key
+ * (unless a new attempt took the key in between). */
+static __always_inline int table_replace(const struct flowlat_key *key, const struct table_ref *ref,
+					 const struct flowlat_pending *tomb)
+{
+	if (table_remove(key, ref) != 0)
+		return -1;
+	bpf_map_update_elem(&pending, key, tomb, BPF_NOEXIST);
+	return 0;
 }
 
 #endif

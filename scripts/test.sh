@@ -21,6 +21,14 @@ command -v strip >/dev/null || missing+=(binutils)
 # The metrics tests check the exposition with promtool and scrape it with a
 # real Prometheus server (the package brings both).
 { command -v prometheus && command -v promtool; } >/dev/null || missing+=(prometheus)
+# The loss tests run a real HTTP server and load generator through nftables
+# that drops SYNs and SYN-ACKs, and hold flowlat to tcpdump's captures, read
+# back with tshark (whose install asks no question: install_missing says so).
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
+command -v ab >/dev/null || missing+=(apache2-utils)
+command -v nft >/dev/null || [ -x /usr/sbin/nft ] || missing+=(nftables)
+command -v tcpdump >/dev/null || [ -x /usr/bin/tcpdump ] || [ -x /usr/sbin/tcpdump ] || missing+=(tcpdump)
+command -v tshark >/dev/null || missing+=(tshark)
 install_missing ${missing[@]+"${missing[@]}"}
 
 if [ "$(id -u)" -ne 0 ]; then

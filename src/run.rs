@@ -465,7 +465,8 @@ impl Session<'_> {
             filtered: ks.filtered,
             pending: self.pending,
         };
-        Ok(self.fanout.render_metrics(agg, &gauges))
+        let failures = self.probe.failures()?;
+        Ok(self.fanout.render_metrics(agg, failures, &gauges))
     }
 
     /// The line printed at exit.

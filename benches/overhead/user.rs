@@ -287,6 +287,8 @@ pub fn summary_rate(case: &SummaryCase, n: usize, rounds: usize) -> f64 {
                 retrans: 0,
                 synack_retrans: None,
                 cgroup_id: None,
+                reason: None,
+                reason_from: None,
             }
         })
         .collect();
@@ -332,7 +334,7 @@ pub fn scrape_render(rounds: usize) -> (f64, usize) {
     for port in 1..=300u16 {
         for dir in [Dir::Out, Dir::In] {
             let mut v = AggValue {
-                results: [u64::from(port) * 10, 2, 1, 0],
+                results: [u64::from(port) * 10, 2, 1, 0, 0],
                 ..AggValue::default()
             };
             for b in 0..v.rtt.buckets.len() {

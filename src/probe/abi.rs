@@ -10,6 +10,32 @@ pub(crate) const RESULT_OK: u8 = 0;
 pub(crate) const RESULT_REFUSED: u8 = 1;
 pub(crate) const RESULT_TIMEOUT: u8 = 2;
 pub(crate) const RESULT_ABANDONED: u8 = 3;
+pub(crate) const RESULT_UNREACHABLE: u8 = 4;
+/// `FLOWLAT_RESULTS`: how many results an aggregate counts.
+pub const RESULTS: usize = 5;
+
+/// `FLOWLAT_REASON_*`: why an attempt that did not complete ended.
+// Set by the classifier only; named here for the layout test.
+#[allow(dead_code)]
+pub(crate) const REASON_NONE: u8 = 0;
+pub(crate) const REASON_RST: u8 = 1;
+pub(crate) const REASON_NEW_ISN: u8 = 2;
+pub(crate) const REASON_CLIENT_RESET: u8 = 3;
+pub(crate) const REASON_NO_ANSWER: u8 = 4;
+pub(crate) const REASON_NO_ACK: u8 = 5;
+// Set by the classifier only; named here for the layout test.
+#[allow(dead_code)]
+pub(crate) const REASON_ICMP4_UNREACH: u8 = 16;
+// Set by the classifier only; named here for the layout test.
+#[allow(dead_code)]
+pub(crate) const REASON_TIME_EXCEEDED: u8 = 32;
+// Set by the classifier only; named here for the layout test.
+#[allow(dead_code)]
+pub(crate) const REASON_ICMP6_UNREACH: u8 = 40;
+/// `FLOWLAT_REASONS`: reasons are below this.
+pub const REASONS: usize = 48;
+/// `FLOWLAT_FAIL_KEYS`: room in the `fails` map.
+pub(crate) const FAIL_KEYS: usize = 4096;
 
 /// Indices of the per-CPU `stats` map (`FLOWLAT_STAT_*`).
 // Written only by the classifier; named here for the layout test.
@@ -18,6 +44,9 @@ pub(crate) const STATE_SYN: u8 = 0;
 #[allow(dead_code)]
 pub(crate) const STATE_SYNACK: u8 = 1;
 pub(crate) const STATE_REPORTED: u8 = 2;
+pub(crate) const STATE_ANSWERED: u8 = 3;
+/// `FLOWLAT_LATE_ANSWER_US`: what `config.late_answer_us` is set to.
+pub(crate) const LATE_ANSWER_US: u32 = 200_000;
 
 pub(crate) const STAT_SENT: usize = 0;
 pub(crate) const STAT_SEND_FAILED: usize = 1;
@@ -116,6 +145,7 @@ pub(crate) struct ConfigGlobal {
     pub(crate) agg_keys: u32,
     pub(crate) batch: u32,
     pub(crate) table_mask: u32,
+    pub(crate) late_answer_us: u32,
 }
 
 /// `struct flowlat_agg_key`, as the map holds it.
@@ -176,6 +206,15 @@ pub struct Pending {
     pub cgroup_id: u64,
 }
 
+impl Pending {
+    /// Whether this entry is a tombstone of a reported attempt (timed out,
+    /// ended by an ICMP error, or answered late), kept so that copies of the
+    /// client's SYN start no second record.
+    pub fn tombstone(&self) -> bool {
+        self.state == STATE_REPORTED || self.state == STATE_ANSWERED
+    }
+}
+
 /// `struct flowlat_event`: one record per attempt, as the classifier sends it.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -184,7 +223,31 @@ pub struct Event {
     pub p: Pending,
     pub end_ns: u64,
     pub result: u8,
-    pub pad: [u8; 7],
+    /// `FLOWLAT_REASON_*`.
+    pub reason: u8,
+    pub pad: [u8; 6],
+}
+
+impl Event {
+    /// The sender of the ICMP error that ended the attempt (network order),
+    /// where the record carries it: in `p.first_synack_ns` and
+    /// `p.last_synack_ns`, as `FLOWLAT_EVENT_FROM` says.
+    pub(crate) fn icmp_from(&self) -> [u8; 16] {
+        let mut a = [0u8; 16];
+        a[..8].copy_from_slice(&self.p.first_synack_ns.to_ne_bytes());
+        a[8..].copy_from_slice(&self.p.last_synack_ns.to_ne_bytes());
+        a
+    }
+}
+
+/// `struct flowlat_fail_key`: failures counted by interface, direction and reason.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct FailKey {
+    pub(crate) ifindex: u32,
+    pub(crate) dir: u8,
+    pub(crate) reason: u8,
+    pub(crate) pad: u16,
 }
 
 /// `FLOWLAT_BATCH`: records per perf event, at most.
@@ -210,6 +273,7 @@ impl Pod for Event {}
 impl Pod for Batch {}
 impl Pod for NetKey {}
 impl Pod for AggKeyRaw {}
+impl Pod for FailKey {}
 pub(crate) fn as_bytes<T: Pod>(v: &T) -> &[u8] {
     // SAFETY: T is a #[repr(C)] struct of integers and byte arrays with explicit padding
     // fields, so all of its size_of::<T>() bytes are initialised.

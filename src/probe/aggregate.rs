@@ -5,12 +5,13 @@
 use std::mem::offset_of;
 use std::sync::atomic::Ordering;
 
+use super::abi::FailKey;
 use super::abi::{
     from_bytes, per_cpu, per_cpu_stride, AggKeyRaw, ConfigGlobal, Pod, AGG_FAST, AGG_KEYS,
     AGG_RESERVE, CFG_AGGREGATE, CFG_AGG_CGROUP, CFG_AGG_PORT, CFG_NO_RECORDS, DIR_IN, DIR_OUT,
-    HIST_BOUNDS_NS, HIST_N,
+    FAIL_KEYS, HIST_BOUNDS_NS, HIST_N, RESULTS,
 };
-use super::record::{Dir, Outcome, Record};
+use super::record::{Dir, Outcome, Reason, Record};
 use super::state::Probe;
 use crate::bpf::map::{batch_unsupported, Batch};
 use crate::bpf::BpfError;
@@ -89,8 +90,8 @@ impl Hist {
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct AggValue {
-    /// Attempts by [`Outcome`]: ok, refused, timeout, abandoned.
-    pub results: [u64; 4],
+    /// Attempts by [`Outcome`], in the order of [`Outcome::index`].
+    pub results: [u64; RESULTS],
     /// Client SYNs beyond the first ([`Record::retrans`]), summed.
     pub retrans: u64,
     /// [`Record::rtt_ns`] of the `ok` attempts.
@@ -127,6 +128,9 @@ impl AggValue {
         self.local.merge(&o.local);
     }
 }
+
+/// What a failure is counted by: the interface, the direction and the reason.
+pub type Failure = (u32, Dir, Reason);
 
 /// What the classifier aggregates by: the interface, the direction, and as
 /// [`Aggregation`] asks the server port and the cgroup. `other` holds the
@@ -228,6 +232,46 @@ impl Probe {
                     out.push((key, slot.v));
                 }
             }
+        }
+        Ok(out)
+    }
+
+    /// The classifier's counts of failures by interface, direction and
+    /// reason (`fails`), summed over CPUs; like the aggregates, without the
+    /// sweep's timeouts. At most `FLOWLAT_FAIL_KEYS` keys.
+    pub fn failures(&self) -> Result<Vec<(Failure, u64)>, BpfError> {
+        let mut values = vec![0u8; per_cpu_stride::<u64>() * self.possible_cpus];
+        let mut cur: Option<[u8; std::mem::size_of::<FailKey>()]> = None;
+        let mut out = Vec::new();
+        // A key that vanished under the walk would restart it: the bound ends it.
+        for _ in 0..2 * FAIL_KEYS {
+            let mut next = [0u8; std::mem::size_of::<FailKey>()];
+            if !self
+                .fails
+                .next_key(cur.as_ref().map(|k| &k[..]), &mut next)?
+            {
+                break;
+            }
+            cur = Some(next);
+            if !self.fails.lookup(&next, &mut values)? {
+                continue;
+            }
+            let Some(k) = from_bytes::<FailKey>(&next) else {
+                continue;
+            };
+            let dir = match k.dir {
+                DIR_OUT => Dir::Out,
+                DIR_IN => Dir::In,
+                _ => continue,
+            };
+            let Some(reason) = Reason::from_code(k.reason) else {
+                continue;
+            };
+            let n: u64 = values
+                .chunks_exact(8)
+                .filter_map(|c| c.try_into().ok().map(u64::from_ne_bytes))
+                .sum();
+            out.push(((k.ifindex, dir, reason), n));
         }
         Ok(out)
     }

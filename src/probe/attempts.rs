@@ -6,7 +6,8 @@
 use std::time::Duration;
 
 use super::abi::{
-    as_bytes, from_bytes, Event, Key, Pending, DIR_IN, RESULT_TIMEOUT, STATE_REPORTED,
+    as_bytes, from_bytes, Event, Key, Pending, DIR_IN, REASON_NO_ACK, REASON_NO_ANSWER,
+    RESULT_TIMEOUT, STATE_ANSWERED, STATE_REPORTED,
 };
 use super::record::Record;
 use super::slots::{self, SlotTable};
@@ -170,10 +171,18 @@ impl Attempts for Lru {
     }
 }
 
-/// How long a timed-out attempt's tombstone outlives its client's last SYN.
+/// How long the tombstone of a timed-out attempt, or of one an ICMP error
+/// ended (the classifier leaves those), outlives its client's last SYN.
 /// Linux retries a SYN at most 120 s (`TCP_RTO_MAX`) apart, so a client that
 /// keeps retrying the reported attempt never starts a second record.
 pub const REPORTED_HOLD: Duration = Duration::from_secs(120);
+
+/// How long the tombstone of an attempt that ended late (see
+/// `FLOWLAT_STATE_ANSWERED`) outlives its end, or the last copy of its SYN
+/// that came after it: a copy the client sent before the answer reached it
+/// left before the client's ACK, and arrives after it only by the little a
+/// reordering delays it.
+pub const ANSWERED_HOLD: Duration = Duration::from_secs(1);
 
 /// What a sweep of the pending table found.
 #[derive(Debug, Default)]
@@ -182,7 +191,8 @@ pub struct Sweep {
     pub expired: Vec<Record>,
     /// Attempts still pending after the sweep.
     pub pending: u64,
-    /// Tombstones of reported timeouts still held (see [`REPORTED_HOLD`]).
+    /// Tombstones still held: of reported timeouts and ICMP errors (see
+    /// [`REPORTED_HOLD`]) and of attempts answered late ([`ANSWERED_HOLD`]).
     pub tombstones: u64,
     /// `in` attempts that timed out with no SYN-ACK of ours while a cgroup
     /// filter is set: with no listener seen, they are dropped as filtered, not
@@ -206,12 +216,15 @@ pub(super) fn sweep_table<T: Attempts>(
     timeout_ns: u64,
     cgroup_filter: bool,
 ) -> Result<(Sweep, Swept), BpfError> {
-    let hold_ns = REPORTED_HOLD.as_nanos() as u64;
     let mut sweep = Sweep::default();
     let mut swept = Swept::default();
     for (k, p, at) in t.entries()? {
-        if p.state == STATE_REPORTED {
-            if now_ns.saturating_sub(p.last_syn_ns) < hold_ns {
+        if p.state == STATE_REPORTED || p.state == STATE_ANSWERED {
+            let hold = match p.state {
+                STATE_REPORTED => REPORTED_HOLD,
+                _ => ANSWERED_HOLD,
+            };
+            if now_ns.saturating_sub(p.last_syn_ns) < hold.as_nanos() as u64 {
                 sweep.tombstones += 1;
             } else if t.remove(&k, &at)? {
                 swept.removed += 1;
@@ -236,7 +249,13 @@ pub(super) fn sweep_table<T: Attempts>(
             p,
             end_ns: p.first_syn_ns.saturating_add(timeout_ns),
             result: RESULT_TIMEOUT,
-            pad: [0; 7],
+            // Which half never came: our SYN-ACK left (in), or nothing answered.
+            reason: if k.dir == DIR_IN && p.synacks > 0 {
+                REASON_NO_ACK
+            } else {
+                REASON_NO_ANSWER
+            },
+            pad: [0; 6],
         };
         if let Some(r) = Record::from_event(&ev).filter(|_| !unattributed) {
             sweep.expired.push(r);

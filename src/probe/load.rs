@@ -6,9 +6,11 @@ use std::mem::offset_of;
 use std::num::NonZeroUsize;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use super::abi::{
     Batch, ConfigGlobal, FilterGlobal, CFG_IN_ORDER, GATE_BANKS, GATE_PORT_WORDS, GATE_SLOTS,
+    LATE_ANSWER_US,
 };
 use super::attempts::{Lru, Table, TableMap};
 use super::delivery::{MAX_RECORDS_PER_EVENT, STORES_IN_ORDER};
@@ -129,6 +131,7 @@ impl Probe {
         let table_name = table.map_name();
         let (table_fd, events, stats) = (take(table_name)?, take("events")?, take("stats")?);
         let (nets, agg, agg_cpu) = (take("nets")?, take("agg")?, take("agg_cpu")?);
+        let fails = take("fails")?;
         let globals_fd = take(BSS_MAP)?;
         let batches_fd = take("batches")?;
         let fds: HashMap<&str, BorrowedFd<'_>> = [
@@ -138,6 +141,7 @@ impl Probe {
             ("nets", nets.as_fd()),
             ("agg", agg.as_fd()),
             ("agg_cpu", agg_cpu.as_fd()),
+            ("fails", fails.as_fd()),
             ("batches", batches_fd.as_fd()),
             (BSS_MAP, globals_fd.as_fd()),
         ]
@@ -225,6 +229,7 @@ impl Probe {
             nets,
             agg,
             agg_cpu,
+            fails,
             batches,
             _batches_fd: batches_fd,
             delivered: vec![Delivered::default(); possible_cpus],
@@ -243,7 +248,20 @@ impl Probe {
         probe.set_stores_in_order(STORES_IN_ORDER);
         probe.globals.words()[probe.config_word + offset_of!(ConfigGlobal, table_mask) / 4]
             .store(buckets - 1, Ordering::Relaxed);
+        probe.set_late_answer(Some(Duration::from_micros(u64::from(LATE_ANSWER_US))));
         Ok(probe)
+    }
+
+    /// How long after its first SYN an answer is late, and leaves a tombstone
+    /// for the copies of the SYN that may still come (`None`: never; what the
+    /// probe loads with is `FLOWLAT_LATE_ANSWER_US`). Tests whose model of
+    /// the contract cannot see the kernel's clock turn it off.
+    pub fn set_late_answer(&mut self, after: Option<Duration>) {
+        let us = after.map_or(u32::MAX, |d| {
+            u32::try_from(d.as_micros()).unwrap_or(u32::MAX)
+        });
+        self.globals.words()[self.config_word + offset_of!(ConfigGlobal, late_answer_us) / 4]
+            .store(us, Ordering::Relaxed);
     }
 
     /// How many records the classifier puts in one perf event, 1 to

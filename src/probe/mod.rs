@@ -26,12 +26,13 @@ pub mod table;
 pub use crate::netlink::tc::Hook;
 pub use abi::{
     Batch, Event, Key, Pending, BATCH, HIST_BOUNDS_NS, HIST_N, MAX_FILTER_CGROUPS, MAX_FILTER_NETS,
+    REASONS, RESULTS,
 };
-pub use aggregate::{hist_bucket, AggKey, AggValue, Aggregation, Hist};
-pub use attempts::{Sweep, Table, REPORTED_HOLD};
+pub use aggregate::{hist_bucket, AggKey, AggValue, Aggregation, Failure, Hist};
+pub use attempts::{Sweep, Table, ANSWERED_HOLD, REPORTED_HOLD};
 pub use filter::Filter;
 pub use load::{object_bytes, Framing, ProbeConfig};
-pub use record::{Dir, Outcome, Record};
+pub use record::{Dir, Outcome, Reason, Record};
 pub use state::Probe;
 pub use stats::KernelStats;
 

@@ -4,7 +4,9 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::abi::{
-    Event, DIR_IN, DIR_OUT, RESULT_ABANDONED, RESULT_OK, RESULT_REFUSED, RESULT_TIMEOUT,
+    Event, DIR_IN, DIR_OUT, REASONS, REASON_CLIENT_RESET, REASON_NEW_ISN, REASON_NO_ACK,
+    REASON_NO_ANSWER, REASON_RST, RESULT_ABANDONED, RESULT_OK, RESULT_REFUSED, RESULT_TIMEOUT,
+    RESULT_UNREACHABLE,
 };
 
 /// `FLOWLAT_DIR_*`: which side of the interface the client is on.
@@ -21,21 +23,27 @@ pub enum Dir {
 pub enum Outcome {
     /// The handshake completed.
     Ok,
-    /// The server answered the SYN with a RST.
+    /// The server answered the SYN with a RST, or an ICMP port or protocol
+    /// unreachable came back (what connect() reports as ECONNREFUSED).
     Refused,
     /// No answer within `--syn-timeout` of the first SYN.
     Timeout,
-    /// The client sent a SYN with a new ISN on the same tuple before any answer.
+    /// The client gave up: a SYN with a new ISN on the same tuple before any
+    /// answer, or its RST in answer to our SYN-ACK.
     Abandoned,
+    /// An ICMP or ICMPv6 error other than port or protocol unreachable came
+    /// back for the SYN: no route, a firewall's rejection, a host down, a loop.
+    Unreachable,
 }
 
 impl Outcome {
     /// Every result, in the order of [`Outcome::index`].
-    pub const ALL: [Outcome; 4] = [
+    pub const ALL: [Outcome; 5] = [
         Outcome::Ok,
         Outcome::Refused,
         Outcome::Timeout,
         Outcome::Abandoned,
+        Outcome::Unreachable,
     ];
 
     /// Its `FLOWLAT_RESULT_*` code: where aggregates count it
@@ -46,6 +54,7 @@ impl Outcome {
             Outcome::Refused => RESULT_REFUSED,
             Outcome::Timeout => RESULT_TIMEOUT,
             Outcome::Abandoned => RESULT_ABANDONED,
+            Outcome::Unreachable => RESULT_UNREACHABLE,
         })
     }
 
@@ -56,7 +65,113 @@ impl Outcome {
             Outcome::Refused => "refused",
             Outcome::Timeout => "timeout",
             Outcome::Abandoned => "abandoned",
+            Outcome::Unreachable => "unreachable",
         }
+    }
+}
+
+/// The names of `FLOWLAT_REASON_*`, by code: ICMP's in lower case with
+/// hyphens, as firewalls name them (`reject with icmp type ...`).
+const REASON_NAMES: [&str; REASONS] = [
+    "",
+    "rst",
+    "new-isn",
+    "client-reset",
+    "no-answer",
+    "no-ack",
+    "",
+    "",
+    "",
+    "",
+    "",
+    "",
+    "",
+    "",
+    "",
+    "",
+    // ICMP destination unreachable (type 3), codes 0 to 15.
+    "net-unreachable",
+    "host-unreachable",
+    "protocol-unreachable",
+    "port-unreachable",
+    "frag-needed",
+    "source-route-failed",
+    "net-unknown",
+    "host-unknown",
+    "host-isolated",
+    "net-prohibited",
+    "host-prohibited",
+    "net-tos-unreachable",
+    "host-tos-unreachable",
+    "admin-prohibited",
+    "host-precedence-violation",
+    "precedence-cutoff",
+    // Time exceeded (ICMP type 11, ICMPv6 type 3), codes 0 and 1.
+    "ttl-exceeded",
+    "reassembly-time-exceeded",
+    "",
+    "",
+    "",
+    "",
+    "",
+    "",
+    // ICMPv6 destination unreachable (type 1), codes 0 to 7.
+    "no-route",
+    "admin-prohibited",
+    "beyond-scope",
+    "address-unreachable",
+    "port-unreachable",
+    "source-policy",
+    "reject-route",
+    "source-route-error",
+];
+
+/// Why an attempt that did not complete ended (`FLOWLAT_REASON_*`): a RST,
+/// the client giving up, no answer, or an ICMP error by its code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Reason(u8);
+
+impl Reason {
+    /// Refused by a RST.
+    pub const RST: Reason = Reason(REASON_RST);
+    /// Abandoned: a SYN with a new ISN on the same tuple.
+    pub const NEW_ISN: Reason = Reason(REASON_NEW_ISN);
+    /// Abandoned: the client reset our SYN-ACK.
+    pub const CLIENT_RESET: Reason = Reason(REASON_CLIENT_RESET);
+    /// Timed out with no SYN-ACK.
+    pub const NO_ANSWER: Reason = Reason(REASON_NO_ANSWER);
+    /// `in`, timed out: our SYN-ACK left and no ACK came.
+    pub const NO_ACK: Reason = Reason(REASON_NO_ACK);
+
+    /// The reason of a code, `None` for `FLOWLAT_REASON_NONE` and codes with no name.
+    pub fn from_code(code: u8) -> Option<Reason> {
+        REASON_NAMES
+            .get(usize::from(code))
+            .filter(|n| !n.is_empty())
+            .map(|_| Reason(code))
+    }
+
+    /// Its `FLOWLAT_REASON_*` code.
+    pub fn code(self) -> u8 {
+        self.0
+    }
+
+    /// Its name in both output formats and the metrics.
+    pub fn as_str(self) -> &'static str {
+        REASON_NAMES.get(usize::from(self.0)).copied().unwrap_or("")
+    }
+
+    /// Every named reason, once per name (the same ICMP name of IPv4 and
+    /// IPv6 is one reason to a reader).
+    pub fn names() -> impl Iterator<Item = &'static str> {
+        let mut seen: Vec<&'static str> = Vec::new();
+        REASON_NAMES.iter().copied().filter(move |n| {
+            if n.is_empty() || seen.contains(n) {
+                return false;
+            }
+            seen.push(n);
+            true
+        })
     }
 }
 
@@ -96,6 +211,11 @@ pub struct Record {
     /// port, forwarded traffic, SYN cookies) or none was seen (an `in` attempt
     /// that ended before our SYN-ACK).
     pub cgroup_id: Option<u64>,
+    /// Why it did not complete; `None` for `ok`.
+    pub reason: Option<Reason>,
+    /// Who sent what ended it: the server's RST, a router's or the server's
+    /// ICMP error, the client's new SYN or RST; `None` for `ok` and timeouts.
+    pub reason_from: Option<IpAddr>,
 }
 
 pub(crate) fn addr(family: u8, a: &[u8; 16]) -> Option<IpAddr> {
@@ -122,12 +242,18 @@ impl Record {
             RESULT_REFUSED => Outcome::Refused,
             RESULT_TIMEOUT => Outcome::Timeout,
             RESULT_ABANDONED => Outcome::Abandoned,
+            RESULT_UNREACHABLE => Outcome::Unreachable,
             _ => return None,
+        };
+        let reason = match outcome {
+            Outcome::Ok => None,
+            _ => Reason::from_code(ev.reason),
         };
         let since = |t: u64| ev.end_ns.checked_sub(t);
         let (rtt_ns, local_ns, total_ns) = match (dir, outcome) {
-            // The SYN-ACK or RST arrived: the network beyond answered in end - last SYN.
-            (Dir::Out, Outcome::Ok | Outcome::Refused) => {
+            // The SYN-ACK, RST or ICMP error arrived: the network beyond
+            // answered in end - last SYN.
+            (Dir::Out, Outcome::Ok | Outcome::Refused | Outcome::Unreachable) => {
                 (since(p.last_syn_ns), None, since(p.first_syn_ns))
             }
             // The client's ACK arrived: one round trip to the client after our last SYN-ACK.
@@ -136,21 +262,37 @@ impl Record {
                 p.first_synack_ns.checked_sub(p.last_syn_ns),
                 since(p.first_syn_ns),
             ),
-            // This side refused: how long it took to say no.
-            (Dir::In, Outcome::Refused) => (None, since(p.last_syn_ns), since(p.first_syn_ns)),
+            // This side refused or rejected: how long it took to say no.
+            (Dir::In, Outcome::Refused | Outcome::Unreachable) => {
+                (None, since(p.last_syn_ns), since(p.first_syn_ns))
+            }
+            // The client reset our SYN-ACK: its RST came a round trip after it.
+            (Dir::In, Outcome::Abandoned) if reason == Some(Reason::CLIENT_RESET) => (
+                since(p.last_synack_ns),
+                p.first_synack_ns.checked_sub(p.last_syn_ns),
+                since(p.first_syn_ns),
+            ),
             // An "in" attempt that got as far as our SYN-ACK still tells how fast we answered.
             (Dir::In, Outcome::Timeout | Outcome::Abandoned) if p.synacks > 0 => {
                 (None, p.first_synack_ns.checked_sub(p.last_syn_ns), None)
             }
             _ => (None, None, None),
         };
+        let client = addr(k.family, &k.client)?;
+        let server = addr(k.family, &k.server)?;
+        let reason_from = match reason {
+            Some(Reason::RST) => Some(server),
+            Some(Reason::NEW_ISN | Reason::CLIENT_RESET) => Some(client),
+            Some(Reason::NO_ANSWER | Reason::NO_ACK) | None => None,
+            Some(_) => Some(addr(k.family, &ev.icmp_from())?),
+        };
         Some(Record {
             ifindex: k.ifindex,
             dir,
             outcome,
-            client: addr(k.family, &k.client)?,
+            client,
             client_port: u16::from_be(k.client_port),
-            server: addr(k.family, &k.server)?,
+            server,
             server_port: u16::from_be(k.server_port),
             end_ns: ev.end_ns,
             rtt_ns,
@@ -162,6 +304,8 @@ impl Record {
                 Dir::Out => None,
             },
             cgroup_id: (p.cgroup_id != 0).then_some(p.cgroup_id),
+            reason,
+            reason_from,
         })
     }
 }

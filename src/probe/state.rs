@@ -32,6 +32,8 @@ pub struct Probe {
     pub(super) agg: Map,
     /// Each CPU's cache of aggregates (`agg_cpu`).
     pub(super) agg_cpu: Map,
+    /// Failures by reason (`fails`).
+    pub(super) fails: Map,
     /// The `batches` map, mapped: each CPU's batch of records not yet sent.
     pub(super) batches: Mapping,
     pub(super) _batches_fd: Map,

@@ -133,6 +133,7 @@ fn rust_structs_match_the_c_header() {
         STATE_SYN as usize,
         STATE_SYNACK as usize,
         STATE_REPORTED as usize,
+        STATE_ANSWERED as usize,
         STAT_SENT,
         STAT_SEND_FAILED,
         STAT_CREATED,
@@ -215,13 +216,33 @@ fn rust_structs_match_the_c_header() {
         offset_of!(slots::Bucket, word),
         offset_of!(slots::Bucket, spill),
         offset_of!(slots::Bucket, e),
+        offset_of!(Event, reason),
+        RESULT_UNREACHABLE as usize,
+        RESULTS,
+        REASON_NONE as usize,
+        REASON_RST as usize,
+        REASON_NEW_ISN as usize,
+        REASON_CLIENT_RESET as usize,
+        REASON_NO_ANSWER as usize,
+        REASON_NO_ACK as usize,
+        REASON_ICMP4_UNREACH as usize,
+        REASON_TIME_EXCEEDED as usize,
+        REASON_ICMP6_UNREACH as usize,
+        REASONS,
+        FAIL_KEYS,
+        size_of::<FailKey>(),
+        offset_of!(FailKey, ifindex),
+        offset_of!(FailKey, dir),
+        offset_of!(FailKey, reason),
+        offset_of!(ConfigGlobal, late_answer_us),
+        LATE_ANSWER_US as usize,
     ];
     let rust: Vec<usize> = rust
         .into_iter()
         .chain(HIST_BOUNDS_NS.iter().map(|&b| b as usize))
         .collect();
     let rust: Vec<u64> = rust.iter().map(|&v| v as u64).collect();
-    assert_eq!(c, rust, "bpf/flowlat.h and src/probe.rs disagree");
+    assert_eq!(c, rust, "bpf/flowlat.h and src/probe/abi.rs disagree");
 }
 
 #[test]
@@ -276,7 +297,7 @@ fn records_aggregate_by_the_one_definition() {
     for ev in [ok_in, refused_out, timeout_in] {
         a.add_record(&Record::from_event(&ev).expect("valid"));
     }
-    assert_eq!(a.results, [1, 1, 1, 0]);
+    assert_eq!(a.results, [1, 1, 1, 0, 0]);
     assert_eq!(a.retrans, 3, "each event had two SYNs");
     assert_eq!(a.rtt.count(), 1, "rtt of ok attempts only");
     assert_eq!(a.rtt.buckets[hist_bucket(3_000_000)], 1);
@@ -289,7 +310,7 @@ fn records_aggregate_by_the_one_definition() {
     assert_eq!(a.local.sum_ns, 500);
     let mut b = a;
     b.merge(&a);
-    assert_eq!(b.results, [2, 2, 2, 0]);
+    assert_eq!(b.results, [2, 2, 2, 0, 0]);
     assert_eq!((b.rtt.count(), b.local.sum_ns), (2, 1_000));
 }
 
@@ -323,4 +344,101 @@ fn ipv6_addresses_decode() {
     ev.key.server = "2001:db8::1".parse::<Ipv6Addr>().expect("literal").octets();
     let r = Record::from_event(&Event::decode(&ev.to_bytes()).expect("size")).expect("valid");
     assert_eq!(r.server.to_string(), "2001:db8::1");
+}
+
+#[test]
+fn icmp_reasons_are_named_by_their_codes() {
+    let name = |code: u8| Reason::from_code(code).map(Reason::as_str);
+    assert_eq!(name(REASON_ICMP4_UNREACH), Some("net-unreachable"));
+    assert_eq!(name(REASON_ICMP4_UNREACH + 1), Some("host-unreachable"));
+    assert_eq!(name(REASON_ICMP4_UNREACH + 3), Some("port-unreachable"));
+    assert_eq!(name(REASON_ICMP4_UNREACH + 10), Some("host-prohibited"));
+    assert_eq!(name(REASON_ICMP4_UNREACH + 13), Some("admin-prohibited"));
+    assert_eq!(name(REASON_TIME_EXCEEDED), Some("ttl-exceeded"));
+    assert_eq!(name(REASON_ICMP6_UNREACH), Some("no-route"));
+    assert_eq!(name(REASON_ICMP6_UNREACH + 1), Some("admin-prohibited"));
+    assert_eq!(name(REASON_ICMP6_UNREACH + 3), Some("address-unreachable"));
+    assert_eq!(name(REASON_ICMP6_UNREACH + 4), Some("port-unreachable"));
+    assert_eq!(name(REASON_NONE), None);
+    assert_eq!(name(6), None);
+    assert_eq!(name(REASONS as u8), None);
+    let names: Vec<&str> = Reason::names().collect();
+    assert!(names.iter().all(|n| !n.is_empty()));
+    let mut unique = names.clone();
+    unique.sort_unstable();
+    unique.dedup();
+    assert_eq!(unique.len(), names.len(), "one series per name");
+}
+
+#[test]
+fn an_icmp_error_times_the_answer_and_names_its_sender() {
+    let mut ev = event(DIR_OUT, RESULT_UNREACHABLE);
+    ev.reason = REASON_ICMP4_UNREACH + 13;
+    ev.end_ns = 10_000;
+    let mut from = [0u8; 16];
+    from[..4].copy_from_slice(&[192, 0, 2, 1]);
+    ev.p.first_synack_ns = u64::from_ne_bytes(from[..8].try_into().expect("8 bytes"));
+    let r = Record::from_event(&ev).expect("valid");
+    assert_eq!(r.outcome, Outcome::Unreachable);
+    assert_eq!(r.reason.map(Reason::as_str), Some("admin-prohibited"));
+    assert_eq!(
+        r.reason_from.map(|a| a.to_string()).as_deref(),
+        Some("192.0.2.1")
+    );
+    assert_eq!(
+        (r.rtt_ns, r.local_ns, r.total_ns),
+        (Some(7_000), None, Some(9_000))
+    );
+
+    let mut ev = event(DIR_IN, RESULT_UNREACHABLE);
+    ev.reason = REASON_ICMP6_UNREACH + 1;
+    ev.end_ns = 3_500;
+    let r = Record::from_event(&ev).expect("valid");
+    assert_eq!(
+        (r.rtt_ns, r.local_ns, r.total_ns),
+        (None, Some(500), Some(2_500))
+    );
+}
+
+#[test]
+fn a_client_reset_is_abandoned_a_round_trip_after_our_synack() {
+    let mut ev = event(DIR_IN, RESULT_ABANDONED);
+    ev.reason = REASON_CLIENT_RESET;
+    ev.p.first_synack_ns = 3_200;
+    ev.p.last_synack_ns = 4_000;
+    ev.p.synacks = 2;
+    ev.end_ns = 9_000;
+    let r = Record::from_event(&ev).expect("valid");
+    assert_eq!(r.reason, Some(Reason::CLIENT_RESET));
+    assert_eq!(r.reason_from, Some(r.client));
+    assert_eq!(
+        (r.rtt_ns, r.local_ns, r.total_ns),
+        (Some(5_000), Some(200), Some(8_000))
+    );
+
+    // A new ISN on the tuple: how fast we answered, no round trip.
+    ev.reason = REASON_NEW_ISN;
+    let r = Record::from_event(&ev).expect("valid");
+    assert_eq!((r.rtt_ns, r.local_ns, r.total_ns), (None, Some(200), None));
+}
+
+#[test]
+fn refusals_and_timeouts_say_why_and_ok_does_not() {
+    let mut ev = event(DIR_OUT, RESULT_REFUSED);
+    ev.reason = REASON_RST;
+    ev.end_ns = 5_000;
+    let r = Record::from_event(&ev).expect("valid");
+    assert_eq!(
+        (r.reason, r.reason_from),
+        (Some(Reason::RST), Some(r.server))
+    );
+    let mut ev = event(DIR_OUT, RESULT_TIMEOUT);
+    ev.reason = REASON_NO_ANSWER;
+    let r = Record::from_event(&ev).expect("valid");
+    assert_eq!((r.reason, r.reason_from), (Some(Reason::NO_ANSWER), None));
+    let mut ev = event(DIR_OUT, RESULT_OK);
+    ev.reason = REASON_RST;
+    ev.end_ns = 5_000;
+    let r = Record::from_event(&ev).expect("valid");
+    assert_eq!((r.reason, r.reason_from), (None, None));
 }

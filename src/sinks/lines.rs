@@ -73,6 +73,11 @@ impl Formatter {
                 Some(n) => format!(" synack-retrans {n}"),
                 None => String::new(),
             };
+            let why = match (r.reason, r.reason_from) {
+                (Some(reason), Some(from)) => format!(" reason {} from {from}", reason.as_str()),
+                (Some(reason), None) => format!(" reason {}", reason.as_str()),
+                (None, _) => String::new(),
+            };
             // The cgroup comes last: it is the one field of unbounded width.
             let cg = match (cgroup, r.cgroup_id) {
                 (Some(path), _) => crate::host::cgroup::shorten(path),
@@ -80,7 +85,7 @@ impl Formatter {
                 (None, None) => "-".to_string(),
             };
             format!(
-                "{} {:<nw$} {:<3} {:>21} -> {:<21} {:<9} rtt {:>10} local {:>10} total {:>10} retrans {}{} {}",
+                "{} {:<nw$} {:<3} {:>21} -> {:<21} {:<11} rtt {:>10} local {:>10} total {:>10} retrans {}{}{} {}",
                 time_of_day(unix, offset),
                 iface,
                 r.dir.as_str(),
@@ -92,6 +97,7 @@ impl Formatter {
                 millis(r.total_ns),
                 r.retrans,
                 synack,
+                why,
                 cg,
                 nw = self.name_width
             )
@@ -119,7 +125,25 @@ impl Formatter {
         s.push_str(r.dir.as_str());
         s.push_str("\",\"result\":\"");
         s.push_str(r.outcome.as_str());
-        s.push_str("\",\"client_ip\":\"");
+        s.push_str("\",\"reason\":");
+        match r.reason {
+            Some(reason) => {
+                s.push('"');
+                s.push_str(reason.as_str());
+                s.push('"');
+            }
+            None => s.push_str("null"),
+        }
+        s.push_str(",\"reason_from\":");
+        match r.reason_from {
+            Some(ip) => {
+                s.push('"');
+                push_ip(s, ip);
+                s.push('"');
+            }
+            None => s.push_str("null"),
+        }
+        s.push_str(",\"client_ip\":\"");
         push_ip(s, r.client);
         s.push_str("\",\"client_port\":");
         push_u64(s, u64::from(r.client_port));
@@ -247,6 +271,8 @@ mod tests {
             retrans: 0,
             synack_retrans: None,
             cgroup_id: None,
+            reason: None,
+            reason_from: None,
         }
     }
 
@@ -277,7 +303,7 @@ mod tests {
         let line = f.format(&record(), &names(), None);
         assert_eq!(
             line,
-            "12:00:01.123456 eth0  out        10.0.0.5:51234 -> 93.184.216.34:443     ok        \
+            "12:00:01.123456 eth0  out        10.0.0.5:51234 -> 93.184.216.34:443     ok          \
              rtt   12.345ms local          - total   12.400ms retrans 0 -"
         );
     }
@@ -332,7 +358,7 @@ mod tests {
         assert_eq!(
             line,
             "{\"type\":\"handshake\",\"ts\":\"2026-11-27T12:00:01.123456Z\",\"iface\":\"eth0\",\"dir\":\"out\",\
-             \"result\":\"ok\",\"client_ip\":\"10.0.0.5\",\"client_port\":51234,\
+             \"result\":\"ok\",\"reason\":null,\"reason_from\":null,\"client_ip\":\"10.0.0.5\",\"client_port\":51234,\
              \"server_ip\":\"93.184.216.34\",\"server_port\":443,\"rtt_ns\":12345678,\
              \"local_ns\":null,\"total_ns\":12400000,\"retrans\":0,\"synack_retrans\":null,\
              \"cgroup_id\":null,\"cgroup\":null}"
@@ -373,5 +399,26 @@ mod tests {
         assert!(line.ends_with(" cgroup#4242"), "{line}");
         let j = json().format(&r, &names(), None);
         assert!(j.ends_with("\"cgroup_id\":4242,\"cgroup\":null}"), "{j}");
+    }
+
+    #[test]
+    fn failures_say_why_and_who_in_both_formats() {
+        let mut r = record();
+        r.outcome = crate::probe::Outcome::Unreachable;
+        r.reason = crate::probe::Reason::from_code(29);
+        r.reason_from = Some("192.0.2.1".parse().expect("literal"));
+        let line = text().with_utc_offset(0).format(&r, &names(), None);
+        assert!(
+            line.contains(" unreachable rtt ")
+                && line.ends_with("retrans 0 reason admin-prohibited from 192.0.2.1 -"),
+            "{line}"
+        );
+        let line = json().format(&r, &names(), None);
+        assert!(
+            line.contains(
+                r#""result":"unreachable","reason":"admin-prohibited","reason_from":"192.0.2.1","#
+            ),
+            "{line}"
+        );
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! | metric | type | labels | what |
 //! |---|---|---|---|
-//! | `flowlat_handshakes_total` | counter | `iface`, `dir`, `result` | handshake attempts by how they ended: `ok`, `refused`, `timeout`, `abandoned` |
+//! | `flowlat_handshakes_total` | counter | `iface`, `dir`, `result` | handshake attempts by how they ended: `ok`, `refused`, `timeout`, `abandoned`, `unreachable` |
+//! | `flowlat_handshake_failures_total` | counter | `iface`, `dir`, `reason` | attempts that did not complete, by reason: `rst`, `new-isn`, `client-reset`, `no-answer`, `no-ack`, or the ICMP error's name (`port-unreachable`, `admin-prohibited`, `no-route`, ...): a bounded set |
 //! | `flowlat_handshake_rtt_seconds` | histogram | `iface`, `dir` | `rtt` of `ok` attempts: the round trip beyond the interface |
 //! | `flowlat_handshake_local_seconds` | histogram | `iface` | `local` of `ok` `in` attempts: how long this host took to answer a SYN |
 //! | `flowlat_syn_retransmits_total` | counter | `iface`, `dir` | client SYNs beyond the first of each attempt |
@@ -34,7 +35,7 @@ use std::hash::Hash;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::probe::{Dir, Record};
+use crate::probe::{Dir, Failure, Outcome, Record};
 
 // ---- agg_shim: BEGIN ------------------------------------------------------
 use crate::probe::{AggKey, AggValue, Hist, HIST_BOUNDS_NS};
@@ -182,6 +183,9 @@ pub struct Metrics {
     kernel: Vec<(AggKey, AggValue)>,
     user: HashMap<Series, AggValue>,
     unresolved: HashMap<Unresolved, AggValue>,
+    /// Failures by reason: the kernel's totals as last read, and user space's.
+    kernel_fails: Vec<(Failure, u64)>,
+    user_fails: HashMap<Failure, u64>,
 }
 
 fn zero_hist() -> Hist {
@@ -193,7 +197,7 @@ fn zero_hist() -> Hist {
 
 fn zero() -> AggValue {
     AggValue {
-        results: [0; 4],
+        results: [0; crate::probe::RESULTS],
         retrans: 0,
         rtt: zero_hist(),
         local: zero_hist(),
@@ -236,6 +240,8 @@ impl Metrics {
             kernel: Vec::new(),
             user: HashMap::new(),
             unresolved: HashMap::new(),
+            kernel_fails: Vec::new(),
+            user_fails: HashMap::new(),
         }
     }
 
@@ -250,9 +256,20 @@ impl Metrics {
         self.kernel = totals;
     }
 
+    /// The kernel's cumulative failures by reason, as read at this scrape.
+    pub fn set_kernel_failures(&mut self, totals: Vec<(Failure, u64)>) {
+        self.kernel_fails = totals;
+    }
+
     /// Counts a record user space has and the kernel did not aggregate: the
     /// sweep's timeouts, or every record when the kernel does not aggregate.
     pub fn add(&mut self, r: &Record) {
+        if let Some(reason) = r.reason {
+            *self
+                .user_fails
+                .entry((r.ifindex, r.dir, reason))
+                .or_insert(0) += 1;
+        }
         self.add_in(r, r.cgroup_id);
     }
 
@@ -428,18 +445,34 @@ impl Metrics {
             &mut out,
             "flowlat_handshakes_total",
             "counter",
-            "TCP handshake attempts by how they ended (ok, refused, timeout, abandoned).",
+            "TCP handshake attempts by how they ended (ok, refused, timeout, abandoned, unreachable).",
         );
         for (row, v) in &rows {
             let labels = row.labels(true);
-            for (result, n) in ["ok", "refused", "timeout", "abandoned"]
-                .iter()
-                .zip(v.results.iter())
-            {
+            for o in Outcome::ALL {
                 let mut l = labels.clone();
-                label(&mut l, "result", result);
-                sample(&mut out, "flowlat_handshakes_total", &l, n);
+                label(&mut l, "result", o.as_str());
+                sample(
+                    &mut out,
+                    "flowlat_handshakes_total",
+                    &l,
+                    v.results[o.index()],
+                );
             }
+        }
+        family(
+            &mut out,
+            "flowlat_handshake_failures_total",
+            "counter",
+            "Handshake attempts that did not complete, by reason: rst, new-isn, client-reset, \
+             no-answer, no-ack, or the ICMP error's name.",
+        );
+        for ((iface, dir, reason), n) in self.failures() {
+            let mut l = String::new();
+            label(&mut l, "iface", &iface);
+            label(&mut l, "dir", dir);
+            label(&mut l, "reason", reason);
+            sample(&mut out, "flowlat_handshake_failures_total", &l, n);
         }
         family(
             &mut out,
@@ -526,6 +559,28 @@ impl Metrics {
     }
 }
 
+impl Metrics {
+    /// Failures by interface name, direction and reason name, the kernel's
+    /// and user space's together: one series per name (an IPv4 and an IPv6
+    /// error of the same name are one), in a stable order.
+    fn failures(&self) -> BTreeMap<(String, &'static str, &'static str), u64> {
+        let mut out = BTreeMap::new();
+        let user = self.user_fails.iter().map(|(f, n)| (f, *n));
+        for (&(ifindex, dir, reason), n) in
+            self.kernel_fails.iter().map(|(f, n)| (f, *n)).chain(user)
+        {
+            let iface = self
+                .names
+                .get(&ifindex)
+                .cloned()
+                .unwrap_or_else(|| format!("if{ifindex}"));
+            *out.entry((iface, dir.as_str(), reason.as_str()))
+                .or_insert(0) += n;
+        }
+        out
+    }
+}
+
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
@@ -588,6 +643,7 @@ fn histogram(out: &mut String, name: &str, labels: &str, h: &Hist) {
 mod tests {
     use super::*;
     use crate::probe::Outcome;
+    use crate::probe::Reason;
 
     fn record(ifindex: u32, dir: Dir, outcome: Outcome, port: u16) -> Record {
         Record {
@@ -605,6 +661,8 @@ mod tests {
             retrans: 0,
             synack_retrans: None,
             cgroup_id: None,
+            reason: None,
+            reason_from: None,
         }
     }
 
@@ -665,14 +723,15 @@ mod tests {
         let ifaces = [(2, "eth0".to_string()), (3, "eth1".to_string())];
         let text = render(&mut Metrics::new(MetricsConfig::default(), &ifaces));
         let handshakes: Vec<&str> = lines_of(&text, "flowlat_handshakes_total{");
-        assert_eq!(handshakes.len(), 2 * 2 * 4, "{text}");
+        assert_eq!(handshakes.len(), 2 * 2 * 5, "{text}");
         assert_eq!(
-            handshakes[..4],
+            handshakes[..5],
             [
                 r#"flowlat_handshakes_total{iface="eth0",dir="out",result="ok"} 0"#,
                 r#"flowlat_handshakes_total{iface="eth0",dir="out",result="refused"} 0"#,
                 r#"flowlat_handshakes_total{iface="eth0",dir="out",result="timeout"} 0"#,
                 r#"flowlat_handshakes_total{iface="eth0",dir="out",result="abandoned"} 0"#,
+                r#"flowlat_handshakes_total{iface="eth0",dir="out",result="unreachable"} 0"#,
             ]
         );
         assert_eq!(
@@ -730,6 +789,7 @@ mod tests {
             seen,
             [
                 "flowlat_handshakes_total",
+                "flowlat_handshake_failures_total",
                 "flowlat_handshake_rtt_seconds",
                 "flowlat_handshake_local_seconds",
                 "flowlat_syn_retransmits_total",
@@ -1195,9 +1255,15 @@ mod tests {
             (key(Dir::Out, Some(443), Some(2)), oks(9)),
             (key(Dir::Out, Some(80), None), oks(1)),
         ]);
+        m.set_kernel_failures(vec![
+            ((2, Dir::Out, Reason::RST), 5),
+            ((3, Dir::In, Reason::NO_ACK), 1),
+        ]);
         for p in [22, 443, 5432] {
             m.add_in(&record(3, Dir::In, Outcome::Ok, p), Some(1));
-            m.add_in(&record(2, Dir::Out, Outcome::Timeout, p), Some(3));
+            let mut timeout = record(2, Dir::Out, Outcome::Timeout, p);
+            timeout.reason = Some(Reason::NO_ANSWER);
+            m.add(&timeout);
         }
         let g = Gauges {
             records_lost: 1,
@@ -1278,5 +1344,29 @@ mod tests {
                 "{name}"
             );
         }
+    }
+
+    #[test]
+    fn failures_are_counted_by_reason_the_kernels_and_the_sweeps_together() {
+        let mut m = Metrics::new(MetricsConfig::default(), &eth0());
+        m.set_kernel_failures(vec![((2, Dir::Out, Reason::RST), 5)]);
+        let mut t = record(2, Dir::Out, Outcome::Timeout, 443);
+        t.reason = Some(Reason::NO_ANSWER);
+        m.add(&t);
+        m.add(&t);
+        let text = render(&mut m);
+        let fails = lines_of(&text, "flowlat_handshake_failures_total{");
+        assert_eq!(
+            fails,
+            [
+                r#"flowlat_handshake_failures_total{iface="eth0",dir="out",reason="no-answer"} 2"#,
+                r#"flowlat_handshake_failures_total{iface="eth0",dir="out",reason="rst"} 5"#,
+            ]
+        );
+        // A scrape replaces the kernel's totals; user space's keep adding up.
+        m.set_kernel_failures(vec![((2, Dir::Out, Reason::RST), 7)]);
+        let text = render(&mut m);
+        assert!(text.contains(r#"reason="rst"} 7"#), "{text}");
+        assert!(text.contains(r#"reason="no-answer"} 2"#), "{text}");
     }
 }

@@ -14,7 +14,7 @@ pub mod lines;
 pub mod metrics;
 pub mod summary;
 
-use crate::probe::{AggKey, AggValue, Outcome, Record};
+use crate::probe::{AggKey, AggValue, Failure, Outcome, Record};
 use crate::sinks::labels::{Labels, Names};
 use crate::sinks::metrics::{Gauges, Metrics};
 
@@ -206,11 +206,17 @@ impl Fanout {
     }
 
     /// The exposition, with the kernel's aggregates as they are now.
-    pub fn render_metrics(&mut self, kernel: Vec<(AggKey, AggValue)>, gauges: &Gauges) -> String {
+    pub fn render_metrics(
+        &mut self,
+        kernel: Vec<(AggKey, AggValue)>,
+        kernel_failures: Vec<(Failure, u64)>,
+        gauges: &Gauges,
+    ) -> String {
         let Some(m) = self.metrics.as_mut() else {
             return String::new();
         };
         m.set_kernel(kernel);
+        m.set_kernel_failures(kernel_failures);
         let names = &mut self.names;
         m.render(&mut |id| names.cgroup(id), gauges)
     }

@@ -19,7 +19,13 @@ fn connect(ns: &NetNs, addr: &str, port: u16, timeout: Duration) -> std::io::Res
     ns.enter(move || TcpStream::connect_timeout(&sa, timeout))
 }
 
-fn find<'a>(recs: &'a [Rec], dir: &str, client: &str, server: &str, sport: u16) -> Vec<&'a Rec> {
+pub(crate) fn find<'a>(
+    recs: &'a [Rec],
+    dir: &str,
+    client: &str,
+    server: &str,
+    sport: u16,
+) -> Vec<&'a Rec> {
     recs.iter()
         .filter(|r| {
             r.s("dir") == dir

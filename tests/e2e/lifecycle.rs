@@ -239,7 +239,7 @@ fn a_killed_flowlat_leaves_filters_that_the_next_start_removes() {
     let dead_pid = dead.pid();
     let (progs, maps) = bpf_ids_of(dead_pid);
     // An Ethernet interface: the two Ethernet programs, not the L3 pair.
-    assert_eq!((progs.len(), maps.len()), (2, 8), "{progs:?} {maps:?}");
+    assert_eq!((progs.len(), maps.len()), (2, 9), "{progs:?} {maps:?}");
     let stopped = dead.stop_with(Signal::SIGKILL);
     assert!(!stopped.status.success());
 
@@ -496,7 +496,7 @@ fn fifty_starts_and_stops_leave_nothing_in_the_kernel() {
         assert!(line.contains("attached to a"), "cycle {cycle}: {line}");
         let pid = child.0.id() as i32;
         let (p, m) = bpf_ids_of(pid);
-        assert_eq!((p.len(), m.len()), (2, 8), "cycle {cycle}: {p:?} {m:?}");
+        assert_eq!((p.len(), m.len()), (2, 9), "cycle {cycle}: {p:?} {m:?}");
         if cycle == 0 {
             // They are flowlat's, under the names bpftool shows; the table
             // of attempts is the one this kernel runs.
@@ -522,6 +522,7 @@ fn fifty_starts_and_stops_leave_nothing_in_the_kernel() {
                     "flowlat_nets".into(),
                     "flowlat_agg".into(),
                     "flowlat_agg_cpu".into(),
+                    "flowlat_fails".into(),
                     "flowlat_batches".into()
                 ])
             );
@@ -536,7 +537,7 @@ fn fifty_starts_and_stops_leave_nothing_in_the_kernel() {
         assert!(status.success(), "cycle {cycle}: {status:?} {rest}");
         assert_eq!(tc_state(&net.a, "a"), fresh, "cycle {cycle}");
     }
-    assert_eq!((progs.len(), maps.len()), (100, 400));
+    assert_eq!((progs.len(), maps.len()), (100, 450));
     assert_bpf_objects_gone(&progs, &maps, Duration::from_secs(10));
 }
 

@@ -15,7 +15,7 @@ use kit::json::{self, Rec};
 use kit::kernel::our_filters;
 use kit::net::{NetNs, VethPair};
 use kit::peer::Peer;
-use kit::run::Flowlat;
+use kit::run::{exposition_samples, Flowlat};
 
 /// A port nobody in `ns` listens on now.
 fn free_port(ns: &NetNs) -> u16 {
@@ -47,23 +47,12 @@ fn http(ns: &NetNs, addr: SocketAddr, request: String) -> (u16, String, String) 
     })
 }
 
-fn get(ns: &NetNs, addr: SocketAddr, path: &str) -> (u16, String, String) {
+pub(crate) fn get(ns: &NetNs, addr: SocketAddr, path: &str) -> (u16, String, String) {
     http(
         ns,
         addr,
         format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"),
     )
-}
-
-/// Samples of an exposition: `name{labels}` -> value.
-fn samples(text: &str) -> HashMap<String, f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-        .filter_map(|l| {
-            let (k, v) = l.rsplit_once(' ')?;
-            Some((k.to_string(), v.parse().ok()?))
-        })
-        .collect()
 }
 
 fn sample(s: &HashMap<String, f64>, key: &str) -> f64 {
@@ -298,8 +287,8 @@ fn kernel_counted_metrics_agree_with_the_records_and_prometheus_reads_them() {
     assert_eq!(all.len(), made, "{:?}", recs.lines);
 
     for (what, text) in [("--quiet", &text), ("with records", &text6)] {
-        let s = samples(text);
-        for res in ["ok", "refused", "timeout", "abandoned"] {
+        let s = exposition_samples(text);
+        for res in ["ok", "refused", "timeout", "abandoned", "unreachable"] {
             let n = all.iter().filter(|r| r.s("result") == res).count() as f64;
             let key =
                 format!("flowlat_handshakes_total{{iface=\"a\",dir=\"out\",result=\"{res}\"}}");

@@ -169,7 +169,7 @@ fn check_row(row: &Rec, recs: &[&Rec], what: &str) {
         Some(recs.len() as u64),
         "{what}: {row:?}"
     );
-    for res in ["ok", "refused", "timeout", "abandoned"] {
+    for res in ["ok", "refused", "timeout", "abandoned", "unreachable"] {
         assert_eq!(row.n(res), Some(count(res)), "{what}: {res} in {row:?}");
     }
     let retrans: u64 = recs.iter().map(|r| r.n("retrans").unwrap_or(0)).sum();

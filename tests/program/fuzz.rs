@@ -1,13 +1,16 @@
 //! Differential fuzzing of the classifier: random and mutated packets, in every
 //! shape flowlat parses, go through the real program with `BPF_PROG_TEST_RUN`
 //! and through a model of the measurement contract written here from the
-//! README. Every packet must pass unchanged with TC_ACT_UNSPEC, and the records
-//! and the pending table must be exactly what the model says.
+//! docs (`docs/measurement.md`): handshakes, resets of both ends, and ICMP and
+//! ICMPv6 errors quoting their segments. Every packet must pass unchanged with
+//! TC_ACT_UNSPEC, and the records (result, reason and its sender), the
+//! pending table, the aggregates and the failures by reason must be exactly
+//! what the model says.
 //!
 //! The seed is fixed for CI; set FLOWLAT_FUZZ_SEED (and FLOWLAT_FUZZ_PACKETS)
 //! to explore others. A failure prints the seed and the packet.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use flowlat::bpf::perf::PerfBuffers;
 use flowlat::probe::{
@@ -15,6 +18,7 @@ use flowlat::probe::{
     Table,
 };
 use kit::cgroup;
+use kit::icmp::{self, IcmpError};
 use kit::packet::{Ext, Tcp, ACK, FIN, PSH, RST, SYN};
 use kit::probe::TC_ACT_UNSPEC;
 
@@ -47,6 +51,18 @@ enum Kind {
     SynAck,
     Rst,
     Ack,
+    /// An ICMP or ICMPv6 error quoting a TCP segment: the fields of the
+    /// segment are the quoted one's.
+    Icmp,
+}
+
+/// What an ICMP error would make of the attempt whose SYN it quotes: the
+/// result, the reason's name, the error's sender.
+#[derive(Debug, Clone)]
+struct IcmpSays {
+    outcome: Outcome,
+    reason: &'static str,
+    from: [u8; 16],
 }
 
 /// What the contract needs of a packet.
@@ -62,6 +78,7 @@ struct Seg {
     flags: u8,
     kind: Kind,
     syn_len: u16,
+    icmp: Option<IcmpSays>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -109,6 +126,8 @@ struct MRec {
     retrans: u32,
     synack_retrans: Option<u32>,
     cgroup_id: Option<u64>,
+    reason: Option<String>,
+    reason_from: Option<String>,
 }
 
 fn outcome_code(o: Outcome) -> u8 {
@@ -117,6 +136,7 @@ fn outcome_code(o: Outcome) -> u8 {
         Outcome::Refused => 1,
         Outcome::Timeout => 2,
         Outcome::Abandoned => 3,
+        Outcome::Unreachable => 4,
     }
 }
 
@@ -140,9 +160,19 @@ impl MRec {
             retrans: r.retrans,
             synack_retrans: r.synack_retrans,
             cgroup_id: r.cgroup_id,
+            reason: r.reason.map(|w| w.as_str().to_string()),
+            reason_from: r.reason_from.map(|a| a.to_string()),
         }
     }
-    fn model(k: &MKey, e: &MEntry, outcome: Outcome) -> MRec {
+    /// The record of the attempt of `k` and `e` that ended with `outcome`,
+    /// for `reason` ("" for none) named by its sender `from`.
+    fn model(
+        k: &MKey,
+        e: &MEntry,
+        outcome: Outcome,
+        reason: &str,
+        from: Option<&[u8; 16]>,
+    ) -> MRec {
         MRec {
             dir: (k.dir == Dir::In) as u8,
             outcome: outcome_code(outcome),
@@ -153,6 +183,8 @@ impl MRec {
             retrans: u32::from(e.syns.saturating_sub(1)),
             synack_retrans: (k.dir == Dir::In).then(|| u32::from(e.synacks.saturating_sub(1))),
             cgroup_id: (e.cgroup != 0).then_some(e.cgroup),
+            reason: (!reason.is_empty()).then(|| reason.to_string()),
+            reason_from: from.map(|a| ip_string(k.family, a)),
         }
     }
 }
@@ -181,7 +213,7 @@ fn parse(f: &[u8], ext_skipped: &mut u64) -> Option<Seg> {
     }
     let (family, src, dst, l4, ip_payload) = match proto {
         0x0800 => {
-            if !has(off, 20) || f[off + 9] != 6 {
+            if !has(off, 20) || !matches!(f[off + 9], 1 | 6) {
                 return None;
             }
             let ihl = usize::from(f[off] & 0xf) * 4;
@@ -192,6 +224,9 @@ fn parse(f: &[u8], ext_skipped: &mut u64) -> Option<Seg> {
             let mut d = [0u8; 16];
             s[..4].copy_from_slice(&f[off + 12..off + 16]);
             d[..4].copy_from_slice(&f[off + 16..off + 20]);
+            if f[off + 9] == 1 {
+                return parse_icmp(f, 4, s, off + ihl);
+            }
             let tot = usize::from(be16(off + 2));
             (4, s, d, off + ihl, tot.saturating_sub(ihl))
         }
@@ -203,6 +238,10 @@ fn parse(f: &[u8], ext_skipped: &mut u64) -> Option<Seg> {
             let mut payload = usize::from(be16(off + 4));
             let s: [u8; 16] = f[off + 8..off + 24].try_into().ok()?;
             let d: [u8; 16] = f[off + 24..off + 40].try_into().ok()?;
+            // ICMPv6 right after the fixed header, as errors are sent.
+            if next == 58 {
+                return parse_icmp(f, 6, s, off + 40);
+            }
             let mut l4 = off + 40;
             for _ in 0..6 {
                 if next == 6 {
@@ -267,6 +306,59 @@ fn parse(f: &[u8], ext_skipped: &mut u64) -> Option<Seg> {
         flags,
         kind,
         syn_len: ip_payload.saturating_sub(hlen).min(0xffff) as u16,
+        icmp: None,
+    })
+}
+
+/// An ICMP (`family` 4) or ICMPv6 (6) message from `from` whose header starts
+/// at `l4`: an error of the contract's list that quotes the IP header and
+/// the first 8 bytes of a TCP segment (addresses, ports, sequence number).
+fn parse_icmp(f: &[u8], family: u8, from: [u8; 16], l4: usize) -> Option<Seg> {
+    let has = |off: usize, len: usize| off <= MAX_L4_OFF && off + len <= f.len();
+    let be16 = |o: usize| u16::from_be_bytes([f[o], f[o + 1]]);
+    if !has(l4, 8) {
+        return None;
+    }
+    let (outcome, reason) = icmp::contract(family, f[l4], f[l4 + 1])?;
+    let q = l4 + 8;
+    let mut src = [0u8; 16];
+    let mut dst = [0u8; 16];
+    let tcp = if family == 4 {
+        let ihl = usize::from(f.get(q)? & 0xf) * 4;
+        if !has(q, 20) || f[q] >> 4 != 4 || ihl < 20 || f[q + 9] != 6 {
+            return None;
+        }
+        src[..4].copy_from_slice(&f[q + 12..q + 16]);
+        dst[..4].copy_from_slice(&f[q + 16..q + 20]);
+        q + ihl
+    } else {
+        // A SYN behind extension headers is not looked for in a quote.
+        if !has(q, 40) || f[q] >> 4 != 6 || f[q + 6] != 6 {
+            return None;
+        }
+        src.copy_from_slice(&f[q + 8..q + 24]);
+        dst.copy_from_slice(&f[q + 24..q + 40]);
+        q + 40
+    };
+    if !has(tcp, 8) {
+        return None;
+    }
+    Some(Seg {
+        family,
+        src,
+        dst,
+        sport: be16(tcp),
+        dport: be16(tcp + 2),
+        seq: u32::from_be_bytes(f[tcp + 4..tcp + 8].try_into().ok()?),
+        ack: 0,
+        flags: 0,
+        kind: Kind::Icmp,
+        syn_len: 0,
+        icmp: Some(IcmpSays {
+            outcome,
+            reason,
+            from,
+        }),
     })
 }
 
@@ -361,7 +453,9 @@ impl Model {
                     let unattributed =
                         k.dir == Dir::In && old.state == State::Syn && self.filter.wants_listener();
                     if old.state != State::Reported && !unattributed {
-                        out.push(MRec::model(&k, &old, Outcome::Abandoned));
+                        let r =
+                            MRec::model(&k, &old, Outcome::Abandoned, "new-isn", Some(&k.client));
+                        out.push(r);
                     }
                 }
                 let e = MEntry {
@@ -396,34 +490,65 @@ impl Model {
                     }
                 }
             }
-            // Only a reset with sequence number 0 answers a SYN.
-            (_, Kind::Rst) if s.seq != 0 => {}
+            // Only a reset with sequence number 0 answers a SYN; any reset
+            // arriving may be the client's of our SYN-ACK.
+            (true, Kind::Rst) if s.seq != 0 => {}
             (true, Kind::Rst) => {
                 let k = Model::key(&s, Dir::In, false);
                 if let Some(e) = self.table.get(&k).copied() {
                     if s.flags & ACK != 0 && e.state == State::Syn && Model::acks_syn(&e, s.ack) {
                         self.table.remove(&k);
                         if !self.filter.wants_listener() {
-                            out.push(MRec::model(&k, &e, Outcome::Refused));
+                            let r = MRec::model(&k, &e, Outcome::Refused, "rst", Some(&k.server));
+                            out.push(r);
                         }
                     }
                 }
             }
             (false, Kind::SynAck | Kind::Rst) => {
-                if s.kind == Kind::Rst && s.flags & ACK == 0 {
-                    return out;
-                }
                 let k = Model::key(&s, Dir::Out, false);
-                if let Some(e) = self.table.get(&k).copied() {
+                let answers = s.kind == Kind::SynAck || (s.seq == 0 && s.flags & ACK != 0);
+                if let Some(e) = self.table.get(&k).copied().filter(|_| answers) {
                     if e.state == State::Syn && Model::acks_syn(&e, s.ack) {
                         self.table.remove(&k);
                         let done = MEntry { synacks: 1, ..e };
-                        let o = if s.kind == Kind::Rst {
-                            Outcome::Refused
+                        let r = if s.kind == Kind::Rst {
+                            MRec::model(&k, &done, Outcome::Refused, "rst", Some(&k.server))
                         } else {
-                            Outcome::Ok
+                            MRec::model(&k, &done, Outcome::Ok, "", None)
                         };
-                        out.push(MRec::model(&k, &done, o));
+                        out.push(r);
+                        return out;
+                    }
+                }
+                if s.kind == Kind::Rst {
+                    out.extend(self.client_reset(&s));
+                }
+            }
+            (_, Kind::Icmp) => {
+                // Arriving, it answers our SYN; leaving, this host rejects
+                // the client's.
+                let k = Model::key(&s, if egress { Dir::In } else { Dir::Out }, true);
+                let says = s.icmp.as_ref().expect("an ICMP error says what it ends");
+                if let Some(e) = self.table.get(&k).copied() {
+                    if e.state == State::Syn && e.isn == s.seq {
+                        if k.dir == Dir::In && self.filter.wants_listener() {
+                            self.table.remove(&k);
+                        } else {
+                            let r =
+                                MRec::model(&k, &e, says.outcome, says.reason, Some(&says.from));
+                            out.push(r);
+                            // Its tombstone, for the client's copies of the
+                            // SYN after a soft error; its hold runs from now,
+                            // in real time, long past at the next sweep's
+                            // fake time (as for a retried tombstone).
+                            let tomb = MEntry {
+                                state: State::Reported,
+                                refreshed: true,
+                                ..e
+                            };
+                            self.table.insert(k, tomb);
+                        }
                     }
                 }
             }
@@ -432,12 +557,38 @@ impl Model {
                 if let Some(e) = self.table.get(&k).copied() {
                     if e.state == State::SynAck && s.ack == e.server_isn.wrapping_add(1) {
                         self.table.remove(&k);
-                        out.push(MRec::model(&k, &e, Outcome::Ok));
+                        out.push(MRec::model(&k, &e, Outcome::Ok, "", None));
                     }
                 }
             }
         }
         out
+    }
+
+    /// An arriving RST from an `in` attempt's client after our SYN-ACK: its
+    /// plain, its sequence number is what our SYN-ACK acknowledged (the
+    /// client's ISN+1, RFC 9293 3.10.7.1: a reset takes its number from the
+    /// segment's ACK); with an ACK, it acknowledges our SYN-ACK.
+    fn client_reset(&mut self, s: &Seg) -> Option<MRec> {
+        let k = Model::key(s, Dir::In, true);
+        let e = self.table.get(&k).copied()?;
+        let next = e.server_isn.wrapping_add(1);
+        let fits = if s.flags & ACK != 0 {
+            s.ack == next
+        } else {
+            Model::acks_syn(&e, s.seq)
+        };
+        if e.state != State::SynAck || !fits {
+            return None;
+        }
+        self.table.remove(&k);
+        Some(MRec::model(
+            &k,
+            &e,
+            Outcome::Abandoned,
+            "client-reset",
+            Some(&k.client),
+        ))
     }
 
     /// A sweep at `now_s` (seconds of fake time, an hour ahead of the real
@@ -455,7 +606,13 @@ impl Model {
         for (k, e) in self.table.iter_mut() {
             if e.state != State::Reported {
                 if !(k.dir == Dir::In && e.synacks == 0 && wants_listener) {
-                    out.push(MRec::model(k, e, Outcome::Timeout));
+                    // Which half never came: our SYN-ACK's ACK, or any answer.
+                    let why = if k.dir == Dir::In && e.synacks > 0 {
+                        "no-ack"
+                    } else {
+                        "no-answer"
+                    };
+                    out.push(MRec::model(k, e, Outcome::Timeout, why, None));
                 }
                 e.state = State::Reported;
                 e.reported_at = now_s;
@@ -471,23 +628,70 @@ const CLIENTS4: [&str; 2] = ["10.0.0.1", "10.0.0.2"];
 const SERVERS4: [&str; 2] = ["10.9.0.1", "10.9.0.2"];
 const CLIENTS6: [&str; 2] = ["2001:db8::1", "2001:db8::2"];
 const SERVERS6: [&str; 2] = ["2001:db8:9::1", "2001:db8:9::2"];
+const ROUTERS4: [&str; 2] = ["10.0.0.254", "10.9.0.254"];
+const ROUTERS6: [&str; 2] = ["2001:db8::fe", "2001:db8:9::fe"];
 const ISNS: [u32; 3] = [1000, 2000, u32::MAX];
 const SERVER_ISNS: [u32; 2] = [5000, 6000];
 
-/// A packet of some real handshake between a few endpoints, in a random shape.
-fn handshake_packet(rng: &mut Rng) -> Tcp {
+/// The ends of some handshake between a few endpoints, and its ISNs.
+struct Ends {
+    v6: bool,
+    c: &'static str,
+    s: &'static str,
+    cport: u16,
+    sport: u16,
+    isn: u32,
+    sisn: u32,
+}
+
+fn ends(rng: &mut Rng) -> Ends {
     let v6 = rng.chance(40);
     let (c, s) = if v6 {
         (*rng.pick(&CLIENTS6), *rng.pick(&SERVERS6))
     } else {
         (*rng.pick(&CLIENTS4), *rng.pick(&SERVERS4))
     };
-    let cport = *rng.pick(&[40000u16, 40001]);
-    let sport = *rng.pick(&[80u16, 443]);
-    let isn = *rng.pick(&ISNS);
-    let sisn = *rng.pick(&SERVER_ISNS);
+    Ends {
+        v6,
+        c,
+        s,
+        cport: *rng.pick(&[40000u16, 40001]),
+        sport: *rng.pick(&[80u16, 443]),
+        isn: *rng.pick(&ISNS),
+        sisn: *rng.pick(&SERVER_ISNS),
+    }
+}
+
+/// One to three VLAN tags, the outermost sometimes 802.1ad.
+fn vlans(rng: &mut Rng) -> Vec<(u16, u16)> {
+    let n = 1 + rng.below(3) as usize;
+    (0..n)
+        .map(|i| {
+            (
+                if i == 0 && rng.chance(50) {
+                    0x88a8
+                } else {
+                    0x8100
+                },
+                i as u16,
+            )
+        })
+        .collect()
+}
+
+/// A packet of some real handshake between a few endpoints, in a random shape.
+fn handshake_packet(rng: &mut Rng) -> Tcp {
+    let Ends {
+        v6,
+        c,
+        s,
+        cport,
+        sport,
+        isn,
+        sisn,
+    } = ends(rng);
     let data = rng.chance(15);
-    let mut t = match rng.below(8) {
+    let mut t = match rng.below(9) {
         0 | 1 => Tcp::new(c, cport, s, sport, SYN).seq(isn),
         2 | 3 => {
             let ack = if rng.chance(85) {
@@ -520,6 +724,20 @@ fn handshake_packet(rng: &mut Rng) -> Tcp {
                 .seq(seq)
                 .ack(isn.wrapping_add(1))
         }
+        7 => {
+            // The client's reset of our SYN-ACK: its sequence number our
+            // ISN+1, or acknowledging that; sometimes numbers that fit nothing.
+            let (flags, seq, ack) = match rng.below(4) {
+                0 | 1 => (RST, sisn.wrapping_add(1), 0),
+                2 => (RST | ACK, isn.wrapping_add(1), sisn.wrapping_add(1)),
+                _ => (
+                    *rng.pick(&[RST, RST | ACK]),
+                    sisn.wrapping_add(rng.below(3) as u32),
+                    rng.next() as u32,
+                ),
+            };
+            Tcp::new(c, cport, s, sport, flags).seq(seq).ack(ack)
+        }
         _ => Tcp::new(
             c,
             cport,
@@ -539,19 +757,7 @@ fn handshake_packet(rng: &mut Rng) -> Tcp {
         t.ip_options = vec![1; 4 * rng.below(11) as usize];
     }
     if rng.chance(20) {
-        let n = 1 + rng.below(3) as usize;
-        t.vlans = (0..n)
-            .map(|i| {
-                (
-                    if i == 0 && rng.chance(50) {
-                        0x88a8
-                    } else {
-                        0x8100
-                    },
-                    i as u16,
-                )
-            })
-            .collect();
+        t.vlans = vlans(rng);
     }
     if v6 && rng.chance(30) {
         let n = 1 + rng.below(8) as usize;
@@ -573,6 +779,80 @@ fn handshake_packet(rng: &mut Rng) -> Tcp {
             .collect();
     }
     t
+}
+
+/// An ICMP or ICMPv6 message quoting a segment of some handshake between
+/// the same endpoints: mostly an error of the contract's list quoting a
+/// client's SYN (whose ISN may or may not be its attempt's), sometimes
+/// another segment, a message that is no such error, a quote cut short.
+fn icmp_packet(rng: &mut Rng) -> IcmpError {
+    let e = ends(rng);
+    let mut quote = match rng.below(10) {
+        0..=6 => Tcp::new(e.c, e.cport, e.s, e.sport, SYN).seq(e.isn),
+        7 => {
+            let seq = if rng.chance(50) {
+                e.isn.wrapping_add(1)
+            } else {
+                rng.next() as u32
+            };
+            Tcp::new(e.c, e.cport, e.s, e.sport, SYN).seq(seq)
+        }
+        8 => Tcp::new(e.c, e.cport, e.s, e.sport, ACK | PSH)
+            .seq(e.isn.wrapping_add(1))
+            .ack(e.sisn.wrapping_add(1)),
+        _ => Tcp::new(e.s, e.sport, e.c, e.cport, SYN | ACK)
+            .seq(e.sisn)
+            .ack(e.isn.wrapping_add(1)),
+    };
+    if rng.chance(10) {
+        quote.payload = vec![0x5a; rng.below(40) as usize];
+    }
+    if rng.chance(20) {
+        quote.tcp_options = vec![1; 4 * rng.below(11) as usize];
+    }
+    if !e.v6 && rng.chance(20) {
+        quote.ip_options = vec![1; 4 * rng.below(11) as usize];
+    }
+    let family = if e.v6 { 6 } else { 4 };
+    let (kind, code) = if rng.chance(85) {
+        let (kind, code, ..) = *rng.pick(&icmp::errors(family));
+        (kind, code)
+    } else if rng.chance(50) {
+        // Echoes, a source quench, a redirect, a parameter problem, a packet
+        // too big, codes beyond the lists, the other family's numbers.
+        let other: &[(u8, u8)] = if e.v6 {
+            &[(2, 0), (4, 1), (128, 0), (129, 0), (1, 8), (3, 2), (11, 0)]
+        } else {
+            &[
+                (0, 0),
+                (8, 0),
+                (4, 0),
+                (5, 1),
+                (12, 0),
+                (3, 16),
+                (11, 2),
+                (1, 0),
+            ]
+        };
+        *rng.pick(other)
+    } else {
+        (rng.next() as u8, rng.next() as u8)
+    };
+    let routers = if e.v6 { ROUTERS6 } else { ROUTERS4 };
+    let from = *rng.pick(&[routers[0], routers[1], e.s, e.c]);
+    let mut m = IcmpError::new(from, kind, code, &quote);
+    m.quoted_tcp = match rng.below(10) {
+        0 => rng.below(8) as usize,
+        1 => 8,
+        _ => usize::MAX,
+    };
+    if !e.v6 && rng.chance(10) {
+        m.ip_options = vec![1; 4 * rng.below(11) as usize];
+    }
+    if rng.chance(20) {
+        m.vlans = vlans(rng);
+    }
+    m
 }
 
 fn mutate(rng: &mut Rng, f: &mut Vec<u8>) {
@@ -615,7 +895,26 @@ fn env_u64(name: &str, default: u64) -> u64 {
 #[test]
 fn classifier_matches_the_contract_on_random_and_mutated_packets() {
     let n = env_u64("FLOWLAT_FUZZ_PACKETS", 100_000);
-    fuzz(n, &Filter::default(), MFilter::default());
+    let ended = fuzz(n, &Filter::default(), MFilter::default());
+    // The generator must have made every way an attempt ends, the failure
+    // causes too.
+    if n >= 10_000 {
+        for why in [
+            "new-isn",
+            "rst",
+            "client-reset",
+            "port-unreachable",
+            "protocol-unreachable",
+            "admin-prohibited",
+            "ttl-exceeded",
+            "no-route",
+        ] {
+            assert!(
+                ended.get(why).is_some_and(|&k| k > 0),
+                "no {why} in {ended:?}"
+            );
+        }
+    }
 }
 
 /// The same with the LRU table, which kernels without compare-and-exchange
@@ -683,11 +982,18 @@ fn filtered_classifier_matches_the_contract() {
 
 /// `n` packets through the classifier with `filter` set and through the
 /// model with the same filter, `mfilter`.
-fn fuzz(n: u64, filter: &Filter, mfilter: MFilter) {
+fn fuzz(n: u64, filter: &Filter, mfilter: MFilter) -> BTreeMap<&'static str, u64> {
     fuzz_table(n, filter, mfilter, None)
 }
 
-fn fuzz_table(n: u64, filter: &Filter, mfilter: MFilter, table: Option<Table>) {
+/// The same with the given table; returns how many records the classifier
+/// sent for each reason.
+fn fuzz_table(
+    n: u64,
+    filter: &Filter,
+    mfilter: MFilter,
+    table: Option<Table>,
+) -> BTreeMap<&'static str, u64> {
     kit::require_root();
     // The model expects the cgroup this process is in on every record.
     let _stay = cgroup::stay();
@@ -698,6 +1004,9 @@ fn fuzz_table(n: u64, filter: &Filter, mfilter: MFilter, table: Option<Table>) {
         ..ProbeConfig::new(1 << 18)
     })
     .expect("load");
+    // The model cannot see the kernel's clock, which decides whether an
+    // answer is late (a program test covers late answers).
+    probe.set_late_answer(None);
     probe.set_filter(filter).expect("set the filter");
     // The classifier aggregates too, which must come to what the records say.
     probe.set_aggregation(&Aggregation {
@@ -707,6 +1016,9 @@ fn fuzz_table(n: u64, filter: &Filter, mfilter: MFilter, table: Option<Table>) {
         by_cgroup: true,
     });
     let mut from_records: HashMap<AggKey, AggValue> = HashMap::new();
+    // The failures the records say, as the classifier counts them.
+    let mut failures: HashMap<(u32, Dir, u8), u64> = HashMap::new();
+    let mut ended: BTreeMap<&'static str, u64> = BTreeMap::new();
     let mut perf: PerfBuffers = probe.open_perf(16).expect("perf rings");
     let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
     let fake_start = flowlat::sinks::clock::monotonic_ns() + 3_600_000_000_000;
@@ -723,6 +1035,8 @@ fn fuzz_table(n: u64, filter: &Filter, mfilter: MFilter, table: Option<Table>) {
         let mut frame = if rng.chance(3) {
             let len = 15 + rng.below(150) as usize;
             (0..len).map(|_| rng.next() as u8).collect()
+        } else if rng.chance(12) {
+            icmp_packet(&mut rng).frame()
         } else {
             handshake_packet(&mut rng).frame()
         };
@@ -754,6 +1068,10 @@ fn fuzz_table(n: u64, filter: &Filter, mfilter: MFilter, table: Option<Table>) {
                 other: false,
             };
             from_records.entry(key).or_default().add_record(&r);
+            if let Some(why) = r.reason {
+                *failures.entry((r.ifindex, r.dir, why.code())).or_default() += 1;
+                *ended.entry(why.as_str()).or_default() += 1;
+            }
             got.push(MRec::of(&r));
         });
         want.sort();
@@ -843,6 +1161,16 @@ fn fuzz_table(n: u64, filter: &Filter, mfilter: MFilter, table: Option<Table>) {
         kernel, from_records,
         "the kernel's aggregates differ from the records': seed {seed:#x}"
     );
+    let kernel: HashMap<(u32, Dir, u8), u64> = probe
+        .failures()
+        .expect("failures")
+        .into_iter()
+        .map(|((ifindex, dir, why), k)| ((ifindex, dir, why.code()), k))
+        .collect();
+    assert_eq!(
+        kernel, failures,
+        "the kernel's failures by reason differ from the records': seed {seed:#x}"
+    );
     assert_eq!(ks.send_failed, 0);
     // The run must have exercised the contract, not just the parser's exits.
     assert!(
@@ -858,9 +1186,10 @@ fn fuzz_table(n: u64, filter: &Filter, mfilter: MFilter, table: Option<Table>) {
     assert!(sweeps > 0 || n < 10_000, "no timeout sweep was exercised");
     eprintln!(
         "fuzz: seed {seed:#x}: {ran} packets ran, {refused} refused by test-run, {records} records, \
-         {} filtered, {sweeps} sweeps, {} long IPv6 chains",
+         {} filtered, {sweeps} sweeps, {} long IPv6 chains; failures by reason: {ended:?}",
         ks.filtered, model.ext_skipped
     );
+    ended
 }
 
 /// User space's side: whatever bytes arrive as a record (a corrupt ring, a

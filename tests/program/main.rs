@@ -10,6 +10,7 @@
 mod fuzz;
 mod netlink_tc;
 mod probe_agg;
+mod probe_causes;
 mod probe_filters;
 mod probe_run;
 mod probe_tables;

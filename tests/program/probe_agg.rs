@@ -96,7 +96,7 @@ fn an_ended_attempt_adds_one_observation_and_sends_no_record() {
     assert_eq!(rig.sent(), 0);
     assert_eq!(rig.pending(), 0, "the attempt ended");
     let v = only(&rig.aggregates(), Dir::Out);
-    assert_eq!(v.results, [1, 0, 0, 0]);
+    assert_eq!(v.results, [1, 0, 0, 0, 0]);
     assert_eq!(v.retrans, 0);
     assert_eq!(v.rtt.count(), 1, "one rtt observed");
     assert!(v.rtt.sum_ns >= 3_000_000, "{}", v.rtt.sum_ns);
@@ -181,7 +181,7 @@ fn timeouts_come_from_the_sweep_not_the_kernel() {
     assert!(rig.aggregates().is_empty(), "the kernel never saw it end");
     let mut v = AggValue::default();
     v.add_record(&sweep.expired[0]);
-    assert_eq!(v.results, [0, 0, 1, 0]);
+    assert_eq!(v.results, [0, 0, 1, 0, 0]);
     assert_eq!(v.rtt.count(), 0);
 }
 
@@ -277,7 +277,11 @@ fn filtered_attempts_are_not_aggregated_and_min_rtt_holds_back_only_records() {
         "443: under --min-rtt; 80: filtered"
     );
     let v = only(&rig.aggregates(), Dir::Out);
-    assert_eq!(v.results, [1, 0, 0, 0], "only the attempt the filter kept");
+    assert_eq!(
+        v.results,
+        [1, 0, 0, 0, 0],
+        "only the attempt the filter kept"
+    );
     assert_eq!(v.rtt.count(), 1);
     let ks = rig.probe.kernel_stats().expect("stats");
     assert_eq!((ks.filtered, ks.below_min_rtt), (1, 1));

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use flowlat::probe::{Batch, Dir, Hook, Outcome, Probe, ProbeConfig, Record, BATCH};
+use flowlat::probe::{Batch, Dir, Hook, Outcome, Probe, ProbeConfig, Record, Table, BATCH};
 use kit::cgroup;
 use kit::packet::{arp_request, icmp_echo, udp, Tcp, ACK, FIN, PSH, RST, SYN};
 use kit::probe::{Rig, TC_ACT_UNSPEC};
@@ -748,6 +748,114 @@ fn retransmitted_synack_is_counted_and_mismatched_rst_ignored() {
     assert_eq!(recs.len(), 1);
     assert_eq!((recs[0].retrans, recs[0].synack_retrans), (1, Some(1)));
     assert!(recs[0].local_ns.is_some());
+}
+
+/// A client that gave up on its connect has no socket when our SYN-ACK
+/// comes: its kernel answers with a RST whose sequence number is our
+/// SYN-ACK's acknowledgment, the client's ISN+1, with ACK off (RFC 9293,
+/// 3.10.7.1; what Linux sends). That abandons the attempt, `client-reset`,
+/// a round trip after our SYN-ACK; after a SYN with data the SYN-ACK may
+/// acknowledge up to ISN+1+data, and so may the RST's number. Numbers from
+/// our side of the connection (our ISN+1) or beyond what we acknowledged are
+/// no answer to our SYN-ACK.
+#[test]
+fn a_client_reset_takes_its_sequence_number_from_our_syn_acks_ack() {
+    use flowlat::probe::Reason;
+    let mut rig = Rig::new();
+    for (c, s, data) in [(C4, S4, 0u32), (C6, S6, 0), (C4, S4, 5)] {
+        let what = format!("{c} with {data} bytes of data");
+        let mut first = Tcp::new(c, 51234, s, 443, SYN).seq(1000);
+        first.payload = vec![b'x'; data as usize];
+        rig.run(Hook::Ingress, &first.frame());
+        let acked = 1001 + data;
+        rig.run(
+            Hook::Egress,
+            &Tcp::new(s, 443, c, 51234, SYN | ACK)
+                .seq(9000)
+                .ack(acked)
+                .frame(),
+        );
+        let rst = |seq: u32| Tcp::new(c, 51234, s, 443, RST).seq(seq).frame();
+        for seq in [9001, 1000, acked + 1] {
+            rig.run(Hook::Ingress, &rst(seq));
+        }
+        assert!(rig.records().is_empty(), "{what}: {:?}", rig.records());
+        assert!(rig.holds(51234), "{what}: still waiting");
+        std::thread::sleep(Duration::from_millis(2));
+        rig.run(Hook::Ingress, &rst(acked));
+        let recs = rig.records();
+        assert_eq!(recs.len(), 1, "{what}: {recs:?}");
+        let r = &recs[0];
+        assert_eq!((r.dir, r.outcome), (Dir::In, Outcome::Abandoned), "{what}");
+        assert_eq!(r.reason, Some(Reason::CLIENT_RESET), "{what}");
+        assert_eq!(r.reason_from, Some(r.client), "{what}");
+        assert!(
+            r.rtt_ns.is_some_and(|rtt| rtt >= 2_000_000),
+            "{what}: {r:?}"
+        );
+        assert_eq!(rig.pending(), 0, "{what}");
+    }
+}
+
+/// A SYN the client retransmitted before our late SYN-ACK reached it can
+/// arrive after the client's ACK, overtaken on the way (two CPUs' backlogs
+/// on a veth do that): it is a copy of the reported attempt's SYN, not a new
+/// attempt that would time out. The same at the client's end. A quick answer
+/// leaves no tombstone; another ISN on the ports is a new attempt still.
+#[test]
+fn a_copy_of_the_syn_after_a_late_answer_starts_no_attempt() {
+    for table in [Table::Slots, Table::Lru] {
+        copy_after_late_answer(Rig::with_table(table));
+    }
+}
+
+fn copy_after_late_answer(mut rig: Rig) {
+    rig.run(Hook::Ingress, &syn(C4, S4, 1000));
+    rig.run(Hook::Egress, &syn(C6, S6, 2000));
+    std::thread::sleep(Duration::from_millis(250));
+    rig.run(Hook::Egress, &synack(C4, S4, 1000, 9000));
+    rig.run(Hook::Ingress, &client_ack(C4, S4, 1000, 9000));
+    rig.run(Hook::Ingress, &synack(C6, S6, 2000, 7000));
+    let recs = rig.records();
+    assert_eq!(recs.len(), 2, "{recs:?}");
+    assert!(recs
+        .iter()
+        .all(|r| r.outcome == Outcome::Ok && r.retrans == 0));
+    // The copies, after the answers.
+    rig.run(Hook::Ingress, &syn(C4, S4, 1000));
+    rig.run(Hook::Egress, &syn(C6, S6, 2000));
+    assert!(rig.records().is_empty());
+    let now = flowlat::sinks::clock::monotonic_ns();
+    let timeout = Duration::from_millis(100);
+    let hold = flowlat::probe::ANSWERED_HOLD.as_nanos() as u64;
+    let sw = rig.probe.sweep(now + hold / 2, timeout).expect("sweep");
+    assert!(sw.expired.is_empty(), "no second record: {:?}", sw.expired);
+    assert_eq!((sw.pending, sw.tombstones), (0, 2), "held");
+    let sw = rig
+        .probe
+        .sweep(now + hold + 100_000_000, timeout)
+        .expect("sweep");
+    assert!(sw.expired.is_empty(), "{:?}", sw.expired);
+    assert_eq!(rig.pending(), 0, "the tombstones go after their hold");
+
+    // A quick answer leaves nothing behind.
+    rig.run(Hook::Ingress, &syn(C4, S4, 3000));
+    rig.run(Hook::Egress, &synack(C4, S4, 3000, 9000));
+    rig.run(Hook::Ingress, &client_ack(C4, S4, 3000, 9000));
+    assert_eq!(rig.records().len(), 1);
+    assert_eq!(rig.pending(), 0);
+    // After a late answer, another ISN is another attempt.
+    rig.run(Hook::Ingress, &syn(C4, S4, 4000));
+    std::thread::sleep(Duration::from_millis(250));
+    rig.run(Hook::Egress, &synack(C4, S4, 4000, 9000));
+    rig.run(Hook::Ingress, &client_ack(C4, S4, 4000, 9000));
+    assert_eq!(rig.records().len(), 1);
+    rig.run(Hook::Ingress, &syn(C4, S4, 5000));
+    rig.run(Hook::Egress, &synack(C4, S4, 5000, 8000));
+    rig.run(Hook::Ingress, &client_ack(C4, S4, 5000, 8000));
+    let recs = rig.records();
+    assert_eq!(recs.len(), 1, "{recs:?}");
+    assert_eq!((recs[0].outcome, recs[0].retrans), (Outcome::Ok, 0));
 }
 
 #[test]

@@ -148,6 +148,7 @@ pub(super) struct Stats {
     pub(super) attempts: u64,
     pub(super) ok: u64,
     pub(super) refused: u64,
+    pub(super) unreachable: u64,
     pub(super) timeout: u64,
     pub(super) abandoned: u64,
     pub(super) retrans: u64,
@@ -166,6 +167,7 @@ impl Stats {
             Outcome::Refused => self.refused += 1,
             Outcome::Timeout => self.timeout += 1,
             Outcome::Abandoned => self.abandoned += 1,
+            Outcome::Unreachable => self.unreachable += 1,
         }
         self.retrans += u64::from(r.retrans);
         self.inbound += u64::from(r.dir == Dir::In);
@@ -187,6 +189,7 @@ impl Stats {
         self.attempts += o.attempts;
         self.ok += o.ok;
         self.refused += o.refused;
+        self.unreachable += o.unreachable;
         self.timeout += o.timeout;
         self.abandoned += o.abandoned;
         self.retrans += o.retrans;
@@ -552,6 +555,8 @@ mod tests {
             retrans: 0,
             synack_retrans: None,
             cgroup_id: None,
+            reason: None,
+            reason_from: None,
         }
     }
 
@@ -1184,10 +1189,10 @@ mod tests {
         let text = render_text_at(&t, &mut names(), &clock(), false, Some(0));
         let want = "\
 12:00:00.000000 to 12:01:00.000000 (60.000 s): 3 handshakes in 2 groups
-                                                                                   ------------------- rtt (ms) -------------------
-iface  dir  server             attempts  ok  refused  timeout  abandoned  retrans       min       p50       p90       p99       max
-eth0   out  93.184.216.34:443         2   1        0        1          0        4    12.000    12.000    12.000    12.000    12.000
-eth0   out  [2001:db8::1]:80          1   1        0        0          0        0  1234.567  1234.567  1234.567  1234.567  1234.567
+                                                                                            ------------------- rtt (ms) -------------------
+iface  dir  server             attempts  ok  refused  unreach  timeout  abandoned  retrans       min       p50       p90       p99       max
+eth0   out  93.184.216.34:443         2   1        0        0        1          0        4    12.000    12.000    12.000    12.000    12.000
+eth0   out  [2001:db8::1]:80          1   1        0        0        0          0        0  1234.567  1234.567  1234.567  1234.567  1234.567
 ";
         assert_eq!(text, want);
         let t = one_table(
@@ -1197,10 +1202,10 @@ eth0   out  [2001:db8::1]:80          1   1        0        0          0        
         let text = render_text_at(&t, &mut names(), &clock(), false, Some(3600));
         let want = "\
 13:00:00.000000 to 13:01:00.000000 (60.000 s): 2 handshakes in 2 groups
-                                                                      -------------- rtt (ms) --------------  ---------- local (ms) -----------
-dir  server-port  attempts  ok  refused  timeout  abandoned  retrans     min     p50     p90     p99     max    min    p50    p90    p99    max
-out  443                 1   1        0        0          0        0  12.000  12.000  12.000  12.000  12.000      -      -      -      -      -
-in   22                  1   1        0        0          0        0  31.020  31.020  31.020  31.020  31.020  0.041  0.041  0.041  0.041  0.041
+                                                                               -------------- rtt (ms) --------------  ---------- local (ms) -----------
+dir  server-port  attempts  ok  refused  unreach  timeout  abandoned  retrans     min     p50     p90     p99     max    min    p50    p90    p99    max
+out  443                 1   1        0        0        0          0        0  12.000  12.000  12.000  12.000  12.000      -      -      -      -      -
+in   22                  1   1        0        0        0          0        0  31.020  31.020  31.020  31.020  31.020  0.041  0.041  0.041  0.041  0.041
 ";
         assert_eq!(text, want);
     }
@@ -1276,7 +1281,7 @@ in   22                  1   1        0        0          0        0  31.020  31
             "{\"type\":\"summary\",\"interval_start\":\"2026-11-27T12:00:00.000000Z\",\
              \"interval_end\":\"2026-11-27T12:01:00.000000Z\",\"iface\":\"eth0\",\"dir\":\"in\",\
              \"server_ip\":\"10.0.0.5\",\"server_port\":22,\"other\":false,\"handshakes\":1,\"ok\":1,\
-             \"refused\":0,\"timeout\":0,\"abandoned\":0,\"retrans\":0,\"rtt_min_ns\":31020000,\
+             \"refused\":0,\"unreachable\":0,\"timeout\":0,\"abandoned\":0,\"retrans\":0,\"rtt_min_ns\":31020000,\
              \"rtt_p50_ns\":31020000,\"rtt_p90_ns\":31020000,\"rtt_p99_ns\":31020000,\
              \"rtt_max_ns\":31020000,\"rtt_mean_ns\":31020000,\"local_min_ns\":41000,\
              \"local_p50_ns\":41000,\"local_p90_ns\":41000,\"local_p99_ns\":41000,\

@@ -101,12 +101,13 @@ pub fn render_json(t: &Table, labels: &mut dyn Labels, clock: &WallClock, hist: 
         json_key(&mut out, t, key, labels);
         let _ = write!(
             out,
-            ",\"other\":{},\"handshakes\":{},\"ok\":{},\"refused\":{},\"timeout\":{},\
-             \"abandoned\":{},\"retrans\":{}",
+            ",\"other\":{},\"handshakes\":{},\"ok\":{},\"refused\":{},\"unreachable\":{},\
+             \"timeout\":{},\"abandoned\":{},\"retrans\":{}",
             key.is_none(),
             s.attempts,
             s.ok,
             s.refused,
+            s.unreachable,
             s.timeout,
             s.abandoned,
             s.retrans

@@ -43,20 +43,22 @@ impl Col {
 }
 
 /// The count columns, in order, and a group's values for them.
-const COUNTS: [&str; 6] = [
+const COUNTS: [&str; 7] = [
     "attempts",
     "ok",
     "refused",
+    "unreach",
     "timeout",
     "abandoned",
     "retrans",
 ];
 
-fn counts(s: &Stats) -> [u64; 6] {
+fn counts(s: &Stats) -> [u64; 7] {
     [
         s.attempts,
         s.ok,
         s.refused,
+        s.unreachable,
         s.timeout,
         s.abandoned,
         s.retrans,

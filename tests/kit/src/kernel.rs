@@ -1,8 +1,9 @@
 //! What the kernel holds, read the way an administrator would: tc's view of an
 //! interface, the flowlat filters on it, the BPF programs and maps a process
-//! has open, its open fds and memory, and bpftool's lists.
+//! has open, its open fds and memory, bpftool's lists, and the network
+//! stack's counters (nstat).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use crate::net::NetNs;
@@ -240,4 +241,33 @@ pub fn action_packets(ns: &NetNs, dev: &str, hook: &str, pref: u32) -> u64 {
         }
     }
     total
+}
+
+/// The network stack's counters in `ns` as `nstat -az` prints them (absolute
+/// values, zeros too: `TcpActiveOpens`, `TcpExtTCPSynRetrans`...). Reading
+/// them changes nothing: nstat's history file, which `nstat -n` would reset
+/// and which every namespace shares, is one of this call's own.
+pub fn nstat(ns: &NetNs) -> HashMap<String, u64> {
+    let history =
+        std::env::temp_dir().join(format!("flowlat-nstat-{}-{}", std::process::id(), ns.name));
+    let out = ns
+        .command("nstat")
+        .arg("-az")
+        .env("NSTAT_HISTORY", &history)
+        .output()
+        .expect("run nstat (iproute2)");
+    let _ = std::fs::remove_file(&history);
+    assert!(
+        out.status.success(),
+        "nstat -az: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            Some((w.next()?.to_string(), w.next()?.parse().ok()?))
+        })
+        .collect()
 }

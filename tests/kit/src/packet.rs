@@ -225,7 +225,7 @@ pub fn checksum(data: &[u8], acc: u32) -> u16 {
 /// Wraps an L4 payload in IP and Ethernet; `csum_at` is the offset of the L4
 /// checksum that covers the pseudo-header (usize::MAX for none, e.g. ICMP).
 #[allow(clippy::too_many_arguments)]
-fn l3(
+pub(crate) fn l3(
     src: IpAddr,
     dst: IpAddr,
     proto: u8,

@@ -77,6 +77,17 @@ impl Rig {
         self.probe.pending_entries().expect("walk pending").len()
     }
 
+    /// Attempts in progress in the table: its entries less the tombstones of
+    /// reported attempts.
+    pub fn in_progress(&self) -> usize {
+        self.probe
+            .pending_entries()
+            .expect("walk pending")
+            .iter()
+            .filter(|(_, p)| !p.tombstone())
+            .count()
+    }
+
     /// Whether the table holds an entry of the attempt from client port `cport`.
     pub fn holds(&self, cport: u16) -> bool {
         self.probe

@@ -1,6 +1,8 @@
 //! Runs the flowlat binary inside a namespace and collects its JSON records.
 
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -82,7 +84,6 @@ impl Flowlat {
             .spawn()
             .expect("start flowlat");
         let stdout = Arc::new(Mutex::new(Vec::new()));
-        let stderr = Arc::new(Mutex::new(String::new()));
         let (o, e) = (
             child.stdout.take().expect("piped"),
             child.stderr.take().expect("piped"),
@@ -94,15 +95,7 @@ impl Flowlat {
                 so.lock().expect("lock").push(line);
             }
         });
-        let se = stderr.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(e).lines() {
-                let Ok(line) = line else { break };
-                let mut s = se.lock().expect("lock");
-                s.push_str(&line);
-                s.push('\n');
-            }
-        });
+        let stderr = crate::collect_text(e);
         Flowlat {
             child: Some(child),
             stdout,
@@ -116,6 +109,18 @@ impl Flowlat {
 
     pub fn stderr(&self) -> String {
         self.stderr.lock().expect("lock").clone()
+    }
+
+    /// Where a `--metrics ADDR` flowlat serves (the port the kernel gave,
+    /// for port 0), as it says on stderr; waits for it to say so.
+    pub fn metrics_at(&self) -> SocketAddr {
+        self.wait_stderr("metrics at", Duration::from_secs(10));
+        let err = self.stderr();
+        err.split("metrics at http://")
+            .nth(1)
+            .and_then(|rest| rest.split("/metrics").next())
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("no metrics address in {err:?}"))
     }
 
     pub fn lines(&self) -> Vec<String> {
@@ -181,21 +186,12 @@ impl Flowlat {
     /// then for the reader threads to see the end of the pipes.
     fn reap(&mut self, timeout: Duration, after: &str) -> (ExitStatus, Vec<String>) {
         let mut child = self.child.take().expect("running");
-        let end = Instant::now() + timeout;
-        let status = loop {
-            if let Some(st) = child.try_wait().expect("wait") {
-                break st;
-            }
-            if Instant::now() > end {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "flowlat did not exit within {timeout:?} {after}; stderr:\n{}",
-                    self.stderr()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
+        let status = crate::exit_within(&mut child, timeout).unwrap_or_else(|| {
+            panic!(
+                "flowlat did not exit within {timeout:?} {after}; stderr:\n{}",
+                self.stderr()
+            )
+        });
         std::thread::sleep(Duration::from_millis(100));
         (status, self.lines())
     }
@@ -267,4 +263,15 @@ pub fn assert_clean_stop(stopped: &Stopped) {
         "no summary on stderr:\n{}",
         stopped.stderr
     );
+}
+
+/// The samples of a Prometheus text exposition: `name{labels}` -> value.
+pub fn exposition_samples(text: &str) -> HashMap<String, f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| {
+            let (k, v) = l.rsplit_once(' ')?;
+            Some((k.to_string(), v.parse().ok()?))
+        })
+        .collect()
 }
