@@ -42,7 +42,12 @@ fn main() {
     for src in &sources {
         let stem = src.file_stem().and_then(|s| s.to_str()).unwrap_or("probe");
         if src != Path::new("bpf/probe.c") {
-            compile(&clang, src, &out.join(format!("{stem}.o")), &["-g".to_string()]);
+            compile(
+                &clang,
+                src,
+                &out.join(format!("{stem}.o")),
+                &["-g".to_string()],
+            );
             continue;
         }
         // An ablated classifier is built in the probe's place (bpf/ablate/).
