@@ -274,6 +274,8 @@ impl Pod for Batch {}
 impl Pod for NetKey {}
 impl Pod for AggKeyRaw {}
 impl Pod for FailKey {}
+// A per-CPU counter (the `fails` map's values).
+impl Pod for u64 {}
 pub(crate) fn as_bytes<T: Pod>(v: &T) -> &[u8] {
     // SAFETY: T is a #[repr(C)] struct of integers and byte arrays with explicit padding
     // fields, so all of its size_of::<T>() bytes are initialised.

@@ -8,8 +8,8 @@ use std::sync::atomic::Ordering;
 use super::abi::FailKey;
 use super::abi::{
     from_bytes, per_cpu, per_cpu_stride, AggKeyRaw, ConfigGlobal, Pod, AGG_FAST, AGG_KEYS,
-    AGG_RESERVE, CFG_AGGREGATE, CFG_AGG_CGROUP, CFG_AGG_PORT, CFG_NO_RECORDS, DIR_IN, DIR_OUT,
-    FAIL_KEYS, HIST_BOUNDS_NS, HIST_N, RESULTS,
+    AGG_RESERVE, CFG_AGGREGATE, CFG_AGG_CGROUP, CFG_AGG_PORT, CFG_NO_RECORDS, FAIL_KEYS,
+    HIST_BOUNDS_NS, HIST_N, RESULTS,
 };
 use super::record::{Dir, Outcome, Reason, Record};
 use super::state::Probe;
@@ -24,11 +24,7 @@ pub fn hist_bucket(ns: u64) -> usize {
 
 /// An aggregation key as the classifier wrote it.
 pub(crate) fn agg_key(k: &AggKeyRaw) -> Option<AggKey> {
-    let dir = match k.dir {
-        DIR_OUT => Dir::Out,
-        DIR_IN => Dir::In,
-        _ => return None,
-    };
+    let dir = Dir::from_code(k.dir)?;
     Some(AggKey {
         ifindex: k.ifindex,
         dir,
@@ -259,18 +255,11 @@ impl Probe {
             let Some(k) = from_bytes::<FailKey>(&next) else {
                 continue;
             };
-            let dir = match k.dir {
-                DIR_OUT => Dir::Out,
-                DIR_IN => Dir::In,
-                _ => continue,
-            };
-            let Some(reason) = Reason::from_code(k.reason) else {
+            let (Some(dir), Some(reason)) = (Dir::from_code(k.dir), Reason::from_code(k.reason))
+            else {
                 continue;
             };
-            let n: u64 = values
-                .chunks_exact(8)
-                .filter_map(|c| c.try_into().ok().map(u64::from_ne_bytes))
-                .sum();
+            let n: u64 = per_cpu::<u64>(&values).flatten().sum();
             out.push(((k.ifindex, dir, reason), n));
         }
         Ok(out)

@@ -219,10 +219,10 @@ pub(super) fn sweep_table<T: Attempts>(
     let mut sweep = Sweep::default();
     let mut swept = Swept::default();
     for (k, p, at) in t.entries()? {
-        if p.state == STATE_REPORTED || p.state == STATE_ANSWERED {
+        if p.tombstone() {
             let hold = match p.state {
-                STATE_REPORTED => REPORTED_HOLD,
-                _ => ANSWERED_HOLD,
+                STATE_ANSWERED => ANSWERED_HOLD,
+                _ => REPORTED_HOLD,
             };
             if now_ns.saturating_sub(p.last_syn_ns) < hold.as_nanos() as u64 {
                 sweep.tombstones += 1;

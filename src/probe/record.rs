@@ -163,6 +163,7 @@ impl Reason {
 
     /// Every named reason, once per name (the same ICMP name of IPv4 and
     /// IPv6 is one reason to a reader).
+    #[cfg(test)]
     pub fn names() -> impl Iterator<Item = &'static str> {
         let mut seen: Vec<&'static str> = Vec::new();
         REASON_NAMES.iter().copied().filter(move |n| {
@@ -176,6 +177,15 @@ impl Reason {
 }
 
 impl Dir {
+    /// The direction of a `FLOWLAT_DIR_*` code, `None` for another number.
+    pub(crate) fn from_code(code: u8) -> Option<Dir> {
+        match code {
+            DIR_OUT => Some(Dir::Out),
+            DIR_IN => Some(Dir::In),
+            _ => None,
+        }
+    }
+
     /// The word used in both output formats.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -232,11 +242,7 @@ impl Record {
     pub fn from_event(ev: &Event) -> Option<Record> {
         let k = &ev.key;
         let p = &ev.p;
-        let dir = match k.dir {
-            DIR_OUT => Dir::Out,
-            DIR_IN => Dir::In,
-            _ => return None,
-        };
+        let dir = Dir::from_code(k.dir)?;
         let outcome = match ev.result {
             RESULT_OK => Outcome::Ok,
             RESULT_REFUSED => Outcome::Refused,
