@@ -112,10 +112,14 @@ static __always_inline void fail_add(const struct flowlat_key *key, __u8 reason)
 		*n += 1;
 		return;
 	}
-	__u64 one = 1;
-	/* Another CPU's insert of the same key meanwhile is no matter: the map
-	 * is per CPU. */
-	bpf_map_update_elem(&fails, &k, &one, BPF_NOEXIST);
+	/* The key is one element for every CPU: when another CPU inserts it
+	 * between our lookup and our insert (client RSTs come in bursts), ours
+	 * fails, and this CPU's count goes to the element that CPU made. */
+	__u64 zero = 0;
+	bpf_map_update_elem(&fails, &k, &zero, BPF_NOEXIST);
+	n = bpf_map_lookup_elem(&fails, &k);
+	if (n)
+		*n += 1;
 }
 
 /* Adds an ended attempt to its aggregate: the same arithmetic as

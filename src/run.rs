@@ -226,8 +226,10 @@ async fn run_privileged(
                 json: s.json,
                 interval: o.interval,
                 // A record reaches us up to a flush after it ended, and a
-                // timeout up to a sweep after it was due.
-                grace: every + FLUSH_EVERY * 2,
+                // timeout up to a sweep after it was due; the rest is room
+                // for a busy host's scheduling. Later ones are counted in
+                // the next table and said at exit.
+                grace: every + FLUSH_EVERY * 2 + LATE_MARGIN,
             };
             Some(Box::new(Tables::new(
                 Summary::new(cfg, now),
@@ -345,6 +347,8 @@ struct Session<'a> {
 
 /// How often records below the perf rings' wakeup watermark are handed on.
 const FLUSH_EVERY: Duration = Duration::from_millis(100);
+/// How much later than due an interval's table may wait on a loaded host.
+const LATE_MARGIN: Duration = Duration::from_millis(400);
 
 impl Session<'_> {
     async fn watch(
@@ -515,6 +519,14 @@ impl Session<'_> {
             if other > 0 {
                 line.push_str(&format!(
                     "; {other} attempts counted in `other` (more groups than --max-groups)"
+                ));
+            }
+        }
+        if let Some(late) = self.fanout.late_attempts() {
+            if late > 0 {
+                line.push_str(&format!(
+                    "; {late} attempts read after their interval's table was written \
+                     (counted in the next)"
                 ));
             }
         }

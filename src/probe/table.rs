@@ -4,8 +4,7 @@
 
 use std::time::Duration;
 
-use super::abi::{Key, Pending};
-use super::attempts::{sweep_table, Attempts, Sweep, Table, TableMap};
+use super::attempts::{sweep_table, Sweep, Table, TableMap};
 use super::state::Probe;
 use super::stats::KernelStats;
 use crate::bpf::BpfError;
@@ -22,7 +21,9 @@ impl Probe {
     /// Every entry of the table of attempts: attempts in progress and
     /// tombstones (tests, and the pending-attempts gauge).
     #[cfg(any(test, feature = "testing"))]
-    pub fn pending_entries(&self) -> Result<Vec<(Key, Pending)>, BpfError> {
+    pub fn pending_entries(&self) -> Result<Vec<(super::abi::Key, super::abi::Pending)>, BpfError> {
+        use super::abi::{Key, Pending};
+        use super::attempts::Attempts;
         fn keys_and_values<T: Attempts>(t: &T) -> Result<Vec<(Key, Pending)>, BpfError> {
             Ok(t.entries()?.into_iter().map(|(k, p, _)| (k, p)).collect())
         }

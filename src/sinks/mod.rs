@@ -53,6 +53,12 @@ pub trait Consumer {
     fn other_attempts(&self) -> Option<u64> {
         None
     }
+
+    /// Attempts read after their interval's table was written, counted in
+    /// a later one, if the consumer has intervals at all.
+    fn late_attempts(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// Attempts by result, for the exit line.
@@ -254,5 +260,11 @@ impl Fanout {
     /// Attempts the view counted in an `other` group for want of room.
     pub fn other_attempts(&self) -> Option<u64> {
         self.view.as_ref().and_then(|v| v.other_attempts())
+    }
+
+    /// Attempts the view counted in a later interval than the one in which
+    /// they ended.
+    pub fn late_attempts(&self) -> Option<u64> {
+        self.view.as_ref().and_then(|v| v.late_attempts())
     }
 }

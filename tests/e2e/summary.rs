@@ -334,7 +334,19 @@ fn summaries_intervals_and_filters_agree_with_the_records() {
         .collect();
     assert!(counts.windows(2).all(|w| w[0] >= w[1]), "{counts:?}");
 
-    // Intervals: every attempt in exactly one, the one in which it ended.
+    // Intervals: every attempt in exactly one, the one in which it ended,
+    // unless flowlat says at exit that it read some too late for theirs.
+    let late: u64 = by_server_ip
+        .stderr
+        .lines()
+        .flat_map(|l| l.split("; "))
+        .find_map(|part| {
+            part.strip_suffix(
+                "attempts read after their interval's table was written (counted in the next)",
+            )
+            .and_then(|n| n.trim().parse().ok())
+        })
+        .unwrap_or(0);
     let rows_ = rows(&by_server_ip);
     let mut per_ip: HashMap<&str, u64> = HashMap::new();
     for row in &rows_ {
@@ -363,11 +375,11 @@ fn summaries_intervals_and_filters_agree_with_the_records() {
             .count() as u64;
         let n = row.n("handshakes").expect("n");
         assert!(
-            n.abs_diff(inside.len() as u64) <= near,
+            n.abs_diff(inside.len() as u64) <= near + late,
             "{n} attempts in {row:?}, {} records end in it",
             inside.len()
         );
-        if near == 0 {
+        if near == 0 && late == 0 {
             check_row(row, &inside, &format!("interval of {}", row.s("server_ip")));
         }
     }

@@ -83,4 +83,8 @@ impl Consumer for Tables {
     fn other_attempts(&self) -> Option<u64> {
         Some(self.summary.other_attempts())
     }
+
+    fn late_attempts(&self) -> Option<u64> {
+        Some(self.summary.late_attempts())
+    }
 }
