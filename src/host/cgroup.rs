@@ -14,7 +14,7 @@
 //! controllers, anywhere in a container), so it is read from
 //! `/proc/self/mountinfo`.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::ffi::OsString;
 use std::fs::{self, File};
 use std::io;
@@ -26,6 +26,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
+
+use super::cache::Bounded;
 
 /// How many ids are remembered, named or not; the oldest is forgotten first.
 const CACHE_ENTRIES: usize = 4096;
@@ -58,41 +60,6 @@ enum Lookup {
     Unknown,
 }
 
-/// Ids to names, at most `capacity` of them, the oldest forgotten first;
-/// `None` remembers an id that names no cgroup.
-#[derive(Debug)]
-struct Cache {
-    names: HashMap<u64, Option<Arc<str>>>,
-    order: VecDeque<u64>,
-    capacity: usize,
-}
-
-impl Cache {
-    fn new(capacity: usize) -> Cache {
-        Cache {
-            names: HashMap::new(),
-            order: VecDeque::new(),
-            capacity,
-        }
-    }
-
-    fn get(&self, id: u64) -> Option<&Option<Arc<str>>> {
-        self.names.get(&id)
-    }
-
-    fn insert(&mut self, id: u64, name: Option<Arc<str>>) {
-        if self.names.insert(id, name).is_some() {
-            return;
-        }
-        self.order.push_back(id);
-        if self.order.len() > self.capacity {
-            if let Some(oldest) = self.order.pop_front() {
-                self.names.remove(&oldest);
-            }
-        }
-    }
-}
-
 /// The cgroup2 hierarchy as this process sees it, and the names of the ids
 /// asked for so far.
 #[derive(Debug)]
@@ -101,7 +68,8 @@ pub struct Cgroups {
     /// Why there is no mount; set exactly when `mount` is `None`.
     why: Option<String>,
     handles: Handles,
-    cache: Cache,
+    /// Ids to names; `None` remembers an id that names no cgroup.
+    cache: Bounded<u64, Option<Arc<str>>>,
     /// Every directory the last walk found, by inode number (at most
     /// `walk_dirs`).
     walked: HashMap<u64, Arc<str>>,
@@ -151,7 +119,7 @@ impl Cgroups {
             },
             mount,
             why,
-            cache: Cache::new(CACHE_ENTRIES),
+            cache: Bounded::new(CACHE_ENTRIES),
             walked: HashMap::new(),
             last_walk: None,
             walk_dirs: WALK_DIRS,
@@ -239,7 +207,7 @@ impl Cgroups {
     /// a second apart), an id the last walk did not see is `None` without
     /// being remembered, so it is looked for again.
     pub fn name(&mut self, id: u64) -> Option<Arc<str>> {
-        if let Some(known) = self.cache.get(id) {
+        if let Some(known) = self.cache.get(&id) {
             return known.clone();
         }
         let found = match self.resolve(id) {
@@ -893,23 +861,11 @@ garbage
     }
 
     #[test]
-    fn the_cache_forgets_its_oldest_entries_beyond_its_bound() {
-        let mut cache = Cache::new(CACHE_ENTRIES);
-        for id in 0..10_000u64 {
-            cache.insert(id, Some(Arc::from(id.to_string().as_str())));
-        }
-        assert_eq!(cache.names.len(), CACHE_ENTRIES);
-        assert_eq!(cache.order.len(), CACHE_ENTRIES);
-        assert!(cache.get(10_000 - CACHE_ENTRIES as u64 - 1).is_none());
-        assert_eq!(cache.get(9_999), Some(&Some(Arc::from("9999"))));
-    }
-
-    #[test]
     fn an_evicted_name_is_resolved_again() {
         let tree = Tree::new();
         let ids: Vec<u64> = (0..4).map(|i| tree.dir(&format!("d{i}"))).collect();
         let mut cg = tree.cgroups();
-        cg.cache = Cache::new(2);
+        cg.cache = Bounded::new(2);
         for &id in &ids {
             assert!(cg.name(id).is_some());
         }

@@ -4,6 +4,7 @@
 //! that hold listening sockets ([`listeners`]).
 
 pub mod attach;
+mod cache;
 pub mod cgroup;
 pub mod listeners;
 pub mod owner;
