@@ -276,6 +276,65 @@ impl Cgroups {
         Some(Lookup::Found(name_below(below)))
     }
 
+    /// The id of the cgroup at `path`, as the `0::` line of `/proc/PID/cgroup`
+    /// gives it: a path below the mount (`/system.slice/nginx.service`), or,
+    /// for a cgroup outside this process's cgroup namespace, one that climbs
+    /// out of the namespace's root first (`/../../kubepods-pod<uid>.slice`).
+    /// `None` when there is no such directory (or no mount).
+    ///
+    /// A climbing path does not say where the namespace's root is, so its
+    /// cgroup is the one directory whose path ends with the components after
+    /// the `..`s, found in the index of the last walk, or of a new one when a
+    /// walk is due (at most once a second, as for [`Cgroups::name`]); none,
+    /// or more than one, is `None`. The leaf names of workloads (pod slices,
+    /// container scopes) hold their uid or id, so one match is the rule; a
+    /// tree larger than a walk indexes may not be searched whole.
+    pub fn id_of(&mut self, path: &str) -> Option<u64> {
+        let mount = self.mount.as_ref()?;
+        let parts: Vec<&str> = path
+            .split('/')
+            .filter(|p| !p.is_empty() && *p != ".")
+            .collect();
+        let climbs = parts.iter().take_while(|p| **p == "..").count();
+        let rest = &parts[climbs..];
+        // The kernel writes `..` only first; one later is no path it made.
+        if rest.contains(&"..") {
+            return None;
+        }
+        if climbs == 0 {
+            let meta = fs::metadata(mount.join(rest.join("/"))).ok()?;
+            return meta.is_dir().then(|| meta.ino());
+        }
+        // Only ancestors of the namespace's root: nothing names them.
+        if rest.is_empty() {
+            return None;
+        }
+        let tail = format!("/{}", rest.join("/"));
+        let due = self
+            .last_walk
+            .is_none_or(|t| t.elapsed() >= self.walk_every);
+        match self.ending_with(&tail) {
+            Some(id) => Some(id),
+            None if due => {
+                self.walk();
+                self.ending_with(&tail)
+            }
+            None => None,
+        }
+    }
+
+    /// The one walked directory whose path ends with `tail` (which starts with
+    /// `/`, so that only whole components match).
+    fn ending_with(&self, tail: &str) -> Option<u64> {
+        let mut found = self
+            .walked
+            .iter()
+            .filter(|(_, name)| name.ends_with(tail))
+            .map(|(&id, _)| id);
+        let first = found.next()?;
+        found.next().is_none().then_some(first)
+    }
+
     /// Indexes every directory of the tree (up to `walk_dirs` of them) by
     /// inode number, replacing the last walk's index.
     fn walk(&mut self) {
@@ -858,6 +917,59 @@ garbage
         cg.walk_dirs = 3;
         let named = ids.iter().filter(|&&id| cg.name(id).is_some()).count();
         assert_eq!(named, 2, "the root and two directories");
+    }
+
+    #[test]
+    fn ids_of_paths_below_the_mount_are_their_inodes() {
+        let tree = Tree::new();
+        let nginx = tree.dir("system.slice/nginx.service");
+        fs::write(tree.0.join("system.slice/cgroup.procs"), "").unwrap();
+        let root = fs::metadata(&tree.0).unwrap().ino();
+        let mut cg = tree.cgroups();
+        assert_eq!(cg.id_of("/system.slice/nginx.service"), Some(nginx));
+        assert_eq!(cg.id_of("/system.slice/./nginx.service/"), Some(nginx));
+        assert_eq!(cg.id_of("/"), Some(root));
+        assert_eq!(cg.id_of("/system.slice/absent.service"), None);
+        assert_eq!(cg.id_of("/system.slice/cgroup.procs"), None, "a file");
+        assert_eq!(cg.id_of("/system.slice/../system.slice"), None);
+        assert!(cg.last_walk.is_none(), "a plain path is one stat");
+        assert_eq!(Cgroups::from_mountinfo("").id_of("/"), None);
+    }
+
+    #[test]
+    fn ids_of_paths_from_another_cgroup_namespace_are_found_by_their_tail() {
+        let tree = Tree::new();
+        let pod = "kubepods.slice/kubepods-pod1c2d3e4f_5a6b_7c8d_9e0f_1a2b3c4d5e6f.slice";
+        let pod_id = tree.dir(pod);
+        let scope = tree.dir(&format!("{pod}/cri-containerd-abc.scope"));
+        tree.dir("kubepods.slice/kubepods-burstable.slice/kubepods-burstable-podX.slice");
+        tree.dir("a/init.scope");
+        tree.dir("b/init.scope");
+        let mut cg = tree.cgroups();
+        assert_eq!(
+            cg.id_of("/../../kubepods-pod1c2d3e4f_5a6b_7c8d_9e0f_1a2b3c4d5e6f.slice"),
+            Some(pod_id)
+        );
+        assert_eq!(
+            cg.id_of(
+                "/../../kubepods-pod1c2d3e4f_5a6b_7c8d_9e0f_1a2b3c4d5e6f.slice/cri-containerd-abc.scope"
+            ),
+            Some(scope)
+        );
+        assert_eq!(
+            cg.id_of("/../kubepods.slice"),
+            Some(tree.dir("kubepods.slice")),
+            "a tail that is the whole path"
+        );
+        assert_eq!(cg.id_of("/../init.scope"), None, "two match");
+        assert_eq!(cg.id_of("/../../.."), None, "no component to look for");
+        assert_eq!(cg.id_of("/../podX.slice"), None, "not a whole component");
+        assert_eq!(cg.id_of("/../a/../b"), None);
+
+        let later = tree.dir("c/later.scope");
+        assert_eq!(cg.id_of("/../later.scope"), None, "no walk due yet");
+        walk_due(&mut cg);
+        assert_eq!(cg.id_of("/../later.scope"), Some(later));
     }
 
     #[test]
