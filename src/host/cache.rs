@@ -3,6 +3,7 @@
 //! is keyed by ids that come and go for as long as it runs, so no such memory
 //! may grow with the number of ids ever seen.
 
+use std::borrow::Borrow;
 use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
 
@@ -27,7 +28,11 @@ impl<K: Eq + Hash + Clone, V> Bounded<K, V> {
         }
     }
 
-    pub(crate) fn get(&self, key: &K) -> Option<&V> {
+    pub(crate) fn get<Q>(&self, key: &Q) -> Option<&V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
         self.map.get(key)
     }
 

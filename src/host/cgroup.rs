@@ -543,7 +543,7 @@ const ELLIPSIS: &str = "...";
 /// Characters a cut component keeps, at the least, however long the rest.
 const MIN_KEPT: usize = 12;
 /// Hex digits of a short container id, as `docker ps` shows it.
-const SHORT_ID: usize = 12;
+pub(crate) const SHORT_ID: usize = 12;
 
 /// A cgroup path for text output, at most [`SHORT_WIDTH`] characters wide
 /// (a few more only where what follows a container's id would otherwise be
@@ -587,7 +587,7 @@ pub fn shorten(path: &str) -> String {
 }
 
 /// The runtime prefix (if any) and the 64 hex digits of a container's cgroup.
-fn container_id(part: &str) -> Option<(Option<&str>, &str)> {
+pub(crate) fn container_id(part: &str) -> Option<(Option<&str>, &str)> {
     let is_id = |s: &str| s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit());
     if is_id(part) {
         return Some((None, part));

@@ -1,7 +1,8 @@
 //! What flowlat asks of the host: to attach to its interfaces and own the
 //! filters it leaves there ([`attach`], [`owner`]), the privileges that takes
-//! ([`privilege`]), the names of its cgroups ([`cgroup`]), and the processes
-//! that hold listening sockets ([`listeners`]).
+//! ([`privilege`]), the names of its cgroups ([`cgroup`]), the processes
+//! that hold listening sockets ([`listeners`]) and the workloads that
+//! cgroups belong to ([`workload`]).
 
 pub mod attach;
 mod cache;
@@ -9,3 +10,6 @@ pub mod cgroup;
 pub mod listeners;
 pub mod owner;
 pub mod privilege;
+#[cfg(test)]
+mod scratch;
+pub mod workload;
