@@ -56,6 +56,7 @@ use std::time::{Duration, Instant};
 
 use super::cache::Bounded;
 use super::cgroup::{container_id, SHORT_ID};
+use super::netns::{self, NsId, Processes};
 
 /// How many container names a [`Namer`] remembers (found or not); the
 /// oldest is forgotten first.
@@ -318,8 +319,8 @@ fn container(part: &str, parent: Option<&str>) -> Option<(Runtime, String)> {
 /// host: the kubelet's pods (one listing of the log directory, replaced
 /// whole by the next, so no larger than the directory) and Docker's
 /// container names (at most 4096, the oldest forgotten first). It reads the
-/// host only in [`Namer::name`], which is for the moments a cgroup or an
-/// interface is first seen, not for every record.
+/// host only in [`Namer::name`] and [`Namer::name_netns`], which are for
+/// the moments a cgroup or an interface is first seen, not for every record.
 #[derive(Debug)]
 pub struct Namer {
     sources: Sources,
@@ -368,6 +369,21 @@ impl Namer {
             workload,
             cgroup: Some(classified.prefix),
         }
+    }
+
+    /// The workload at the other end of a veth whose peer is in the network
+    /// namespace `ns`: that of its best-named process in `procs` (see
+    /// [`Processes::representative`]), else, while no process is in it, its
+    /// name in the netns directory. `None` when neither is known.
+    pub fn name_netns(&mut self, procs: &Processes, ns: NsId) -> Option<Named> {
+        if let Some((_, path)) = procs.representative(&self.sources.proc, ns.ino) {
+            return Some(self.name(&path));
+        }
+        let name = netns::netns_name(&self.sources.netns_dir, ns)?;
+        Some(Named {
+            workload: Workload::Netns(name),
+            cgroup: None,
+        })
     }
 
     fn pod(&mut self, uid: String) -> Workload {
@@ -1107,5 +1123,58 @@ mod tests {
         host.docker_config("c", "\u{0}\u{ff}garbage");
         assert_eq!(docker_config_name(&config("c")), None);
         assert_eq!(docker_config_name(&config("absent")), None);
+    }
+
+    /// A fake /proc with one process per (pid, netns inode, cgroup path).
+    fn fake_proc(host: &Host, procs: &[(u32, u64, &str)]) {
+        for &(pid, ino, cgroup) in procs {
+            let dir = host.sources().proc.join(pid.to_string());
+            fs::create_dir_all(dir.join("ns")).unwrap();
+            std::os::unix::fs::symlink(format!("net:[{ino}]"), dir.join("ns/net")).unwrap();
+            fs::write(dir.join("cgroup"), format!("0::{cgroup}\n")).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_network_namespace_is_named_by_its_processes_or_its_name() {
+        let host = Host::new();
+        host.pod_dir(&format!("shop_web-0_{UID}"));
+        let slice = format!("/kubepods.slice/kubepods-pod{UID_}.slice");
+        fake_proc(
+            &host,
+            &[
+                (1, 4026531840, "/init.scope"),
+                (
+                    300,
+                    4026532000,
+                    &format!("{slice}/cri-containerd-{ID}.scope"),
+                ),
+                (
+                    301,
+                    4026532000,
+                    &format!("{slice}/cri-containerd-{}.scope", "e".repeat(64)),
+                ),
+            ],
+        );
+        let netns_dir = host.sources().netns_dir;
+        fs::create_dir_all(&netns_dir).unwrap();
+        fs::write(netns_dir.join("empty"), "").unwrap();
+        let empty = NsId::of_path(&netns_dir.join("empty")).unwrap();
+
+        let procs = Processes::scan(&host.sources().proc).unwrap();
+        let mut namer = host.namer();
+        let pod_ns = NsId {
+            dev: 0,
+            ino: 4026532000,
+        };
+        let named = namer.name_netns(&procs, pod_ns).unwrap();
+        assert_eq!(named.workload.to_string(), "pod shop/web-0");
+        assert_eq!(named.cgroup.as_deref(), Some(slice.as_str()));
+
+        let named = namer.name_netns(&procs, empty).unwrap();
+        assert_eq!(named.workload.to_string(), "netns empty");
+        assert_eq!(named.cgroup, None);
+
+        assert_eq!(namer.name_netns(&procs, NsId { dev: 0, ino: 7 }), None);
     }
 }
