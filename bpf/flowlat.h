@@ -146,9 +146,11 @@ struct flowlat_config {
 #define FLOWLAT_HIST_N 22
 
 /* Keys with a server port or a cgroup; and room kept besides for the keys
- * with neither and the "other" keys, two per interface and direction. */
+ * with neither and the "other" keys, two per interface and direction: four
+ * per interface, so 512 interfaces (a node's pods' veths). Entries are
+ * allocated as keys appear, so the room costs nothing until used. */
 #define FLOWLAT_AGG_KEYS 1024
-#define FLOWLAT_AGG_RESERVE 128
+#define FLOWLAT_AGG_RESERVE 2048
 
 struct flowlat_agg_key {
 	__u32 ifindex;

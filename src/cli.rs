@@ -57,13 +57,21 @@ JSON lines for scripts, the first 100 attempts to 10.0.0.0/8:\n  sudo flowlat --
 Remove filters a killed flowlat left behind:\n  sudo flowlat --detach eth0"
 )]
 pub struct Args {
-    /// interfaces to watch (default: eth0)
+    /// interfaces to watch (default: eth0): names, or shell patterns such as
+    /// 'veth*' that take every matching interface, now and as they appear
     #[argh(positional, arg_name = "IFACE")]
     pub ifaces: Vec<String>,
 
-    /// an interface to watch (repeatable; same as naming it positionally)
+    /// an interface or pattern to watch (repeatable; same as naming it
+    /// positionally)
     #[argh(option, long = "iface", arg_name = "NAME")]
     pub iface: Vec<String>,
+
+    /// measure a veth whose peer is in another network namespace (a pod's,
+    /// a container's) from this side; by default it is measured from the
+    /// peer's side, as if on the workload's own eth0
+    #[argh(switch)]
+    pub node_view: bool,
 
     /// print one JSON object per line instead of text
     #[argh(switch)]
@@ -158,7 +166,8 @@ pub struct Args {
     #[argh(option, arg_name = "ADDR", from_str_fn(parse_addr))]
     pub metrics: Option<SocketAddr>,
 
-    /// with --metrics, extra labels: a comma list of server-port, cgroup
+    /// with --metrics, extra labels: a comma list of server-port, cgroup,
+    /// workload (pod, container or unit)
     #[argh(option, arg_name = "KEYS")]
     pub metrics_by: Option<String>,
 
@@ -166,6 +175,11 @@ pub struct Args {
     /// are counted under the value `other`
     #[argh(option, arg_name = "N", from_str_fn(parse_max_series))]
     pub max_series: Option<usize>,
+
+    /// with --metrics, how long the series of an interface or workload that
+    /// is gone are still served before they are dropped (default 5m)
+    #[argh(option, arg_name = "DURATION", from_str_fn(parse_duration))]
+    pub series_ttl: Option<Duration>,
 
     /// print nothing per attempt (with --metrics: the kernel counts, and no
     /// record per handshake reaches flowlat)
@@ -197,7 +211,10 @@ pub enum Command {
 /// Checked settings for a run.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
+    /// Names and patterns.
     pub ifaces: Vec<String>,
+    /// `--node-view`: workload veths measured from this side.
+    pub node_view: bool,
     pub json: bool,
     pub syn_timeout: Duration,
     pub max_pending: u32,
@@ -273,8 +290,11 @@ impl FilterOptions {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MetricsOptions {
     pub addr: SocketAddr,
+    /// How long a gone interface's or workload's series stay.
+    pub series_ttl: Duration,
     pub by_port: bool,
     pub by_cgroup: bool,
+    pub by_workload: bool,
     pub max_series: usize,
 }
 
@@ -282,6 +302,10 @@ pub struct MetricsOptions {
 pub const DEFAULT_MAX_GROUPS: usize = 4096;
 /// Default `--max-series`.
 pub const DEFAULT_MAX_SERIES: usize = 256;
+/// Default `--series-ttl`: long enough for a scrape or two (Prometheus
+/// marks a series stale once it is gone from a scrape), short enough that a
+/// node with pods churning serves about the live ones.
+pub const DEFAULT_SERIES_TTL: Duration = Duration::from_secs(300);
 
 /// Parses `args` (without the program name). `Err` holds the message for
 /// stderr: bad usage, exit code 2.
@@ -337,6 +361,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
     }
     Ok(Command::Run(Box::new(Settings {
         ifaces,
+        node_view: parsed.node_view,
         json: parsed.json,
         syn_timeout: parsed.syn_timeout,
         max_pending: parsed.max_pending,
@@ -413,30 +438,35 @@ fn metrics_of(a: &Args) -> Result<Option<MetricsOptions>, String> {
     let Some(addr) = a.metrics else {
         needs(a.metrics_by.is_some(), "--metrics-by", "--metrics")?;
         needs(a.max_series.is_some(), "--max-series", "--metrics")?;
+        needs(a.series_ttl.is_some(), "--series-ttl", "--metrics")?;
         return Ok(None);
     };
-    let (mut by_port, mut by_cgroup) = (false, false);
+    let (mut by_port, mut by_cgroup, mut by_workload) = (false, false, false);
     if let Some(keys) = &a.metrics_by {
         for k in keys.split(',').map(str::trim) {
             match k {
                 "server-port" => by_port = true,
                 "cgroup" => by_cgroup = true,
+                "workload" => by_workload = true,
                 _ => {
                     return Err(format!(
-                    "`{k}` is not a metrics label: --metrics-by takes server-port, cgroup or both \
-                         (per-address labels would make the number of series unbounded)"
-                ))
+                        "`{k}` is not a metrics label: --metrics-by takes a comma list of \
+                         server-port, cgroup, workload (per-address labels would make the \
+                         number of series unbounded)"
+                    ))
                 }
             }
         }
     }
-    if a.max_series.is_some() && !by_port && !by_cgroup {
+    if a.max_series.is_some() && !by_port && !by_cgroup && !by_workload {
         return Err("--max-series works only with --metrics-by".to_string());
     }
     Ok(Some(MetricsOptions {
         addr,
+        series_ttl: a.series_ttl.unwrap_or(DEFAULT_SERIES_TTL),
         by_port,
         by_cgroup,
+        by_workload,
         max_series: a.max_series.unwrap_or(DEFAULT_MAX_SERIES),
     }))
 }

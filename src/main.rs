@@ -5,7 +5,7 @@ use std::io::{self, BufWriter, Write};
 use std::process::ExitCode;
 
 use flowlat::cli::{self, Command, Settings};
-use flowlat::host::attach;
+use flowlat::host::{attach, mounts};
 use flowlat::host::cgroup::Cgroups;
 use flowlat::run::{self, Prepared, Sink};
 
@@ -18,6 +18,14 @@ fn main() -> ExitCode {
         }
         Ok(c) => c,
         Err(msg) => return usage(&msg),
+    };
+    // Before any thread starts: a private mount namespace needs a process of
+    // one thread. A failure is said where cgroups would be named.
+    let cgroup_mount = match &command {
+        Command::Run(_) => std::fs::read_to_string("/proc/self/mountinfo")
+            .map_err(|e| format!("cannot read /proc/self/mountinfo: {e}"))
+            .and_then(|m| mounts::ensure_cgroup2(&m)),
+        _ => Ok(false),
     };
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -36,6 +44,9 @@ fn main() -> ExitCode {
                     "flowlat: this build's classifier is cut short \
                      (FLOWLAT_ABLATE={part}, for scripts/ablate.sh): it measures nothing"
                 );
+            }
+            if let Err(why) = &cgroup_mount {
+                eprintln!("flowlat: {why}; cgroups will not be named");
             }
             let prep = match prepare(&settings) {
                 Ok(p) => p,

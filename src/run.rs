@@ -17,9 +17,10 @@ use crate::cli::{Output, Settings};
 pub use crate::error::Error;
 use crate::host::attach::{self, framing};
 use crate::host::cgroup::Cgroups;
+use crate::host::ifaces::{side_of, Patterns, Side};
 use crate::host::owner::Owner;
 use crate::host::privilege::{self, Facts};
-use crate::netlink::link::{self, LinkEvent, LinkEvents, LinkLayer, LinkState};
+use crate::netlink::link::{self, Link, LinkEvent, LinkEvents, LinkLayer, LinkState, Peer};
 use crate::netlink::tc::{self, Attachment};
 use crate::probe::{Aggregation, Filter, Framing, Probe, ProbeConfig, Record, Table};
 use crate::sinks::clock::{monotonic_ns, WallClock};
@@ -137,19 +138,14 @@ async fn run_privileged(
     // lookup goes unseen.
     let mut events = link::watch()?;
 
-    let mut links = Vec::new();
-    for name in &s.ifaces {
-        let l = link::resolve(&handle, name).await?;
-        if let (None, LinkLayer::Other(t)) = (framing(&l), l.link_layer) {
-            return Err(Error::Other(format!(
-                "{} has link type {t} (see `ip -d link show {}`); flowlat reads Ethernet \
-                 interfaces, lo, and L3 devices without a link header (tun, WireGuard)",
-                l.name, l.name
-            )));
-        }
-        links.push(l);
-    }
-    let l3 = links.iter().any(|l| framing(l) == Some(Framing::Ip));
+    let patterns = Patterns::new(&s.ifaces);
+    let links = initial_links(&handle, &patterns, sink).await?;
+    // Patterns may match an L3 device later: its programs are loaded too.
+    let l3 = patterns.any_glob() || links.iter().any(|l| framing(l) == Some(Framing::Ip));
+    let sided: Vec<(Link, Side)> = links
+        .iter()
+        .map(|l| (l.clone(), side_of(l, s.node_view)))
+        .collect();
     let mut probe = Probe::load_for(&ProbeConfig::new(s.max_pending), l3)?;
     probe.set_filter(&filter_of(&s, &prep))?;
     let records = records_needed(&s);
@@ -160,14 +156,15 @@ async fn run_privileged(
         enabled: kernel_counts,
         no_records: !records,
         by_server_port: s.metrics.is_some_and(|m| m.by_port),
-        by_cgroup: s.metrics.is_some_and(|m| m.by_cgroup),
+        // A workload is told by its cgroup where there is a socket.
+        by_cgroup: s.metrics.is_some_and(|m| m.by_cgroup || m.by_workload),
     });
     let mut perf = probe.open_perf(s.perf_pages)?;
 
     let started = Instant::now();
     let (attached, cleanups) = {
         let mut note = |l: &str| sink.note(l);
-        attach::attach_all(&handle, &probe, &links, &me, &mut note).await?
+        attach::attach_all(&handle, &probe, &sided, &me, &mut note).await?
     };
     let took = started.elapsed();
     let removed: Vec<String> = cleanups
@@ -180,8 +177,15 @@ async fn run_privileged(
             removed.join("; ")
         ));
     }
-    let list: Vec<&str> = links.iter().map(|l| l.name.as_str()).collect();
-    let mut line = format!("attached to {} (ingress and egress)", list.join(", "));
+    let mut line = if links.is_empty() {
+        format!(
+            "attached to nothing yet: {} matches no interface; flowlat attaches to those \
+             that appear",
+            s.ifaces.join(", ")
+        )
+    } else {
+        format!("attached to {} (ingress and egress)", list_names(&sided))
+    };
     if took > Duration::from_millis(100) {
         line.push_str(&format!(" in {} ms", took.as_millis()));
     }
@@ -199,14 +203,18 @@ async fn run_privileged(
 
     let ifnames: HashMap<u32, String> = links.iter().map(|l| (l.index, l.name.clone())).collect();
     let mut watched = Vec::new();
-    for att in attached {
+    for (att, (_, side)) in attached.into_iter().zip(&sided) {
         // Only to tell later whether down/up is news; an error here is not
         // worth stopping for, the link events carry the state anyway.
         let up = match link::by_index(&handle, att.ifindex).await {
             Ok(Some(state)) => state.up,
             _ => true,
         };
-        watched.push(Watched { att, up });
+        watched.push(Watched {
+            att,
+            up,
+            side: *side,
+        });
     }
     let clock = WallClock::now();
     let now = monotonic_ns();
@@ -246,6 +254,7 @@ async fn run_privileged(
             MetricsConfig {
                 by_port: m.by_port,
                 by_cgroup: m.by_cgroup,
+                by_workload: m.by_workload,
                 max_series: m.max_series,
             },
             &ifaces,
@@ -267,10 +276,17 @@ async fn run_privileged(
         handle: &handle,
         events: &mut events,
         watched,
+        patterns: &patterns,
+        node_view: s.node_view,
+        me: &me,
+        notes: Vec::new(),
         fanout,
         scrapes: scrape_rx,
         pending: 0,
     };
+    for (l, side) in &sided {
+        session.name_workload(l.index, *side, l.peer).await;
+    }
     let result = session.watch(&s, &mut signals, sink).await;
     if let Some(server) = server {
         server.abort();
@@ -283,7 +299,7 @@ async fn run_privileged(
         }
     }
     // Records sent before the filters went away are still in the rings.
-    let _ = session.drain(sink.out());
+    let _ = session.drain(sink.out()).await;
     let sweep = session.probe.sweep(monotonic_ns(), s.syn_timeout);
     let (mut in_progress, mut in_table) = (0, 0);
     if let Ok(sw) = &sweep {
@@ -329,6 +345,72 @@ struct Watched {
     att: Attachment,
     /// Whether it was up when last seen, to report only changes.
     up: bool,
+    /// The side it is measured from.
+    side: Side,
+}
+
+/// `eth0, veth1 (from its peer's side)`: the interfaces of a note.
+fn list_names(links: &[(Link, Side)]) -> String {
+    let names: Vec<String> = links
+        .iter()
+        .map(|(l, side)| match side {
+            Side::Here => l.name.clone(),
+            Side::Far => format!("{} (from its peer's side)", l.name),
+        })
+        .collect();
+    names.join(", ")
+}
+
+/// The interfaces to attach to at start: every plain name (an error if one
+/// is missing or of a link type flowlat cannot read, as ever), and every
+/// interface a pattern matches (passed over with a note if unreadable).
+async fn initial_links(
+    handle: &Handle,
+    patterns: &Patterns,
+    sink: &mut dyn Sink,
+) -> Result<Vec<Link>, Error> {
+    let mut links: Vec<Link> = Vec::new();
+    for name in patterns.names() {
+        let l = link::resolve(handle, name).await?;
+        if let (None, LinkLayer::Other(t)) = (framing(&l), l.link_layer) {
+            return Err(Error::Other(format!(
+                "{} has link type {t} (see `ip -d link show {}`); flowlat reads Ethernet \
+                 interfaces, lo, and L3 devices without a link header (tun, WireGuard)",
+                l.name, l.name
+            )));
+        }
+        if !links.iter().any(|k| k.index == l.index) {
+            links.push(l);
+        }
+    }
+    if !patterns.any_glob() {
+        return Ok(links);
+    }
+    for state in link::dump(handle).await? {
+        if !patterns.matches(&state.name) || links.iter().any(|k| k.index == state.index) {
+            continue;
+        }
+        let l = state.link();
+        if framing(&l).is_none() {
+            sink.note(&format!(
+                "{} matches but has a link type flowlat cannot read; passed over",
+                l.name
+            ));
+            continue;
+        }
+        links.push(l);
+    }
+    let names: Vec<&str> = links.iter().map(|l| l.name.as_str()).collect();
+    // With nothing at all to attach to, the start line says it.
+    if links.is_empty() {
+        return Ok(links);
+    }
+    for p in patterns.unmatched(&names) {
+        sink.note(&format!(
+            "{p} matches no interface yet; flowlat attaches to those that appear"
+        ));
+    }
+    Ok(links)
 }
 
 /// Everything the main loop reads from and writes to.
@@ -338,6 +420,13 @@ struct Session<'a> {
     handle: &'a Handle,
     events: &'a mut LinkEvents,
     watched: Vec<Watched>,
+    /// The IFACE arguments, for interfaces that appear later.
+    patterns: &'a Patterns,
+    /// `--node-view`: every interface measured from its own side.
+    node_view: bool,
+    me: &'a Owner,
+    /// News for stderr from where no sink is at hand.
+    notes: Vec<String>,
     /// Where every record goes.
     fanout: Fanout,
     scrapes: mpsc::Receiver<Scrape>,
@@ -388,14 +477,14 @@ impl Session<'_> {
                 }
                 ready = self.perf.readable() => {
                     ready?;
-                    match self.drain(sink.out()) {
+                    match self.drain(sink.out()).await {
                         Ok(Some(stop)) => return Ok(stop),
                         Ok(None) => {}
                         Err(e) => return write_failed(e),
                     }
                 }
                 _ = flush.tick() => {
-                    let drained = self.drain(sink.out());
+                    let drained = self.drain(sink.out()).await;
                     match drained {
                         Ok(Some(stop)) => return Ok(stop),
                         Ok(None) => {}
@@ -425,6 +514,7 @@ impl Session<'_> {
                 _ = tick.tick() => {
                     let sweep = self.probe.sweep(monotonic_ns(), s.syn_timeout)?;
                     self.pending = sweep.pending;
+                    self.recheck_workloads(&sweep.expired).await;
                     match self.consume(&sweep.expired, Origin::Sweep, sink.out()) {
                         Ok(Some(stop)) => return Ok(stop),
                         Ok(None) => {}
@@ -433,16 +523,36 @@ impl Session<'_> {
                     if sink.closed() {
                         return Ok(Stop::StdoutClosed);
                     }
+                    self.expire(s)?;
+                    self.refresh_workloads().await;
+                    for n in std::mem::take(&mut self.notes) {
+                        sink.note(&n);
+                    }
                 }
             }
         }
     }
 
+    /// Forgets the interfaces gone for longer than the TTL: names,
+    /// workloads, series, and the kernel's aggregates of them. The TTL is
+    /// `--series-ttl` with metrics; without, long enough for the sweep's
+    /// last timeouts of a gone interface to be named.
+    fn expire(&mut self, s: &Settings) -> Result<(), Error> {
+        let ttl = match s.metrics {
+            Some(m) => m.series_ttl,
+            None => s.syn_timeout * 2 + Duration::from_secs(60),
+        };
+        let gone = self.fanout.expire(monotonic_ns(), ttl);
+        self.probe.forget_ifaces(&gone)?;
+        Ok(())
+    }
+
     /// Hands on the records the rings and the batches hold. `Err` only for a
     /// write error.
-    fn drain(&mut self, out: &mut dyn Write) -> io::Result<Option<Stop>> {
+    async fn drain(&mut self, out: &mut dyn Write) -> io::Result<Option<Stop>> {
         let mut records = Vec::new();
         self.probe.records(self.perf, &mut records);
+        self.recheck_workloads(&records).await;
         self.consume(&records, Origin::Kernel, out)
     }
 
@@ -539,39 +649,47 @@ impl Session<'_> {
         Ok(line)
     }
 
-    /// Follows a change to one of our interfaces; `Some` when none is left.
+    /// Follows a change to an interface: ours, or one a pattern asks for;
+    /// `Some` when flowlat should stop (every named interface gone).
     async fn on_link_event(
         &mut self,
         event: LinkEvent,
         sink: &mut dyn Sink,
     ) -> Result<Option<Stop>, Error> {
         match event {
-            LinkEvent::Changed(state) => self.changed(&state, sink),
+            LinkEvent::Changed(state) => self.changed(&state, sink).await,
             LinkEvent::Removed { index, .. } => return Ok(self.removed(index, sink)),
             LinkEvent::Missed => {
-                // Some events were dropped: ask for each interface instead.
-                let indexes: Vec<u32> = self.watched.iter().map(|w| w.att.ifindex).collect();
-                for index in indexes {
-                    match link::by_index(self.handle, index).await? {
-                        Some(state) => self.changed(&state, sink),
-                        None => {
-                            if let Some(stop) = self.removed(index, sink) {
-                                return Ok(Some(stop));
-                            }
-                        }
+                // Some events were dropped: ask for every interface instead.
+                let now = link::dump(self.handle).await?;
+                let gone: Vec<u32> = self
+                    .watched
+                    .iter()
+                    .map(|w| w.att.ifindex)
+                    .filter(|i| !now.iter().any(|l| l.index == *i))
+                    .collect();
+                for index in gone {
+                    if let Some(stop) = self.removed(index, sink) {
+                        return Ok(Some(stop));
                     }
+                }
+                for state in &now {
+                    self.changed(state, sink).await;
                 }
             }
         }
         Ok(None)
     }
 
-    fn changed(&mut self, state: &LinkState, sink: &mut dyn Sink) {
+    async fn changed(&mut self, state: &LinkState, sink: &mut dyn Sink) {
         let Some(w) = self
             .watched
             .iter_mut()
             .find(|w| w.att.ifindex == state.index)
         else {
+            if self.patterns.any_glob() && self.patterns.matches(&state.name) {
+                self.appeared(state, sink).await;
+            }
             return;
         };
         if !state.name.is_empty() && state.name != w.att.ifname {
@@ -593,12 +711,139 @@ impl Session<'_> {
                 ));
             }
         }
+        // A pair's far end moved to or from another namespace after we
+        // attached (`ip link add` makes both ends here; a CNI then moves one):
+        // measured from the other side from now on.
+        let side = side_of(&state.link(), self.node_view);
+        if side != w.side {
+            let (ifname, old) = (w.att.ifname.clone(), w.side);
+            let pos = self.watched.iter().position(|w| w.att.ifindex == state.index);
+            if let Some(pos) = pos {
+                let w = self.watched.remove(pos);
+                if let Err(e) = tc::detach(self.handle, &w.att).await {
+                    sink.note(&format!("{ifname}: {e}"));
+                }
+            }
+            match self.attach(state, side).await {
+                Ok(()) => sink.note(&format!(
+                    "{ifname}: its peer moved {}; measured from {} now",
+                    if side == Side::Far {
+                        "to another network namespace"
+                    } else {
+                        "back to this one"
+                    },
+                    if side == Side::Far {
+                        "the peer's side"
+                    } else {
+                        "this side"
+                    }
+                )),
+                Err(e) => sink.note(&format!(
+                    "{ifname}: could not attach again after its peer moved (was measured from \
+                     {}): {e}",
+                    if old == Side::Far { "the peer's side" } else { "this side" }
+                )),
+            }
+        }
+    }
+
+    /// An interface that a pattern matches appeared (or was renamed into
+    /// one): attach to it. Failing here is normal on a busy node (it may be
+    /// gone, renamed or moved already) and stops nothing.
+    async fn appeared(&mut self, state: &LinkState, sink: &mut dyn Sink) {
+        let l = state.link();
+        if framing(&l).is_none() {
+            sink.note(&format!(
+                "{} matches but has a link type flowlat cannot read; passed over",
+                l.name
+            ));
+            return;
+        }
+        let side = side_of(&l, self.node_view);
+        match self.attach(state, side).await {
+            Ok(()) => sink.note(&format!(
+                "attached to {}",
+                list_names(&[(l, side)])
+            )),
+            Err(e) => sink.note(&format!("{} appeared, but: {e}", state.name)),
+        }
+    }
+
+    /// Attaches to `state`'s interface and watches it.
+    async fn attach(&mut self, state: &LinkState, side: Side) -> Result<(), Error> {
+        let l = state.link();
+        let (att, cleanup) = attach::attach_link(self.handle, self.probe, &l, side, self.me).await?;
+        self.fanout.add_iface(l.index, l.name.clone());
+        self.watched.push(Watched {
+            att,
+            up: state.up,
+            side,
+        });
+        if let Some(removed) = cleanup.describe_removed() {
+            self.notes.push(format!(
+                "on {}, removed what flowlat processes no longer running left behind: {removed}",
+                l.name
+            ));
+        }
+        self.name_workload(l.index, side, l.peer).await;
+        Ok(())
+    }
+
+    /// Finds the workload behind an interface measured from its peer's side.
+    async fn name_workload(&mut self, ifindex: u32, side: Side, peer: Option<Peer>) {
+        let (workloads, cgroups) = self.fanout.names_mut().workloads_and_cgroups();
+        match (side, peer) {
+            (Side::Far, Some(peer)) => {
+                workloads.resolve(self.handle, ifindex, peer, cgroups).await;
+            }
+            _ => workloads.forget(ifindex),
+        }
+    }
+
+    /// Looks again for the workloads of the interfaces of `records` whose
+    /// names may still change (a pod whose process started after its veth
+    /// was attached), before the records are named.
+    async fn recheck_workloads(&mut self, records: &[Record]) {
+        let mut due: Vec<u32> = Vec::new();
+        {
+            let w = self.fanout.names_mut().workloads();
+            for r in records {
+                if !due.contains(&r.ifindex) && w.due(r.ifindex) {
+                    due.push(r.ifindex);
+                }
+            }
+        }
+        for ifindex in due {
+            let (workloads, cgroups) = self.fanout.names_mut().workloads_and_cgroups();
+            workloads.recheck(self.handle, ifindex, cgroups).await;
+        }
+    }
+
+    /// Looks again, on the sweep's tick, for the workloads whose names may
+    /// still change.
+    async fn refresh_workloads(&mut self) {
+        let ifindexes: Vec<u32> = self.watched.iter().map(|w| w.att.ifindex).collect();
+        for ifindex in ifindexes {
+            let (workloads, cgroups) = self.fanout.names_mut().workloads_and_cgroups();
+            workloads.recheck(self.handle, ifindex, cgroups).await;
+        }
     }
 
     /// Stops measuring a deleted interface: its filters and qdisc went with it.
     fn removed(&mut self, index: u32, sink: &mut dyn Sink) -> Option<Stop> {
         let pos = self.watched.iter().position(|w| w.att.ifindex == index)?;
         let gone = self.watched.remove(pos);
+        self.fanout.iface_gone(index, monotonic_ns());
+        if self.patterns.any_glob() {
+            sink.note(&format!(
+                "{} is gone (deleted, or moved to another network namespace); measuring {} \
+                 interface{}",
+                gone.att.ifname,
+                self.watched.len(),
+                if self.watched.len() == 1 { "" } else { "s" }
+            ));
+            return None;
+        }
         if self.watched.is_empty() {
             sink.note(&format!(
                 "{} is gone (deleted, or moved to another network namespace)",

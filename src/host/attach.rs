@@ -6,40 +6,28 @@ use std::os::fd::BorrowedFd;
 use rtnetlink::Handle;
 
 use crate::error::Error;
+use crate::host::ifaces::{Pattern, Patterns, Side};
 use crate::host::owner::{self, Cleanup, Owner};
 use crate::netlink::link::{self, Link, LinkLayer};
 use crate::netlink::tc::{self, Attachment};
 use crate::netlink::NetlinkError;
 use crate::probe::{Framing, Hook, Probe};
 
-/// Attaches the probe to every interface in `links`, or to none: a failure
-/// undoes the interfaces already attached. Before attaching to an interface,
-/// removes what flowlat processes that died left on it.
+/// Attaches the probe to every interface in `links`, each from its side, or
+/// to none: a failure undoes the interfaces already attached. Before
+/// attaching to an interface, removes what flowlat processes that died left
+/// on it.
 pub async fn attach_all(
     handle: &Handle,
     probe: &Probe,
-    links: &[Link],
+    links: &[(Link, Side)],
     me: &Owner,
     note: &mut dyn FnMut(&str),
 ) -> Result<(Vec<Attachment>, Vec<Cleanup>), Error> {
     let mut attached = Vec::new();
     let mut cleanups = Vec::new();
-    for l in links {
-        // Checked when the interface was resolved, and loaded for it.
-        let fr = framing(l).unwrap_or(Framing::Ethernet);
-        let result = match (
-            probe.program_for(Hook::Ingress, fr),
-            probe.program_for(Hook::Egress, fr),
-        ) {
-            (Some(ingress), Some(egress)) => attach_one(handle, (ingress, egress), l, me)
-                .await
-                .map_err(Error::from),
-            _ => Err(Error::Other(format!(
-                "no program was loaded for {}'s link type (a flowlat bug: please report it)",
-                l.name
-            ))),
-        };
-        match result {
+    for (l, side) in links {
+        match attach_link(handle, probe, l, *side, me).await {
             Ok((a, c)) => {
                 attached.push(a);
                 cleanups.push(c);
@@ -55,6 +43,35 @@ pub async fn attach_all(
         }
     }
     Ok((attached, cleanups))
+}
+
+/// Attaches the probe to one interface, measured from `side`: for the far
+/// side the egress classifier goes on the ingress hook and the ingress one
+/// on egress, so that a packet the workload sends (arriving here) is read
+/// as leaving, at no cost per packet.
+pub async fn attach_link(
+    handle: &Handle,
+    probe: &Probe,
+    l: &Link,
+    side: Side,
+    me: &Owner,
+) -> Result<(Attachment, Cleanup), Error> {
+    // Checked when the interface was resolved, and loaded for it.
+    let fr = framing(l).unwrap_or(Framing::Ethernet);
+    let (Some(ingress), Some(egress)) = (
+        probe.program_for(Hook::Ingress, fr),
+        probe.program_for(Hook::Egress, fr),
+    ) else {
+        return Err(Error::Other(format!(
+            "no program was loaded for {}'s link type (a flowlat bug: please report it)",
+            l.name
+        )));
+    };
+    let progs = match side {
+        Side::Here => (ingress, egress),
+        Side::Far => (egress, ingress),
+    };
+    Ok(attach_one(handle, progs, l, me).await?)
 }
 
 /// Hands one interface's programs to tc, after removing what dead flowlat
@@ -96,7 +113,35 @@ pub async fn detach_left(ifaces: &[String], note: &mut dyn FnMut(&str)) -> bool 
         }
     };
     let mut ok = true;
-    for name in ifaces {
+    // Patterns stand for the interfaces they match now; names as given, so
+    // that a missing one is said.
+    let patterns = Patterns::new(ifaces);
+    let mut names: Vec<String> = patterns.names().map(str::to_string).collect();
+    if patterns.any_glob() {
+        match link::dump(&handle).await {
+            Ok(all) => {
+                let globs: Vec<Pattern> = ifaces
+                    .iter()
+                    .map(|a| Pattern::parse(a))
+                    .filter(|p| matches!(p, Pattern::Glob(_)))
+                    .collect();
+                for l in all {
+                    if globs.iter().any(|g| g.matches(&l.name)) && !names.contains(&l.name) {
+                        names.push(l.name);
+                    }
+                }
+                let now: Vec<&str> = names.iter().map(String::as_str).collect();
+                for p in patterns.unmatched(&now) {
+                    note(&format!("{p} matches no interface"));
+                }
+            }
+            Err(e) => {
+                note(&e.to_string());
+                return false;
+            }
+        }
+    }
+    for name in &names {
         let result = async {
             let link = link::resolve(&handle, name).await?;
             let found = owner::scan(&handle, &link, &me).await?;

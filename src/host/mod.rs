@@ -2,16 +2,21 @@
 //! filters it leaves there ([`attach`], [`owner`]), the privileges that takes
 //! ([`privilege`]), the names of its cgroups ([`cgroup`]), the processes
 //! that hold listening sockets ([`listeners`]), the processes of a network
-//! namespace ([`netns`]) and the workloads that cgroups belong to
-//! ([`workload`]).
+//! namespace ([`netns`]), the workloads that cgroups belong to
+//! ([`workload`]) and those behind each interface of a run ([`workloads`]),
+//! which interfaces to watch ([`ifaces`]), and a cgroup2 mount where there
+//! is none ([`mounts`]).
 
 pub mod attach;
 mod cache;
 pub mod cgroup;
+pub mod ifaces;
 pub mod listeners;
+pub mod mounts;
 pub mod netns;
 pub mod owner;
 pub mod privilege;
 #[cfg(test)]
 mod scratch;
 pub mod workload;
+pub mod workloads;

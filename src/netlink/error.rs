@@ -26,6 +26,8 @@ pub enum Operation {
     AddFilter(Hook),
     /// `RTM_DELTFILTER` of our `bpf` filter on one clsact hook.
     DeleteFilter(Hook),
+    /// `RTM_GETNSID` of a network namespace.
+    GetNsid,
 }
 
 impl fmt::Display for Operation {
@@ -38,6 +40,7 @@ impl fmt::Display for Operation {
             Operation::ListFilters(hook) => write!(f, "listing the {hook} filters"),
             Operation::AddFilter(hook) => write!(f, "adding the {hook} bpf filter"),
             Operation::DeleteFilter(hook) => write!(f, "deleting the {hook} bpf filter"),
+            Operation::GetNsid => f.write_str("asking for a network namespace's id"),
         }
     }
 }

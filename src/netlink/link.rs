@@ -5,7 +5,9 @@
 use std::pin::Pin;
 
 use futures_util::stream::{Stream, StreamExt};
-use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkLayerType, LinkMessage};
+use netlink_packet_route::link::{
+    InfoKind, LinkAttribute, LinkFlags, LinkInfo, LinkLayerType, LinkMessage,
+};
 use netlink_packet_route::RouteNetlinkMessage;
 use rtnetlink::packet_core::{NetlinkMessage, NetlinkPayload};
 use rtnetlink::sys::{AsyncSocket, SocketAddr};
@@ -39,7 +41,8 @@ impl From<LinkLayerType> for LinkLayer {
     }
 }
 
-/// A network interface as `RTM_GETLINK` reports it (`struct ifinfomsg` plus `IFLA_IFNAME`).
+/// A network interface as `RTM_GETLINK` reports it (`struct ifinfomsg` plus
+/// `IFLA_IFNAME`, `IFLA_LINKINFO` and `IFLA_LINK_NETNSID`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Link {
     /// `ifi_index`.
@@ -48,6 +51,48 @@ pub struct Link {
     pub name: String,
     /// From `ifi_type`.
     pub link_layer: LinkLayer,
+    /// Where the other end of a pair lives, when it is another namespace.
+    pub peer: Option<Peer>,
+}
+
+/// The other end of a paired device (`veth`, `netkit`) that lives in another
+/// network namespace: `IFLA_LINK_NETNSID` (the namespace's id as seen from
+/// ours, `RTM_GETNSID`) and `IFLA_LINK` (its index there).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Peer {
+    /// The peer namespace's nsid in the namespace that asked.
+    pub netnsid: i32,
+    /// The peer's `ifi_index` in its own namespace (0 if not sent).
+    pub index: u32,
+}
+
+/// A pair's far end in another namespace, if `m` describes a `veth` or
+/// `netkit` device whose peer lives elsewhere. Other devices that carry
+/// `IFLA_LINK_NETNSID` (tunnels whose underlay is in another namespace) are
+/// not pairs: their far side is not one workload.
+fn peer_of(m: &LinkMessage) -> Option<Peer> {
+    let paired = m.attributes.iter().any(|a| match a {
+        LinkAttribute::LinkInfo(infos) => infos
+            .iter()
+            .any(|i| matches!(i, LinkInfo::Kind(InfoKind::Veth | InfoKind::Netkit))),
+        _ => false,
+    });
+    if !paired {
+        return None;
+    }
+    let netnsid = m.attributes.iter().find_map(|a| match a {
+        LinkAttribute::LinkNetNsId(id) if *id >= 0 => Some(*id),
+        _ => None,
+    })?;
+    let index = m
+        .attributes
+        .iter()
+        .find_map(|a| match a {
+            LinkAttribute::Link(i) => Some(*i),
+            _ => None,
+        })
+        .unwrap_or(0);
+    Some(Peer { netnsid, index })
 }
 
 /// Opens a `NETLINK_ROUTE` socket and spawns its connection task on the current
@@ -142,7 +187,8 @@ pub async fn by_index(handle: &Handle, index: u32) -> Result<Option<LinkState>, 
 }
 
 /// What an `RTM_NEWLINK` message says about an interface: `ifi_index`,
-/// `IFLA_IFNAME` and `IFF_UP` of `ifi_flags`.
+/// `IFLA_IFNAME`, `IFF_UP` of `ifi_flags`, `ifi_type` and where a pair's
+/// other end lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LinkState {
     /// `ifi_index`.
@@ -151,6 +197,10 @@ pub struct LinkState {
     pub name: String,
     /// Whether `IFF_UP` is set (administratively up).
     pub up: bool,
+    /// From `ifi_type`.
+    pub link_layer: LinkLayer,
+    /// A `veth`/`netkit` peer in another namespace.
+    pub peer: Option<Peer>,
 }
 
 impl LinkState {
@@ -159,8 +209,49 @@ impl LinkState {
             index: m.header.index,
             name: name_of(m).unwrap_or_default(),
             up: m.header.flags.contains(LinkFlags::Up),
+            link_layer: m.header.link_layer_type.into(),
+            peer: peer_of(m),
         }
     }
+
+    /// The interface as [`resolve`] would describe it.
+    pub fn link(&self) -> Link {
+        Link {
+            index: self.index,
+            name: self.name.clone(),
+            link_layer: self.link_layer,
+            peer: self.peer,
+        }
+    }
+}
+
+/// Every interface of the namespace (`RTM_GETLINK` with `NLM_F_DUMP`), in
+/// index order.
+pub async fn dump(handle: &Handle) -> Result<Vec<LinkState>, NetlinkError> {
+    let mut replies = handle.link().get().execute();
+    let mut all = Vec::new();
+    while let Some(reply) = replies.next().await {
+        match reply {
+            Ok(m) => all.push(LinkState::from_message(&m)),
+            Err(rtnetlink::Error::NetlinkError(e)) => {
+                return Err(NetlinkError::Kernel {
+                    op: Operation::ResolveLink,
+                    ifname: "every interface".to_string(),
+                    errno: -e.raw_code(),
+                    message: None,
+                })
+            }
+            Err(e) => {
+                return Err(NetlinkError::Protocol {
+                    op: Operation::ResolveLink,
+                    ifname: "every interface".to_string(),
+                    detail: e.to_string(),
+                })
+            }
+        }
+    }
+    all.sort_by_key(|l| l.index);
+    Ok(all)
 }
 
 /// A change to some interface of this network namespace, as the kernel
@@ -250,5 +341,6 @@ fn link_from_message(message: LinkMessage, asked: &str) -> Link {
         index: message.header.index,
         name,
         link_layer: message.header.link_layer_type.into(),
+        peer: peer_of(&message),
     }
 }

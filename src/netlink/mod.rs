@@ -7,6 +7,7 @@
 mod error;
 mod hook;
 pub mod link;
+pub mod nsid;
 pub mod tc;
 
 pub use error::{NetlinkError, Operation};

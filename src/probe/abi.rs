@@ -100,7 +100,7 @@ pub const HIST_BOUNDS_NS: [u64; HIST_N] = [
 
 /// `FLOWLAT_AGG_KEYS` and `FLOWLAT_AGG_RESERVE`.
 pub(crate) const AGG_KEYS: usize = 1024;
-pub(crate) const AGG_RESERVE: usize = 128;
+pub(crate) const AGG_RESERVE: usize = 2048;
 
 /// `FLOWLAT_FILTER_*`: bits of `filter.kinds`.
 pub(crate) const FILTER_PORT: u32 = 1;

@@ -265,6 +265,70 @@ impl Probe {
         Ok(out)
     }
 
+    /// Deletes the aggregates and failure counts of interfaces that are gone
+    /// (after the metrics' TTL), so that a node whose pods come and go keeps
+    /// room for the live ones; the keys with a port or a cgroup give their
+    /// place under the cap back. Returns how many keys went. A CPU's cache
+    /// slot that holds a key of these interfaces keeps it (no packet of
+    /// theirs comes any more), at the cost of that slot only.
+    pub fn forget_ifaces(&self, ifindexes: &[u32]) -> Result<usize, BpfError> {
+        if ifindexes.is_empty() {
+            return Ok(0);
+        }
+        let mut dead: Vec<[u8; std::mem::size_of::<AggKeyRaw>()]> = Vec::new();
+        let mut cur: Option<[u8; std::mem::size_of::<AggKeyRaw>()]> = None;
+        for _ in 0..2 * (AGG_KEYS + AGG_RESERVE) {
+            let mut next = [0u8; std::mem::size_of::<AggKeyRaw>()];
+            if !self.agg.next_key(cur.as_ref().map(|k| &k[..]), &mut next)? {
+                break;
+            }
+            if from_bytes::<AggKeyRaw>(&next).is_some_and(|k| ifindexes.contains(&k.ifindex)) {
+                dead.push(next);
+            }
+            cur = Some(next);
+        }
+        let mut capped = 0u32;
+        let mut gone = 0;
+        for k in &dead {
+            if self.agg.delete(k)? {
+                gone += 1;
+                if from_bytes::<AggKeyRaw>(k)
+                    .is_some_and(|k| k.other == 0 && (k.server_port != 0 || k.cgroup_id != 0))
+                {
+                    capped += 1;
+                }
+            }
+        }
+        if capped > 0 {
+            let keys =
+                &self.globals.words()[self.config_word + offset_of!(ConfigGlobal, agg_keys) / 4];
+            let _ = keys.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                Some(n.saturating_sub(capped))
+            });
+        }
+        let mut dead: Vec<[u8; std::mem::size_of::<FailKey>()]> = Vec::new();
+        let mut cur: Option<[u8; std::mem::size_of::<FailKey>()]> = None;
+        for _ in 0..2 * FAIL_KEYS {
+            let mut next = [0u8; std::mem::size_of::<FailKey>()];
+            if !self
+                .fails
+                .next_key(cur.as_ref().map(|k| &k[..]), &mut next)?
+            {
+                break;
+            }
+            if from_bytes::<FailKey>(&next).is_some_and(|k| ifindexes.contains(&k.ifindex)) {
+                dead.push(next);
+            }
+            cur = Some(next);
+        }
+        for k in &dead {
+            if self.fails.delete(k)? {
+                gone += 1;
+            }
+        }
+        Ok(gone)
+    }
+
     /// The bytes of one key's values, one per possible CPU.
     pub(super) fn agg_stride(&self) -> usize {
         per_cpu_stride::<AggValue>() * self.possible_cpus

@@ -55,15 +55,16 @@ impl Formatter {
         self
     }
 
-    /// One line for one record; `cgroup` is the path of its cgroup, when known.
-    pub fn format(&mut self, r: &Record, labels: &dyn Labels, cgroup: Option<&str>) -> String {
+    /// One line for one record; `local` names its cgroup and workload, when
+    /// known.
+    pub fn format(&mut self, r: &Record, labels: &dyn Labels, local: Local<'_>) -> String {
         let unix = self.clock.unix_ns(r.end_ns);
         let iface = labels.iface(r.ifindex);
         // A renamed interface may be longer than the names at start.
         self.name_width = self.name_width.max(iface.len());
         if self.json {
             let mut s = String::with_capacity(384);
-            self.json_into(&mut s, r, unix, &iface, cgroup);
+            self.json_into(&mut s, r, unix, &iface, local);
             s
         } else {
             let offset = self
@@ -78,11 +79,13 @@ impl Formatter {
                 (Some(reason), None) => format!(" reason {}", reason.as_str()),
                 (None, _) => String::new(),
             };
-            // The cgroup comes last: it is the one field of unbounded width.
-            let cg = match (cgroup, r.cgroup_id) {
-                (Some(path), _) => crate::host::cgroup::shorten(path),
-                (None, Some(id)) => format!("cgroup#{id}"),
-                (None, None) => "-".to_string(),
+            // The workload (or its cgroup) comes last: it is the one field
+            // of unbounded width.
+            let cg = match (local.workload, local.cgroup, r.cgroup_id) {
+                (Some(w), _, _) => w.to_string(),
+                (None, Some(path), _) => crate::host::cgroup::shorten(path),
+                (None, None, Some(id)) => format!("cgroup#{id}"),
+                (None, None, None) => "-".to_string(),
             };
             format!(
                 "{} {:<nw$} {:<3} {:>21} -> {:<21} {:<11} rtt {:>10} local {:>10} total {:>10} retrans {}{}{} {}",
@@ -115,7 +118,7 @@ impl Formatter {
         r: &Record,
         unix: i128,
         iface: &str,
-        cgroup: Option<&str>,
+        local: Local<'_>,
     ) {
         s.push_str("{\"type\":\"handshake\",\"ts\":\"");
         self.ts.rfc3339_into(s, unix);
@@ -164,12 +167,26 @@ impl Formatter {
         s.push_str(",\"cgroup_id\":");
         push_opt(s, r.cgroup_id);
         s.push_str(",\"cgroup\":");
-        match cgroup {
+        match local.cgroup {
             Some(c) => json_str(s, c),
+            None => s.push_str("null"),
+        }
+        s.push_str(",\"workload\":");
+        match local.workload {
+            Some(w) => json_str(s, w),
             None => s.push_str("null"),
         }
         s.push('}');
     }
+}
+
+/// What a record's line says of its local side besides the numbers.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Local<'a> {
+    /// The path of its cgroup below the cgroup2 mount.
+    pub cgroup: Option<&'a str>,
+    /// The workload's name (`pod NAMESPACE/NAME`, `container NAME`, ...).
+    pub workload: Option<&'a str>,
 }
 
 /// Appends `n` in decimal.
@@ -236,16 +253,21 @@ impl Consumer for Lines {
         out: &mut dyn Write,
     ) -> io::Result<()> {
         let cgroup = r.cgroup_id.and_then(|id| labels.cgroup(id));
+        let workload = labels.workload(r.ifindex, r.cgroup_id);
+        let local = Local {
+            cgroup: cgroup.as_deref(),
+            workload: workload.as_deref(),
+        };
         if self.fmt.json {
             self.line.clear();
             let unix = self.fmt.clock.unix_ns(r.end_ns);
             let iface = labels.iface(r.ifindex);
             self.fmt
-                .json_into(&mut self.line, r, unix, &iface, cgroup.as_deref());
+                .json_into(&mut self.line, r, unix, &iface, local);
             self.line.push('\n');
             return out.write_all(self.line.as_bytes());
         }
-        writeln!(out, "{}", self.fmt.format(r, labels, cgroup.as_deref()))
+        writeln!(out, "{}", self.fmt.format(r, labels, local))
     }
 }
 

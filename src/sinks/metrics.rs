@@ -66,6 +66,8 @@ pub struct MetricsConfig {
     pub by_port: bool,
     /// A `cgroup` label.
     pub by_cgroup: bool,
+    /// A `workload` label.
+    pub by_workload: bool,
     /// Distinct label values per dimension; the rest are `other`.
     pub max_series: usize,
 }
@@ -75,6 +77,7 @@ impl Default for MetricsConfig {
         MetricsConfig {
             by_port: false,
             by_cgroup: false,
+            by_workload: false,
             max_series: DEFAULT_MAX_SERIES,
         }
     }
@@ -131,10 +134,12 @@ struct Series {
     dir: Dir,
     port: Option<Arc<str>>,
     cgroup: Option<Arc<str>>,
+    workload: Option<Arc<str>>,
 }
 
-/// A record whose cgroup has no label yet: (ifindex, dir, port label, cgroup id).
-type Unresolved = (u32, Dir, Option<Arc<str>>, u64);
+/// A record whose cgroup has no label yet: (ifindex, dir, port label,
+/// cgroup id, workload label).
+type Unresolved = (u32, Dir, Option<Arc<str>>, u64, Option<Arc<str>>);
 
 /// A row of the exposition, in the order rows are written: interface name,
 /// `out` before `in`, ports by number, cgroups by path, `other` last.
@@ -144,6 +149,7 @@ struct Row {
     dir: (u8, &'static str),
     port: Option<(bool, u16, Arc<str>)>,
     cgroup: Option<(bool, Arc<str>)>,
+    workload: Option<(bool, Arc<str>)>,
 }
 
 impl Row {
@@ -160,6 +166,9 @@ impl Row {
         if let Some((_, c)) = &self.cgroup {
             label(&mut s, "cgroup", c);
         }
+        if let Some((_, w)) = &self.workload {
+            label(&mut s, "workload", w);
+        }
         s
     }
 }
@@ -171,6 +180,13 @@ pub struct Metrics {
     watched: Vec<u32>,
     ports: Bounded<u16>,
     cgroups: Bounded<Arc<str>>,
+    workloads: Bounded<Arc<str>>,
+    /// The workload label of each (interface, cgroup) of the kernel's
+    /// totals, as the run named them for this scrape.
+    kernel_workloads: HashMap<(u32, Option<u64>), Arc<str>>,
+    /// Interfaces that are gone, since when (ns): their series are served
+    /// until [`Metrics::forget_ifaces`].
+    gone: HashMap<u32, u64>,
     /// A cgroup id's label, fixed when first named, so that the counts filed
     /// under it stay there when the cgroup is removed.
     cgroup_labels: HashMap<u64, Arc<str>>,
@@ -233,6 +249,9 @@ impl Metrics {
             watched: ifaces.iter().map(|(i, _)| *i).collect(),
             ports: Bounded::new(cfg.max_series),
             cgroups: Bounded::new(cfg.max_series),
+            workloads: Bounded::new(cfg.max_series),
+            kernel_workloads: HashMap::new(),
+            gone: HashMap::new(),
             cgroup_labels: HashMap::new(),
             unnamed: HashMap::new(),
             name_grace: NAME_GRACE,
@@ -250,6 +269,60 @@ impl Metrics {
         self.names.insert(ifindex, name);
     }
 
+    /// Whether the series have a `workload` label.
+    pub fn by_workload(&self) -> bool {
+        self.cfg.by_workload
+    }
+
+    /// An interface attached later: it has its series from now on.
+    pub fn add_iface(&mut self, ifindex: u32, name: String) {
+        self.names.insert(ifindex, name);
+        self.gone.remove(&ifindex);
+        if !self.watched.contains(&ifindex) {
+            self.watched.push(ifindex);
+        }
+    }
+
+    /// An interface is gone: no zero series for it any more; what it
+    /// counted is served until [`Metrics::forget_ifaces`].
+    pub fn iface_gone(&mut self, ifindex: u32, now_ns: u64) {
+        self.watched.retain(|i| *i != ifindex);
+        self.gone.insert(ifindex, now_ns);
+    }
+
+    /// Drops every series of these interfaces (gone for the TTL), and the
+    /// label values only they used, so that a node whose pods come and go
+    /// serves about the live ones. Prometheus marks the series stale.
+    pub fn forget_ifaces(&mut self, ifindexes: &[u32]) {
+        if ifindexes.is_empty() {
+            return;
+        }
+        let dead = |i: &u32| ifindexes.contains(i);
+        self.user.retain(|s, _| !dead(&s.ifindex));
+        self.unresolved.retain(|k, _| !dead(&k.0));
+        self.kernel.retain(|(k, _)| !dead(&k.ifindex));
+        self.kernel_fails.retain(|(f, _)| !dead(&f.0));
+        self.user_fails.retain(|f, _| !dead(&f.0));
+        for i in ifindexes {
+            self.names.remove(i);
+            self.gone.remove(i);
+        }
+        self.watched.retain(|i| !dead(i));
+        // A workload label that no series uses any more gives its slot back.
+        let used: HashSet<Arc<str>> = self
+            .user
+            .keys()
+            .filter_map(|s| s.workload.clone())
+            .chain(self.kernel_workloads.values().cloned())
+            .collect();
+        self.workloads.own.retain(|k, _| used.contains(k));
+    }
+
+    /// The workload labels of the kernel's keys, by (interface, cgroup).
+    pub fn set_kernel_workloads(&mut self, w: HashMap<(u32, Option<u64>), Arc<str>>) {
+        self.kernel_workloads = w;
+    }
+
     /// The kernel's cumulative totals, as read at this scrape; they replace the
     /// previous ones (each key's totals only grow, and keys are never removed).
     pub fn set_kernel(&mut self, totals: Vec<(AggKey, AggValue)>) {
@@ -264,16 +337,32 @@ impl Metrics {
     /// Counts a record user space has and the kernel did not aggregate: the
     /// sweep's timeouts, or every record when the kernel does not aggregate.
     pub fn add(&mut self, r: &Record) {
+        self.add_of(r, None);
+    }
+
+    /// [`Metrics::add`] for an attempt of `workload` (its label, when the
+    /// metrics have one).
+    pub fn add_of(&mut self, r: &Record, workload: Option<Arc<str>>) {
         if let Some(reason) = r.reason {
             *self
                 .user_fails
                 .entry((r.ifindex, r.dir, reason))
                 .or_insert(0) += 1;
         }
-        self.add_in(r, r.cgroup_id);
+        self.add_in(r, r.cgroup_id, workload);
     }
 
-    fn add_in(&mut self, r: &Record, cgroup_id: Option<u64>) {
+    fn workload_label(&mut self, w: Option<Arc<str>>) -> Option<Arc<str>> {
+        self.cfg
+            .by_workload
+            .then(|| match w {
+                Some(w) => self.workloads.label(w, Arc::clone),
+                None => self.no_cgroup.clone(),
+            })
+    }
+
+    fn add_in(&mut self, r: &Record, cgroup_id: Option<u64>, workload: Option<Arc<str>>) {
+        let workload = self.workload_label(workload);
         let port = self
             .cfg
             .by_port
@@ -284,7 +373,7 @@ impl Metrics {
             (true, Some(id)) => match self.cgroup_labels.get(&id) {
                 Some(name) => Some(self.cgroups.label(name.clone(), Arc::clone)),
                 None => {
-                    let key = (r.ifindex, r.dir, port.clone(), id);
+                    let key = (r.ifindex, r.dir, port.clone(), id, workload.clone());
                     if self.unresolved.len() < UNRESOLVED_MAX || self.unresolved.contains_key(&key)
                     {
                         self.unresolved
@@ -302,6 +391,7 @@ impl Metrics {
             dir: r.dir,
             port,
             cgroup,
+            workload,
         };
         self.user.entry(series).or_insert_with(zero).add_record(r);
     }
@@ -353,11 +443,20 @@ impl Metrics {
             (true, false, None) => Some(self.no_cgroup.clone()),
             (true, false, Some(id)) => Some(self.cgroup_label(id, name)?),
         };
+        let workload = match (self.cfg.by_workload, k.other) {
+            (false, _) => None,
+            (true, true) => Some(self.workloads.other.clone()),
+            (true, false) => {
+                let w = self.kernel_workloads.get(&(k.ifindex, k.cgroup_id)).cloned();
+                self.workload_label(w)
+            }
+        };
         Some(Series {
             ifindex: k.ifindex,
             dir: k.dir,
             port,
             cgroup,
+            workload,
         })
     }
 
@@ -373,6 +472,7 @@ impl Metrics {
                     dir,
                     port: self.cfg.by_port.then(|| self.ports.other.clone()),
                     cgroup: self.cfg.by_cgroup.then(|| self.cgroups.other.clone()),
+                    workload: self.cfg.by_workload.then(|| self.workloads.other.clone()),
                 };
                 rows.insert(self.row(s), zero());
             }
@@ -386,9 +486,9 @@ impl Metrics {
                 merge(rows.entry(row).or_insert_with(zero), v);
             }
         }
-        for ((ifindex, dir, port, id), v) in std::mem::take(&mut self.unresolved) {
+        for ((ifindex, dir, port, id, workload), v) in std::mem::take(&mut self.unresolved) {
             let Some(cgroup) = self.cgroup_label(id, name) else {
-                self.unresolved.insert((ifindex, dir, port, id), v);
+                self.unresolved.insert((ifindex, dir, port, id, workload), v);
                 continue;
             };
             let s = Series {
@@ -396,6 +496,7 @@ impl Metrics {
                 dir,
                 port,
                 cgroup: Some(cgroup),
+                workload,
             };
             merge(self.user.entry(s).or_insert_with(zero), &v);
         }
@@ -426,6 +527,7 @@ impl Metrics {
                 Err(_) => (true, 0, p),
             }),
             cgroup: s.cgroup.map(|c| (c == self.cgroups.other, c)),
+            workload: s.workload.map(|w| (w == self.workloads.other, w)),
         }
     }
 

@@ -4,6 +4,8 @@
 //! writing into the output it is given (only `main` owns stdout).
 
 use std::io::{self, Write};
+use std::collections::HashMap;
+use std::time::Duration;
 
 pub mod clock;
 pub mod histogram;
@@ -155,10 +157,28 @@ impl Fanout {
     ) -> io::Result<Option<u64>> {
         let mut result = Ok(());
         for r in records {
+            // On a workload's interface no socket is seen: the attempt is
+            // the workload's, and so is its cgroup.
+            let local;
+            let r = match self.names.workload_cgroup(r) {
+                Some(id) => {
+                    local = Record {
+                        cgroup_id: Some(id),
+                        ..r.clone()
+                    };
+                    &local
+                }
+                None => r,
+            };
             // The kernel counts what it ends; only the sweep's are ours to add.
             if origin == Origin::Sweep || !self.kernel_counts {
                 if let Some(m) = self.metrics.as_mut() {
-                    m.add(r);
+                    let w = if m.by_workload() {
+                        self.names.workload(r.ifindex, r.cgroup_id)
+                    } else {
+                        None
+                    };
+                    m.add_of(r, w);
                 }
             }
             if self.left == Some(0) {
@@ -198,6 +218,39 @@ impl Fanout {
         Ok(())
     }
 
+    /// An interface a pattern matched was attached: it has a name and
+    /// series from now on.
+    pub fn add_iface(&mut self, ifindex: u32, name: String) {
+        self.names.rename(ifindex, name.clone());
+        if let Some(m) = self.metrics.as_mut() {
+            m.add_iface(ifindex, name);
+        }
+    }
+
+    /// An interface is gone: its series stay for the TTL.
+    pub fn iface_gone(&mut self, ifindex: u32, now_ns: u64) {
+        self.names.iface_gone(ifindex, now_ns);
+        if let Some(m) = self.metrics.as_mut() {
+            m.iface_gone(ifindex, now_ns);
+        }
+    }
+
+    /// Forgets interfaces gone for longer than `ttl`: their names, their
+    /// workloads, their series. Returns their indexes, for the kernel's
+    /// aggregates to drop them too.
+    pub fn expire(&mut self, now_ns: u64, ttl: Duration) -> Vec<u32> {
+        let gone = self.names.expire(now_ns, ttl);
+        if let Some(m) = self.metrics.as_mut() {
+            m.forget_ifaces(&gone);
+        }
+        gone
+    }
+
+    /// The names of the run (workloads are resolved through them).
+    pub fn names_mut(&mut self) -> &mut Names {
+        &mut self.names
+    }
+
     /// An interface was renamed: lines and labels say the new name.
     pub fn rename_iface(&mut self, ifindex: u32, name: String) {
         self.names.rename(ifindex, name.clone());
@@ -221,6 +274,30 @@ impl Fanout {
         let Some(m) = self.metrics.as_mut() else {
             return String::new();
         };
+        let names = &mut self.names;
+        // A workload's interface sees no socket: its attempts are the
+        // workload's, in the workload's cgroup.
+        let kernel: Vec<(AggKey, AggValue)> = kernel
+            .into_iter()
+            .map(|(mut k, v)| {
+                if k.cgroup_id.is_none() && !k.other {
+                    k.cgroup_id = names
+                        .workloads()
+                        .iface(k.ifindex)
+                        .and_then(|w| w.cgroup_id);
+                }
+                (k, v)
+            })
+            .collect();
+        if m.by_workload() {
+            let mut w = HashMap::new();
+            for (k, _) in &kernel {
+                if let Some(name) = names.workload(k.ifindex, k.cgroup_id) {
+                    w.insert((k.ifindex, k.cgroup_id), name);
+                }
+            }
+            m.set_kernel_workloads(w);
+        }
         m.set_kernel(kernel);
         m.set_kernel_failures(kernel_failures);
         let names = &mut self.names;

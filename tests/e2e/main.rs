@@ -22,5 +22,6 @@ mod handshakes;
 mod lifecycle;
 mod loss;
 mod metrics;
+mod node;
 mod shapes;
 mod summary;

@@ -4,6 +4,7 @@ use std::cmp::Ordering;
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::host::cgroup::shorten;
@@ -30,9 +31,11 @@ pub enum GroupKey {
     ClientNet,
     /// The cgroup of the local socket.
     Cgroup,
+    /// The workload: a pod, a container, a unit.
+    Workload,
 }
 
-pub const ALL_KEYS: [GroupKey; 8] = [
+pub const ALL_KEYS: [GroupKey; 9] = [
     GroupKey::Iface,
     GroupKey::Dir,
     GroupKey::Server,
@@ -41,10 +44,11 @@ pub const ALL_KEYS: [GroupKey; 8] = [
     GroupKey::ClientIp,
     GroupKey::ClientNet,
     GroupKey::Cgroup,
+    GroupKey::Workload,
 ];
 
 pub const KEYS_HELP: &str = "iface, dir, server (address and port), server-ip, server-port, \
-                         client-ip, client-net, cgroup";
+                         client-ip, client-net, cgroup, workload";
 
 impl GroupKey {
     /// The word of `--by`, also the key's column header in text.
@@ -58,6 +62,7 @@ impl GroupKey {
             GroupKey::ClientIp => "client-ip",
             GroupKey::ClientNet => "client-net",
             GroupKey::Cgroup => "cgroup",
+            GroupKey::Workload => "workload",
         }
     }
 
@@ -122,7 +127,23 @@ pub(super) struct Key {
     pub(super) client: Option<IpAddr>,
     pub(super) client_net: Option<IpAddr>,
     pub(super) cgroup: Option<u64>,
+    /// The workload's name, by [`name_key`].
+    pub(super) workload: Option<u64>,
 }
+
+/// A workload's name as a key: a 64-bit hash, since keys are copied and
+/// compared by value (two names colliding is a 1 in 2^64 chance per pair).
+pub(super) fn name_key(name: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    name.hash(&mut h);
+    h.finish()
+}
+
+/// Names of workload keys remembered for the tables; beyond it, new
+/// workloads of the run are shown by their key (a table shows at most
+/// `--max-groups` anyway).
+const WORKLOAD_NAMES_KEPT: usize = 65536;
 
 /// Key order for ties, field by field in `by`'s order.
 pub(super) fn cmp_keys(by: &[GroupKey], a: &Key, b: &Key) -> Ordering {
@@ -137,6 +158,7 @@ pub(super) fn cmp_keys(by: &[GroupKey], a: &Key, b: &Key) -> Ordering {
             GroupKey::ClientIp => a.client.cmp(&b.client),
             GroupKey::ClientNet => a.client_net.cmp(&b.client_net),
             GroupKey::Cgroup => a.cgroup.cmp(&b.cgroup),
+            GroupKey::Workload => a.workload.cmp(&b.workload),
         })
         .find(|o| o.is_ne())
         .unwrap_or(Ordering::Equal)
@@ -252,6 +274,8 @@ pub struct Summary {
     pub(super) open: BTreeMap<u64, Groups>,
     pub(super) other_attempts: u64,
     pub(super) late_attempts: u64,
+    /// The names behind workload keys.
+    pub(super) workload_names: HashMap<u64, Arc<str>>,
 }
 
 pub(super) fn nanos(d: Duration) -> u64 {
@@ -270,6 +294,7 @@ impl Summary {
             open: BTreeMap::new(),
             other_attempts: 0,
             late_attempts: 0,
+            workload_names: HashMap::new(),
         }
     }
 
@@ -299,15 +324,38 @@ impl Summary {
                     k.client_net = Some(network(r.client, len));
                 }
                 GroupKey::Cgroup => k.cgroup = r.cgroup_id,
+                // Set by the caller, who knows the name.
+                GroupKey::Workload => {}
             }
         }
         k
+    }
+
+    /// Whether tables are grouped by workload (the caller names it).
+    pub fn by_workload(&self) -> bool {
+        self.cfg.by.contains(&GroupKey::Workload)
+    }
+
+    /// [`Summary::add`] for an attempt of a named workload (`None`: none).
+    pub fn add_of(&mut self, r: &Record, workload: Option<Arc<str>>) {
+        let w = workload.map(|name| {
+            let k = name_key(&name);
+            if self.workload_names.len() < WORKLOAD_NAMES_KEPT {
+                self.workload_names.entry(k).or_insert(name);
+            }
+            k
+        });
+        self.add_keyed(r, w);
     }
 
     /// Counts one attempt, in the interval in which it ended (`r.end_ns`).
     /// An attempt whose interval's table was already handed out counts in
     /// the oldest one still open (see [`Summary::late_attempts`]).
     pub fn add(&mut self, r: &Record) {
+        self.add_keyed(r, None);
+    }
+
+    fn add_keyed(&mut self, r: &Record, workload: Option<u64>) {
         let k = match self.every_ns {
             None => 0,
             Some(every) => {
@@ -318,7 +366,10 @@ impl Summary {
                 k.max(self.next)
             }
         };
-        let key = self.key_of(r);
+        let mut key = self.key_of(r);
+        if self.by_workload() {
+            key.workload = workload;
+        }
         let (max, hist) = (self.cfg.max_groups, self.cfg.hist);
         let (stats, other) = self.open.entry(k).or_default().stats(key, max);
         stats.add(r, hist);
@@ -333,6 +384,11 @@ impl Summary {
                 .cmp(&a.1.attempts)
                 .then_with(|| cmp_keys(&by, &a.0, &b.0))
         });
+        let workload_names = rows
+            .iter()
+            .filter_map(|(k, _)| k.workload)
+            .filter_map(|w| Some((w, self.workload_names.get(&w)?.clone())))
+            .collect();
         Table {
             start_ns,
             end_ns,
@@ -342,6 +398,7 @@ impl Summary {
             max_groups: self.cfg.max_groups,
             hist: self.cfg.hist,
             rows,
+            workload_names,
             other: groups.other,
         }
     }
@@ -421,6 +478,8 @@ pub struct Table {
     pub(super) hist: bool,
     pub(super) rows: Vec<(Key, Stats)>,
     pub(super) other: Option<Stats>,
+    /// The names of the rows' workloads.
+    pub(super) workload_names: HashMap<u64, Arc<str>>,
 }
 
 impl Table {
@@ -487,6 +546,11 @@ pub(super) fn key_text(t: &Table, g: GroupKey, k: &Key, labels: &mut dyn Labels)
             labels
                 .cgroup(id)
                 .map_or_else(|| id.to_string(), |p| shorten(&p))
+        })),
+        GroupKey::Workload => opt(k.workload.map(|w| {
+            t.workload_names
+                .get(&w)
+                .map_or_else(|| format!("workload#{w:016x}"), |n| n.to_string())
         })),
     }
 }

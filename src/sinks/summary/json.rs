@@ -77,6 +77,12 @@ fn json_key(out: &mut String, t: &Table, key: Option<&Key>, labels: &mut dyn Lab
                 let name = id.and_then(|id| labels.cgroup(id));
                 json_opt_str(out, "cgroup", name.as_deref());
             }
+            GroupKey::Workload => {
+                let name = key
+                    .and_then(|k| k.workload)
+                    .and_then(|w| t.workload_names.get(&w));
+                json_opt_str(out, "workload", name.map(|n| &**n));
+            }
         }
     }
 }

@@ -53,10 +53,15 @@ impl Consumer for Tables {
     fn record(
         &mut self,
         r: &Record,
-        _labels: &mut dyn Labels,
+        labels: &mut dyn Labels,
         _out: &mut dyn Write,
     ) -> io::Result<()> {
-        self.summary.add(r);
+        if self.summary.by_workload() {
+            let w = labels.workload(r.ifindex, r.cgroup_id);
+            self.summary.add_of(r, w);
+        } else {
+            self.summary.add(r);
+        }
         Ok(())
     }
 

@@ -18,6 +18,8 @@
 //! - [`report`]: the machine the benches ran on, and where they write reports;
 //! - [`capture`]: tcpdump captures in a namespace, read back with tshark;
 //! - [`nginx`]: a real HTTP server in a namespace;
+//! - [`node`]: a container node: pods behind veths, in kubelet- or
+//!   Docker-style cgroups, with their names on disk;
 //! - the root check below, [`run_cmd`], [`collect_text`], [`exit_within`] and
 //!   [`Scratch`] directories.
 
@@ -29,6 +31,7 @@ pub mod json;
 pub mod kernel;
 pub mod net;
 pub mod nginx;
+pub mod node;
 pub mod packet;
 pub mod peer;
 pub mod probe;
