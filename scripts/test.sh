@@ -29,7 +29,19 @@ command -v ab >/dev/null || missing+=(apache2-utils)
 command -v nft >/dev/null || [ -x /usr/sbin/nft ] || missing+=(nftables)
 command -v tcpdump >/dev/null || [ -x /usr/bin/tcpdump ] || [ -x /usr/sbin/tcpdump ] || missing+=(tcpdump)
 command -v tshark >/dev/null || missing+=(tshark)
+# The Kubernetes test validates the manifests with kubernetes-validate, in a
+# virtual environment of its own (pinned; Debian's pip installs nothing
+# system-wide), and builds the image with podman; runc is its fallback where
+# crun refuses a host with both cgroup v1 and v2 mounted.
+dpkg -s python3-venv >/dev/null 2>&1 || missing+=(python3-venv)
+command -v podman >/dev/null || missing+=(podman)
+command -v runc >/dev/null || missing+=(runc)
 install_missing ${missing[@]+"${missing[@]}"}
+if [ "$(target/kubernetes-validate/bin/kubernetes-validate --version 2>/dev/null)" != 1.37.0 ]; then
+    rm -rf target/kubernetes-validate
+    /usr/bin/python3 -m venv target/kubernetes-validate
+    target/kubernetes-validate/bin/pip install --quiet kubernetes-validate==1.37.0
+fi
 
 if [ "$(id -u)" -ne 0 ]; then
     export CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER="sudo -E"

@@ -12,6 +12,7 @@
 //! - [`json`]: the one JSON reader, of flowlat's records and of what other
 //!   programs answer, and the benches' report values;
 //! - [`kernel`]: what the kernel holds, read the way an administrator would;
+//! - [`musl`]: the static binary, built once for the tests that need it;
 //! - [`probe`]: the embedded classifier under `BPF_PROG_TEST_RUN`;
 //! - [`cgroup`]: cgroup v2 and cgroups of a test's own to move this process into;
 //! - [`asm`]: hand-assembled classifiers the benches compare flowlat with;
@@ -29,6 +30,7 @@ pub mod cgroup;
 pub mod icmp;
 pub mod json;
 pub mod kernel;
+pub mod musl;
 pub mod net;
 pub mod nginx;
 pub mod node;
