@@ -26,9 +26,15 @@ pub const DEFAULT_IFACE: &str = "eth0";
   ts           when the attempt ended (SYN-ACK, ACK or RST seen, or timed out), UTC in JSON
   iface        the interface
   dir          out: the client is on this host's side, its SYN leaves through iface;
-               in:  the client is beyond iface, its SYN arrives
-  result       ok, refused (answered by RST), timeout (no answer within --syn-timeout),
-               abandoned (the client retried with a new sequence number on the same ports)
+               in:  the client is beyond iface, its SYN arrives. A veth whose peer is in
+               another network namespace (a pod's) is seen from the peer's side: out is
+               the workload connecting (unless --node-view)
+  result       ok, refused (answered by RST or ICMP port unreachable), unreachable (an ICMP
+               error: host, net, admin-prohibited, ...), timeout (no answer within
+               --syn-timeout), abandoned (the client retried with a new sequence number, or
+               reset our SYN-ACK)
+  reason, reason_from  why an attempt did not complete (rst, port-unreachable, no-answer,
+               no-ack, client-reset, new-isn, ...) and the address that said so; null for ok
   client_ip/client_port -> server_ip/server_port
   rtt_ns       out: SYN-ACK (or RST) time - last SYN time: the network and server beyond iface
                in:  client's ACK time - last SYN-ACK time: the round trip to the client
@@ -38,8 +44,10 @@ pub const DEFAULT_IFACE: &str = "eth0";
   synack_retrans  in only: this side's SYN-ACKs beyond the first (\"synack-retrans\" in text)
   cgroup_id, cgroup  the local workload: out, the connecting socket's cgroup (v2); in, the
                listening socket's; null when there is no local socket (forwarded packets,
-               the kernel's RSTs for closed ports, SYN cookies). Text shows the path last,
-               container scopes by their short id.
+               the kernel's RSTs for closed ports, SYN cookies); on a workload's veth, the
+               workload's cgroup. Text shows the path last, container scopes by their short id.
+  workload     pod NAMESPACE/NAME, container NAME, unit NAME.service, netns NAME or the cgroup
+               path; text shows it in place of the cgroup
 JSON records carry \"type\":\"handshake\"; --summary --json prints \"type\":\"summary\" rows with
 interval_start, interval_end, the group's keys, handshakes, ok, refused, timeout, abandoned,
 retrans and rtt_/local_ min, p50, p90, p99, max, mean (_ns).
@@ -54,6 +62,7 @@ Did it get worse in the last minute? A table a minute, HTTPS only:\n  sudo flowl
 Only failures and slow answers (ok attempts under 100 ms are counted, not printed):\n  sudo flowlat --min-rtt 100ms eth0\n\
 A Prometheus exporter that sends no record per handshake:\n  sudo flowlat --metrics 127.0.0.1:9464 --quiet eth0\n\
 JSON lines for scripts, the first 100 attempts to 10.0.0.0/8:\n  sudo flowlat --json --net 10.0.0.0/8 --count 100 eth0 | jq .\n\
+The handshake monitor of a Kubernetes node: every pod's veth from the pod's side, as pods come and go:\n  sudo flowlat --metrics 127.0.0.1:9464 --metrics-by workload --quiet 'eth*' 'veth*' 'cali*'\n\
 Remove filters a killed flowlat left behind:\n  sudo flowlat --detach eth0"
 )]
 pub struct Args {
@@ -1025,5 +1034,45 @@ mod tests {
         assert!(e.contains("IPv4 prefix is at most 32"), "{e}");
         let e = parse_client_prefix("24,129").expect_err("too long");
         assert!(e.contains("IPv6 prefix is at most 128"), "{e}");
+    }
+
+    #[test]
+    fn a_container_node_is_patterns_workload_labels_and_a_ttl() {
+        let s = run(&[
+            "--metrics",
+            "127.0.0.1:9464",
+            "--metrics-by",
+            "workload",
+            "--series-ttl",
+            "90s",
+            "--quiet",
+            "eth*",
+            "veth*",
+            "cali[0-9a-f]*",
+        ])
+        .expect("valid");
+        assert_eq!(s.ifaces, vec!["eth*", "veth*", "cali[0-9a-f]*"]);
+        assert!(!s.node_view);
+        let m = s.metrics.expect("metrics");
+        assert!(m.by_workload && !m.by_cgroup && !m.by_port);
+        assert_eq!(m.series_ttl, Duration::from_secs(90));
+        let d = run(&["--metrics", "127.0.0.1:9464"]).expect("valid");
+        assert_eq!(d.metrics.expect("metrics").series_ttl, DEFAULT_SERIES_TTL);
+        assert!(run(&["--node-view", "veth*"]).expect("valid").node_view);
+        let e = run(&["--series-ttl", "1m"]).expect_err("needs --metrics");
+        assert!(e.contains("--series-ttl") && e.contains("--metrics"), "{e}");
+        let e = run(&["--metrics", "127.0.0.1:1", "--metrics-by", "pod"]).expect_err("no such");
+        assert!(e.contains("workload"), "{e}");
+        match parse(&[
+            "--summary".to_string(),
+            "--by".to_string(),
+            "workload,dir".to_string(),
+        ]) {
+            Ok(Command::Run(s)) => match s.output {
+                Output::Summary(o) => assert_eq!(o.by, vec![GroupKey::Workload, GroupKey::Dir]),
+                o => panic!("{o:?}"),
+            },
+            _ => panic!("--by workload"),
+        }
     }
 }

@@ -5,8 +5,8 @@ use std::io::{self, BufWriter, Write};
 use std::process::ExitCode;
 
 use flowlat::cli::{self, Command, Settings};
-use flowlat::host::{attach, mounts};
 use flowlat::host::cgroup::Cgroups;
+use flowlat::host::{attach, mounts};
 use flowlat::run::{self, Prepared, Sink};
 
 fn main() -> ExitCode {

@@ -700,6 +700,13 @@ impl Session<'_> {
             w.att.ifname = state.name.clone();
             self.fanout.rename_iface(state.index, state.name.clone());
         }
+        // A pattern's interfaces come and go by the hundred: their being
+        // brought up or down (a new veth comes up, a deleted one goes down
+        // first) is no news. A named interface's is.
+        let named = self.patterns.names().any(|n| n == w.att.ifname);
+        if state.up != w.up && !named {
+            w.up = state.up;
+        }
         if state.up != w.up {
             w.up = state.up;
             if state.up {
@@ -714,10 +721,16 @@ impl Session<'_> {
         // A pair's far end moved to or from another namespace after we
         // attached (`ip link add` makes both ends here; a CNI then moves one):
         // measured from the other side from now on.
+        // Only the move that makes a pod (its end moved into its namespace)
+        // is followed: a peer seen no more is mostly a pair being deleted,
+        // whose own deletion comes next.
         let side = side_of(&state.link(), self.node_view);
-        if side != w.side {
+        if side == Side::Far && w.side == Side::Here {
             let (ifname, old) = (w.att.ifname.clone(), w.side);
-            let pos = self.watched.iter().position(|w| w.att.ifindex == state.index);
+            let pos = self
+                .watched
+                .iter()
+                .position(|w| w.att.ifindex == state.index);
             if let Some(pos) = pos {
                 let w = self.watched.remove(pos);
                 if let Err(e) = tc::detach(self.handle, &w.att).await {
@@ -726,7 +739,7 @@ impl Session<'_> {
             }
             match self.attach(state, side).await {
                 Ok(()) => sink.note(&format!(
-                    "{ifname}: its peer moved {}; measured from {} now",
+                    "{ifname}: its peer moved {}; measured from {} now{}",
                     if side == Side::Far {
                         "to another network namespace"
                     } else {
@@ -736,13 +749,21 @@ impl Session<'_> {
                         "the peer's side"
                     } else {
                         "this side"
-                    }
+                    },
+                    self.workload_note(state.index)
                 )),
-                Err(e) => sink.note(&format!(
-                    "{ifname}: could not attach again after its peer moved (was measured from \
-                     {}): {e}",
-                    if old == Side::Far { "the peer's side" } else { "this side" }
-                )),
+                Err(e) => {
+                    self.fanout.iface_gone(state.index, monotonic_ns());
+                    sink.note(&format!(
+                        "{ifname}: could not attach again after its peer moved (was measured \
+                         from {}), so it is not measured any more: {e}",
+                        if old == Side::Far {
+                            "the peer's side"
+                        } else {
+                            "this side"
+                        }
+                    ));
+                }
             }
         }
     }
@@ -762,8 +783,9 @@ impl Session<'_> {
         let side = side_of(&l, self.node_view);
         match self.attach(state, side).await {
             Ok(()) => sink.note(&format!(
-                "attached to {}",
-                list_names(&[(l, side)])
+                "attached to {}{}",
+                list_names(&[(l, side)]),
+                self.workload_note(state.index)
             )),
             Err(e) => sink.note(&format!("{} appeared, but: {e}", state.name)),
         }
@@ -772,7 +794,8 @@ impl Session<'_> {
     /// Attaches to `state`'s interface and watches it.
     async fn attach(&mut self, state: &LinkState, side: Side) -> Result<(), Error> {
         let l = state.link();
-        let (att, cleanup) = attach::attach_link(self.handle, self.probe, &l, side, self.me).await?;
+        let (att, cleanup) =
+            attach::attach_link(self.handle, self.probe, &l, side, self.me).await?;
         self.fanout.add_iface(l.index, l.name.clone());
         self.watched.push(Watched {
             att,
@@ -787,6 +810,20 @@ impl Session<'_> {
         }
         self.name_workload(l.index, side, l.peer).await;
         Ok(())
+    }
+
+    /// `; workload NAME` when the interface's workload is known.
+    fn workload_note(&mut self, ifindex: u32) -> String {
+        match self
+            .fanout
+            .names_mut()
+            .workloads()
+            .iface(ifindex)
+            .and_then(|w| w.name.clone())
+        {
+            Some(name) => format!("; workload {name}"),
+            None => String::new(),
+        }
     }
 
     /// Finds the workload behind an interface measured from its peer's side.
@@ -804,18 +841,22 @@ impl Session<'_> {
     /// names may still change (a pod whose process started after its veth
     /// was attached), before the records are named.
     async fn recheck_workloads(&mut self, records: &[Record]) {
-        let mut due: Vec<u32> = Vec::new();
+        // Each interface once, for its earliest attempt here.
+        let mut due: Vec<(u32, u64)> = Vec::new();
         {
             let w = self.fanout.names_mut().workloads();
             for r in records {
-                if !due.contains(&r.ifindex) && w.due(r.ifindex) {
-                    due.push(r.ifindex);
+                let began = r.end_ns.saturating_sub(r.total_ns.unwrap_or(0));
+                if !due.iter().any(|(i, _)| *i == r.ifindex) && w.due(r.ifindex, began) {
+                    due.push((r.ifindex, began));
                 }
             }
         }
-        for ifindex in due {
+        for (ifindex, began) in due {
             let (workloads, cgroups) = self.fanout.names_mut().workloads_and_cgroups();
-            workloads.recheck(self.handle, ifindex, cgroups).await;
+            workloads
+                .recheck(self.handle, ifindex, began, cgroups)
+                .await;
         }
     }
 
@@ -825,7 +866,7 @@ impl Session<'_> {
         let ifindexes: Vec<u32> = self.watched.iter().map(|w| w.att.ifindex).collect();
         for ifindex in ifindexes {
             let (workloads, cgroups) = self.fanout.names_mut().workloads_and_cgroups();
-            workloads.recheck(self.handle, ifindex, cgroups).await;
+            workloads.recheck(self.handle, ifindex, 0, cgroups).await;
         }
     }
 

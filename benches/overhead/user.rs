@@ -66,7 +66,8 @@ pub fn format_rate(json: bool, n: usize, rounds: usize) -> f64 {
             for b in events.iter().cycle().take(n) {
                 let ev = Event::decode(black_box(b)).expect("record size");
                 let r = Record::from_event(&ev).expect("valid record");
-                bytes += black_box(fmt.format(&r, &names, None)).len();
+                bytes += black_box(fmt.format(&r, &names, flowlat::sinks::lines::Local::default()))
+                    .len();
             }
             black_box(bytes);
             n as f64 / start.elapsed().as_secs_f64()
@@ -327,6 +328,7 @@ pub fn scrape_render(rounds: usize) -> (f64, usize) {
     let cfg = MetricsConfig {
         by_port: true,
         by_cgroup: false,
+        by_workload: false,
         max_series: 256,
     };
     let mut m = Metrics::new(cfg, &[(2, "eth0".to_string())]);

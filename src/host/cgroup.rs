@@ -466,7 +466,31 @@ fn below_mount(mount: &Path, path: &str) -> Result<PathBuf, String> {
 /// hierarchy's root, since a bind mount of a cgroup below it cannot name the
 /// cgroups outside; else why there is none.
 fn cgroup2_mount(text: &str) -> Result<PathBuf, String> {
+    cgroup2_mount_with(text, |point| {
+        let cgroup2 = nix::sys::statfs::statfs(point)
+            .is_ok_and(|f| f.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC);
+        cgroup2 && fs::metadata(point).is_ok_and(|m| m.ino() == HIERARCHY_ROOT_INO)
+    })
+}
+
+/// The inode of a cgroup2 hierarchy's root directory: kernfs numbers its
+/// root 1, whatever cgroup namespace looks at it.
+const HIERARCHY_ROOT_INO: u64 = 1;
+
+/// [`cgroup2_mount`], told by `whole` whether a mount point shows the
+/// hierarchy's root. That mount is taken first: in a container with a
+/// cgroup namespace of its own (a pod), the host's hierarchy mounted in
+/// reads as rooted at `/../..` (mountinfo's root is relative to the
+/// namespace) while the container's own mount reads as `/` and shows only
+/// the container's cgroup. Failing that, a mount rooted at `/`.
+fn cgroup2_mount_with(text: &str, whole: impl Fn(&Path) -> bool) -> Result<PathBuf, String> {
     let mounts: Vec<MountEntry> = text.lines().filter_map(mount_entry).collect();
+    if let Some(m) = mounts
+        .iter()
+        .find(|m| m.fstype == "cgroup2" && whole(&m.point))
+    {
+        return Ok(m.point.clone());
+    }
     if let Some(m) = mounts
         .iter()
         .find(|m| m.fstype == "cgroup2" && m.root == Path::new("/"))
@@ -651,7 +675,10 @@ fn width(s: &str) -> usize {
     s.chars().count()
 }
 
-fn escape_controls(s: &str) -> String {
+/// `s` with its control characters written as `\NNN` (octal), as the
+/// kernel writes them in `mountinfo`: for names read from the host (paths,
+/// container names) in one-line text output.
+pub fn escape_controls(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         if c.is_ascii_control() {
@@ -731,6 +758,28 @@ garbage
         assert_eq!(subtree.mount(), None);
         let why = subtree.why_unavailable().expect("a reason");
         assert!(why.contains("only from its cgroup /docker/abc"), "{why}");
+    }
+
+    #[test]
+    fn in_a_pod_the_hosts_hierarchy_is_taken_over_the_containers_own() {
+        // A pod with a cgroup namespace of its own and the host's
+        // /sys/fs/cgroup mounted at /host/cgroup: mountinfo roots are
+        // relative to the namespace.
+        let text = "\
+60 40 0:38 / /sys/fs/cgroup ro - cgroup2 cgroup2 rw
+61 40 0:38 /../.. /host/cgroup ro - cgroup2 cgroup2 rw
+";
+        let whole = |p: &Path| p == Path::new("/host/cgroup");
+        assert_eq!(
+            cgroup2_mount_with(text, whole),
+            Ok(PathBuf::from("/host/cgroup"))
+        );
+        // Without it, the container's own (all it may see).
+        let own = text.lines().next().unwrap_or_default();
+        assert_eq!(
+            cgroup2_mount_with(own, |_| false),
+            Ok(PathBuf::from("/sys/fs/cgroup"))
+        );
     }
 
     #[test]

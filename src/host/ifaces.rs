@@ -212,7 +212,10 @@ mod tests {
             ("eth", "eth0"),
         ];
         for (p, n) in no {
-            assert!(!glob(p.as_bytes(), n.as_bytes()), "{p} should not match {n}");
+            assert!(
+                !glob(p.as_bytes(), n.as_bytes()),
+                "{p} should not match {n}"
+            );
         }
     }
 

@@ -67,7 +67,8 @@ mod tests {
 
     #[test]
     fn a_cgroup2_mount_is_found_by_its_type_not_its_place() {
-        let hybrid = "35 25 0:30 / /sys/fs/cgroup/unified rw,nosuid shared:9 - cgroup2 cgroup2 rw\n\
+        let hybrid =
+            "35 25 0:30 / /sys/fs/cgroup/unified rw,nosuid shared:9 - cgroup2 cgroup2 rw\n\
                       36 25 0:31 / /sys/fs/cgroup/cpu rw shared:10 - cgroup cgroup rw,cpu\n";
         assert!(has_cgroup2(hybrid));
         let netns_exec = "300 299 0:22 / /sys rw,nosuid - sysfs flowlat rw\n\

@@ -65,8 +65,10 @@ const CONTAINER_NAMES: usize = 4096;
 /// runs a few hundred at once, and the directories of deleted pods are
 /// removed with them.
 const MAX_PODS: usize = 65_536;
-/// A stream of unknown pod UIDs lists the log directory at most this often.
-const LIST_EVERY: Duration = Duration::from_secs(1);
+/// A stream of unknown pod UIDs lists the log directory at most this often:
+/// one `readdir` of a few hundred entries, while a pod's first connects may
+/// come within milliseconds of its directory.
+const LIST_EVERY: Duration = Duration::from_millis(100);
 /// The most of a `config.v2.json` that is read (they are a few KiB).
 const CONFIG_BYTES: u64 = 1 << 20;
 
@@ -331,6 +333,11 @@ pub struct Namer {
     max_pods: usize,
     /// Container id to its name; `None` remembers that it has none known.
     containers: Bounded<String, Option<String>>,
+    /// UIDs the log directory was listed for since they were first asked
+    /// about: a new UID lists it at once (a pod's first connects may come
+    /// within milliseconds of its directory), one asked about before only
+    /// when a listing is due.
+    listed_for: Bounded<String, ()>,
 }
 
 impl Namer {
@@ -343,12 +350,13 @@ impl Namer {
             list_every: LIST_EVERY,
             max_pods: MAX_PODS,
             containers: Bounded::new(CONTAINER_NAMES),
+            listed_for: Bounded::new(CONTAINER_NAMES),
         }
     }
 
     /// The workload of the cgroup at `path` (as `/proc/PID/cgroup` writes
     /// it) and the path of the workload's own cgroup. A pod not in the last
-    /// listing of the log directory lists it again, at most once a second;
+    /// listing of the log directory lists it again, at most every 100 ms;
     /// until then, or when it has no directory, it is named by its UID, and
     /// asking again later may find its name.
     pub fn name(&mut self, path: &str) -> Named {
@@ -390,7 +398,9 @@ impl Namer {
         let due = self
             .last_list
             .is_none_or(|t| t.elapsed() >= self.list_every);
-        if !self.pods.contains_key(&uid) && due {
+        let new = self.listed_for.get(&uid).is_none();
+        if !self.pods.contains_key(&uid) && (due || new) {
+            self.listed_for.insert(uid.clone(), ());
             self.list_pods();
         }
         match self.pods.get(&uid) {

@@ -17,7 +17,7 @@ use std::fs::File;
 use std::os::fd::AsFd;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rtnetlink::Handle;
 
@@ -35,6 +35,9 @@ const NSIDS_KEPT: usize = 65_536;
 /// How often an interface whose workload's name may still change is looked
 /// at again, and how old a scan of `/proc` may be to name a new one.
 pub const RECHECK: Duration = Duration::from_millis(100);
+/// How long a namespace named by something other than a pod or container
+/// is looked at again before its name is taken as final.
+const SETTLE: Duration = Duration::from_secs(10);
 
 /// The workload behind one interface.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -52,8 +55,22 @@ pub struct IfaceWorkload {
 struct Far {
     peer: Peer,
     workload: IfaceWorkload,
-    checked: Instant,
+    /// When it was last looked for (`CLOCK_MONOTONIC` ns, as records'
+    /// times).
+    checked_ns: u64,
+    /// When it was first looked for.
+    first_ns: u64,
 }
+
+/// `CLOCK_MONOTONIC` now, in ns: the clock of the classifier's timestamps.
+fn now_ns() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
+        .unwrap_or(0)
+}
+
+/// [`RECHECK`] in ns.
+const RECHECK_NS: u64 = RECHECK.as_nanos() as u64;
 
 /// The run's workloads.
 pub struct Workloads {
@@ -64,7 +81,8 @@ pub struct Workloads {
     by_cgroup: Bounded<u64, Option<Arc<str>>>,
     /// Namespace inodes and their nsids in flowlat's namespace.
     nsids: Bounded<u64, i32>,
-    procs: Option<(Processes, Instant)>,
+    /// The last scan of `/proc`, and when it was taken (ns).
+    procs: Option<(Processes, u64)>,
 }
 
 impl Default for Workloads {
@@ -107,6 +125,14 @@ impl Workloads {
         self.ifaces.get(&ifindex).map(|f| &f.workload)
     }
 
+    /// The named workloads behind interfaces, by interface.
+    pub fn iface_names(&self) -> Vec<(u32, Arc<str>)> {
+        self.ifaces
+            .iter()
+            .filter_map(|(i, f)| Some((*i, f.workload.name.clone()?)))
+            .collect()
+    }
+
     /// Forgets interface `ifindex` (gone for the TTL, or measured from this
     /// side again).
     pub fn forget(&mut self, ifindex: u32) {
@@ -114,11 +140,14 @@ impl Workloads {
     }
 
     /// Whether interface `ifindex`'s workload should be looked for again
-    /// now: its name may still change, and it was not looked for lately.
-    pub fn due(&self, ifindex: u32) -> bool {
-        self.ifaces
-            .get(&ifindex)
-            .is_some_and(|f| !f.workload.settled && f.checked.elapsed() >= RECHECK)
+    /// for an attempt that began at `since_ns`: its name may still change,
+    /// and it was last looked for before the attempt began (its process
+    /// may have started since) or longer than [`RECHECK`] ago.
+    pub fn due(&self, ifindex: u32, since_ns: u64) -> bool {
+        self.ifaces.get(&ifindex).is_some_and(|f| {
+            !f.workload.settled
+                && (f.checked_ns < since_ns || now_ns().saturating_sub(f.checked_ns) >= RECHECK_NS)
+        })
     }
 
     /// Finds the workload behind interface `ifindex`, whose peer is `peer`.
@@ -129,18 +158,36 @@ impl Workloads {
         peer: Peer,
         cgroups: &mut Cgroups,
     ) -> &IfaceWorkload {
-        let workload = self.find(handle, peer, cgroups).await;
+        let checked_ns = now_ns();
+        let first_ns = match self.ifaces.get(&ifindex) {
+            Some(f) if f.peer == peer => f.first_ns,
+            _ => checked_ns,
+        };
+        let workload = self.find(handle, peer, cgroups, checked_ns, first_ns).await;
         let far = Far {
             peer,
             workload,
-            checked: Instant::now(),
+            checked_ns,
+            first_ns,
         };
-        &self.ifaces.entry(ifindex).insert_entry(far).into_mut().workload
+        &self
+            .ifaces
+            .entry(ifindex)
+            .insert_entry(far)
+            .into_mut()
+            .workload
     }
 
-    /// Looks again for interface `ifindex`'s workload, if it is due.
-    pub async fn recheck(&mut self, handle: &Handle, ifindex: u32, cgroups: &mut Cgroups) {
-        if !self.due(ifindex) {
+    /// Looks again for interface `ifindex`'s workload, if it is due for an
+    /// attempt that began at `since_ns` (see [`Workloads::due`]).
+    pub async fn recheck(
+        &mut self,
+        handle: &Handle,
+        ifindex: u32,
+        since_ns: u64,
+        cgroups: &mut Cgroups,
+    ) {
+        if !self.due(ifindex, since_ns) {
             return;
         }
         let Some(peer) = self.ifaces.get(&ifindex).map(|f| f.peer) else {
@@ -149,15 +196,23 @@ impl Workloads {
         self.resolve(handle, ifindex, peer, cgroups).await;
     }
 
-    async fn find(&mut self, handle: &Handle, peer: Peer, cgroups: &mut Cgroups) -> IfaceWorkload {
+    async fn find(
+        &mut self,
+        handle: &Handle,
+        peer: Peer,
+        cgroups: &mut Cgroups,
+        now: u64,
+        first_ns: u64,
+    ) -> IfaceWorkload {
+        // One scan serves every interface attached at once (a node's start).
         let fresh = self
             .procs
             .as_ref()
-            .is_some_and(|(_, at)| at.elapsed() < RECHECK);
+            .is_some_and(|(_, at)| now.saturating_sub(*at) < RECHECK_NS / 10);
         if !fresh {
             // Nothing to name with otherwise; an error leaves the last scan.
             if let Ok(p) = Processes::scan(&self.proc_root) {
-                self.procs = Some((p, Instant::now()));
+                self.procs = Some((p, now));
             }
         }
         let Some(ino) = self.namespace_of(handle, peer.netnsid).await else {
@@ -170,7 +225,17 @@ impl Workloads {
         let Some(named) = self.namer.name_netns(procs, NsId { dev: 0, ino }) else {
             return IfaceWorkload::default();
         };
-        let settled = !matches!(named.workload, Workload::Netns(_) | Workload::PodUid(_));
+        // A pod or a container is what a namespace behind a veth is for.
+        // Anything else may be a passer-by (a CNI plugin setting the pod's
+        // network up from its own cgroup) or a sandbox not started yet:
+        // taken as final only once it has stood for SETTLE.
+        let settled = match &named.workload {
+            Workload::Pod { .. } | Workload::Container { .. } => true,
+            Workload::Netns(_) | Workload::PodUid(_) => false,
+            Workload::Unit(_) | Workload::Cgroup(_) => {
+                now.saturating_sub(first_ns) >= SETTLE.as_nanos() as u64
+            }
+        };
         IfaceWorkload {
             name: Some(Arc::from(named.workload.to_string())),
             cgroup_id: named.cgroup.as_deref().and_then(|c| cgroups.id_of(c)),

@@ -86,13 +86,11 @@ impl Names {
         (&mut self.workloads, &mut self.cgroups)
     }
 
-    /// The cgroup a record is the workload's in: on a workload's interface,
-    /// where no socket is seen, the workload's cgroup; `None` otherwise
-    /// (the record's own cgroup stands).
+    /// The cgroup a record is the workload's in: on a workload's interface
+    /// the workload's cgroup (its sockets are in its namespace, where the
+    /// classifier cannot see them); `None` otherwise (the record's own
+    /// cgroup stands).
     pub fn workload_cgroup(&self, r: &Record) -> Option<u64> {
-        if r.cgroup_id.is_some() {
-            return None;
-        }
         self.workloads.iface(r.ifindex)?.cgroup_id
     }
 }

@@ -82,7 +82,7 @@ impl Formatter {
             // The workload (or its cgroup) comes last: it is the one field
             // of unbounded width.
             let cg = match (local.workload, local.cgroup, r.cgroup_id) {
-                (Some(w), _, _) => w.to_string(),
+                (Some(w), _, _) => crate::host::cgroup::escape_controls(w),
                 (None, Some(path), _) => crate::host::cgroup::shorten(path),
                 (None, None, Some(id)) => format!("cgroup#{id}"),
                 (None, None, None) => "-".to_string(),
@@ -112,14 +112,7 @@ impl Formatter {
     /// Appends the JSON line of a record to `s`. Written field by field
     /// rather than through `format!`: lines are most of flowlat's own CPU
     /// time when it prints every record.
-    fn json_into(
-        &mut self,
-        s: &mut String,
-        r: &Record,
-        unix: i128,
-        iface: &str,
-        local: Local<'_>,
-    ) {
+    fn json_into(&mut self, s: &mut String, r: &Record, unix: i128, iface: &str, local: Local<'_>) {
         s.push_str("{\"type\":\"handshake\",\"ts\":\"");
         self.ts.rfc3339_into(s, unix);
         s.push_str("\",\"iface\":");
@@ -262,8 +255,7 @@ impl Consumer for Lines {
             self.line.clear();
             let unix = self.fmt.clock.unix_ns(r.end_ns);
             let iface = labels.iface(r.ifindex);
-            self.fmt
-                .json_into(&mut self.line, r, unix, &iface, local);
+            self.fmt.json_into(&mut self.line, r, unix, &iface, local);
             self.line.push('\n');
             return out.write_all(self.line.as_bytes());
         }
@@ -322,7 +314,7 @@ mod tests {
     #[test]
     fn text_line_has_every_field_in_order() {
         let mut f = text().with_utc_offset(0);
-        let line = f.format(&record(), &names(), None);
+        let line = f.format(&record(), &names(), Local::default());
         assert_eq!(
             line,
             "12:00:01.123456 eth0  out        10.0.0.5:51234 -> 93.184.216.34:443     ok          \
@@ -339,8 +331,8 @@ mod tests {
         r2.client = "10.1.2.3".parse().expect("literal");
         r2.rtt_ns = None;
         let (a, b) = (
-            f.format(&record(), &names(), None),
-            f.format(&r2, &names(), None),
+            f.format(&record(), &names(), Local::default()),
+            f.format(&r2, &names(), Local::default()),
         );
         assert!(a.starts_with("13:00:01.123456 "), "{a}");
         assert_eq!(a.find(" -> "), b.find(" -> "), "\n{a}\n{b}");
@@ -354,9 +346,9 @@ mod tests {
         r.dir = Dir::In;
         r.local_ns = Some(50_000);
         r.synack_retrans = Some(2);
-        let line = f.format(&r, &names(), None);
+        let line = f.format(&r, &names(), Local::default());
         assert!(line.ends_with("retrans 0 synack-retrans 2 -"), "{line}");
-        let json = json().format(&r, &names(), None);
+        let json = json().format(&r, &names(), Local::default());
         assert!(
             json.contains("\"retrans\":0,\"synack_retrans\":2,"),
             "{json}"
@@ -370,20 +362,20 @@ mod tests {
         r.server = "2001:db8::1".parse().expect("literal");
         r.server_port = 80;
         assert!(f
-            .format(&r, &names(), None)
+            .format(&r, &names(), Local::default())
             .contains("-> [2001:db8::1]:80 "));
     }
 
     #[test]
     fn json_line_has_the_documented_keys_and_nulls() {
-        let line = json().format(&record(), &names(), None);
+        let line = json().format(&record(), &names(), Local::default());
         assert_eq!(
             line,
             "{\"type\":\"handshake\",\"ts\":\"2026-11-27T12:00:01.123456Z\",\"iface\":\"eth0\",\"dir\":\"out\",\
              \"result\":\"ok\",\"reason\":null,\"reason_from\":null,\"client_ip\":\"10.0.0.5\",\"client_port\":51234,\
              \"server_ip\":\"93.184.216.34\",\"server_port\":443,\"rtt_ns\":12345678,\
              \"local_ns\":null,\"total_ns\":12400000,\"retrans\":0,\"synack_retrans\":null,\
-             \"cgroup_id\":null,\"cgroup\":null}"
+             \"cgroup_id\":null,\"cgroup\":null,\"workload\":null}"
         );
     }
 
@@ -391,7 +383,7 @@ mod tests {
     fn json_escapes_interface_names() {
         let mut n = names();
         n.ifaces.insert(2, "we\"ird\\".to_string());
-        let line = json().format(&record(), &n, None);
+        let line = json().format(&record(), &n, Local::default());
         assert!(line.contains("\"iface\":\"we\\\"ird\\\\\""), "{line}");
     }
 
@@ -400,8 +392,35 @@ mod tests {
         let mut r = record();
         r.ifindex = 42;
         assert!(json()
-            .format(&r, &names(), None)
+            .format(&r, &names(), Local::default())
             .contains("\"iface\":\"if42\""));
+    }
+
+    #[test]
+    fn a_workload_ends_the_line_in_place_of_its_cgroup_and_is_a_json_key() {
+        let mut r = record();
+        r.cgroup_id = Some(4242);
+        let local = Local {
+            cgroup: Some("/kubepods.slice/kubepods-pod1.slice"),
+            workload: Some("pod shop/web-7d9f"),
+        };
+        let line = text().with_utc_offset(0).format(&r, &names(), local);
+        assert!(line.ends_with(" pod shop/web-7d9f"), "{line}");
+        assert!(!line.contains("kubepods"), "{line}");
+        let j = json().format(&r, &names(), local);
+        assert!(
+            j.ends_with(
+                "\"cgroup\":\"/kubepods.slice/kubepods-pod1.slice\",\"workload\":\"pod shop/web-7d9f\"}"
+            ),
+            "{j}"
+        );
+        // A name read from the host stays on one line.
+        let odd = Local {
+            cgroup: None,
+            workload: Some("container a\nb"),
+        };
+        let line = text().format(&r, &names(), odd);
+        assert!(line.ends_with(" container a\\012b"), "{line}");
     }
 
     #[test]
@@ -409,18 +428,39 @@ mod tests {
         let mut r = record();
         r.cgroup_id = Some(4242);
         let path = "/system.slice/nginx.service";
-        let line = text().with_utc_offset(0).format(&r, &names(), Some(path));
+        let line = text().with_utc_offset(0).format(
+            &r,
+            &names(),
+            Local {
+                cgroup: Some(path),
+                workload: None,
+            },
+        );
         assert!(line.ends_with(" /system.slice/nginx.service"), "{line}");
-        let j = json().format(&r, &names(), Some(path));
+        let j = json().format(
+            &r,
+            &names(),
+            Local {
+                cgroup: Some(path),
+                workload: None,
+            },
+        );
         assert!(
-            j.ends_with("\"cgroup_id\":4242,\"cgroup\":\"/system.slice/nginx.service\"}"),
+            j.ends_with(
+                "\"cgroup_id\":4242,\"cgroup\":\"/system.slice/nginx.service\",\"workload\":null}"
+            ),
             "{j}"
         );
         // Known by id only: a cgroup that was gone before it could be named.
-        let line = text().with_utc_offset(0).format(&r, &names(), None);
+        let line = text()
+            .with_utc_offset(0)
+            .format(&r, &names(), Local::default());
         assert!(line.ends_with(" cgroup#4242"), "{line}");
-        let j = json().format(&r, &names(), None);
-        assert!(j.ends_with("\"cgroup_id\":4242,\"cgroup\":null}"), "{j}");
+        let j = json().format(&r, &names(), Local::default());
+        assert!(
+            j.ends_with("\"cgroup_id\":4242,\"cgroup\":null,\"workload\":null}"),
+            "{j}"
+        );
     }
 
     #[test]
@@ -429,13 +469,15 @@ mod tests {
         r.outcome = crate::probe::Outcome::Unreachable;
         r.reason = crate::probe::Reason::from_code(29);
         r.reason_from = Some("192.0.2.1".parse().expect("literal"));
-        let line = text().with_utc_offset(0).format(&r, &names(), None);
+        let line = text()
+            .with_utc_offset(0)
+            .format(&r, &names(), Local::default());
         assert!(
             line.contains(" unreachable rtt ")
                 && line.ends_with("retrans 0 reason admin-prohibited from 192.0.2.1 -"),
             "{line}"
         );
-        let line = json().format(&r, &names(), None);
+        let line = json().format(&r, &names(), Local::default());
         assert!(
             line.contains(
                 r#""result":"unreachable","reason":"admin-prohibited","reason_from":"192.0.2.1","#

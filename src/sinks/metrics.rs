@@ -184,6 +184,9 @@ pub struct Metrics {
     /// The workload label of each (interface, cgroup) of the kernel's
     /// totals, as the run named them for this scrape.
     kernel_workloads: HashMap<(u32, Option<u64>), Arc<str>>,
+    /// The workload behind each interface measured from its peer's side:
+    /// its series from the start carry it.
+    iface_workloads: HashMap<u32, Arc<str>>,
     /// Interfaces that are gone, since when (ns): their series are served
     /// until [`Metrics::forget_ifaces`].
     gone: HashMap<u32, u64>,
@@ -251,6 +254,7 @@ impl Metrics {
             cgroups: Bounded::new(cfg.max_series),
             workloads: Bounded::new(cfg.max_series),
             kernel_workloads: HashMap::new(),
+            iface_workloads: HashMap::new(),
             gone: HashMap::new(),
             cgroup_labels: HashMap::new(),
             unnamed: HashMap::new(),
@@ -308,14 +312,22 @@ impl Metrics {
             self.gone.remove(i);
         }
         self.watched.retain(|i| !dead(i));
+        self.kernel_workloads.retain(|(i, _), _| !dead(i));
+        self.iface_workloads.retain(|i, _| !dead(i));
         // A workload label that no series uses any more gives its slot back.
         let used: HashSet<Arc<str>> = self
             .user
             .keys()
             .filter_map(|s| s.workload.clone())
             .chain(self.kernel_workloads.values().cloned())
+            .chain(self.iface_workloads.values().cloned())
             .collect();
         self.workloads.own.retain(|k, _| used.contains(k));
+    }
+
+    /// The workloads behind interfaces measured from their peer's side.
+    pub fn set_iface_workloads(&mut self, w: HashMap<u32, Arc<str>>) {
+        self.iface_workloads = w;
     }
 
     /// The workload labels of the kernel's keys, by (interface, cgroup).
@@ -353,12 +365,10 @@ impl Metrics {
     }
 
     fn workload_label(&mut self, w: Option<Arc<str>>) -> Option<Arc<str>> {
-        self.cfg
-            .by_workload
-            .then(|| match w {
-                Some(w) => self.workloads.label(w, Arc::clone),
-                None => self.no_cgroup.clone(),
-            })
+        self.cfg.by_workload.then(|| match w {
+            Some(w) => self.workloads.label(w, Arc::clone),
+            None => self.no_cgroup.clone(),
+        })
     }
 
     fn add_in(&mut self, r: &Record, cgroup_id: Option<u64>, workload: Option<Arc<str>>) {
@@ -447,7 +457,10 @@ impl Metrics {
             (false, _) => None,
             (true, true) => Some(self.workloads.other.clone()),
             (true, false) => {
-                let w = self.kernel_workloads.get(&(k.ifindex, k.cgroup_id)).cloned();
+                let w = self
+                    .kernel_workloads
+                    .get(&(k.ifindex, k.cgroup_id))
+                    .cloned();
                 self.workload_label(w)
             }
         };
@@ -465,14 +478,17 @@ impl Metrics {
     /// to `other`.
     fn rows(&mut self, name: &mut dyn FnMut(u64) -> Option<Arc<str>>) -> BTreeMap<Row, AggValue> {
         let mut rows = BTreeMap::new();
-        for &ifindex in &self.watched {
+        for ifindex in self.watched.clone() {
             for dir in [Dir::Out, Dir::In] {
                 let s = Series {
                     ifindex,
                     dir,
                     port: self.cfg.by_port.then(|| self.ports.other.clone()),
                     cgroup: self.cfg.by_cgroup.then(|| self.cgroups.other.clone()),
-                    workload: self.cfg.by_workload.then(|| self.workloads.other.clone()),
+                    workload: match self.iface_workloads.get(&ifindex).cloned() {
+                        Some(w) => self.workload_label(Some(w)),
+                        None => self.cfg.by_workload.then(|| self.workloads.other.clone()),
+                    },
                 };
                 rows.insert(self.row(s), zero());
             }
@@ -488,7 +504,8 @@ impl Metrics {
         }
         for ((ifindex, dir, port, id, workload), v) in std::mem::take(&mut self.unresolved) {
             let Some(cgroup) = self.cgroup_label(id, name) else {
-                self.unresolved.insert((ifindex, dir, port, id, workload), v);
+                self.unresolved
+                    .insert((ifindex, dir, port, id, workload), v);
                 continue;
             };
             let s = Series {
@@ -1124,6 +1141,7 @@ mod tests {
         let cfg = MetricsConfig {
             by_port: true,
             by_cgroup: true,
+            by_workload: false,
             max_series: 8,
         };
         let mut m = Metrics::new(cfg, &eth0());
@@ -1216,9 +1234,9 @@ mod tests {
         };
         let mut m = Metrics::new(cfg, &eth0());
         let r = record(2, Dir::Out, Outcome::Timeout, 5432);
-        m.add_in(&r, Some(7));
-        m.add_in(&r, Some(7));
-        m.add_in(&r, None);
+        m.add_in(&r, Some(7), None);
+        m.add_in(&r, Some(7), None);
+        m.add_in(&r, None, None);
         let mut asked = 0;
         let mut name = |id: u64| {
             asked += 1;
@@ -1235,7 +1253,7 @@ mod tests {
             Some("2".into())
         );
         assert_eq!(value(&first, &timeout("")), Some("1".into()));
-        m.add_in(&r, Some(7));
+        m.add_in(&r, Some(7), None);
         let second = m.render(&mut |_| panic!("named again"), &Gauges::default());
         assert_eq!(
             value(&second, &timeout("/app.slice/worker.service")),
@@ -1254,8 +1272,8 @@ mod tests {
         m.name_grace = Duration::from_secs(3600);
         let r = record(2, Dir::In, Outcome::Abandoned, 80);
         m.set_kernel(vec![(key(Dir::In, None, Some(5)), oks(3))]);
-        m.add_in(&r, Some(5));
-        m.add_in(&r, Some(6));
+        m.add_in(&r, Some(5), None);
+        m.add_in(&r, Some(6), None);
         let mut known = false;
         let mut asked = Vec::new();
         let mut name = |id: u64| {
@@ -1324,6 +1342,63 @@ mod tests {
     }
 
     #[test]
+    fn workloads_label_their_series_and_gone_interfaces_leave_after_forgetting() {
+        let cfg = MetricsConfig {
+            by_workload: true,
+            ..MetricsConfig::default()
+        };
+        let ifaces = [(2, "eth0".to_string()), (7, "vethweb".to_string())];
+        let mut m = Metrics::new(cfg, &ifaces);
+        m.set_iface_workloads([(7, Arc::from("pod shop/web"))].into_iter().collect());
+        m.add_of(
+            &record(7, Dir::Out, Outcome::Refused, 80),
+            Some(Arc::from("pod shop/web")),
+        );
+        m.add_of(
+            &record(2, Dir::Out, Outcome::Ok, 80),
+            Some(Arc::from("unit nginx.service")),
+        );
+        m.set_kernel_workloads(
+            [((7, None), Arc::from("pod shop/web"))]
+                .into_iter()
+                .collect(),
+        );
+        m.set_kernel(vec![(key(Dir::In, None, None), oks(1))]);
+        let text = render(&mut m);
+        let series = |i: &str, d: &str, w: &str, r: &str| {
+            format!(
+                r#"flowlat_handshakes_total{{iface="{i}",dir="{d}",workload="{w}",result="{r}"}}"#
+            )
+        };
+        assert_eq!(
+            value(&text, &series("vethweb", "out", "pod shop/web", "refused")),
+            Some("1".into()),
+            "{text}"
+        );
+        // From the start, an interface's series carry its workload.
+        assert_eq!(
+            value(&text, &series("vethweb", "in", "pod shop/web", "ok")),
+            Some("0".into()),
+            "{text}"
+        );
+        assert_eq!(
+            value(&text, &series("eth0", "out", "unit nginx.service", "ok")),
+            Some("1".into()),
+            "{text}"
+        );
+        // Gone, then forgotten after the TTL: no series of it is left.
+        m.iface_gone(7, 1);
+        assert!(render(&mut m).contains("vethweb"));
+        m.forget_ifaces(&[7]);
+        m.set_iface_workloads(HashMap::new());
+        m.set_kernel_workloads(HashMap::new());
+        let text = render(&mut m);
+        assert!(!text.contains("vethweb"), "{text}");
+        assert!(!text.contains("pod shop/web"), "{text}");
+        assert_eq!(m.workloads.own.len(), 1, "the gone workload's slot is free");
+    }
+
+    #[test]
     fn process_wide_numbers_are_single_samples() {
         let mut m = Metrics::new(MetricsConfig::default(), &eth0());
         let g = Gauges {
@@ -1347,6 +1422,7 @@ mod tests {
         let cfg = MetricsConfig {
             by_port: true,
             by_cgroup: true,
+            by_workload: false,
             max_series: 2,
         };
         let ifaces = [(2, "eth0".to_string()), (3, "we\"ird\\".to_string())];
@@ -1362,7 +1438,7 @@ mod tests {
             ((3, Dir::In, Reason::NO_ACK), 1),
         ]);
         for p in [22, 443, 5432] {
-            m.add_in(&record(3, Dir::In, Outcome::Ok, p), Some(1));
+            m.add_in(&record(3, Dir::In, Outcome::Ok, p), Some(1), None);
             let mut timeout = record(2, Dir::Out, Outcome::Timeout, p);
             timeout.reason = Some(Reason::NO_ANSWER);
             m.add(&timeout);

@@ -3,8 +3,8 @@
 //! metrics, and the view the user asked for (lines or summary tables), each
 //! writing into the output it is given (only `main` owns stdout).
 
-use std::io::{self, Write};
 use std::collections::HashMap;
+use std::io::{self, Write};
 use std::time::Duration;
 
 pub mod clock;
@@ -280,11 +280,10 @@ impl Fanout {
         let kernel: Vec<(AggKey, AggValue)> = kernel
             .into_iter()
             .map(|(mut k, v)| {
-                if k.cgroup_id.is_none() && !k.other {
-                    k.cgroup_id = names
-                        .workloads()
-                        .iface(k.ifindex)
-                        .and_then(|w| w.cgroup_id);
+                if let Some(id) = names.workloads().iface(k.ifindex).and_then(|w| w.cgroup_id) {
+                    if !k.other {
+                        k.cgroup_id = Some(id);
+                    }
                 }
                 (k, v)
             })
@@ -297,6 +296,7 @@ impl Fanout {
                 }
             }
             m.set_kernel_workloads(w);
+            m.set_iface_workloads(names.workloads().iface_names().into_iter().collect());
         }
         m.set_kernel(kernel);
         m.set_kernel_failures(kernel_failures);

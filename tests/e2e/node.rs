@@ -53,17 +53,27 @@ struct Uplink {
 impl Uplink {
     fn new() -> Uplink {
         let net = VethPair::new("node");
+        // The node's uplink is a bridge (a node's br0 or cni0), not a veth:
+        // a veth whose peer is in another namespace is a workload's.
+        net.a.ip(&["link", "add", "br0", "type", "bridge"]);
+        net.a
+            .ip(&["addr", "del", &format!("{}/24", net.a4), "dev", "a"]);
+        net.a.ip(&["link", "set", "dev", "a", "master", "br0"]);
+        net.a
+            .ip(&["addr", "add", &format!("{}/24", net.a4), "dev", "br0"]);
+        net.a.ip(&["link", "set", "br0", "up"]);
         net.a.exec("sysctl", &["-qw", "net.ipv4.ip_forward=1"]);
         net.b.ip(&["route", "add", "10.77.0.0/16", "via", &net.a4]);
-        let slow = net.unowned_beyond_b(false, 9);
-        let silent = net.unowned_beyond_b(false, 99);
-        let peer = Peer::slow_server(
-            &net.b,
-            "b",
-            slow.parse().expect("address"),
-            REMOTE_DELAY,
-            0,
-        );
+        let beyond = |last: u8| {
+            let mut parts: Vec<String> = net.b4.split('.').map(str::to_string).collect();
+            parts[3] = last.to_string();
+            let addr = parts.join(".");
+            let mac = kit::net::mac_text(net.b.mac("b"));
+            net.a.neigh_permanent(&addr, &mac, "br0");
+            addr
+        };
+        let (slow, silent) = (beyond(9), beyond(99));
+        let peer = Peer::slow_server(&net.b, "b", slow.parse().expect("address"), REMOTE_DELAY, 0);
         Uplink {
             net,
             slow,
@@ -104,7 +114,7 @@ fn every_pods_handshakes_from_the_pods_side_named_by_workload_as_pods_come_and_g
     let f = start(
         &node,
         ns,
-        &["--json", "--syn-timeout", "1s", "veth*", "a"],
+        &["--json", "--syn-timeout", "1s", "veth*", "br0"],
     );
     // Pods made after flowlat started: one made with its peer in place, one
     // whose peer is moved in afterwards, a Docker container, and one that is
@@ -124,7 +134,7 @@ fn every_pods_handshakes_from_the_pods_side_named_by_workload_as_pods_come_and_g
     connect(&up.net.b, &gone.ip, 80, Duration::from_secs(2)).expect("remote -> gone");
     f.wait_records(2, Duration::from_secs(5), |r| r.s("server_ip") == gone.ip);
     let gone_veth = gone.veth.clone();
-    drop(gone);
+    gone.delete(ns);
     f.wait_stderr(&format!("{gone_veth} is gone"), Duration::from_secs(10));
 
     // A pod to a remote server that answers after a known delay; the
@@ -140,7 +150,10 @@ fn every_pods_handshakes_from_the_pods_side_named_by_workload_as_pods_come_and_g
     let _ = connect(&db.ns, &up.silent, 80, Duration::from_millis(300));
     // A pod made later still is measured.
     let late = Pod::new(&node, ns, 5, "late", Layout::pod("shop", "web-8a1b"), false);
-    f.wait_stderr(&format!("attached to {}", late.veth), Duration::from_secs(10));
+    f.wait_stderr(
+        &format!("attached to {}", late.veth),
+        Duration::from_secs(10),
+    );
     connect(&late.ns, &up.slow, 80, Duration::from_secs(2)).expect("late -> remote");
     // A socket of the node itself, on the uplink: its cgroup is named
     // though flowlat was started with `ip netns exec`.
@@ -164,7 +177,7 @@ fn every_pods_handshakes_from_the_pods_side_named_by_workload_as_pods_come_and_g
     );
     // The same attempt forwarded through the uplink: the node's view, no
     // local socket, no workload.
-    let fwd = find(&recs, "a", &web.ip, &up.slow, 80);
+    let fwd = find(&recs, "br0", &web.ip, &up.slow, 80);
     assert_eq!(fwd.s("dir"), "out", "{fwd:?}");
     assert_eq!(fwd.opt_s("workload"), None, "{fwd:?}");
 
@@ -180,7 +193,12 @@ fn every_pods_handshakes_from_the_pods_side_named_by_workload_as_pods_come_and_g
     assert_eq!((a.s("dir"), a.s("result")), ("out", "ok"), "{a:?}");
     assert_eq!((b.s("dir"), b.s("result")), ("in", "ok"), "{b:?}");
     assert_eq!(a.opt_s("workload"), Some("pod shop/web-7d9f"));
-    assert_eq!(b.opt_s("workload"), Some("pod shop/db-0"), "{b:?}");
+    assert_eq!(
+        b.opt_s("workload"),
+        Some("pod shop/db-0"),
+        "{b:?}\n{}",
+        stopped.stderr
+    );
     assert_eq!(b.opt_s("cgroup"), db.cgroup_path().as_deref(), "{b:?}");
 
     // Refused, from a Docker container.
@@ -204,7 +222,10 @@ fn every_pods_handshakes_from_the_pods_side_named_by_workload_as_pods_come_and_g
 
     // The deleted pod was measured, and the pod made later is.
     let r = find(&recs, &gone_veth, &up.net.b4, "10.77.4.2", 80);
-    assert_eq!((r.s("dir"), r.opt_s("workload")), ("in", Some("pod tmp/job-1")));
+    assert_eq!(
+        (r.s("dir"), r.opt_s("workload")),
+        ("in", Some("pod tmp/job-1"))
+    );
     let r = find(&recs, &late.veth, &late.ip, &up.slow, 80);
     assert_eq!(
         (r.s("dir"), r.s("result"), r.opt_s("workload")),
@@ -213,7 +234,7 @@ fn every_pods_handshakes_from_the_pods_side_named_by_workload_as_pods_come_and_g
     );
 
     // The node's own socket: out on the uplink with its cgroup named.
-    let r = find(&recs, "a", &up.net.a4, &up.slow, 80);
+    let r = find(&recs, "br0", &up.net.a4, &up.slow, 80);
     assert_eq!(r.s("dir"), "out");
     assert!(
         r.opt_s("cgroup").is_some(),
@@ -223,14 +244,16 @@ fn every_pods_handshakes_from_the_pods_side_named_by_workload_as_pods_come_and_g
     // Each pod's veth was measured from its peer's side, and nothing of
     // flowlat's is left on the interfaces that remain.
     for p in [&web, &db, &cache, &late] {
-        assert!(
-            stopped
-                .stderr
-                .contains(&format!("attached to {} (from its peer's side)", p.veth)),
-            "{}",
-            stopped.stderr
-        );
-        let q = ns.ip(&["-j", "qdisc", "show", "dev", &p.veth]);
+        let said = if p.veth == db.veth {
+            format!(
+                "{}: its peer moved to another network namespace; measured from the peer's side",
+                p.veth
+            )
+        } else {
+            format!("attached to {} (from its peer's side)", p.veth)
+        };
+        assert!(stopped.stderr.contains(&said), "{}", stopped.stderr);
+        let q = ns.exec("tc", &["qdisc", "show", "dev", &p.veth]);
         assert!(
             !String::from_utf8_lossy(&q.stdout).contains("clsact"),
             "{}: {}",
@@ -238,7 +261,7 @@ fn every_pods_handshakes_from_the_pods_side_named_by_workload_as_pods_come_and_g
             String::from_utf8_lossy(&q.stdout)
         );
     }
-    let q = ns.ip(&["-j", "qdisc", "show", "dev", "a"]);
+    let q = ns.exec("tc", &["qdisc", "show", "dev", "br0"]);
     assert!(!String::from_utf8_lossy(&q.stdout).contains("clsact"));
 }
 
@@ -253,7 +276,10 @@ fn the_node_view_keeps_each_veth_as_it_is() {
         &["--json", "--node-view", "--syn-timeout", "1s", "veth*"],
     );
     let web = Pod::new(&node, ns, 11, "nv", Layout::pod("shop", "web-nv"), false);
-    f.wait_stderr(&format!("attached to {}", web.veth), Duration::from_secs(10));
+    f.wait_stderr(
+        &format!("attached to {}", web.veth),
+        Duration::from_secs(10),
+    );
     connect(&web.ns, &up.slow, 80, Duration::from_secs(2)).expect("web -> remote");
     f.wait_records(1, Duration::from_secs(5), |r| r.s("type") == "handshake");
     let stopped = f.stop();
@@ -263,7 +289,11 @@ fn the_node_view_keeps_each_veth_as_it_is() {
     let r = find(&recs, &web.veth, &web.ip, &up.slow, 80);
     assert_eq!(r.s("dir"), "in", "{r:?}");
     assert!(r.n("local_ns").expect("local") >= REMOTE_DELAY.as_nanos() as u64);
-    assert!(!stopped.stderr.contains("peer's side"), "{}", stopped.stderr);
+    assert!(
+        !stopped.stderr.contains("peer's side"),
+        "{}",
+        stopped.stderr
+    );
 }
 
 /// `GET /metrics` in `ns`: the body.
@@ -307,8 +337,14 @@ fn metrics_by_workload_equal_the_records_and_gone_pods_leave_the_scrape() {
     );
     let at = metrics.metrics_at();
     let stay = Pod::new(&node, ns, 21, "stay", Layout::pod("shop", "api-0"), false);
-    records.wait_stderr(&format!("attached to {}", stay.veth), Duration::from_secs(10));
-    metrics.wait_stderr(&format!("attached to {}", stay.veth), Duration::from_secs(10));
+    records.wait_stderr(
+        &format!("attached to {}", stay.veth),
+        Duration::from_secs(10),
+    );
+    metrics.wait_stderr(
+        &format!("attached to {}", stay.veth),
+        Duration::from_secs(10),
+    );
     // Pods that come and go: each measured, then deleted.
     let mut churned = Vec::new();
     for i in 0..12u8 {
@@ -339,7 +375,9 @@ fn metrics_by_workload_equal_the_records_and_gone_pods_leave_the_scrape() {
     // While fresh, each workload's series are there and equal the records.
     let mut by: BTreeMap<(String, String), f64> = BTreeMap::new();
     for r in handshakes(&stopped.records) {
-        let w = r.opt_s("workload").unwrap_or_else(|| panic!("no workload: {r:?}"));
+        let w = r
+            .opt_s("workload")
+            .unwrap_or_else(|| panic!("no workload: {r:?}"));
         *by.entry((w.to_string(), r.s("result").to_string()))
             .or_default() += 1.0;
     }
@@ -371,7 +409,9 @@ fn metrics_by_workload_equal_the_records_and_gone_pods_leave_the_scrape() {
         .map(|p| p.layout.workload().expect("named"))
         .collect();
     let veths: Vec<String> = churned.iter().map(|p| p.veth.clone()).collect();
-    drop(churned);
+    for p in churned {
+        p.delete(ns);
+    }
     let started = Instant::now();
     let later = loop {
         std::thread::sleep(Duration::from_millis(500));
@@ -385,7 +425,8 @@ fn metrics_by_workload_equal_the_records_and_gone_pods_leave_the_scrape() {
     };
     for (w, v) in names.iter().zip(&veths) {
         assert!(
-            !later.contains(&format!("workload=\"{w}\"")) && !later.contains(&format!("iface=\"{v}\"")),
+            !later.contains(&format!("workload=\"{w}\""))
+                && !later.contains(&format!("iface=\"{v}\"")),
             "{w} ({v}) is gone, and its series too after the TTL:\n{later}"
         );
     }

@@ -1239,9 +1239,15 @@ fn record_decoding_and_formatting_never_fail_on_random_bytes() {
             Some(r) => {
                 valid += 1;
                 let cg = *rng.pick(&cgroups);
-                let line = text.format(&r, &names, cg);
+                // A workload's name is read from the host (a container's
+                // name from its config): anything at all.
+                let local = flowlat::sinks::lines::Local {
+                    cgroup: cg,
+                    workload: *rng.pick(&cgroups),
+                };
+                let line = text.format(&r, &names, local);
                 assert!(!line.contains('\n'), "{line}");
-                let j = json.format(&r, &names, cg);
+                let j = json.format(&r, &names, local);
                 kit::json::record(&j).unwrap_or_else(|e| panic!("invalid JSON line: {e}"));
             }
             None => rejected += 1,

@@ -548,9 +548,10 @@ pub(super) fn key_text(t: &Table, g: GroupKey, k: &Key, labels: &mut dyn Labels)
                 .map_or_else(|| id.to_string(), |p| shorten(&p))
         })),
         GroupKey::Workload => opt(k.workload.map(|w| {
-            t.workload_names
-                .get(&w)
-                .map_or_else(|| format!("workload#{w:016x}"), |n| n.to_string())
+            t.workload_names.get(&w).map_or_else(
+                || format!("workload#{w:016x}"),
+                |n| crate::host::cgroup::escape_controls(n),
+            )
         })),
     }
 }
@@ -966,6 +967,48 @@ mod tests {
                 (strs(&["2001:db8:2::/64"]), 1)
             ]
         );
+    }
+
+    #[test]
+    fn workloads_group_by_name_across_their_cgroups_and_interfaces() {
+        let mut s = Summary::new(cfg("workload,dir"), START);
+        let of = |ifindex, cgroup| {
+            let mut r = rec(START);
+            r.ifindex = ifindex;
+            r.cgroup_id = cgroup;
+            r
+        };
+        // One pod seen on its veth and through two of its containers'
+        // cgroups, a unit, and an attempt with no workload.
+        let web: Option<Arc<str>> = Some(Arc::from("pod shop/web"));
+        s.add_of(&of(7, Some(70)), web.clone());
+        s.add_of(&of(2, Some(71)), web.clone());
+        s.add_of(&of(2, Some(72)), web);
+        s.add_of(&of(2, Some(9)), Some(Arc::from("unit nginx.service")));
+        s.add_of(&of(2, None), None);
+        let mut t = s.finish(START + 60 * SEC);
+        let t = t.remove(0);
+        let got: Vec<(String, u64)> = rows(&t)
+            .iter()
+            .map(|row| {
+                let w = match row.get("workload") {
+                    J::Str(w) => w.clone(),
+                    J::Null => "null".to_string(),
+                    v => panic!("{v:?}"),
+                };
+                (w, row.n("handshakes").expect("a count"))
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("pod shop/web".to_string(), 3),
+                ("null".to_string(), 1),
+                ("unit nginx.service".to_string(), 1),
+            ]
+        );
+        let text = render_text_at(&t, &mut names(), &clock(), false, Some(0));
+        assert!(text.contains("pod shop/web"), "{text}");
     }
 
     #[test]

@@ -91,8 +91,7 @@ impl Node {
     pub fn new() -> Node {
         let n = PODS.fetch_add(1, Ordering::Relaxed);
         let cgroups = crate::cgroup::mount().join(format!("flt-node-{}-{n}", std::process::id()));
-        std::fs::create_dir_all(&cgroups)
-            .unwrap_or_else(|e| panic!("{}: {e}", cgroups.display()));
+        std::fs::create_dir_all(&cgroups).unwrap_or_else(|e| panic!("{}: {e}", cgroups.display()));
         let files = Scratch::new("node");
         std::fs::create_dir_all(files.path().join("pods")).expect("pod logs");
         std::fs::create_dir_all(files.path().join("docker/containers")).expect("docker root");
@@ -246,17 +245,28 @@ impl Pod {
             Layout::Empty => return,
         };
         std::fs::create_dir_all(&leaf).unwrap_or_else(|e| panic!("{}: {e}", leaf.display()));
-        let child = Command::new("ip")
-            .args(["netns", "exec", &self.ns.name, "sleep", "600"])
+        // Into its cgroup before it enters the namespace, as a runtime
+        // starts a container's process.
+        let procs = leaf.join("cgroup.procs");
+        let child = Command::new("sh")
+            .arg("-c")
+            .arg(r#"echo $$ > "$1" && exec ip netns exec "$2" sleep 600"#)
+            .arg("sh")
+            .arg(&procs)
+            .arg(&self.ns.name)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("the pod's process");
-        std::fs::write(leaf.join("cgroup.procs"), child.id().to_string())
-            .unwrap_or_else(|e| panic!("moving the pod's process into {}: {e}", leaf.display()));
         self.process = Some(child);
         self.cgroup = Some(cgroup);
+    }
+
+    /// Deletes the pod as a CNI does (the veth first, in the node's
+    /// namespace), then its process and namespace.
+    pub fn delete(self, node_ns: &NetNs) {
+        node_ns.ip(&["link", "del", &self.veth]);
     }
 
     /// The pod's cgroup as flowlat names it: its path below the mount.
