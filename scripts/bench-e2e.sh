@@ -7,7 +7,7 @@
 # time, for the release binary and the static musl one. Takes about five
 # minutes; needs root (it makes namespaces and attaches filters) and is not
 # part of the test suite. Tables on stdout, figures in target/flowlat-e2e.json.
-# Options go to the bench: --quick, --only kernel,startup,ramp,capacity,rings,bulk
+# Options go to the bench: --quick, --only kernel,startup,ramp,daemon,capacity,rings,bulk,node
 # (sections), --secs N, --rates 2000,5000,0 (0 = flat out), --clients N,
 # --kernel-rounds N, --kernel-secs N, --kernel-rate N, --kernel-waiting N
 # (attempts kept waiting for an answer beside the storm), --against PATH (another

@@ -171,7 +171,7 @@ fn static_binary_reports_a_handshake_from_an_empty_root() {
     assert_eq!(root.entries(), ["flowlat", "proc", "sys"]);
 
     let net = VethPair::new("static");
-    let f = start_in_root(&net.b, &root, &["--json", "b"]);
+    let f = start_in_root(&net.b, &root, &[kit::run::HOST_VIEW, "--json", "b"]);
     let seen_root = std::fs::read_link(format!("/proc/{}/root", f.pid())).expect("its root");
     assert_eq!(
         seen_root, root.dir,

@@ -30,7 +30,22 @@ impl Flowlat {
     /// Starts `bin ARGS` in `ns` (without `ip netns exec`: the child inherits
     /// the namespace of the thread that forks it), output to /dev/null, and
     /// waits until it is attached.
+    ///
+    /// The rig's veth stands for a host's uplink, so builds that would
+    /// measure it from its peer's side are asked for this side
+    /// (`--node-view`, [`kit::run::HOST_VIEW`]); builds before it had no
+    /// other.
     pub fn start(ns: &NetNs, bin: &Path, args: &[&str]) -> Flowlat {
+        let mut all: Vec<&str> = Vec::new();
+        if supports(bin, kit::run::HOST_VIEW) {
+            all.push(kit::run::HOST_VIEW);
+        }
+        all.extend_from_slice(args);
+        Flowlat::start_as_is(ns, bin, &all)
+    }
+
+    /// [`Flowlat::start`] with `args` as they are.
+    pub fn start_as_is(ns: &NetNs, bin: &Path, args: &[&str]) -> Flowlat {
         let bin: PathBuf = bin.to_path_buf();
         let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
         let (mut child, t0) = ns.enter(move || {

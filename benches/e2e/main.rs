@@ -8,9 +8,9 @@
 //!
 //! Runs only when given `--run` (the script passes it), so that a plain
 //! `cargo bench` skips it. Other options: `--quick`, `--only
-//! kernel,startup,ramp,daemon,capacity,rings,bulk` (sections to run), `--secs N`
+//! kernel,startup,ramp,daemon,capacity,rings,bulk,node` (sections to run), `--secs N`
 //! (per storm step), `--rates 2000,5000,...` (0 = flat out), `--clients N`,
-//! `--static PATH`, `--kernel-rounds N`, `--kernel-secs N`, `--kernel-rate N`,
+//! `--static PATH`, `--pods N` (the container-node section), `--kernel-rounds N`, `--kernel-secs N`, `--kernel-rate N`,
 //! `--kernel-waiting N` (attempts kept waiting for an answer beside the storm),
 //! `--against PATH` (another flowlat build measured beside this one in the
 //! kernel-time section, repeatable), and `--profile FILE` with
@@ -19,6 +19,7 @@
 mod flowlat;
 mod iperf;
 mod kernel_time;
+mod node;
 mod profile;
 mod rig;
 mod sections;
@@ -34,8 +35,8 @@ use rig::{Rig, Step};
 use sections::{BULK_TARGET, RSS_TARGET, STARTUP_TARGET_MS};
 
 /// The sections, in the order they run.
-const SECTIONS: [&str; 7] = [
-    "kernel", "startup", "ramp", "daemon", "capacity", "rings", "bulk",
+const SECTIONS: [&str; 8] = [
+    "kernel", "startup", "ramp", "daemon", "capacity", "rings", "bulk", "node",
 ];
 
 struct Opts {
@@ -55,6 +56,8 @@ struct Opts {
     kernel_waiting: usize,
     against: Vec<PathBuf>,
     profile: Option<profile::Opts>,
+    /// Pods of the container-node section.
+    pods: usize,
 }
 
 impl Opts {
@@ -84,6 +87,7 @@ fn parse_opts() -> Opts {
         kernel_waiting: 0,
         against: Vec::new(),
         profile: None,
+        pods: 200,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -137,6 +141,7 @@ fn parse_opts() -> Opts {
                     .collect()
             }
             "--clients" => o.clients = val().parse().expect("--clients takes a number"),
+            "--pods" => o.pods = val().parse().expect("--pods takes a number"),
             "--static" => o.static_bin = Some(PathBuf::from(val())),
             // `cargo bench` adds --bench.
             _ => {}
@@ -245,6 +250,9 @@ fn main() {
         let (bulk, ratio) = sections::bulk(&rig, &o, &mut md);
         report.push(("bulk", bulk));
         targets.push(("bulk_met", J::Bool(ratio >= BULK_TARGET)));
+    }
+    if o.runs("node") {
+        report.push(("node", node::node(&rig.bin, &o, &mut md)));
     }
     let load_after = loadavg();
     let _ = writeln!(

@@ -219,7 +219,7 @@ fn start_all(runs: &[(&NetNs, Vec<&str>)]) -> Vec<Flowlat> {
         .iter()
         .map(|(ns, args)| {
             let mut cmd = ns.command(kit::run::binary());
-            cmd.args(args);
+            cmd.arg(kit::run::HOST_VIEW).args(args);
             Flowlat::spawn(cmd)
         })
         .collect();

@@ -381,7 +381,14 @@ fn closing_stdout_stops_flowlat_cleanly() {
     let net = VethPair::new("pipe");
     let _l = kit::net::listen(&net.b, &net.b4, 8081);
     let mut cmd = Command::new("ip");
-    cmd.args(["netns", "exec", &net.a.name, kit::run::binary(), "a"]);
+    cmd.args([
+        "netns",
+        "exec",
+        &net.a.name,
+        kit::run::binary(),
+        kit::run::HOST_VIEW,
+        "a",
+    ]);
     let mut child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

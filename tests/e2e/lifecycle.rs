@@ -61,7 +61,7 @@ impl Reaped {
     fn start_on_a(ns: &NetNs, stdout: Stdio) -> (Reaped, BufReader<ChildStderr>, String) {
         let mut child = Reaped(
             ns.command(binary())
-                .arg("a")
+                .args([kit::run::HOST_VIEW, "a"])
                 .stdin(Stdio::null())
                 .stdout(stdout)
                 .stderr(Stdio::piped())
@@ -611,7 +611,7 @@ fn as_nobody(ns: &NetNs, caps: &str) -> Command {
     if !caps.is_empty() {
         cmd.arg(format!("--ambient-caps={caps}"));
     }
-    cmd.args([binary(), "--json", "a"]);
+    cmd.args([binary(), kit::run::HOST_VIEW, "--json", "a"]);
     cmd
 }
 

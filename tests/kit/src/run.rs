@@ -52,11 +52,19 @@ pub struct Stopped {
     pub stderr: String,
 }
 
+/// What the tests' veth pairs stand for: a host's uplink (its eth0), the
+/// namespace at the other end being the network beyond. flowlat would see
+/// a veth whose peer is in another namespace as a pod's and measure it from
+/// the peer's side; the tests of a plain host ask for this side.
+pub const HOST_VIEW: &str = "--node-view";
+
 impl Flowlat {
-    /// Starts `flowlat ARGS` in `ns` and waits until it says it is attached.
+    /// Starts `flowlat --node-view ARGS` in `ns` (see [`HOST_VIEW`]) and
+    /// waits until it says it is attached.
     pub fn start(ns: &NetNs, args: &[&str]) -> Flowlat {
         let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &ns.name, binary()]).args(args);
+        cmd.args(["netns", "exec", &ns.name, binary(), HOST_VIEW])
+            .args(args);
         let f = Flowlat::spawn(cmd);
         f.wait_stderr("attached to", Duration::from_secs(20));
         f
@@ -69,6 +77,7 @@ impl Flowlat {
         let mut cmd = Command::new("nsenter");
         cmd.arg(format!("--net=/var/run/netns/{}", ns.name))
             .arg(binary())
+            .arg(HOST_VIEW)
             .args(args);
         let f = Flowlat::spawn(cmd);
         f.wait_stderr("attached to", Duration::from_secs(20));
