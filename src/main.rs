@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use flowlat::cli::{self, Command, Settings};
 use flowlat::host::cgroup::Cgroups;
-use flowlat::host::{attach, mounts};
+use flowlat::host::{attach, mounts, privilege};
 use flowlat::run::{self, Prepared, Sink};
 
 fn main() -> ExitCode {
@@ -21,10 +21,14 @@ fn main() -> ExitCode {
     };
     // Before any thread starts: a private mount namespace needs a process of
     // one thread. A failure is said where cgroups would be named.
+    // Without the privilege to mount, the run refuses anyway (or names no
+    // cgroup, and says so then).
     let cgroup_mount = match &command {
-        Command::Run(_) => std::fs::read_to_string("/proc/self/mountinfo")
-            .map_err(|e| format!("cannot read /proc/self/mountinfo: {e}"))
-            .and_then(|m| mounts::ensure_cgroup2(&m)),
+        Command::Run(_) if privilege::Facts::read().may_mount() => {
+            std::fs::read_to_string("/proc/self/mountinfo")
+                .map_err(|e| format!("cannot read /proc/self/mountinfo: {e}"))
+                .and_then(|m| mounts::ensure_cgroup2(&m))
+        }
         _ => Ok(false),
     };
     let rt = match tokio::runtime::Builder::new_current_thread()

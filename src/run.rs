@@ -20,7 +20,7 @@ use crate::host::cgroup::Cgroups;
 use crate::host::ifaces::{side_of, Patterns, Side};
 use crate::host::owner::Owner;
 use crate::host::privilege::{self, Facts};
-use crate::netlink::link::{self, Link, LinkEvent, LinkEvents, LinkLayer, LinkState, Peer};
+use crate::netlink::link::{self, Link, LinkEvent, LinkEvents, LinkLayer, LinkState, Moved, Peer};
 use crate::netlink::tc::{self, Attachment};
 use crate::probe::{Aggregation, Filter, Framing, Probe, ProbeConfig, Record, Table};
 use crate::sinks::clock::{monotonic_ns, WallClock};
@@ -658,6 +658,24 @@ impl Session<'_> {
     ) -> Result<Option<Stop>, Error> {
         match event {
             LinkEvent::Changed(state) => self.changed(&state, sink).await,
+            LinkEvent::Removed {
+                index,
+                moved: Some(moved),
+                ..
+            } => {
+                // Our filters went with it: take them off there.
+                if let Some(w) = self.watched.iter().find(|w| w.att.ifindex == index) {
+                    let att = w.att.clone();
+                    if let Err(why) = self.detach_moved(&att, moved).await {
+                        sink.note(&format!(
+                            "{} moved to another network namespace with flowlat's filters \
+                             on it, and they could not be removed there: {why}",
+                            att.ifname
+                        ));
+                    }
+                }
+                return Ok(self.removed(index, sink));
+            }
             LinkEvent::Removed { index, .. } => return Ok(self.removed(index, sink)),
             LinkEvent::Missed => {
                 // Some events were dropped: ask for every interface instead.
@@ -766,6 +784,28 @@ impl Session<'_> {
                 }
             }
         }
+    }
+
+    /// Removes our filters from an interface that moved to another network
+    /// namespace (they go with it, and would measure there, and outlive us).
+    async fn detach_moved(&mut self, att: &Attachment, moved: Moved) -> Result<(), String> {
+        let index = moved
+            .index
+            .ok_or("the kernel did not say its index there")?;
+        let path = self
+            .fanout
+            .names_mut()
+            .workloads()
+            .namespace_file(self.handle, moved.netnsid)
+            .await
+            .ok_or("its new namespace was not found")?;
+        let file = std::fs::File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let there = link::connect_in(std::os::fd::AsFd::as_fd(&file)).map_err(|e| e.to_string())?;
+        let mut moved_att = att.clone();
+        moved_att.ifindex = index;
+        tc::detach(&there, &moved_att)
+            .await
+            .map_err(|e| e.to_string())
     }
 
     /// An interface that a pattern matches appeared (or was renamed into

@@ -68,6 +68,12 @@ impl Facts {
         self.effective.is_some_and(|e| e & (1 << cap) != 0)
     }
 
+    /// Whether this process may mount (`CAP_SYS_ADMIN`): a cgroup2 mount of
+    /// its own where it has none.
+    pub fn may_mount(&self) -> bool {
+        self.has(CAP_SYS_ADMIN)
+    }
+
     fn kernel_has_cap_bpf(&self) -> bool {
         self.cap_last_cap.is_none_or(|last| last >= CAP_BPF)
     }

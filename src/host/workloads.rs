@@ -243,6 +243,29 @@ impl Workloads {
         }
     }
 
+    /// An nsfs file of the namespace whose nsid (in flowlat's namespace) is
+    /// `netnsid`, to open: where an interface that moved away went.
+    pub async fn namespace_file(
+        &mut self,
+        handle: &Handle,
+        netnsid: i32,
+    ) -> Option<std::path::PathBuf> {
+        if let Ok(p) = Processes::scan(&self.proc_root) {
+            self.procs = Some((p, now_ns()));
+        }
+        let ino = self.namespace_of(handle, netnsid).await?;
+        if let Some((procs, _)) = &self.procs {
+            if let Some(pid) = procs.pids_in(ino).first() {
+                return Some(self.proc_root.join(format!("{pid}/ns/net")));
+            }
+        }
+        std::fs::read_dir(&self.netns_dir)
+            .ok()?
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| NsId::of_path(p).is_some_and(|n| n.ino == ino))
+    }
+
     /// The inode of the namespace whose nsid (in flowlat's namespace) is
     /// `netnsid`, among those of the processes last scanned and of
     /// `/run/netns`. Each namespace is asked its nsid once (nsids do not

@@ -2,6 +2,7 @@
 //! index and link-layer type that the tc requests and the classifier need, and
 //! following what happens to interfaces afterwards (`RTNLGRP_LINK`).
 
+use std::os::fd::BorrowedFd;
 use std::pin::Pin;
 
 use futures_util::stream::{Stream, StreamExt};
@@ -110,6 +111,33 @@ pub fn connect() -> Result<Handle, NetlinkError> {
     // still answers, only with bare errnos and the full request echoed back.
     let _ = socket.set_ext_ack(true);
     let _ = socket.set_cap_ack(true);
+    runtime.spawn(connection);
+    Ok(handle)
+}
+
+/// Opens a `NETLINK_ROUTE` socket in the network namespace `ns` (an fd of
+/// an nsfs file) rather than the caller's, as [`connect`] does otherwise: a
+/// thread of its own enters the namespace (`setns(CLONE_NEWNET)`) only to
+/// create the socket, which stays bound to that namespace wherever it is
+/// used from.
+pub fn connect_in(ns: BorrowedFd<'_>) -> Result<Handle, NetlinkError> {
+    let runtime = tokio::runtime::Handle::try_current().map_err(|_| NetlinkError::NoRuntime)?;
+    let ns = ns.try_clone_to_owned().map_err(NetlinkError::Socket)?;
+    let rt = runtime.clone();
+    let made = std::thread::spawn(move || {
+        nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)
+            .map_err(|e| std::io::Error::from_raw_os_error(e as i32))?;
+        // The socket registers with the runtime's reactor as it is made.
+        let _in_runtime = rt.enter();
+        rtnetlink::new_connection()
+    })
+    .join()
+    .map_err(|_| {
+        NetlinkError::Socket(std::io::Error::other(
+            "the thread that opens a socket in another namespace failed",
+        ))
+    })?;
+    let (connection, handle, _unsolicited) = made.map_err(NetlinkError::Socket)?;
     runtime.spawn(connection);
     Ok(handle)
 }
@@ -266,11 +294,36 @@ pub enum LinkEvent {
         index: u32,
         /// `IFLA_IFNAME`; empty if the kernel left it out.
         name: String,
+        /// Where it went, when it was moved rather than deleted.
+        moved: Option<Moved>,
     },
     /// The socket's receive buffer overflowed (`ENOBUFS`, reported as
     /// `NLMSG_OVERRUN`): some events were lost, so ask for the state again
     /// (see [`by_index`]).
     Missed,
+}
+
+/// Where an interface moved to: `IFLA_NEW_NETNSID` (the namespace's id as
+/// seen from ours) and `IFLA_NEW_IFINDEX` (its index there), which the
+/// kernel adds to the `RTM_DELLINK` of a move (Linux 4.15 and later).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Moved {
+    /// The namespace's nsid in ours.
+    pub netnsid: i32,
+    /// Its `ifi_index` there, when sent.
+    pub index: Option<u32>,
+}
+
+fn moved_of(m: &LinkMessage) -> Option<Moved> {
+    let netnsid = m.attributes.iter().find_map(|a| match a {
+        LinkAttribute::NewNetnsId(id) if *id >= 0 => Some(*id),
+        _ => None,
+    })?;
+    let index = m.attributes.iter().find_map(|a| match a {
+        LinkAttribute::NewIfIndex(i) => u32::try_from(*i).ok(),
+        _ => None,
+    });
+    Some(Moved { netnsid, index })
 }
 
 type Unsolicited = (NetlinkMessage<RouteNetlinkMessage>, SocketAddr);
@@ -317,6 +370,7 @@ impl LinkEvents {
                     return Some(LinkEvent::Removed {
                         index: m.header.index,
                         name: name_of(&m).unwrap_or_default(),
+                        moved: moved_of(&m),
                     })
                 }
                 NetlinkPayload::Overrun(_) => return Some(LinkEvent::Missed),

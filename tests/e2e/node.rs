@@ -433,3 +433,90 @@ fn metrics_by_workload_equal_the_records_and_gone_pods_leave_the_scrape() {
     assert!(later.contains("workload=\"pod shop/api-0\""), "{later}");
     kit::run::assert_clean_stop(&metrics.stop());
 }
+
+#[test]
+fn interfaces_that_come_and_go_in_milliseconds_crash_nothing_and_keep_no_filter() {
+    let node = Node::new();
+    let up = Uplink::new();
+    let ns = &up.net.a;
+    let f = start(
+        &node,
+        ns,
+        &["--json", "--syn-timeout", "1s", "veth*", "br0"],
+    );
+    let web = Pod::new(
+        &node,
+        ns,
+        61,
+        "steady",
+        Layout::pod("shop", "steady"),
+        false,
+    );
+    f.wait_stderr(
+        &format!("attached to {}", web.veth),
+        Duration::from_secs(10),
+    );
+    // Where the moved ends go: a namespace of their own each round.
+    let mut away = Vec::new();
+    for i in 0..20 {
+        let (a, b) = (format!("vethra{i}"), format!("vethrb{i}"));
+        let target = NetNs::new("away");
+        // Both ends match; one is moved away at once (as Docker moves one
+        // end of a pair it made here into the container), one renamed out
+        // of the pattern and back, then deleted.
+        ns.ip(&["link", "add", &a, "type", "veth", "peer", "name", &b]);
+        ns.ip(&["link", "set", &b, "netns", &target.name]);
+        ns.ip(&["link", "set", &a, "up"]);
+        let _ = Command::new("ip")
+            .args(["-n", &ns.name, "link", "set", &a, "name", &format!("rx{i}")])
+            .output();
+        let _ = Command::new("ip")
+            .args(["-n", &ns.name, "link", "set", &format!("rx{i}"), "name", &a])
+            .output();
+        // Half the pairs are deleted (the moved end with them), half kept.
+        if i % 2 == 1 {
+            let _ = Command::new("ip")
+                .args(["-n", &ns.name, "link", "del", &a])
+                .output();
+        } else {
+            away.push((target, b));
+        }
+        // Made and deleted at once.
+        let c = format!("vethrc{i}");
+        ns.ip(&[
+            "link",
+            "add",
+            &c,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &format!("vethrd{i}"),
+        ]);
+        ns.ip(&["link", "del", &c]);
+    }
+    // Still measuring the steady pod, after the churn has been read.
+    std::thread::sleep(Duration::from_millis(1500));
+    connect(&web.ns, &up.slow, 80, Duration::from_secs(2)).expect("steady -> remote");
+    f.wait_records(1, Duration::from_secs(5), |r| {
+        r.s("type") == "handshake" && r.s("client_ip") == web.ip
+    });
+    let stopped = f.stop();
+    kit::run::assert_clean_stop(&stopped);
+    // Nothing of flowlat's anywhere: not on the node's interfaces, not on
+    // the ends that moved away while it had filters on them.
+    let q = ns.exec("tc", &["qdisc", "show"]);
+    let text = String::from_utf8_lossy(&q.stdout).into_owned();
+    assert!(!text.contains("clsact"), "{text}\n{}", stopped.stderr);
+    for (target, b) in &away {
+        let out = target.exec("tc", &["filter", "show", "dev", b, "ingress"]);
+        let filters = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            !filters.contains("flowlat"),
+            "{b} moved with flowlat's filter on it: {filters}\n{}",
+            stopped.stderr
+        );
+        let q = target.exec("tc", &["qdisc", "show", "dev", b]);
+        assert!(!String::from_utf8_lossy(&q.stdout).contains("clsact"));
+    }
+}
