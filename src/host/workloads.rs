@@ -151,6 +151,9 @@ impl Workloads {
     }
 
     /// Finds the workload behind interface `ifindex`, whose peer is `peer`.
+    /// A scan of `/proc` up to [`RECHECK`] old serves: interfaces attached
+    /// together (a node's start) share one, and a name found too early is
+    /// looked for again before the records that need it.
     pub async fn resolve(
         &mut self,
         handle: &Handle,
@@ -158,12 +161,34 @@ impl Workloads {
         peer: Peer,
         cgroups: &mut Cgroups,
     ) -> &IfaceWorkload {
+        let now = now_ns();
+        self.resolve_seen_after(
+            handle,
+            ifindex,
+            peer,
+            cgroups,
+            now.saturating_sub(RECHECK_NS),
+        )
+        .await
+    }
+
+    /// [`Workloads::resolve`] from a scan of `/proc` taken after `scan_ns`.
+    async fn resolve_seen_after(
+        &mut self,
+        handle: &Handle,
+        ifindex: u32,
+        peer: Peer,
+        cgroups: &mut Cgroups,
+        scan_ns: u64,
+    ) -> &IfaceWorkload {
         let checked_ns = now_ns();
         let first_ns = match self.ifaces.get(&ifindex) {
             Some(f) if f.peer == peer => f.first_ns,
             _ => checked_ns,
         };
-        let workload = self.find(handle, peer, cgroups, checked_ns, first_ns).await;
+        let workload = self
+            .find(handle, peer, cgroups, (checked_ns, scan_ns), first_ns)
+            .await;
         let far = Far {
             peer,
             workload,
@@ -193,7 +218,11 @@ impl Workloads {
         let Some(peer) = self.ifaces.get(&ifindex).map(|f| f.peer) else {
             return;
         };
-        self.resolve(handle, ifindex, peer, cgroups).await;
+        // The process that made the attempt may have started just before
+        // it: a scan from before the attempt cannot know it.
+        let scan_ns = since_ns.max(now_ns().saturating_sub(RECHECK_NS));
+        self.resolve_seen_after(handle, ifindex, peer, cgroups, scan_ns)
+            .await;
     }
 
     async fn find(
@@ -201,14 +230,10 @@ impl Workloads {
         handle: &Handle,
         peer: Peer,
         cgroups: &mut Cgroups,
-        now: u64,
+        (now, scan_ns): (u64, u64),
         first_ns: u64,
     ) -> IfaceWorkload {
-        // One scan serves every interface attached at once (a node's start).
-        let fresh = self
-            .procs
-            .as_ref()
-            .is_some_and(|(_, at)| now.saturating_sub(*at) < RECHECK_NS / 10);
+        let fresh = self.procs.as_ref().is_some_and(|(_, at)| *at >= scan_ns);
         if !fresh {
             // Nothing to name with otherwise; an error leaves the last scan.
             if let Ok(p) = Processes::scan(&self.proc_root) {

@@ -87,8 +87,52 @@ pub struct Node {
     files: Scratch,
 }
 
+/// Removes the cgroup trees of nodes whose test process is gone (killed
+/// before it could clean up), with the pods' processes still in them.
+fn reap_stale(mount: &Path) {
+    let Ok(entries) = std::fs::read_dir(mount) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix("flt-node-")
+            .and_then(|r| r.split('-').next())
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        kill_tree(&e.path());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        remove_tree(&e.path());
+    }
+}
+
+/// SIGKILLs every process in a cgroup subtree.
+fn kill_tree(dir: &Path) {
+    if let Ok(text) = std::fs::read_to_string(dir.join("cgroup.procs")) {
+        for pid in text.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                kill_tree(&e.path());
+            }
+        }
+    }
+}
+
 impl Node {
     pub fn new() -> Node {
+        reap_stale(&crate::cgroup::mount());
         let n = PODS.fetch_add(1, Ordering::Relaxed);
         let cgroups = crate::cgroup::mount().join(format!("flt-node-{}-{n}", std::process::id()));
         std::fs::create_dir_all(&cgroups).unwrap_or_else(|e| panic!("{}: {e}", cgroups.display()));
