@@ -520,3 +520,57 @@ fn interfaces_that_come_and_go_in_milliseconds_crash_nothing_and_keep_no_filter(
         assert!(!String::from_utf8_lossy(&q.stdout).contains("clsact"));
     }
 }
+
+#[test]
+fn detach_takes_patterns_and_removes_what_a_killed_flowlat_left_on_each_match() {
+    let node = Node::new();
+    let up = Uplink::new();
+    let ns = &up.net.a;
+    let f = start(&node, ns, &["--json", "veth*"]);
+    let pods: Vec<Pod> = (0..3)
+        .map(|i| {
+            Pod::new(
+                &node,
+                ns,
+                71 + i,
+                &format!("dt{i}"),
+                Layout::pod("shop", &format!("dt-{i}")),
+                false,
+            )
+        })
+        .collect();
+    for p in &pods {
+        f.wait_stderr(&format!("attached to {}", p.veth), Duration::from_secs(10));
+    }
+    let _ = f.stop_with(nix::sys::signal::Signal::SIGKILL);
+    let has_clsact = |dev: &str| {
+        let q = ns.exec("tc", &["qdisc", "show", "dev", dev]);
+        String::from_utf8_lossy(&q.stdout).contains("clsact")
+    };
+    assert!(
+        pods.iter().all(|p| has_clsact(&p.veth)),
+        "left by the killed one"
+    );
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ns.name,
+            binary(),
+            "--detach",
+            "veth*",
+            "nomatch*",
+        ])
+        .output()
+        .expect("run --detach");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    for p in &pods {
+        assert!(!has_clsact(&p.veth), "{}: {err}", p.veth);
+        assert!(
+            err.contains(&format!("on {}, removed what flowlat processes", p.veth)),
+            "{err}"
+        );
+    }
+    assert!(err.contains("nomatch* matches no interface"), "{err}");
+}
