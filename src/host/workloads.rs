@@ -55,8 +55,9 @@ pub struct IfaceWorkload {
 struct Far {
     peer: Peer,
     workload: IfaceWorkload,
-    /// When it was last looked for (`CLOCK_MONOTONIC` ns, as records'
-    /// times).
+    /// When the scan of `/proc` it was last named from was taken
+    /// (`CLOCK_MONOTONIC` ns, as records' times): a process that started
+    /// after it is not known to the name.
     checked_ns: u64,
     /// When it was first looked for.
     first_ns: u64,
@@ -181,14 +182,15 @@ impl Workloads {
         cgroups: &mut Cgroups,
         scan_ns: u64,
     ) -> &IfaceWorkload {
-        let checked_ns = now_ns();
+        let now = now_ns();
         let first_ns = match self.ifaces.get(&ifindex) {
             Some(f) if f.peer == peer => f.first_ns,
-            _ => checked_ns,
+            _ => now,
         };
         let workload = self
-            .find(handle, peer, cgroups, (checked_ns, scan_ns), first_ns)
+            .find(handle, peer, cgroups, (now, scan_ns), first_ns)
             .await;
+        let checked_ns = self.procs.as_ref().map_or(0, |(_, at)| *at);
         let far = Far {
             peer,
             workload,

@@ -303,6 +303,23 @@ impl Pod {
             .stderr(Stdio::null())
             .spawn()
             .expect("the pod's process");
+        // Ready when it is in the pod's namespace, as a pod's process is
+        // before it connects anywhere.
+        let pod_ns = std::fs::metadata(format!("/run/netns/{}", self.ns.name))
+            .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+            .expect("the pod's namespace");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while std::fs::metadata(format!("/proc/{}/ns/net", child.id()))
+            .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+            .ok()
+            != Some(pod_ns)
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the pod's process did not enter its namespace"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
         self.process = Some(child);
         self.cgroup = Some(cgroup);
     }
