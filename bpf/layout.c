@@ -144,6 +144,17 @@ __u64 flowlat_layout[] SEC("layout") = {
 	OFF(flowlat_fail_key, reason),
 	OFF(flowlat_config, late_answer_us),
 	FLOWLAT_LATE_ANSWER_US,
+	sizeof(struct flowlat_proc),
+	OFF(flowlat_proc, pid),
+	OFF(flowlat_proc, comm),
+	OFF(flowlat_pending, proc),
+	FLOWLAT_CFG_PROCS,
+	FLOWLAT_FILTER_PROC,
+	FLOWLAT_MAX_PROCS,
+	OFF(flowlat_filter, pids),
+	OFF(flowlat_filter, comms),
+	OFF(flowlat_filter, pid),
+	OFF(flowlat_filter, comm),
 #define BOUND(b) b,
 	FLOWLAT_HIST_BOUNDS(BOUND)
 };

@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use crate::host::cgroup::shorten;
-use crate::probe::{Dir, Outcome, Record};
+use crate::probe::{Comm, Dir, Outcome, Record};
 use crate::sinks::histogram::{Log2Hist, Sketch};
 use crate::sinks::labels::Labels;
 
@@ -30,9 +30,11 @@ pub enum GroupKey {
     ClientNet,
     /// The cgroup of the local socket.
     Cgroup,
+    /// The name of the process behind the local socket.
+    Comm,
 }
 
-pub const ALL_KEYS: [GroupKey; 8] = [
+pub const ALL_KEYS: [GroupKey; 9] = [
     GroupKey::Iface,
     GroupKey::Dir,
     GroupKey::Server,
@@ -41,10 +43,11 @@ pub const ALL_KEYS: [GroupKey; 8] = [
     GroupKey::ClientIp,
     GroupKey::ClientNet,
     GroupKey::Cgroup,
+    GroupKey::Comm,
 ];
 
 pub const KEYS_HELP: &str = "iface, dir, server (address and port), server-ip, server-port, \
-                         client-ip, client-net, cgroup";
+                         client-ip, client-net, cgroup, comm";
 
 impl GroupKey {
     /// The word of `--by`, also the key's column header in text.
@@ -58,6 +61,7 @@ impl GroupKey {
             GroupKey::ClientIp => "client-ip",
             GroupKey::ClientNet => "client-net",
             GroupKey::Cgroup => "cgroup",
+            GroupKey::Comm => "comm",
         }
     }
 
@@ -122,6 +126,7 @@ pub(super) struct Key {
     pub(super) client: Option<IpAddr>,
     pub(super) client_net: Option<IpAddr>,
     pub(super) cgroup: Option<u64>,
+    pub(super) comm: Option<Comm>,
 }
 
 /// Key order for ties, field by field in `by`'s order.
@@ -137,6 +142,7 @@ pub(super) fn cmp_keys(by: &[GroupKey], a: &Key, b: &Key) -> Ordering {
             GroupKey::ClientIp => a.client.cmp(&b.client),
             GroupKey::ClientNet => a.client_net.cmp(&b.client_net),
             GroupKey::Cgroup => a.cgroup.cmp(&b.cgroup),
+            GroupKey::Comm => a.comm.cmp(&b.comm),
         })
         .find(|o| o.is_ne())
         .unwrap_or(Ordering::Equal)
@@ -299,6 +305,7 @@ impl Summary {
                     k.client_net = Some(network(r.client, len));
                 }
                 GroupKey::Cgroup => k.cgroup = r.cgroup_id,
+                GroupKey::Comm => k.comm = r.process.map(|p| p.comm),
             }
         }
         k
@@ -488,6 +495,7 @@ pub(super) fn key_text(t: &Table, g: GroupKey, k: &Key, labels: &mut dyn Labels)
                 .cgroup(id)
                 .map_or_else(|| id.to_string(), |p| shorten(&p))
         })),
+        GroupKey::Comm => opt(k.comm.map(|c| c.text())),
     }
 }
 
@@ -555,6 +563,7 @@ mod tests {
             retrans: 0,
             synack_retrans: None,
             cgroup_id: None,
+            process: None,
             reason: None,
             reason_from: None,
         }
@@ -824,6 +833,31 @@ mod tests {
         assert_eq!(
             groups(cfg("client-ip"), &[rec(START), c, b], &["client_ip"]),
             [(strs(&["10.0.0.5"]), 2), (strs(&["2001:db8::5"]), 1)]
+        );
+    }
+
+    #[test]
+    fn comm_groups_by_the_process_name_across_pids_and_none_is_null() {
+        let of = |pid: u32, comm: &str| {
+            let mut r = rec(START);
+            r.process = Some(crate::probe::Process {
+                pid,
+                comm: Comm::new(comm),
+            });
+            r
+        };
+        let got = groups(
+            cfg("comm"),
+            &[of(10, "curl"), of(11, "curl"), of(12, "wget"), rec(START)],
+            &["comm"],
+        );
+        assert_eq!(
+            got,
+            [
+                (strs(&["curl"]), 2),
+                (strs(&["null"]), 1),
+                (strs(&["wget"]), 1)
+            ]
         );
     }
 

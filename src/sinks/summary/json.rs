@@ -77,6 +77,10 @@ fn json_key(out: &mut String, t: &Table, key: Option<&Key>, labels: &mut dyn Lab
                 let name = id.and_then(|id| labels.cgroup(id));
                 json_opt_str(out, "cgroup", name.as_deref());
             }
+            GroupKey::Comm => {
+                let comm = key.and_then(|k| k.comm).map(|c| c.as_str().into_owned());
+                json_opt_str(out, "comm", comm.as_deref());
+            }
         }
     }
 }
