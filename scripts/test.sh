@@ -29,6 +29,9 @@ command -v ab >/dev/null || missing+=(apache2-utils)
 command -v nft >/dev/null || [ -x /usr/sbin/nft ] || missing+=(nftables)
 command -v tcpdump >/dev/null || [ -x /usr/bin/tcpdump ] || [ -x /usr/sbin/tcpdump ] || missing+=(tcpdump)
 command -v tshark >/dev/null || missing+=(tshark)
+# The process tests' listeners and clients are small Python programs that
+# name themselves, thread and fork.
+command -v python3 >/dev/null || missing+=(python3)
 install_missing ${missing[@]+"${missing[@]}"}
 
 if [ "$(id -u)" -ne 0 ]; then

@@ -18,6 +18,7 @@
 //! - [`report`]: the machine the benches ran on, and where they write reports;
 //! - [`capture`]: tcpdump captures in a namespace, read back with tshark;
 //! - [`nginx`]: a real HTTP server in a namespace;
+//! - [`procs`]: processes with names of their own that listen or connect;
 //! - the root check below, [`run_cmd`], [`collect_text`], [`exit_within`] and
 //!   [`Scratch`] directories.
 
@@ -32,6 +33,7 @@ pub mod nginx;
 pub mod packet;
 pub mod peer;
 pub mod probe;
+pub mod procs;
 pub mod report;
 pub mod router;
 pub mod run;
