@@ -61,6 +61,13 @@ impl Probe {
         self.proc_programs.as_ref().map_err(String::as_str)
     }
 
+    /// The `procs` socket storage map, for tests that give a socket a
+    /// process of their choosing.
+    #[cfg(any(test, feature = "testing"))]
+    pub fn procs_map(&self) -> BorrowedFd<'_> {
+        self._procs.as_fd()
+    }
+
     /// Whether the classifier copies the process from a socket's storage
     /// into the attempt (`FLOWLAT_CFG_PROCS`). Off, which the probe loads
     /// with, it does not call the storage helper at all.
