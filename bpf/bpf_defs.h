@@ -130,6 +130,7 @@ static long (*bpf_perf_event_output)(void *ctx, void *map, __u64 flags, void *da
 static long (*bpf_skb_load_bytes)(const void *skb, __u32 offset, void *to, __u32 len) = (void *)26;
 static __u64 (*bpf_skb_cgroup_id)(const void *skb) = (void *)79;
 static __u64 (*bpf_skb_ancestor_cgroup_id)(const void *skb, int level) = (void *)83;
+static __u64 (*bpf_get_socket_cookie)(void *ctx) = (void *)46;
 static __u64 (*bpf_get_current_pid_tgid)(void) = (void *)14;
 static long (*bpf_get_current_comm)(void *buf, __u32 size) = (void *)16;
 static struct bpf_sock *(*bpf_get_listener_sock)(struct bpf_sock *sk) = (void *)98;

@@ -155,6 +155,10 @@ __u64 flowlat_layout[] SEC("layout") = {
 	OFF(flowlat_filter, comms),
 	OFF(flowlat_filter, pid),
 	OFF(flowlat_filter, comm),
+	FLOWLAT_PROC_SLOTS,
+	sizeof(struct flowlat_proc_slot),
+	OFF(flowlat_proc_slot, cookie),
+	OFF(flowlat_proc_slot, proc),
 #define BOUND(b) b,
 	FLOWLAT_HIST_BOUNDS(BOUND)
 };

@@ -69,9 +69,9 @@ struct flowlat_map_def fails SEC("maps") = {
 	.map_flags = BPF_F_NO_PREALLOC,
 };
 
-/* The process behind each TCP socket a cgroup hook of ours saw (bpf/procs.h):
- * socket storage, so an entry is freed with its socket and the map needs no
- * bound or sweep. The kernel asks a BTF description of key and value, which
+/* The process behind each TCP listener a cgroup hook of ours saw bound
+ * (bpf/procs.h): socket storage, so an entry is freed with its socket and
+ * the map needs no bound or sweep. The kernel asks a BTF description of key and value, which
  * the loader makes (src/probe/load.rs). */
 struct flowlat_map_def procs SEC("maps") = {
 	.type = BPF_MAP_TYPE_SK_STORAGE,
@@ -79,6 +79,14 @@ struct flowlat_map_def procs SEC("maps") = {
 	.value_size = sizeof(struct flowlat_proc),
 	.max_entries = 0,
 	.map_flags = BPF_F_NO_PREALLOC,
+};
+
+/* The process of each connect(), by socket cookie (see bpf/flowlat.h). */
+struct flowlat_map_def conn_procs SEC("maps") = {
+	.type = BPF_MAP_TYPE_PERCPU_ARRAY,
+	.key_size = sizeof(__u32),
+	.value_size = sizeof(struct flowlat_proc_slot),
+	.max_entries = FLOWLAT_PROC_SLOTS,
 };
 
 /* Where the record of an attempt that ended, and a SYN's new attempt, are

@@ -1,13 +1,17 @@
 /* Which process is behind a socket. The cgroup hooks (attached to the root
  * of the cgroup v2 tree by src/host/process_hook.rs, beside any other
  * programs there) run in the context of the process that calls connect() or
- * bind(), and note it in the socket's "procs" storage; the classifier, which
- * runs where no process context is to be had, copies it from the socket of
- * a SYN (out) or from the listener of a SYN-ACK (in) into the attempt.
+ * bind(), and note it: a connect in this CPU's "conn_procs" slot of the
+ * socket's cookie, a bind in the socket's "procs" storage. The classifier,
+ * which runs where no process context is to be had, copies it into the
+ * attempt: from the slot of a SYN's socket (out), or from the storage of a
+ * SYN-ACK's listener (in).
  *
- * The hooks run on every connect() and bind() of the host, so they do the
- * least they can: one storage lookup (creating it), the pid and the name.
- * They never change a call's outcome: they return 1. */
+ * The connect hook runs on every connect() of the host, so it does the
+ * least it can: the cookie, one array slot, the pid and the name; it
+ * allocates nothing. A bind is rarer, and a listener lives long: its
+ * storage is allocated once. The hooks never change a call's outcome: they
+ * return 1. */
 #ifndef FLOWLAT_PROCS_H
 #define FLOWLAT_PROCS_H
 
@@ -23,12 +27,25 @@ static __always_inline void note_process(void *sk)
 	bpf_get_current_comm(v->comm, sizeof(v->comm));
 }
 
-/* connect(): the process that calls it owns the attempt its SYN starts. */
+/* connect(): the process that calls it owns the attempt its SYN starts,
+ * which this CPU sends within the same call. The slot's cookie is cleared
+ * while it is written, so that a classifier run in between (for another
+ * socket) takes nothing half written for its own. */
 static __always_inline int on_connect(struct bpf_sock_addr *ctx)
 {
-	struct bpf_sock *sk = ctx->sk;
-	if (sk && ctx->protocol == IPPROTO_TCP)
-		note_process(sk);
+	if (ctx->protocol != IPPROTO_TCP)
+		return 1;
+	__u64 cookie = bpf_get_socket_cookie(ctx);
+	__u32 i = cookie & (FLOWLAT_PROC_SLOTS - 1);
+	struct flowlat_proc_slot *s = bpf_map_lookup_elem(&conn_procs, &i);
+	if (!s)
+		return 1;
+	s->cookie = 0;
+	asm volatile("" : : : "memory");
+	s->proc.pid = bpf_get_current_pid_tgid() >> 32;
+	bpf_get_current_comm(s->proc.comm, sizeof(s->proc.comm));
+	asm volatile("" : : : "memory");
+	s->cookie = cookie;
 	return 1;
 }
 
@@ -60,16 +77,17 @@ static __always_inline int on_post_bind(struct bpf_sock *sk)
 		return on_post_bind(sk);                                       \
 	}
 
-/* out: the connecting socket's process, at its SYN. skb->sk is the full
- * socket there; the helper finds nothing for any other kind. */
+/* out: the process that called connect() on the SYN's socket, from this
+ * CPU's slot of its cookie. */
 static __always_inline void proc_of_socket(struct __sk_buff *skb, struct flowlat_proc *to)
 {
-	struct bpf_sock *sk = skb->sk;
-	if (!sk)
+	__u64 cookie = bpf_get_socket_cookie(skb);
+	if (!cookie)
 		return;
-	struct flowlat_proc *v = bpf_sk_storage_get(&procs, sk, 0, 0);
-	if (v)
-		*to = *v;
+	__u32 i = cookie & (FLOWLAT_PROC_SLOTS - 1);
+	struct flowlat_proc_slot *s = bpf_map_lookup_elem(&conn_procs, &i);
+	if (s && s->cookie == cookie)
+		*to = s->proc;
 }
 
 /* in: the listener's process, at our SYN-ACK, whose socket is the request

@@ -216,6 +216,21 @@ pub struct Pending {
     pub proc: Proc,
 }
 
+/// `FLOWLAT_PROC_SLOTS`.
+// Used by the classifier and the connect hook only; named here for the layout test.
+#[allow(dead_code)]
+pub(crate) const PROC_SLOTS: usize = 1024;
+
+/// `struct flowlat_proc_slot`: a slot of `conn_procs`.
+// Used by the classifier and the connect hook only; named here for the layout test.
+#[allow(dead_code)]
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct ProcSlot {
+    pub(crate) cookie: u64,
+    pub(crate) proc: Proc,
+}
+
 /// `struct flowlat_proc`: the process behind a socket, as the cgroup hooks
 /// note it in the `procs` socket storage.
 #[repr(C)]

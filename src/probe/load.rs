@@ -142,6 +142,7 @@ impl Probe {
         let globals_fd = take(BSS_MAP)?;
         let batches_fd = take("batches")?;
         let (procs, scratch) = (take("procs")?, take("scratch")?);
+        let conn_procs = take("conn_procs")?;
         let fds: HashMap<&str, BorrowedFd<'_>> = [
             (table_name, table_fd.as_fd()),
             ("events", events.as_fd()),
@@ -152,6 +153,7 @@ impl Probe {
             ("fails", fails.as_fd()),
             ("batches", batches_fd.as_fd()),
             ("procs", procs.as_fd()),
+            ("conn_procs", conn_procs.as_fd()),
             ("scratch", scratch.as_fd()),
             (BSS_MAP, globals_fd.as_fd()),
         ]
@@ -259,6 +261,7 @@ impl Probe {
             batches,
             _batches_fd: batches_fd,
             _procs: procs,
+            _conn_procs: conn_procs,
             _scratch: scratch,
             proc_programs,
             delivered: vec![Delivered::default(); possible_cpus],

@@ -61,11 +61,11 @@ impl Probe {
         self.proc_programs.as_ref().map_err(String::as_str)
     }
 
-    /// The `procs` socket storage map, for tests that give a socket a
-    /// process of their choosing.
+    /// The `conn_procs` array, for tests that give a socket a process of
+    /// their choosing.
     #[cfg(any(test, feature = "testing"))]
-    pub fn procs_map(&self) -> BorrowedFd<'_> {
-        self._procs.as_fd()
+    pub fn conn_procs_map(&self) -> BorrowedFd<'_> {
+        self._conn_procs.as_fd()
     }
 
     /// Whether the classifier copies the process from a socket's storage

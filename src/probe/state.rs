@@ -40,6 +40,8 @@ pub struct Probe {
     /// The process behind each socket a cgroup hook saw (`procs`), which
     /// the classifier reads; and its per-CPU scratch space (`scratch`).
     pub(super) _procs: Map,
+    /// The process of each connect(), by socket cookie (`conn_procs`).
+    pub(super) _conn_procs: Map,
     pub(super) _scratch: Map,
     /// The cgroup programs that fill `procs`, or why they did not load.
     pub(super) proc_programs: Result<super::procs::ProcPrograms, String>,

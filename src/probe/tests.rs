@@ -247,6 +247,10 @@ fn rust_structs_match_the_c_header() {
         offset_of!(FilterGlobal, comms),
         offset_of!(FilterGlobal, pid),
         offset_of!(FilterGlobal, comm),
+        PROC_SLOTS,
+        size_of::<ProcSlot>(),
+        offset_of!(ProcSlot, cookie),
+        offset_of!(ProcSlot, proc),
     ];
     let rust: Vec<usize> = rust
         .into_iter()

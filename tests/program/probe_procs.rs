@@ -43,7 +43,7 @@ fn named(rig: &Rig, pid: u32, comm: &str) -> Named {
         )
         .unwrap_or_else(|e| panic!("{e}"));
     let namer = kit::asm::socket_namer(
-        rig.probe.procs_map(),
+        rig.probe.conn_procs_map(),
         progs.as_fd(),
         pid,
         Comm::new(comm).bytes(),
