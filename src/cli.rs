@@ -105,7 +105,7 @@ pub struct Args {
 
     /// with --summary, how attempts are grouped: a comma list of iface, dir,
     /// server (address and port), server-ip, server-port, client-ip,
-    /// client-net, cgroup (default iface,dir,server)
+    /// client-net, cgroup, comm (default iface,dir,server)
     #[argh(option, arg_name = "KEYS")]
     pub by: Option<String>,
 
