@@ -794,6 +794,10 @@ mod tests {
             "--metrics-by",
             "--max-series",
             "--quiet",
+            "--pid",
+            "--comm",
+            "--no-process",
+            "comm[pid]",
             "client-net",
             "rtt_ns",
             "local_ns",
@@ -806,6 +810,38 @@ mod tests {
             "CAP_BPF",
         ] {
             assert!(text.contains(word), "--help lacks {word}:\n{text}");
+        }
+    }
+
+    #[test]
+    fn process_options_parse_and_are_checked() {
+        let s = run(&[
+            "--pid", "42", "--pid", "42", "--pid", "7", "--comm", "nginx",
+        ])
+        .expect("ok");
+        assert_eq!(s.filter.pids, vec![42, 7]);
+        assert_eq!(s.filter.comms, vec!["nginx".to_string()]);
+        assert!(s.process && s.filter.any());
+        assert!(!run(&["--no-process"]).expect("ok").process);
+        assert!(run(&[]).expect("ok").process, "on by default");
+        for bad in [&["--pid", "0"][..], &["--pid", "x"], &["--pid", "-1"]] {
+            let e = run(bad).unwrap_err();
+            assert!(e.contains("not a process id"), "{bad:?}: {e}");
+        }
+        let e = run(&["--comm", "a-name-of-16-byt"]).unwrap_err();
+        assert!(e.contains("1 to 15 bytes"), "{e}");
+        assert!(run(&["--comm", ""]).is_err());
+        let e = run(&["--no-process", "--comm", "nginx"]).unwrap_err();
+        assert!(e.contains("--no-process"), "{e}");
+        let nine: Vec<String> = (1..=9)
+            .flat_map(|p| ["--pid".to_string(), p.to_string()])
+            .collect();
+        let nine: Vec<&str> = nine.iter().map(String::as_str).collect();
+        assert!(run(&nine).unwrap_err().contains("at most 8"));
+        let by = run(&["--summary", "--by", "comm,server"]).expect("ok");
+        match by.output {
+            Output::Summary(o) => assert_eq!(o.by, vec![GroupKey::Comm, GroupKey::Server]),
+            other => panic!("{other:?}"),
         }
     }
 
