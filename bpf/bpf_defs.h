@@ -35,6 +35,7 @@ struct flowlat_map_def {
 #define BPF_MAP_TYPE_PERCPU_ARRAY 6
 #define BPF_MAP_TYPE_LRU_HASH 9
 #define BPF_MAP_TYPE_LPM_TRIE 11
+#define BPF_MAP_TYPE_SK_STORAGE 24
 
 /* Map flags. */
 #define BPF_F_NO_PREALLOC (1U << 0)
@@ -44,6 +45,7 @@ struct flowlat_map_def {
 #define BPF_NOEXIST 1
 #define BPF_F_CURRENT_CPU 0xffffffffULL
 #define BPF_F_MMAPABLE (1U << 10)
+#define BPF_SK_STORAGE_GET_F_CREATE 1ULL
 
 /* include/uapi/linux/pkt_cls.h */
 #define TC_ACT_UNSPEC (-1)
@@ -68,7 +70,55 @@ struct __sk_buff {
 	__u32 tc_classid;
 	__u32 data;
 	__u32 data_end;
+	__u32 napi_id;
+	__u32 family;
+	__u32 remote_ip4;
+	__u32 local_ip4;
+	__u32 remote_ip6[4];
+	__u32 local_ip6[4];
+	__u32 remote_port;
+	__u32 local_port;
+	__u32 data_meta;
+	__u64 flow_keys; /* a pointer in the kernel's; 8 bytes, 8-aligned */
+	__u64 tstamp;
+	__u32 wire_len;
+	__u32 gso_segs;
+	/* The packet's socket, if any: a full socket, a request or a timewait
+	 * one (a pointer in the kernel's struct, 8 bytes). */
+	union {
+		struct bpf_sock *sk;
+		__u64 sk_word;
+	} __attribute__((aligned(8)));
 };
+
+/* include/uapi/linux/bpf.h: struct bpf_sock, up to the fields we read: the
+ * context of cgroup/post_bind programs, and what the socket helpers return. */
+struct bpf_sock {
+	__u32 bound_dev_if;
+	__u32 family;
+	__u32 type;
+	__u32 protocol;
+};
+
+/* include/uapi/linux/bpf.h: struct bpf_sock_addr, the context of
+ * cgroup/connect programs, up to the socket. */
+struct bpf_sock_addr {
+	__u32 user_family;
+	__u32 user_ip4;
+	__u32 user_ip6[4];
+	__u32 user_port;
+	__u32 family;
+	__u32 type;
+	__u32 protocol;
+	__u32 msg_src_ip4;
+	__u32 msg_src_ip6[4];
+	union {
+		struct bpf_sock *sk;
+		__u64 sk_word;
+	} __attribute__((aligned(8)));
+};
+
+#define IPPROTO_TCP 6
 
 /* Helper ids from enum bpf_func_id (include/uapi/linux/bpf.h). */
 static void *(*bpf_map_lookup_elem)(void *map, const void *key) = (void *)1;
@@ -80,6 +130,11 @@ static long (*bpf_perf_event_output)(void *ctx, void *map, __u64 flags, void *da
 static long (*bpf_skb_load_bytes)(const void *skb, __u32 offset, void *to, __u32 len) = (void *)26;
 static __u64 (*bpf_skb_cgroup_id)(const void *skb) = (void *)79;
 static __u64 (*bpf_skb_ancestor_cgroup_id)(const void *skb, int level) = (void *)83;
+static __u64 (*bpf_get_socket_cookie)(void *ctx) = (void *)46;
+static __u64 (*bpf_get_current_pid_tgid)(void) = (void *)14;
+static long (*bpf_get_current_comm)(void *buf, __u32 size) = (void *)16;
+static struct bpf_sock *(*bpf_get_listener_sock)(struct bpf_sock *sk) = (void *)98;
+static void *(*bpf_sk_storage_get)(void *map, void *sk, void *value, __u64 flags) = (void *)107;
 
 #define bpf_htons(x) ((__u16)__builtin_bswap16(x))
 #define bpf_ntohs(x) ((__u16)__builtin_bswap16(x))

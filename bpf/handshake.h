@@ -11,6 +11,7 @@
 #include "filter.h"
 #include "parse.h"
 #include "report.h"
+#include "procs.h"
 
 /* act() has taken no attempt out of the table (struct flowlat_event.result). */
 #define NOTHING_ENDED 0xff
@@ -43,10 +44,16 @@ static __always_inline int take(const struct flowlat_key *key, const struct tabl
 	int taken;
 	if (reason != FLOWLAT_REASON_NEW_ISN &&
 	    (icmp || end_ns - ev->p.first_syn_ns >= (__u64)config.late_answer_us * 1000)) {
-		struct flowlat_pending t = ev->p;
-		t.state = icmp ? FLOWLAT_STATE_REPORTED : FLOWLAT_STATE_ANSWERED;
-		t.last_syn_ns = end_ns;
-		taken = table_replace(key, ref, &t) == 0;
+		/* The tombstone is the record's copy with two fields changed,
+		 * written from the record and changed back: a copy of its own
+		 * would not fit the stack beside the record. */
+		__u8 state = ev->p.state;
+		__u64 last_syn_ns = ev->p.last_syn_ns;
+		ev->p.state = icmp ? FLOWLAT_STATE_REPORTED : FLOWLAT_STATE_ANSWERED;
+		ev->p.last_syn_ns = end_ns;
+		taken = table_replace(key, ref, &ev->p) == 0;
+		ev->p.state = state;
+		ev->p.last_syn_ns = last_syn_ns;
 		/* Counted as a new entry, which user space's sweep removes. */
 		if (taken)
 			count(FLOWLAT_STAT_CREATED);
@@ -80,28 +87,34 @@ static __always_inline int reported(const struct flowlat_pending *p)
  * already has one: one hash-table operation instead of two. */
 static __always_inline void on_syn(struct __sk_buff *skb, const int egress,
 				   const struct flowlat_key *key, __u32 isn, __u16 len,
-				   struct flowlat_event *ev)
+				   struct flowlat_event *ev, struct flowlat_pending *n)
 {
 	__u64 now = bpf_ktime_get_ns();
-	struct flowlat_pending n;
-	__builtin_memset(&n, 0, sizeof(n));
-	n.first_syn_ns = now;
-	n.last_syn_ns = now;
-	n.client_isn = isn;
-	n.syns = 1;
-	n.syn_len = len;
-	n.state = FLOWLAT_STATE_SYN;
+	__builtin_memset(n, 0, sizeof(*n));
+	n->first_syn_ns = now;
+	n->last_syn_ns = now;
+	n->client_isn = isn;
+	n->syns = 1;
+	n->syn_len = len;
+	n->state = FLOWLAT_STATE_SYN;
 	/* out: the SYN leaves from the connecting socket. An arriving SYN has no
 	 * local socket yet; "in" takes the listener's from our SYN-ACK. */
-	if (egress)
-		n.cgroup_id = bpf_skb_cgroup_id(skb);
+	if (egress) {
+		n->cgroup_id = bpf_skb_cgroup_id(skb);
+		if (config.flags & FLOWLAT_CFG_PROCS)
+			proc_of_socket(skb, &n->proc);
+		if ((filter.kinds & FLOWLAT_FILTER_PROC) && !proc_kept(&n->proc)) {
+			count_dropped_syn(key, isn);
+			return;
+		}
+	}
 	/* An arriving SYN's answer leaves at once, from the same CPU, and reads
 	 * its gate slot's line: start loading it now, beside the table's bucket,
 	 * so that one wait covers both misses. (After the clock, which would
 	 * wait for it.) */
 	else
 		gate_touch(key_slot(key));
-	if (table_add(key, &n) == 0) {
+	if (table_add(key, n) == 0) {
 		count(FLOWLAT_STAT_CREATED);
 		return;
 	}
@@ -127,7 +140,7 @@ static __always_inline void on_syn(struct __sk_buff *skb, const int egress,
 	} else {
 		take(key, &ref, ev, now, FLOWLAT_RESULT_ABANDONED, FLOWLAT_REASON_NEW_ISN);
 	}
-	if (table_add(key, &n) == 0)
+	if (table_add(key, n) == 0)
 		count(FLOWLAT_STAT_CREATED);
 }
 
@@ -185,6 +198,16 @@ static __always_inline void on_synack_in(struct __sk_buff *skb, const struct flo
 		/* The SYN-ACK's socket is a request sock, which the helper
 		 * resolves to its listener. */
 		p->cgroup_id = bpf_skb_cgroup_id(skb);
+		if (config.flags & FLOWLAT_CFG_PROCS) {
+			proc_of_listener(skb, &p->proc);
+			/* A listener no hook of ours saw is looked up by user
+			 * space, which applies the filter then. */
+			if ((filter.kinds & FLOWLAT_FILTER_PROC) && p->proc.pid &&
+			    !proc_kept(&p->proc)) {
+				drop_filtered(key, &ref);
+				return;
+			}
+		}
 		gate_add(bank, slot, 1);
 		port_mark(bank, key->server_port);
 	}
@@ -287,8 +310,9 @@ static __always_inline void on_icmp_error(const struct flowlat_key *key, const s
  * that ended an attempt, which it took out of the table into *ev: the caller
  * reports it, so that a build can stop before the report. */
 static __always_inline int act(struct __sk_buff *skb, const int egress, struct segment *sg,
-			       struct flowlat_event *ev)
+			       struct flowlat_scratch *s)
 {
+	struct flowlat_event *ev = &s->ev;
 	struct flowlat_key *key = &sg->key;
 	/* Kept in memory: clang would otherwise carry its fields in registers
 	 * and merge them, undefined where nothing ended, which the verifier
@@ -316,7 +340,7 @@ static __always_inline int act(struct __sk_buff *skb, const int egress, struct s
 		if (kinds && !syn_kept(skb, egress, key, kinds))
 			count_dropped_syn(key, sg->seq);
 		else
-			on_syn(skb, egress, key, sg->seq, sg->syn_len, ev);
+			on_syn(skb, egress, key, sg->seq, sg->syn_len, ev, &s->n);
 	} else if (kind == SEG_RST && !(sg->flags & TCP_ACK)) {
 		/* Not an answer: a RST answering a SYN carries ACK = ISN+1. */
 	} else if (egress) {
@@ -336,16 +360,20 @@ static __always_inline int act(struct __sk_buff *skb, const int egress, struct s
 	return ev->result != NOTHING_ENDED;
 }
 
+/* This CPU's scratch record and new attempt (struct flowlat_scratch). */
+static __always_inline struct flowlat_scratch *scratch_space(void)
+{
+	__u32 zero = 0;
+	return bpf_map_lookup_elem(&scratch, &zero);
+}
+
 /* The handshake's part of a program: acts on a segment of one, and reports
- * the attempt that ended, if any. The record is declared here, not in the
- * caller: clang lays out a frame by the function each variable comes from,
- * and there the record would take other stack slots than in the program as
- * built and measured. */
+ * the attempt that ended, if any. */
 static __always_inline void handshake(struct __sk_buff *skb, const int egress, struct segment *sg)
 {
-	struct flowlat_event ev;
-	if (act(skb, egress, sg, &ev))
-		report(skb, &ev);
+	struct flowlat_scratch *s = scratch_space();
+	if (s && act(skb, egress, sg, s))
+		report(skb, &s->ev);
 }
 
 #endif

@@ -69,6 +69,41 @@ struct flowlat_map_def fails SEC("maps") = {
 	.map_flags = BPF_F_NO_PREALLOC,
 };
 
+/* The process behind each TCP listener a cgroup hook of ours saw bound
+ * (bpf/procs.h): socket storage, so an entry is freed with its socket and
+ * the map needs no bound or sweep. The kernel asks a BTF description of key and value, which
+ * the loader makes (src/probe/load.rs). */
+struct flowlat_map_def procs SEC("maps") = {
+	.type = BPF_MAP_TYPE_SK_STORAGE,
+	.key_size = sizeof(__s32),
+	.value_size = sizeof(struct flowlat_proc),
+	.max_entries = 0,
+	.map_flags = BPF_F_NO_PREALLOC,
+};
+
+/* The process of each connect(), by socket cookie (see bpf/flowlat.h). */
+struct flowlat_map_def conn_procs SEC("maps") = {
+	.type = BPF_MAP_TYPE_PERCPU_ARRAY,
+	.key_size = sizeof(__u32),
+	.value_size = sizeof(struct flowlat_proc_slot),
+	.max_entries = FLOWLAT_PROC_SLOTS,
+};
+
+/* Where the record of an attempt that ended, and a SYN's new attempt, are
+ * put together: beside the parsed segment and the table's words they would
+ * not fit the stack. One per CPU, as programs on a CPU do not nest. */
+struct flowlat_scratch {
+	struct flowlat_event ev;
+	struct flowlat_pending n;
+};
+
+struct flowlat_map_def scratch SEC("maps") = {
+	.type = BPF_MAP_TYPE_PERCPU_ARRAY,
+	.key_size = sizeof(__u32),
+	.value_size = sizeof(struct flowlat_scratch),
+	.max_entries = 1,
+};
+
 /* What a new key of "agg" starts from: too big for the stack beside the
  * rest, and a map value is as good a source for an update. Never written. */
 struct flowlat_agg agg_zero __attribute__((aligned(8)));

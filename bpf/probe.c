@@ -15,6 +15,7 @@
 #include "parse.h"
 #include "handshake.h"
 #include "programs.h"
+#include "procs.h"
 
 static __always_inline int classify(struct __sk_buff *skb, const int egress, const int l2)
 {
@@ -25,3 +26,4 @@ static __always_inline int classify(struct __sk_buff *skb, const int egress, con
 }
 
 FLOWLAT_PROGRAMS(classify)
+FLOWLAT_PROC_PROGRAMS

@@ -36,6 +36,9 @@ command -v tshark >/dev/null || missing+=(tshark)
 dpkg -s python3-venv >/dev/null 2>&1 || missing+=(python3-venv)
 command -v podman >/dev/null || missing+=(podman)
 command -v runc >/dev/null || missing+=(runc)
+# The process tests' listeners and clients are small Python programs that
+# name themselves, thread and fork.
+command -v python3 >/dev/null || missing+=(python3)
 install_missing ${missing[@]+"${missing[@]}"}
 if [ "$(target/kubernetes-validate/bin/kubernetes-validate --version 2>/dev/null)" != 1.37.0 ]; then
     rm -rf target/kubernetes-validate

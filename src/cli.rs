@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use argh::FromArgs;
 
-use crate::probe::{Dir, MAX_FILTER_CGROUPS, MAX_FILTER_NETS};
+use crate::probe::{Dir, MAX_FILTER_CGROUPS, MAX_FILTER_NETS, MAX_FILTER_PROCS};
 use crate::sinks::summary::{self, GroupKey, ALL_KEYS, KEYS_HELP};
 
 /// The name used when no interface is given, like the tool flowlat replaces.
@@ -42,6 +42,10 @@ pub const DEFAULT_IFACE: &str = "eth0";
   total_ns     out: SYN-ACK - first SYN;  in: ACK - first SYN (includes retransmissions)
   retrans      client SYNs beyond the first
   synack_retrans  in only: this side's SYN-ACKs beyond the first (\"synack-retrans\" in text)
+  pid, comm    the local process: out, the one that called connect(); in, the one that made
+               the listener (or, for one made before flowlat started, the lowest pid among
+               those holding it); null where there is none or it is not known. Text shows
+               comm[pid] before the cgroup.
   cgroup_id, cgroup  the local workload: out, the connecting socket's cgroup (v2); in, the
                listening socket's; null when there is no local socket (forwarded packets,
                the kernel's RSTs for closed ports, SYN cookies); on a workload's veth, the
@@ -118,7 +122,7 @@ pub struct Args {
 
     /// with --summary, how attempts are grouped: a comma list of iface, dir,
     /// server (address and port), server-ip, server-port, client-ip,
-    /// client-net, cgroup (default iface,dir,server)
+    /// client-net, cgroup, comm (default iface,dir,server)
     #[argh(option, arg_name = "KEYS")]
     pub by: Option<String>,
 
@@ -160,6 +164,22 @@ pub struct Args {
     /// them); decided in the kernel
     #[argh(option, arg_name = "PATH")]
     pub cgroup: Vec<String>,
+
+    /// only attempts of process N (its pid as the host numbers it;
+    /// repeatable, and with --comm: any of them); out is decided in the
+    /// kernel, in once the listener's process is known
+    #[argh(option, arg_name = "N", from_str_fn(parse_pid))]
+    pub pid: Vec<u32>,
+
+    /// only attempts of processes named NAME, as the kernel names them (at
+    /// most 15 bytes; repeatable, and with --pid: any of them)
+    #[argh(option, arg_name = "NAME")]
+    pub comm: Vec<String>,
+
+    /// do not name the process behind each attempt: nothing is attached to
+    /// the cgroup hooks, and pid and comm are null
+    #[argh(switch)]
+    pub no_process: bool,
 
     /// stop after N attempts have been reported (with --summary, counted into
     /// the tables), then detach and exit 0
@@ -232,6 +252,8 @@ pub struct Settings {
     pub output: Output,
     /// What the kernel keeps: `--port`, `--net`, `--dir`, `--cgroup`, `--min-rtt`.
     pub filter: FilterOptions,
+    /// Whether the process behind each attempt is named (not `--no-process`).
+    pub process: bool,
     /// `--count`: stop after this many attempts.
     pub count: Option<u64>,
     /// `--duration`: stop after this long.
@@ -283,6 +305,9 @@ pub struct FilterOptions {
     pub dir: Option<Dir>,
     pub cgroups: Vec<String>,
     pub min_rtt: Option<Duration>,
+    /// `--pid` and `--comm`.
+    pub pids: Vec<u32>,
+    pub comms: Vec<String>,
 }
 
 impl FilterOptions {
@@ -292,6 +317,8 @@ impl FilterOptions {
             || !self.nets.is_empty()
             || self.dir.is_some()
             || !self.cgroups.is_empty()
+            || !self.pids.is_empty()
+            || !self.comms.is_empty()
     }
 }
 
@@ -368,6 +395,26 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
             cgroups.len()
         ));
     }
+    let (pids, comms) = (dedup(parsed.pid), dedup(parsed.comm));
+    if pids.len() > MAX_FILTER_PROCS || comms.len() > MAX_FILTER_PROCS {
+        return Err(format!(
+            "{} --pid and {} --comm given; at most {MAX_FILTER_PROCS} of each are checked in \
+             the kernel",
+            pids.len(),
+            comms.len()
+        ));
+    }
+    for c in &comms {
+        if c.is_empty() || c.len() > 15 {
+            return Err(format!(
+                "--comm `{c}`: the kernel names a process with 1 to 15 bytes (see \
+                 /proc/PID/comm)"
+            ));
+        }
+    }
+    if parsed.no_process && (!pids.is_empty() || !comms.is_empty()) {
+        return Err("--pid and --comm need the processes that --no-process turns off".to_string());
+    }
     Ok(Command::Run(Box::new(Settings {
         ifaces,
         node_view: parsed.node_view,
@@ -382,7 +429,10 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
             dir: parsed.dir,
             cgroups,
             min_rtt: parsed.min_rtt,
+            pids,
+            comms,
         },
+        process: !parsed.no_process,
         count: parsed.count,
         duration: parsed.duration,
         metrics,
@@ -529,6 +579,13 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         ));
     }
     Ok(Duration::from_secs_f64(secs))
+}
+
+fn parse_pid(s: &str) -> Result<u32, String> {
+    match s.parse::<u32>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!("`{s}` is not a process id (1 or more)")),
+    }
 }
 
 fn parse_port(s: &str) -> Result<u16, String> {
@@ -776,6 +833,10 @@ mod tests {
             "--metrics-by",
             "--max-series",
             "--quiet",
+            "--pid",
+            "--comm",
+            "--no-process",
+            "comm[pid]",
             "client-net",
             "rtt_ns",
             "local_ns",
@@ -788,6 +849,38 @@ mod tests {
             "CAP_BPF",
         ] {
             assert!(text.contains(word), "--help lacks {word}:\n{text}");
+        }
+    }
+
+    #[test]
+    fn process_options_parse_and_are_checked() {
+        let s = run(&[
+            "--pid", "42", "--pid", "42", "--pid", "7", "--comm", "nginx",
+        ])
+        .expect("ok");
+        assert_eq!(s.filter.pids, vec![42, 7]);
+        assert_eq!(s.filter.comms, vec!["nginx".to_string()]);
+        assert!(s.process && s.filter.any());
+        assert!(!run(&["--no-process"]).expect("ok").process);
+        assert!(run(&[]).expect("ok").process, "on by default");
+        for bad in [&["--pid", "0"][..], &["--pid", "x"], &["--pid", "-1"]] {
+            let e = run(bad).unwrap_err();
+            assert!(e.contains("not a process id"), "{bad:?}: {e}");
+        }
+        let e = run(&["--comm", "a-name-of-16-byt"]).unwrap_err();
+        assert!(e.contains("1 to 15 bytes"), "{e}");
+        assert!(run(&["--comm", ""]).is_err());
+        let e = run(&["--no-process", "--comm", "nginx"]).unwrap_err();
+        assert!(e.contains("--no-process"), "{e}");
+        let nine: Vec<String> = (1..=9)
+            .flat_map(|p| ["--pid".to_string(), p.to_string()])
+            .collect();
+        let nine: Vec<&str> = nine.iter().map(String::as_str).collect();
+        assert!(run(&nine).unwrap_err().contains("at most 8"));
+        let by = run(&["--summary", "--by", "comm,server"]).expect("ok");
+        match by.output {
+            Output::Summary(o) => assert_eq!(o.by, vec![GroupKey::Comm, GroupKey::Server]),
+            other => panic!("{other:?}"),
         }
     }
 

@@ -20,9 +20,11 @@ use crate::host::cgroup::Cgroups;
 use crate::host::ifaces::{side_of, Patterns, Side};
 use crate::host::owner::Owner;
 use crate::host::privilege::{self, Facts};
+use crate::host::process_hook::ProcessHook;
+use crate::host::processes::ListenerProcesses;
 use crate::netlink::link::{self, Link, LinkEvent, LinkEvents, LinkLayer, LinkState, Moved, Peer};
 use crate::netlink::tc::{self, Attachment};
-use crate::probe::{Aggregation, Filter, Framing, Probe, ProbeConfig, Record, Table};
+use crate::probe::{Aggregation, Comm, Dir, Filter, Framing, Probe, ProbeConfig, Record, Table};
 use crate::sinks::clock::{monotonic_ns, WallClock};
 use crate::sinks::http::{self, Scrape};
 use crate::sinks::labels::Names;
@@ -147,7 +149,40 @@ async fn run_privileged(
         .map(|l| (l.clone(), side_of(l, s.node_view)))
         .collect();
     let mut probe = Probe::load_for(&ProbeConfig::new(s.max_pending), l3)?;
-    probe.set_filter(&filter_of(&s, &prep))?;
+    let filter = filter_of(&s, &prep);
+    probe.set_filter(&filter)?;
+    // Before the interfaces, so that the first attempts seen have their
+    // processes: the hooks for the sockets made from now on, a scan for the
+    // listeners made before.
+    let (hook, listeners) = if s.process {
+        probe.set_process_attribution(true);
+        let hook = match prep.cgroups.mount() {
+            Some(root) => ProcessHook::attach(&probe, root),
+            None => Err(prep
+                .cgroups
+                .why_unavailable()
+                .unwrap_or_else(|| "no cgroup2 mount".to_string())),
+        };
+        let hook = match hook {
+            Ok(h) => Some(h),
+            Err(why) => {
+                sink.note(&format!(
+                    "{why}: out attempts are measured without their processes, in attempts \
+                     named from the listening sockets"
+                ));
+                None
+            }
+        };
+        let mut listeners = ListenerProcesses::new();
+        if let Some(why) = listeners.take_failure() {
+            sink.note(&format!(
+                "{why}: in attempts to listeners made before flowlat started have no process"
+            ));
+        }
+        (hook, Some(listeners))
+    } else {
+        (None, None)
+    };
     let records = records_needed(&s);
     // The kernel counts whenever metrics are served, and whenever no record
     // reaches us: the exit line still needs the counts.
@@ -283,11 +318,16 @@ async fn run_privileged(
         fanout,
         scrapes: scrape_rx,
         pending: 0,
+        listeners,
+        filter,
     };
     for (l, side) in &sided {
         session.name_workload(l.index, *side, l.peer).await;
     }
     let result = session.watch(&s, &mut signals, sink).await;
+    // Detached first, as the classifiers are: no process is noted for
+    // attempts no one will measure.
+    drop(hook);
     if let Some(server) = server {
         server.abort();
     }
@@ -303,7 +343,8 @@ async fn run_privileged(
     let sweep = session.probe.sweep(monotonic_ns(), s.syn_timeout);
     let (mut in_progress, mut in_table) = (0, 0);
     if let Ok(sw) = &sweep {
-        let _ = session.consume(&sw.expired, Origin::Sweep, sink.out());
+        let mut expired = sw.expired.clone();
+        let _ = session.consume(&mut expired, Origin::Sweep, sink.out());
         in_progress = sw.pending;
         in_table = sw.pending + sw.tombstones;
     }
@@ -327,6 +368,8 @@ fn filter_of(s: &Settings, prep: &Prepared) -> Filter {
         nets: s.filter.nets.iter().map(|n| (n.addr, n.prefix)).collect(),
         dir: s.filter.dir,
         cgroups: prep.cgroup_filter.clone(),
+        pids: s.filter.pids.clone(),
+        comms: s.filter.comms.iter().map(|c| Comm::new(c)).collect(),
         min_rtt_ns: s
             .filter
             .min_rtt
@@ -432,6 +475,11 @@ struct Session<'a> {
     scrapes: mpsc::Receiver<Scrape>,
     /// Attempts in progress at the last sweep (the metrics gauge).
     pending: u64,
+    /// Names the listeners' processes the kernel could not (`None` with
+    /// `--no-process`).
+    listeners: Option<ListenerProcesses>,
+    /// The filters, for the `in` attempts whose process user space names.
+    filter: Filter,
 }
 
 /// How often records below the perf rings' wakeup watermark are handed on.
@@ -514,8 +562,9 @@ impl Session<'_> {
                 _ = tick.tick() => {
                     let sweep = self.probe.sweep(monotonic_ns(), s.syn_timeout)?;
                     self.pending = sweep.pending;
-                    self.recheck_workloads(&sweep.expired).await;
-                    match self.consume(&sweep.expired, Origin::Sweep, sink.out()) {
+                    let mut expired = sweep.expired;
+                    self.recheck_workloads(&expired).await;
+                    match self.consume(&mut expired, Origin::Sweep, sink.out()) {
                         Ok(Some(stop)) => return Ok(stop),
                         Ok(None) => {}
                         Err(e) => return write_failed(e),
@@ -553,16 +602,25 @@ impl Session<'_> {
         let mut records = Vec::new();
         self.probe.records(self.perf, &mut records);
         self.recheck_workloads(&records).await;
-        self.consume(&records, Origin::Kernel, out)
+        self.consume(&mut records, Origin::Kernel, out)
     }
 
     /// Hands records to the fan-out; `Some` when `--count` is reached.
     fn consume(
         &mut self,
-        records: &[Record],
+        records: &mut Vec<Record>,
         origin: Origin,
         out: &mut dyn Write,
     ) -> io::Result<Option<Stop>> {
+        if let Some(l) = &mut self.listeners {
+            l.name(records);
+        }
+        // The kernel kept the `in` attempts whose listener it could not
+        // name; with the process named, --pid and --comm decide here.
+        let before = records.len();
+        let filter = &self.filter;
+        records.retain(|r| r.dir == Dir::Out || filter.keeps_process(r.process.as_ref()));
+        self.probe.count_filtered((before - records.len()) as u64);
         Ok(self.fanout.take(records, origin, out)?.map(Stop::Count))
     }
 

@@ -137,6 +137,7 @@ pub fn settings(cgroup: Option<(u64, u32)>) -> Vec<Setting> {
                 dir: Some(Dir::Out),
                 cgroups: vec![(id, level)],
                 min_rtt_ns: None,
+                ..f()
             },
         },
     ]);

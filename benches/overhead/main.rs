@@ -7,12 +7,14 @@
 //! is a paste of them) and writes every figure to `target/flowlat-bench.json`.
 //!
 //! Options (after `--`): `--quick`, `--repeat N`, `--rounds N`, `--pending N`,
-//! `--handshakes N`, `--out PATH`. Needs root, like the test suite.
+//! `--handshakes N`, `--out PATH`, `--procs` (only what naming processes
+//! costs). Needs root, like the test suite.
 
 mod filters;
 mod frames;
 mod kernel;
 mod primitives;
+mod procs;
 mod report;
 mod stats;
 mod user;
@@ -40,6 +42,7 @@ struct Opts {
     format_records: usize,
     reader_secs: f64,
     out: Option<PathBuf>,
+    procs_only: bool,
 }
 
 fn parse_opts() -> Opts {
@@ -51,6 +54,7 @@ fn parse_opts() -> Opts {
         format_records: 500_000,
         reader_secs: 2.0,
         out: None,
+        procs_only: false,
     };
     let mut args = std::env::args().skip(1);
     let num = |v: Option<String>, name: &str| -> u64 {
@@ -71,6 +75,7 @@ fn parse_opts() -> Opts {
             "--pending" => o.pending = num(args.next(), "--pending") as u32,
             "--handshakes" => o.handshakes = (num(args.next(), "--handshakes") as u32).max(1),
             "--out" => o.out = args.next().map(PathBuf::from),
+            "--procs" => o.procs_only = true,
             // `cargo bench` adds --bench, and passes on any filter: neither applies here.
             _ => {}
         }
@@ -97,6 +102,10 @@ fn main() {
     let o = parse_opts();
     let machine = kit::report::machine();
     eprintln!("flowlat overhead bench on {machine}");
+    if o.procs_only {
+        println!("{}", procs::table(&procs::measure(o.rounds, o.repeat)));
+        return;
+    }
     let mut rig = Rig::new(65_536, 64);
     rig.prefill(o.pending);
     let pending = rig.pending();
@@ -187,6 +196,7 @@ fn main() {
         .map(|c| (c, user::summary_rate(c, o.format_records, 5)))
         .collect();
     let (scrape_ms, scrape_bytes) = user::scrape_render(21);
+    let named = procs::measure(o.rounds.min(11), o.repeat);
 
     let md = report::markdown(
         &o,
@@ -197,23 +207,23 @@ fn main() {
         &[&hs_out, &hs_in],
         primitives::out_floor_ns(&prims),
     );
-    let md = md
-        + &report::aggregation_table(&aggregated)
-        + &report::filters_table(&settings, &filtered, o.handshakes)
-        + &report::filtered_bystanders_table(
-            settings[settings.len() - 1].key,
-            &classes,
-            &results,
-            &bystanders,
-        )
-        + &report::primitives_table(&prims)
-        + &report::user_table(json_rate, human_rate, &reader)
-        + &report::summary_table(&summary_rates)
-        + &format!(
+    let md =
+        md + &report::aggregation_table(&aggregated)
+            + &report::filters_table(&settings, &filtered, o.handshakes)
+            + &report::filtered_bystanders_table(
+                settings[settings.len() - 1].key,
+                &classes,
+                &results,
+                &bystanders,
+            )
+            + &report::primitives_table(&prims)
+            + &report::user_table(json_rate, human_rate, &reader)
+            + &report::summary_table(&summary_rates)
+            + &format!(
             "\nA scrape with the largest default label set (`--metrics-by server-port`: 256 ports \
              and `other`, both directions, one interface): {scrape_ms:.2} ms to sum and render \
              {scrape_bytes} bytes (median of 21).\n"
-        );
+        ) + &procs::table(&named);
     println!("{md}");
 
     let mut report = report::report_json(
@@ -229,6 +239,7 @@ fn main() {
             "filters".to_string(),
             report::filters_json(&settings, &filtered, &classes, &bystanders),
         ));
+        fields.push(("processes".to_string(), procs::json(&named)));
         fields.push((
             "summary_ingestion".to_string(),
             report::summary_json(&summary_rates),

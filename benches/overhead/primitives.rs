@@ -37,7 +37,7 @@ pub struct Primitive {
 }
 
 // The perf_output row names the record's size.
-const _: () = assert!(std::mem::size_of::<Event>() == 120);
+const _: () = assert!(std::mem::size_of::<Event>() == 144);
 
 pub const PRIMITIVES: [Primitive; 8] = [
     Primitive {
@@ -66,7 +66,7 @@ pub const PRIMITIVES: [Primitive; 8] = [
     },
     Primitive {
         key: "perf_output",
-        what: "one 120-byte record through the perf rings (bpf_perf_event_output)",
+        what: "one 144-byte record through the perf rings (bpf_perf_event_output)",
         base: "empty",
         prog: "perf_output",
     },

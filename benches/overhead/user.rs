@@ -288,6 +288,7 @@ pub fn summary_rate(case: &SummaryCase, n: usize, rounds: usize) -> f64 {
                 retrans: 0,
                 synack_retrans: None,
                 cgroup_id: None,
+                process: None,
                 reason: None,
                 reason_from: None,
             }

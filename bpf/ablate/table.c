@@ -13,9 +13,9 @@
 static __always_inline void unreported(struct __sk_buff *skb, const int egress,
 				       struct segment *sg)
 {
-	struct flowlat_event ev;
-	if (act(skb, egress, sg, &ev) && *(volatile __u32 *)&config.agg_keys == ~0u)
-		report(skb, &ev);
+	struct flowlat_scratch *s = scratch_space();
+	if (s && act(skb, egress, sg, s) && *(volatile __u32 *)&config.agg_keys == ~0u)
+		report(skb, &s->ev);
 }
 
 static __always_inline int classify(struct __sk_buff *skb, const int egress, const int l2)

@@ -32,6 +32,14 @@ pub const BPF_CGROUP_INET4_CONNECT: u32 = 10;
 /// `BPF_CGROUP_INET6_CONNECT`: as [`BPF_CGROUP_INET4_CONNECT`], for `AF_INET6` sockets.
 pub const BPF_CGROUP_INET6_CONNECT: u32 = 11;
 
+/// `BPF_CGROUP_INET4_POST_BIND`: a `BPF_PROG_TYPE_CGROUP_SOCK` program run
+/// by `bind()` on an `AF_INET` socket of a process in the cgroup, once the
+/// address is bound (not for sockets bound before the program was attached).
+/// Returning 0 fails the call with `EPERM`, 1 lets it stand.
+pub const BPF_CGROUP_INET4_POST_BIND: u32 = 12;
+/// `BPF_CGROUP_INET6_POST_BIND`: as [`BPF_CGROUP_INET4_POST_BIND`], for `AF_INET6` sockets.
+pub const BPF_CGROUP_INET6_POST_BIND: u32 = 13;
+
 /// `BPF_F_ALLOW_MULTI`: an attach flag of `BPF_PROG_ATTACH` on a cgroup, and
 /// the `attach_flags` a query reports for a cgroup with links: more than one
 /// program may be attached, and all of them run.

@@ -10,6 +10,7 @@
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
+use super::btf::MapBtf;
 use super::error::MapBuffer;
 use super::sys::{bpf, bpf_fd, obj_name, BPF_OBJ_NAME_LEN, ENOTSUPP};
 use super::{cpu, BpfError};
@@ -30,6 +31,11 @@ pub const BPF_MAP_TYPE_LRU_HASH: u32 = 9;
 pub const BPF_MAP_TYPE_LRU_PERCPU_HASH: u32 = 10;
 /// `BPF_MAP_TYPE_PERCPU_CGROUP_STORAGE`: cgroup storage with one value per possible CPU.
 pub const BPF_MAP_TYPE_PERCPU_CGROUP_STORAGE: u32 = 21;
+
+/// `BPF_MAP_TYPE_SK_STORAGE`: a value per socket, created by programs
+/// (`bpf_sk_storage_get`) and freed with the socket; it must be created with
+/// BTF ([`Map::create_with_btf`]), `BPF_F_NO_PREALLOC` and `max_entries` 0.
+pub const BPF_MAP_TYPE_SK_STORAGE: u32 = 24;
 
 /// `BPF_F_MMAPABLE`: an array map whose values can be `mmap`ed (Linux 5.5).
 pub const BPF_F_MMAPABLE: u32 = 1 << 10;
@@ -53,6 +59,10 @@ struct MapCreateAttr {
     inner_map_fd: u32,
     numa_node: u32,
     map_name: [u8; BPF_OBJ_NAME_LEN],
+    map_ifindex: u32,
+    btf_fd: u32,
+    btf_key_type_id: u32,
+    btf_value_type_id: u32,
 }
 
 /// `bpf_attr` for the `BPF_MAP_*_ELEM` commands and `BPF_MAP_GET_NEXT_KEY`:
@@ -172,6 +182,17 @@ impl Map {
     /// of it). For a per-CPU type it reads the number of possible CPUs, which
     /// sizes every value buffer of the map.
     pub fn create(attr: &MapAttr, name: &str) -> Result<Map, BpfError> {
+        Map::create_described(attr, name, None)
+    }
+
+    /// [`Map::create`] with the BTF of its key and value (`btf_fd`,
+    /// `btf_key_type_id`, `btf_value_type_id`), which some map types require
+    /// ([`BPF_MAP_TYPE_SK_STORAGE`]).
+    pub fn create_with_btf(attr: &MapAttr, name: &str, btf: &MapBtf) -> Result<Map, BpfError> {
+        Map::create_described(attr, name, Some(btf))
+    }
+
+    fn create_described(attr: &MapAttr, name: &str, btf: Option<&MapBtf>) -> Result<Map, BpfError> {
         let value_size = attr.value_size as usize;
         let value_len = if is_per_cpu(attr.map_type) {
             let cpus = cpu::possible_cpus()? as usize;
@@ -197,6 +218,11 @@ impl Map {
             map_name: obj_name(name),
             ..Default::default()
         };
+        if let Some(btf) = btf {
+            a.btf_fd = btf.as_fd().as_raw_fd() as u32;
+            a.btf_key_type_id = MapBtf::KEY_TYPE_ID;
+            a.btf_value_type_id = MapBtf::VALUE_TYPE_ID;
+        }
         // SAFETY: `a` is `bpf_attr` for BPF_MAP_CREATE and holds no pointers; the
         // command returns a new map fd.
         let fd = unsafe { bpf_fd(BPF_MAP_CREATE, &mut a) }

@@ -4,6 +4,7 @@
 //! perf rings. It knows nothing of flowlat's records; `src/probe/` does.
 //!
 //! - [`sys`]: the `bpf(2)` syscall (`union bpf_attr`) and the program commands.
+//! - [`btf`]: the least BTF a map that requires one needs.
 //! - [`map`]: maps, whose element commands check their buffers against the
 //!   map's `key_size` and `value_size` before the kernel follows a pointer.
 //! - [`insn`]: `struct bpf_insn`, and the opcodes and relocations the loader patches.
@@ -16,6 +17,7 @@
 //! Every public item is documented (`missing_docs` keeps it so), each with
 //! the kernel ABI it mirrors.
 
+pub mod btf;
 pub mod cpu;
 mod error;
 pub mod insn;

@@ -23,6 +23,11 @@ pub const BPF_PROG_TYPE_SCHED_CLS: u32 = 3;
 /// [`prog_load_with_attach_type`] and [`super::link`]).
 pub const BPF_PROG_TYPE_CGROUP_SOCK_ADDR: u32 = 18;
 
+/// `BPF_PROG_TYPE_CGROUP_SOCK`: a program of a cgroup's socket hooks
+/// (`sock_create`, `post_bind4`, ...), run with the `struct bpf_sock` itself;
+/// loaded, as [`BPF_PROG_TYPE_CGROUP_SOCK_ADDR`], for its attach type.
+pub const BPF_PROG_TYPE_CGROUP_SOCK: u32 = 9;
+
 /// `BPF_OBJ_NAME_LEN`: names are at most 15 bytes plus the NUL.
 pub const BPF_OBJ_NAME_LEN: usize = 16;
 
@@ -120,7 +125,7 @@ pub(super) unsafe fn bpf_fd<T>(cmd: libc::c_int, attr: &mut T) -> io::Result<Own
 
 /// A buffer's length for a `__u32` size field: one longer than `u32::MAX`
 /// is told as `u32::MAX` bytes, so that the kernel uses less of it, never more.
-fn short_len(buf: &[u8]) -> u32 {
+pub(super) fn short_len(buf: &[u8]) -> u32 {
     u32::try_from(buf.len()).unwrap_or(u32::MAX)
 }
 

@@ -4,8 +4,10 @@
 //! that hold listening sockets ([`listeners`]), the processes of a network
 //! namespace ([`netns`]), the workloads that cgroups belong to
 //! ([`workload`]) and those behind each interface of a run ([`workloads`]),
-//! which interfaces to watch ([`ifaces`]), and a cgroup2 mount where there
-//! is none ([`mounts`]).
+//! which interfaces to watch ([`ifaces`]), a cgroup2 mount where there is
+//! none ([`mounts`]), and the processes behind attempts: the cgroup hooks
+//! that name them ([`process_hook`]) and the listeners made before flowlat
+//! started ([`processes`]).
 
 pub mod attach;
 mod cache;
@@ -16,6 +18,8 @@ pub mod mounts;
 pub mod netns;
 pub mod owner;
 pub mod privilege;
+pub mod process_hook;
+pub mod processes;
 #[cfg(test)]
 mod scratch;
 pub mod workload;

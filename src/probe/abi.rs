@@ -65,6 +65,7 @@ pub(crate) const CFG_NO_RECORDS: u32 = 4;
 pub(crate) const CFG_AGG_PORT: u32 = 8;
 pub(crate) const CFG_AGG_CGROUP: u32 = 16;
 pub(crate) const CFG_IN_ORDER: u32 = 32;
+pub(crate) const CFG_PROCS: u32 = 64;
 
 /// How many bounds the histograms have (`FLOWLAT_HIST_N`); they have one
 /// bucket more, for what lies above the last bound.
@@ -107,11 +108,14 @@ pub(crate) const FILTER_PORT: u32 = 1;
 pub(crate) const FILTER_NET: u32 = 2;
 pub(crate) const FILTER_DIR: u32 = 4;
 pub(crate) const FILTER_CGROUP: u32 = 8;
+pub(crate) const FILTER_PROC: u32 = 16;
 
 /// How many cgroups a [`Filter`] may name (`FLOWLAT_MAX_CGROUPS`).
 pub const MAX_FILTER_CGROUPS: usize = 8;
 /// How many networks a [`Filter`] may name (`FLOWLAT_MAX_NETS`).
 pub const MAX_FILTER_NETS: usize = 256;
+/// How many pids, and how many names, a [`Filter`] may name (`FLOWLAT_MAX_PROCS`).
+pub const MAX_FILTER_PROCS: usize = 8;
 /// `FLOWLAT_FILTER_MEMO`.
 pub(crate) const FILTER_MEMO: usize = 4096;
 
@@ -175,6 +179,10 @@ pub(crate) struct FilterGlobal {
     pub(crate) cgroup_level: [u32; MAX_FILTER_CGROUPS],
     pub(crate) ports: [u32; 65536 / 32],
     pub(crate) memo: [u32; FILTER_MEMO],
+    pub(crate) pids: u32,
+    pub(crate) comms: u32,
+    pub(crate) pid: [u32; MAX_FILTER_PROCS],
+    pub(crate) comm: [[u8; 16]; MAX_FILTER_PROCS],
 }
 
 /// `struct flowlat_net_key`: a network in the `nets` LPM trie, behind its family byte.
@@ -204,6 +212,35 @@ pub struct Pending {
     pub syn_len: u16,
     /// The local socket's cgroup v2 id, or 0 (see `bpf/flowlat.h`).
     pub cgroup_id: u64,
+    /// The process behind the local socket; pid 0 when none was known.
+    pub proc: Proc,
+}
+
+/// `FLOWLAT_PROC_SLOTS`.
+// Used by the classifier and the connect hook only; named here for the layout test.
+#[allow(dead_code)]
+pub(crate) const PROC_SLOTS: usize = 1024;
+
+/// `struct flowlat_proc_slot`: a slot of `conn_procs`.
+// Used by the classifier and the connect hook only; named here for the layout test.
+#[allow(dead_code)]
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct ProcSlot {
+    pub(crate) cookie: u64,
+    pub(crate) proc: Proc,
+}
+
+/// `struct flowlat_proc`: the process behind a socket, as the cgroup hooks
+/// note it in the `procs` socket storage.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Proc {
+    /// Thread group id in the initial PID namespace; 0: none.
+    pub pid: u32,
+    pub pad: u32,
+    /// The kernel's name of the process, NUL-padded.
+    pub comm: [u8; 16],
 }
 
 impl Pending {

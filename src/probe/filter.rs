@@ -7,9 +7,10 @@ use std::sync::atomic::Ordering;
 
 use super::abi::{
     as_bytes, ConfigGlobal, FilterGlobal, NetKey, CFG_MIN_RTT, DIR_IN, DIR_OUT, FILTER_CGROUP,
-    FILTER_DIR, FILTER_NET, FILTER_PORT, MAX_FILTER_CGROUPS, MAX_FILTER_NETS,
+    FILTER_DIR, FILTER_NET, FILTER_PORT, FILTER_PROC, MAX_FILTER_CGROUPS, MAX_FILTER_NETS,
+    MAX_FILTER_PROCS,
 };
-use super::record::Dir;
+use super::record::{Comm, Dir, Process};
 use super::state::Probe;
 use crate::bpf::map::Update;
 use crate::bpf::BpfError;
@@ -63,6 +64,25 @@ pub struct Filter {
     /// SYN-ACK) is under this many nanoseconds send no record; they are
     /// counted in [`KernelStats::below_min_rtt`]. Other results are always sent.
     pub min_rtt_ns: Option<u64>,
+    /// The process behind the local socket has one of these pids, or one of
+    /// the names in `comms` (one kind: a process matching either is kept);
+    /// at most [`MAX_FILTER_PROCS`] of each. Decided at the SYN for `out`
+    /// (an attempt whose process is unknown is dropped), at our first
+    /// SYN-ACK for `in` when the listener's process is known in the kernel;
+    /// the other `in` attempts are left to user space, which knows more.
+    pub pids: Vec<u32>,
+    /// See `pids`.
+    pub comms: Vec<Comm>,
+}
+
+impl Filter {
+    /// Whether `--pid` or `--comm` keep an attempt of this process.
+    pub fn keeps_process(&self, p: Option<&Process>) -> bool {
+        if self.pids.is_empty() && self.comms.is_empty() {
+            return true;
+        }
+        p.is_some_and(|p| self.pids.contains(&p.pid) || self.comms.contains(&p.comm))
+    }
 }
 
 impl Probe {
@@ -93,6 +113,14 @@ impl Probe {
             return Err(BpfError::Invalid(format!(
                 "{} cgroups to filter on; the classifier holds at most {MAX_FILTER_CGROUPS}",
                 f.cgroups.len()
+            )));
+        }
+        if f.pids.len() > MAX_FILTER_PROCS || f.comms.len() > MAX_FILTER_PROCS {
+            return Err(BpfError::Invalid(format!(
+                "{} pids and {} names to filter on; the classifier holds at most \
+                 {MAX_FILTER_PROCS} of each",
+                f.pids.len(),
+                f.comms.len()
             )));
         }
         let nets = f
@@ -131,6 +159,18 @@ impl Probe {
         }
         words[fw(offset_of!(FilterGlobal, cgroups))]
             .store(f.cgroups.len() as u32, Ordering::Relaxed);
+        for (i, &pid) in f.pids.iter().enumerate() {
+            words[fw(offset_of!(FilterGlobal, pid) + 4 * i)].store(pid, Ordering::Relaxed);
+        }
+        words[fw(offset_of!(FilterGlobal, pids))].store(f.pids.len() as u32, Ordering::Relaxed);
+        for (i, comm) in f.comms.iter().enumerate() {
+            let at = fw(offset_of!(FilterGlobal, comm) + 16 * i);
+            for (j, four) in comm.bytes().chunks_exact(4).enumerate() {
+                let w = u32::from_ne_bytes([four[0], four[1], four[2], four[3]]);
+                words[at + j].store(w, Ordering::Relaxed);
+            }
+        }
+        words[fw(offset_of!(FilterGlobal, comms))].store(f.comms.len() as u32, Ordering::Relaxed);
         self.store_u64(
             fw(offset_of!(FilterGlobal, min_rtt_ns)),
             f.min_rtt_ns.unwrap_or(0),
@@ -142,6 +182,7 @@ impl Probe {
             (!f.nets.is_empty(), FILTER_NET),
             (f.dir.is_some(), FILTER_DIR),
             (!f.cgroups.is_empty(), FILTER_CGROUP),
+            (!f.pids.is_empty() || !f.comms.is_empty(), FILTER_PROC),
         ] {
             if set {
                 kinds |= bit;

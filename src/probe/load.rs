@@ -15,9 +15,11 @@ use super::abi::{
 use super::attempts::{Lru, Table, TableMap};
 use super::delivery::{MAX_RECORDS_PER_EVENT, STORES_IN_ORDER};
 use super::ledger::Delivered;
+use super::procs::{ProcPrograms, PROC_PROGRAMS};
 use super::slots::{self, SlotTable};
 use super::state::Probe;
-use crate::bpf::map::Map;
+use crate::bpf::btf::MapBtf;
+use crate::bpf::map::{Map, BPF_MAP_TYPE_SK_STORAGE};
 use crate::bpf::mmap::Mapping;
 use crate::bpf::object::{Object, BSS_MAP};
 use crate::bpf::perf::page_size;
@@ -122,7 +124,12 @@ impl Probe {
                 BSS_MAP => "flowlat_globals".to_string(),
                 other => format!("flowlat_{other}"),
             };
-            maps.insert(def.name.clone(), Map::create(&attr, &name)?);
+            let map = if attr.map_type == BPF_MAP_TYPE_SK_STORAGE {
+                Map::create_with_btf(&attr, &name, &MapBtf::load(attr.value_size)?)?
+            } else {
+                Map::create(&attr, &name)?
+            };
+            maps.insert(def.name.clone(), map);
         }
         let mut take = |name: &str| {
             maps.remove(name)
@@ -134,6 +141,8 @@ impl Probe {
         let fails = take("fails")?;
         let globals_fd = take(BSS_MAP)?;
         let batches_fd = take("batches")?;
+        let (procs, scratch) = (take("procs")?, take("scratch")?);
+        let conn_procs = take("conn_procs")?;
         let fds: HashMap<&str, BorrowedFd<'_>> = [
             (table_name, table_fd.as_fd()),
             ("events", events.as_fd()),
@@ -143,6 +152,9 @@ impl Probe {
             ("agg_cpu", agg_cpu.as_fd()),
             ("fails", fails.as_fd()),
             ("batches", batches_fd.as_fd()),
+            ("procs", procs.as_fd()),
+            ("conn_procs", conn_procs.as_fd()),
+            ("scratch", scratch.as_fd()),
             (BSS_MAP, globals_fd.as_fd()),
         ]
         .into_iter()
@@ -190,6 +202,22 @@ impl Probe {
             page,
             "the probe's batches (flowlat_batches)",
         )?;
+        // The cgroup programs are optional: a kernel that refuses them
+        // (one whose cgroup programs may not read the current process)
+        // measures all the same, without processes.
+        let proc_programs = PROC_PROGRAMS
+            .iter()
+            .map(|&(name, prog_type, attach_type)| {
+                let prog = obj
+                    .program(name)
+                    .ok_or_else(|| ObjectError::NoProgram { name: name.into() })?;
+                let insns = prog.relocate(|m| fds.get(m).map(|fd| fd.as_raw_fd()))?;
+                sys::prog_load_with_attach_type(prog_type, attach_type, &insns, &obj.license, name)
+                    .map(|fd| (attach_type, fd))
+            })
+            .collect::<Result<Vec<_>, BpfError>>()
+            .map(|progs| ProcPrograms { progs })
+            .map_err(|e| e.to_string());
         let ingress = load("flowlat_ingress")?;
         let egress = load("flowlat_egress")?;
         let (ingress_l3, egress_l3) = if l3 {
@@ -232,6 +260,10 @@ impl Probe {
             fails,
             batches,
             _batches_fd: batches_fd,
+            _procs: procs,
+            _conn_procs: conn_procs,
+            _scratch: scratch,
+            proc_programs,
             delivered: vec![Delivered::default(); possible_cpus],
             recovered: 0,
             malformed: 0,

@@ -16,6 +16,7 @@ pub mod filter;
 pub mod gate;
 mod ledger;
 pub mod load;
+pub mod procs;
 pub mod record;
 pub mod slots;
 mod state;
@@ -24,6 +25,7 @@ pub mod table;
 
 /// Which clsact hook a program runs at: the one netlink attaches to.
 pub use crate::netlink::tc::Hook;
+pub use abi::MAX_FILTER_PROCS;
 pub use abi::{
     Batch, Event, Key, Pending, BATCH, HIST_BOUNDS_NS, HIST_N, MAX_FILTER_CGROUPS, MAX_FILTER_NETS,
     REASONS, RESULTS,
@@ -32,7 +34,8 @@ pub use aggregate::{hist_bucket, AggKey, AggValue, Aggregation, Failure, Hist};
 pub use attempts::{Sweep, Table, ANSWERED_HOLD, REPORTED_HOLD};
 pub use filter::Filter;
 pub use load::{object_bytes, Framing, ProbeConfig};
-pub use record::{Dir, Outcome, Reason, Record};
+pub use procs::ProcPrograms;
+pub use record::{Comm, Dir, Outcome, Process, Reason, Record};
 pub use state::Probe;
 pub use stats::KernelStats;
 

@@ -221,11 +221,70 @@ pub struct Record {
     /// port, forwarded traffic, SYN cookies) or none was seen (an `in` attempt
     /// that ended before our SYN-ACK).
     pub cgroup_id: Option<u64>,
+    /// The process behind the local socket: `out`, the one that called
+    /// connect(); `in`, the one that made the listener. `None` where there
+    /// is no local process or it was not known (see docs/measurement.md).
+    pub process: Option<Process>,
     /// Why it did not complete; `None` for `ok`.
     pub reason: Option<Reason>,
     /// Who sent what ended it: the server's RST, a router's or the server's
     /// ICMP error, the client's new SYN or RST; `None` for `ok` and timeouts.
     pub reason_from: Option<IpAddr>,
+}
+
+/// A process's name as the kernel has it (`comm`): at most 15 bytes,
+/// NUL-padded, kept inline so that a record needs no allocation for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Comm([u8; 16]);
+
+impl Comm {
+    /// The kernel's 16 bytes (a name of 15 bytes at most, then NULs).
+    pub fn from_kernel(bytes: [u8; 16]) -> Comm {
+        let mut b = bytes;
+        // A name fills at most 15 bytes; whatever follows its NUL is not part of it.
+        let end = b.iter().position(|&c| c == 0).unwrap_or(15).min(15);
+        b[end..].fill(0);
+        Comm(b)
+    }
+
+    /// A name as given (`/proc/PID/comm`, `--comm`), cut to the kernel's 15
+    /// bytes, as the kernel cuts the names it keeps.
+    pub fn new(name: &str) -> Comm {
+        let mut b = [0u8; 16];
+        let n = name.len().min(15);
+        b[..n].copy_from_slice(&name.as_bytes()[..n]);
+        Comm(b)
+    }
+
+    /// The bytes as the kernel compares them: the name, then NULs.
+    pub fn bytes(&self) -> [u8; 16] {
+        self.0
+    }
+
+    /// The name; bytes that are not UTF-8 are shown as U+FFFD.
+    pub fn as_str(&self) -> std::borrow::Cow<'_, str> {
+        let end = self.0.iter().position(|&c| c == 0).unwrap_or(16);
+        String::from_utf8_lossy(&self.0[..end])
+    }
+
+    /// The name for a line of text: a process may name itself with any
+    /// bytes (`prctl(PR_SET_NAME)`), and a control character, a newline
+    /// above all, must not break the line, so each shows as `?`.
+    pub fn text(&self) -> String {
+        self.as_str()
+            .chars()
+            .map(|c| if c.is_control() { '?' } else { c })
+            .collect()
+    }
+}
+
+/// The process behind an attempt's local socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Process {
+    /// Its process id (thread group id), as the initial PID namespace numbers it.
+    pub pid: u32,
+    /// Its name when it made the socket's call (connect(), bind()).
+    pub comm: Comm,
 }
 
 pub(crate) fn addr(family: u8, a: &[u8; 16]) -> Option<IpAddr> {
@@ -310,6 +369,10 @@ impl Record {
                 Dir::Out => None,
             },
             cgroup_id: (p.cgroup_id != 0).then_some(p.cgroup_id),
+            process: (p.proc.pid != 0).then(|| Process {
+                pid: p.proc.pid,
+                comm: Comm::from_kernel(p.proc.comm),
+            }),
             reason,
             reason_from,
         })

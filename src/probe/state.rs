@@ -37,6 +37,14 @@ pub struct Probe {
     /// The `batches` map, mapped: each CPU's batch of records not yet sent.
     pub(super) batches: Mapping,
     pub(super) _batches_fd: Map,
+    /// The process behind each socket a cgroup hook saw (`procs`), which
+    /// the classifier reads; and its per-CPU scratch space (`scratch`).
+    pub(super) _procs: Map,
+    /// The process of each connect(), by socket cookie (`conn_procs`).
+    pub(super) _conn_procs: Map,
+    pub(super) _scratch: Map,
+    /// The cgroup programs that fill `procs`, or why they did not load.
+    pub(super) proc_programs: Result<super::procs::ProcPrograms, String>,
     /// Per possible CPU, what [`Probe::drain`] has delivered of its batches.
     pub(super) delivered: Vec<Delivered>,
     /// Records of batches the perf ring had no room for that were read from

@@ -58,3 +58,11 @@ impl Probe {
         })
     }
 }
+
+impl Probe {
+    /// Counts attempts user space dropped for the filters (an `in` attempt
+    /// whose process only user space could name), in [`KernelStats::filtered`].
+    pub fn count_filtered(&mut self, n: u64) {
+        self.swept_filtered += n;
+    }
+}

@@ -236,6 +236,21 @@ fn rust_structs_match_the_c_header() {
         offset_of!(FailKey, reason),
         offset_of!(ConfigGlobal, late_answer_us),
         LATE_ANSWER_US as usize,
+        size_of::<Proc>(),
+        offset_of!(Proc, pid),
+        offset_of!(Proc, comm),
+        offset_of!(Pending, proc),
+        CFG_PROCS as usize,
+        FILTER_PROC as usize,
+        MAX_FILTER_PROCS,
+        offset_of!(FilterGlobal, pids),
+        offset_of!(FilterGlobal, comms),
+        offset_of!(FilterGlobal, pid),
+        offset_of!(FilterGlobal, comm),
+        PROC_SLOTS,
+        size_of::<ProcSlot>(),
+        offset_of!(ProcSlot, cookie),
+        offset_of!(ProcSlot, proc),
     ];
     let rust: Vec<usize> = rust
         .into_iter()
@@ -441,4 +456,18 @@ fn refusals_and_timeouts_say_why_and_ok_does_not() {
     ev.end_ns = 5_000;
     let r = Record::from_event(&ev).expect("valid");
     assert_eq!((r.reason, r.reason_from), (None, None));
+}
+
+#[test]
+fn a_process_name_is_cut_as_the_kernel_cuts_it_and_never_breaks_a_line() {
+    assert_eq!(
+        Comm::new("a-name-longer-than-15").as_str(),
+        "a-name-longer-t"
+    );
+    // What follows the kernel's NUL is not part of the name.
+    let mut raw = *b"nginx\0garbage!!!";
+    assert_eq!(Comm::from_kernel(raw), Comm::new("nginx"));
+    raw = *b"0123456789abcdef";
+    assert_eq!(Comm::from_kernel(raw).as_str(), "0123456789abcde");
+    assert_eq!(Comm::new("two\nlines\t").text(), "two?lines?");
 }

@@ -79,6 +79,10 @@ impl Formatter {
                 (Some(reason), None) => format!(" reason {}", reason.as_str()),
                 (None, _) => String::new(),
             };
+            let process = match &r.process {
+                Some(p) => format!(" {}[{}]", p.comm.text(), p.pid),
+                None => String::new(),
+            };
             // The workload (or its cgroup) comes last: it is the one field
             // of unbounded width.
             let cg = match (local.workload, local.cgroup, r.cgroup_id) {
@@ -88,7 +92,7 @@ impl Formatter {
                 (None, None, None) => "-".to_string(),
             };
             format!(
-                "{} {:<nw$} {:<3} {:>21} -> {:<21} {:<11} rtt {:>10} local {:>10} total {:>10} retrans {}{}{} {}",
+                "{} {:<nw$} {:<3} {:>21} -> {:<21} {:<11} rtt {:>10} local {:>10} total {:>10} retrans {}{}{}{} {}",
                 time_of_day(unix, offset),
                 iface,
                 r.dir.as_str(),
@@ -101,6 +105,7 @@ impl Formatter {
                 r.retrans,
                 synack,
                 why,
+                process,
                 cg,
                 nw = self.name_width
             )
@@ -157,6 +162,13 @@ impl Formatter {
         push_u64(s, u64::from(r.retrans));
         s.push_str(",\"synack_retrans\":");
         push_opt(s, r.synack_retrans.map(u64::from));
+        s.push_str(",\"pid\":");
+        push_opt(s, r.process.map(|p| u64::from(p.pid)));
+        s.push_str(",\"comm\":");
+        match &r.process {
+            Some(p) => json_str(s, &p.comm.as_str()),
+            None => s.push_str("null"),
+        }
         s.push_str(",\"cgroup_id\":");
         push_opt(s, r.cgroup_id);
         s.push_str(",\"cgroup\":");
@@ -285,6 +297,7 @@ mod tests {
             retrans: 0,
             synack_retrans: None,
             cgroup_id: None,
+            process: None,
             reason: None,
             reason_from: None,
         }
@@ -375,7 +388,7 @@ mod tests {
              \"result\":\"ok\",\"reason\":null,\"reason_from\":null,\"client_ip\":\"10.0.0.5\",\"client_port\":51234,\
              \"server_ip\":\"93.184.216.34\",\"server_port\":443,\"rtt_ns\":12345678,\
              \"local_ns\":null,\"total_ns\":12400000,\"retrans\":0,\"synack_retrans\":null,\
-             \"cgroup_id\":null,\"cgroup\":null,\"workload\":null}"
+             \"pid\":null,\"comm\":null,\"cgroup_id\":null,\"cgroup\":null,\"workload\":null}"
         );
     }
 
@@ -461,6 +474,35 @@ mod tests {
             j.ends_with("\"cgroup_id\":4242,\"cgroup\":null,\"workload\":null}"),
             "{j}"
         );
+    }
+
+    #[test]
+    fn the_process_shows_as_comm_pid_before_the_cgroup() {
+        let mut r = record();
+        r.cgroup_id = Some(4242);
+        r.process = Some(crate::probe::Process {
+            pid: 3141,
+            comm: crate::probe::Comm::new("nginx \"w\""),
+        });
+        let path = "/system.slice/nginx.service";
+        let local = Local {
+            cgroup: Some(path),
+            workload: None,
+        };
+        let line = text().with_utc_offset(0).format(&r, &names(), local);
+        assert!(
+            line.ends_with(" nginx \"w\"[3141] /system.slice/nginx.service"),
+            "{line}"
+        );
+        let j = json().format(&r, &names(), local);
+        assert!(
+            j.contains(",\"pid\":3141,\"comm\":\"nginx \\\"w\\\"\",\"cgroup_id\":4242,"),
+            "{j}"
+        );
+        // No process: nothing in text, nulls in JSON.
+        r.process = None;
+        let line = text().with_utc_offset(0).format(&r, &names(), local);
+        assert!(line.contains(" retrans 0 /system.slice"), "{line}");
     }
 
     #[test]

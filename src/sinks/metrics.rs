@@ -780,6 +780,7 @@ mod tests {
             retrans: 0,
             synack_retrans: None,
             cgroup_id: None,
+            process: None,
             reason: None,
             reason_from: None,
         }

@@ -9,6 +9,8 @@
 //! - `lifecycle`: sharing an interface, kills, detach, interfaces changing
 //!   under flowlat, many starts, no privileges;
 //! - `metrics`: the Prometheus endpoint;
+//! - `processes`: the process behind each attempt, `--pid`/`--comm`, and
+//!   the cgroup hooks left as found;
 //! - `summary`: summaries, interval tables, in-kernel filters, bounded runs;
 //! - `shapes`: loopback, TUN, VLAN tags, a SYN flood;
 //! - `loss`: nginx and ab under random SYN and SYN-ACK loss, every attempt at
@@ -23,5 +25,6 @@ mod lifecycle;
 mod loss;
 mod metrics;
 mod node;
+mod processes;
 mod shapes;
 mod summary;

@@ -12,5 +12,6 @@ mod netlink_tc;
 mod probe_agg;
 mod probe_causes;
 mod probe_filters;
+mod probe_procs;
 mod probe_run;
 mod probe_tables;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::host::cgroup::shorten;
-use crate::probe::{Dir, Outcome, Record};
+use crate::probe::{Comm, Dir, Outcome, Record};
 use crate::sinks::histogram::{Log2Hist, Sketch};
 use crate::sinks::labels::Labels;
 
@@ -33,9 +33,11 @@ pub enum GroupKey {
     Cgroup,
     /// The workload: a pod, a container, a unit.
     Workload,
+    /// The name of the process behind the local socket.
+    Comm,
 }
 
-pub const ALL_KEYS: [GroupKey; 9] = [
+pub const ALL_KEYS: [GroupKey; 10] = [
     GroupKey::Iface,
     GroupKey::Dir,
     GroupKey::Server,
@@ -45,10 +47,11 @@ pub const ALL_KEYS: [GroupKey; 9] = [
     GroupKey::ClientNet,
     GroupKey::Cgroup,
     GroupKey::Workload,
+    GroupKey::Comm,
 ];
 
 pub const KEYS_HELP: &str = "iface, dir, server (address and port), server-ip, server-port, \
-                         client-ip, client-net, cgroup, workload";
+                         client-ip, client-net, cgroup, workload, comm";
 
 impl GroupKey {
     /// The word of `--by`, also the key's column header in text.
@@ -63,6 +66,7 @@ impl GroupKey {
             GroupKey::ClientNet => "client-net",
             GroupKey::Cgroup => "cgroup",
             GroupKey::Workload => "workload",
+            GroupKey::Comm => "comm",
         }
     }
 
@@ -129,6 +133,7 @@ pub(super) struct Key {
     pub(super) cgroup: Option<u64>,
     /// The workload's name, by [`name_key`].
     pub(super) workload: Option<u64>,
+    pub(super) comm: Option<Comm>,
 }
 
 /// A workload's name as a key: a 64-bit hash, since keys are copied and
@@ -159,6 +164,7 @@ pub(super) fn cmp_keys(by: &[GroupKey], a: &Key, b: &Key) -> Ordering {
             GroupKey::ClientNet => a.client_net.cmp(&b.client_net),
             GroupKey::Cgroup => a.cgroup.cmp(&b.cgroup),
             GroupKey::Workload => a.workload.cmp(&b.workload),
+            GroupKey::Comm => a.comm.cmp(&b.comm),
         })
         .find(|o| o.is_ne())
         .unwrap_or(Ordering::Equal)
@@ -326,6 +332,7 @@ impl Summary {
                 GroupKey::Cgroup => k.cgroup = r.cgroup_id,
                 // Set by the caller, who knows the name.
                 GroupKey::Workload => {}
+                GroupKey::Comm => k.comm = r.process.map(|p| p.comm),
             }
         }
         k
@@ -553,6 +560,7 @@ pub(super) fn key_text(t: &Table, g: GroupKey, k: &Key, labels: &mut dyn Labels)
                 |n| crate::host::cgroup::escape_controls(n),
             )
         })),
+        GroupKey::Comm => opt(k.comm.map(|c| c.text())),
     }
 }
 
@@ -620,6 +628,7 @@ mod tests {
             retrans: 0,
             synack_retrans: None,
             cgroup_id: None,
+            process: None,
             reason: None,
             reason_from: None,
         }
@@ -889,6 +898,31 @@ mod tests {
         assert_eq!(
             groups(cfg("client-ip"), &[rec(START), c, b], &["client_ip"]),
             [(strs(&["10.0.0.5"]), 2), (strs(&["2001:db8::5"]), 1)]
+        );
+    }
+
+    #[test]
+    fn comm_groups_by_the_process_name_across_pids_and_none_is_null() {
+        let of = |pid: u32, comm: &str| {
+            let mut r = rec(START);
+            r.process = Some(crate::probe::Process {
+                pid,
+                comm: Comm::new(comm),
+            });
+            r
+        };
+        let got = groups(
+            cfg("comm"),
+            &[of(10, "curl"), of(11, "curl"), of(12, "wget"), rec(START)],
+            &["comm"],
+        );
+        assert_eq!(
+            got,
+            [
+                (strs(&["curl"]), 2),
+                (strs(&["null"]), 1),
+                (strs(&["wget"]), 1)
+            ]
         );
     }
 

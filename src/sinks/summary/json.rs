@@ -83,6 +83,10 @@ fn json_key(out: &mut String, t: &Table, key: Option<&Key>, labels: &mut dyn Lab
                     .and_then(|w| t.workload_names.get(&w));
                 json_opt_str(out, "workload", name.map(|n| &**n));
             }
+            GroupKey::Comm => {
+                let comm = key.and_then(|k| k.comm).map(|c| c.as_str().into_owned());
+                json_opt_str(out, "comm", comm.as_deref());
+            }
         }
     }
 }

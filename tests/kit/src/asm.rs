@@ -1,5 +1,6 @@
 //! Hand-assembled classifiers the benches compare flowlat with: an empty one,
-//! and one that only sends a record, to load the perf reader.
+//! and one that only sends a record, to load the perf reader; and one that
+//! gives the packet's socket a process before flowlat's classifier runs.
 
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 
@@ -74,4 +75,71 @@ pub fn record_sender(
         .insn(MOV64_IMM, R0, 0, 0, TC_ACT_UNSPEC)
         .insn(BPF_EXIT, 0, 0, 0, 0);
     sys::prog_load(sys::BPF_PROG_TYPE_SCHED_CLS, &a.0, "GPL", "bench_sender")
+}
+
+const STX_DW: u8 = 0x7b;
+const STX_W: u8 = 0x63;
+const ST_W: u8 = 0x62;
+const AND64_IMM: u8 = 0x57;
+const JEQ_IMM: u8 = 0x15;
+const R7: u8 = 7;
+const BPF_FUNC_MAP_LOOKUP_ELEM: i32 = 1;
+const BPF_FUNC_TAIL_CALL: i32 = 12;
+const BPF_FUNC_GET_SOCKET_COOKIE: i32 = 46;
+/// `FLOWLAT_PROC_SLOTS`.
+const PROC_SLOTS: i32 = 1024;
+
+/// A classifier that gives the packet's socket the process `pid`, `comm`
+/// in `conn_procs` (this CPU's slot of the socket's cookie, a `struct
+/// flowlat_proc_slot`), as flowlat's connect hook would at connect(), then
+/// tail-calls slot 0 of `progs` (a `BPF_MAP_TYPE_PROG_ARRAY` holding the
+/// probe's classifier). Under `BPF_PROG_TEST_RUN` the packet's socket is
+/// one the kernel makes for the run, which no connect() made.
+pub fn socket_namer(
+    conn_procs: BorrowedFd<'_>,
+    progs: BorrowedFd<'_>,
+    pid: u32,
+    comm: [u8; 16],
+) -> Result<OwnedFd, BpfError> {
+    let word = |i: usize| u64::from_le_bytes(comm[i..i + 8].try_into().expect("8 bytes"));
+    let (w0, w1) = (word(0), word(8));
+    let mut a = Asm::default();
+    a.insn(MOV64_REG, R6, R1, 0, 0)
+        .insn(BPF_CALL, 0, 0, 0, BPF_FUNC_GET_SOCKET_COOKIE)
+        .insn(MOV64_REG, R7, R0, 0, 0)
+        // No socket: on to the tail call, 18 instructions on.
+        .insn(JEQ_IMM, R7, 0, 18, 0)
+        .insn(MOV64_REG, R1, R7, 0, 0)
+        .insn(AND64_IMM, R1, 0, 0, PROC_SLOTS - 1)
+        .insn(STX_W, R10, R1, -4, 0)
+        .insn(MOV64_REG, R2, R10, 0, 0)
+        .insn(ADD64_IMM, R2, 0, 0, -4)
+        .insn(
+            BPF_LD_IMM64,
+            R1,
+            BPF_PSEUDO_MAP_FD,
+            0,
+            conn_procs.as_raw_fd(),
+        )
+        .insn(0, 0, 0, 0, 0)
+        .insn(BPF_CALL, 0, 0, 0, BPF_FUNC_MAP_LOOKUP_ELEM)
+        .insn(JEQ_IMM, R0, 0, 9, 0)
+        .insn(STX_DW, R0, R7, 0, 0)
+        .insn(ST_W, R0, 0, 8, pid as i32)
+        .insn(ST_W, R0, 0, 12, 0)
+        .insn(BPF_LD_IMM64, R1, 0, 0, w0 as u32 as i32)
+        .insn(0, 0, 0, 0, (w0 >> 32) as u32 as i32)
+        .insn(STX_DW, R0, R1, 16, 0)
+        .insn(BPF_LD_IMM64, R1, 0, 0, w1 as u32 as i32)
+        .insn(0, 0, 0, 0, (w1 >> 32) as u32 as i32)
+        .insn(STX_DW, R0, R1, 24, 0)
+        // The tail call.
+        .insn(MOV64_REG, R1, R6, 0, 0)
+        .insn(BPF_LD_IMM64, R2, BPF_PSEUDO_MAP_FD, 0, progs.as_raw_fd())
+        .insn(0, 0, 0, 0, 0)
+        .insn(MOV64_IMM, R3, 0, 0, 0)
+        .insn(BPF_CALL, 0, 0, 0, BPF_FUNC_TAIL_CALL)
+        .insn(MOV64_IMM, R0, 0, 0, TC_ACT_UNSPEC)
+        .insn(BPF_EXIT, 0, 0, 0, 0);
+    sys::prog_load(sys::BPF_PROG_TYPE_SCHED_CLS, &a.0, "GPL", "test_namer")
 }

@@ -21,6 +21,7 @@
 //! - [`nginx`]: a real HTTP server in a namespace;
 //! - [`node`]: a container node: pods behind veths, in kubelet- or
 //!   Docker-style cgroups, with their names on disk;
+//! - [`procs`]: processes with names of their own that listen or connect;
 //! - the root check below, [`run_cmd`], [`collect_text`], [`exit_within`] and
 //!   [`Scratch`] directories.
 
@@ -37,6 +38,7 @@ pub mod node;
 pub mod packet;
 pub mod peer;
 pub mod probe;
+pub mod procs;
 pub mod report;
 pub mod router;
 pub mod run;
