@@ -277,13 +277,15 @@ struct flowlat_proc {
 };
 
 /* The process that called connect() on a socket, by the socket's cookie:
- * the per-CPU array "conn_procs", slot cookie & (FLOWLAT_PROC_SLOTS - 1). The
- * connect hook writes it and the SYN that connect() sends, on the same CPU
- * within the same call, reads it; the cookie tells a slot a later connect
- * took over. A fixed array, so that the hook, which runs on every connect()
- * of the host, allocates nothing: socket storage costs an allocation per
- * socket (measured: about 500 ns a connect). */
-#define FLOWLAT_PROC_SLOTS 1024
+ * the array "conn_procs", slot cookie & (FLOWLAT_PROC_SLOTS - 1). The connect
+ * hook writes it and the SYN that connect() sends within the same call
+ * reads it; the cookie tells a slot a later connect took over. One array for
+ * all CPUs: the task may be moved to another CPU between the hook and its
+ * SYN (a per-CPU array lost those under load). A fixed array, so that the
+ * hook, which runs on every connect() of the host, allocates nothing: socket
+ * storage costs an allocation per socket (measured: about 500 ns a
+ * connect). */
+#define FLOWLAT_PROC_SLOTS 4096
 
 struct flowlat_proc_slot {
 	__u64 cookie; /* 0: empty */

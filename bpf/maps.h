@@ -83,7 +83,7 @@ struct flowlat_map_def procs SEC("maps") = {
 
 /* The process of each connect(), by socket cookie (see bpf/flowlat.h). */
 struct flowlat_map_def conn_procs SEC("maps") = {
-	.type = BPF_MAP_TYPE_PERCPU_ARRAY,
+	.type = BPF_MAP_TYPE_ARRAY,
 	.key_size = sizeof(__u32),
 	.value_size = sizeof(struct flowlat_proc_slot),
 	.max_entries = FLOWLAT_PROC_SLOTS,

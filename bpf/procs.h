@@ -1,11 +1,12 @@
 /* Which process is behind a socket. The cgroup hooks (attached to the root
  * of the cgroup v2 tree by src/host/process_hook.rs, beside any other
  * programs there) run in the context of the process that calls connect() or
- * bind(), and note it: a connect in this CPU's "conn_procs" slot of the
- * socket's cookie, a bind in the socket's "procs" storage. The classifier,
+ * bind(), and note it: a connect in the "conn_procs" slot of the socket's
+ * cookie, a bind in the socket's "procs" storage. The classifier,
  * which runs where no process context is to be had, copies it into the
  * attempt: from the slot of a SYN's socket (out), or from the storage of a
- * SYN-ACK's listener (in).
+ * SYN-ACK's listener (in). The slots are shared by all CPUs (see
+ * FLOWLAT_PROC_SLOTS).
  *
  * The connect hook runs on every connect() of the host, so it does the
  * least it can: the cookie, one array slot, the pid and the name; it
@@ -28,7 +29,7 @@ static __always_inline void note_process(void *sk)
 }
 
 /* connect(): the process that calls it owns the attempt its SYN starts,
- * which this CPU sends within the same call. The slot's cookie is cleared
+ * which it sends within the same call. The slot's cookie is cleared
  * while it is written, so that a classifier run in between (for another
  * socket) takes nothing half written for its own. */
 static __always_inline int on_connect(struct bpf_sock_addr *ctx)
@@ -77,8 +78,8 @@ static __always_inline int on_post_bind(struct bpf_sock *sk)
 		return on_post_bind(sk);                                       \
 	}
 
-/* out: the process that called connect() on the SYN's socket, from this
- * CPU's slot of its cookie. */
+/* out: the process that called connect() on the SYN's socket, from the
+ * slot of its cookie. */
 static __always_inline void proc_of_socket(struct __sk_buff *skb, struct flowlat_proc *to)
 {
 	__u64 cookie = bpf_get_socket_cookie(skb);

@@ -219,7 +219,7 @@ pub struct Pending {
 /// `FLOWLAT_PROC_SLOTS`.
 // Used by the classifier and the connect hook only; named here for the layout test.
 #[allow(dead_code)]
-pub(crate) const PROC_SLOTS: usize = 1024;
+pub(crate) const PROC_SLOTS: usize = 4096;
 
 /// `struct flowlat_proc_slot`: a slot of `conn_procs`.
 // Used by the classifier and the connect hook only; named here for the layout test.

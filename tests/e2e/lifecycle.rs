@@ -238,8 +238,9 @@ fn a_killed_flowlat_leaves_filters_that_the_next_start_removes() {
     let dead = Flowlat::start(&net.a, &["--json", "a"]);
     let dead_pid = dead.pid();
     let (progs, maps) = bpf_ids_of(dead_pid);
-    // An Ethernet interface: the two Ethernet programs, not the L3 pair.
-    assert_eq!((progs.len(), maps.len()), (2, 9), "{progs:?} {maps:?}");
+    // An Ethernet interface: the two Ethernet programs, not the L3 pair;
+    // and the four cgroup programs that name processes.
+    assert_eq!((progs.len(), maps.len()), (6, 12), "{progs:?} {maps:?}");
     let stopped = dead.stop_with(Signal::SIGKILL);
     assert!(!stopped.status.success());
 
@@ -496,7 +497,7 @@ fn fifty_starts_and_stops_leave_nothing_in_the_kernel() {
         assert!(line.contains("attached to a"), "cycle {cycle}: {line}");
         let pid = child.0.id() as i32;
         let (p, m) = bpf_ids_of(pid);
-        assert_eq!((p.len(), m.len()), (2, 9), "cycle {cycle}: {p:?} {m:?}");
+        assert_eq!((p.len(), m.len()), (6, 12), "cycle {cycle}: {p:?} {m:?}");
         if cycle == 0 {
             // They are flowlat's, under the names bpftool shows; the table
             // of attempts is the one this kernel runs.
@@ -508,9 +509,17 @@ fn fifty_starts_and_stops_leave_nothing_in_the_kernel() {
                     .map(|(_, name)| name)
                     .collect()
             };
+            // The kernel keeps 15 bytes of a name: both connect hooks are
+            // flowlat_connect.
             assert_eq!(
                 named("prog", &p),
-                BTreeSet::from(["flowlat_ingress".into(), "flowlat_egress".into()])
+                BTreeSet::from([
+                    "flowlat_ingress".into(),
+                    "flowlat_egress".into(),
+                    "flowlat_connect".into(),
+                    "flowlat_bind4".into(),
+                    "flowlat_bind6".into()
+                ])
             );
             assert_eq!(
                 named("map", &m),
@@ -523,7 +532,10 @@ fn fifty_starts_and_stops_leave_nothing_in_the_kernel() {
                     "flowlat_agg".into(),
                     "flowlat_agg_cpu".into(),
                     "flowlat_fails".into(),
-                    "flowlat_batches".into()
+                    "flowlat_batches".into(),
+                    "flowlat_conn_pr".into(),
+                    "flowlat_procs".into(),
+                    "flowlat_scratch".into()
                 ])
             );
         }
@@ -537,7 +549,7 @@ fn fifty_starts_and_stops_leave_nothing_in_the_kernel() {
         assert!(status.success(), "cycle {cycle}: {status:?} {rest}");
         assert_eq!(tc_state(&net.a, "a"), fresh, "cycle {cycle}");
     }
-    assert_eq!((progs.len(), maps.len()), (100, 450));
+    assert_eq!((progs.len(), maps.len()), (300, 600));
     assert_bpf_objects_gone(&progs, &maps, Duration::from_secs(10));
 }
 

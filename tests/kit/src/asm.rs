@@ -87,10 +87,10 @@ const BPF_FUNC_MAP_LOOKUP_ELEM: i32 = 1;
 const BPF_FUNC_TAIL_CALL: i32 = 12;
 const BPF_FUNC_GET_SOCKET_COOKIE: i32 = 46;
 /// `FLOWLAT_PROC_SLOTS`.
-const PROC_SLOTS: i32 = 1024;
+const PROC_SLOTS: i32 = 4096;
 
 /// A classifier that gives the packet's socket the process `pid`, `comm`
-/// in `conn_procs` (this CPU's slot of the socket's cookie, a `struct
+/// in `conn_procs` (the slot of the socket's cookie, a `struct
 /// flowlat_proc_slot`), as flowlat's connect hook would at connect(), then
 /// tail-calls slot 0 of `progs` (a `BPF_MAP_TYPE_PROG_ARRAY` holding the
 /// probe's classifier). Under `BPF_PROG_TEST_RUN` the packet's socket is

@@ -29,6 +29,19 @@ impl NetNs {
         run_cmd("ip", &["netns", "add", &name]);
         let ns = NetNs { name };
         ns.ip(&["link", "set", "lo", "up"]);
+        // A plain host, whatever the host running the tests does: a new
+        // namespace takes IPv4 forwarding from the initial one (a host with
+        // containers forwards), and a forwarding namespace answers a packet
+        // for an address nobody has with an ICMP error after its ARP
+        // attempts, where the tests expect silence. Routers turn it on.
+        ns.exec(
+            "sysctl",
+            &[
+                "-qw",
+                "net.ipv4.ip_forward=0",
+                "net.ipv6.conf.all.forwarding=0",
+            ],
+        );
         ns
     }
 
