@@ -502,24 +502,16 @@ fn find_holders(proc: &Path, wanted: &HashSet<u64>) -> Result<Holders, ScanError
     let mut complete = true;
     if !wanted.is_empty() {
         let (mut processes, mut fds) = (0usize, 0usize);
-        'processes: for entry in fs::read_dir(proc).map_err(ScanError::Proc)? {
-            let Ok(entry) = entry else { continue };
-            let Some(pid) = entry
-                .file_name()
-                .to_str()
-                .and_then(|s| s.parse::<u32>().ok())
-            else {
-                continue;
-            };
+        'processes: for (pid, dir) in super::netns::processes(proc).map_err(ScanError::Proc)? {
             if processes == MAX_PROCESSES {
                 complete = false;
                 break;
             }
             processes += 1;
-            let Ok(dir) = fs::read_dir(entry.path().join("fd")) else {
+            let Ok(fd_dir) = fs::read_dir(dir.join("fd")) else {
                 continue;
             };
-            for fd in dir {
+            for fd in fd_dir {
                 if fds == MAX_FDS {
                     complete = false;
                     break 'processes;

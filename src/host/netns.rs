@@ -113,6 +113,18 @@ pub fn netns_name(dir: &Path, ns: NsId) -> Option<String> {
         .find(|name| NsId::of_path(&dir.join(name)).is_some_and(|found| found.same(&ns)))
 }
 
+/// The processes of a procfs mount: each numeric entry of `proc_root`, as
+/// its pid and its directory. Entries that vanish while listed are passed
+/// over; an error only when `proc_root` cannot be listed.
+pub(crate) fn processes(
+    proc_root: &Path,
+) -> io::Result<impl Iterator<Item = (u32, std::path::PathBuf)>> {
+    Ok(fs::read_dir(proc_root)?.flatten().filter_map(|entry| {
+        let pid = entry.file_name().to_str()?.parse::<u32>().ok()?;
+        Some((pid, entry.path()))
+    }))
+}
+
 /// Which processes are in which network namespace, from one walk of
 /// `/proc`; it does not follow processes that start or end later.
 #[derive(Debug)]
@@ -134,24 +146,14 @@ impl Processes {
     fn scan_at_most(proc_root: &Path, limit: usize) -> io::Result<Processes> {
         let mut by_ns: HashMap<u64, Vec<u32>> = HashMap::new();
         let mut complete = true;
-        let mut seen = 0usize;
-        for entry in fs::read_dir(proc_root)? {
-            let Ok(entry) = entry else { continue };
-            let Some(pid) = entry
-                .file_name()
-                .to_str()
-                .and_then(|s| s.parse::<u32>().ok())
-            else {
-                continue;
-            };
+        for (seen, (pid, dir)) in processes(proc_root)?.enumerate() {
             if seen == limit {
                 complete = false;
                 break;
             }
-            seen += 1;
             // The link's text, not `stat`: one syscall that needs no
             // device, and all namespaces share the one nsfs.
-            if let Some(ino) = link_inode(&entry.path().join("ns/net")) {
+            if let Some(ino) = link_inode(&dir.join("ns/net")) {
                 by_ns.entry(ino).or_default().push(pid);
             }
         }

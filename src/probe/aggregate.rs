@@ -13,7 +13,7 @@ use super::abi::{
 };
 use super::record::{Dir, Outcome, Reason, Record};
 use super::state::Probe;
-use crate::bpf::map::{batch_unsupported, Batch};
+use crate::bpf::map::{batch_unsupported, Batch, Map};
 use crate::bpf::BpfError;
 
 /// The bucket a duration falls in, by the classifier's rule: the first
@@ -165,6 +165,21 @@ pub struct Aggregation {
 impl Pod for AggValue {}
 impl Pod for AggSlot {}
 
+/// Every key of `map` (of `N` bytes), walked with `BPF_MAP_GET_NEXT_KEY`,
+/// at most `bound`: a key that vanishes under the walk restarts it, and the
+/// bound ends it.
+fn keys_of<const N: usize>(map: &Map, bound: usize) -> Result<Vec<[u8; N]>, BpfError> {
+    let mut keys: Vec<[u8; N]> = Vec::new();
+    for _ in 0..bound {
+        let mut next = [0u8; N];
+        if !map.next_key(keys.last().map(|k| &k[..]), &mut next)? {
+            break;
+        }
+        keys.push(next);
+    }
+    Ok(keys)
+}
+
 impl Probe {
     /// Sets whether and how the classifier aggregates (see [`Aggregation`]);
     /// it applies to attempts that end from now on.
@@ -237,18 +252,8 @@ impl Probe {
     /// sweep's timeouts. At most `FLOWLAT_FAIL_KEYS` keys.
     pub fn failures(&self) -> Result<Vec<(Failure, u64)>, BpfError> {
         let mut values = vec![0u8; per_cpu_stride::<u64>() * self.possible_cpus];
-        let mut cur: Option<[u8; std::mem::size_of::<FailKey>()]> = None;
         let mut out = Vec::new();
-        // A key that vanished under the walk would restart it: the bound ends it.
-        for _ in 0..2 * FAIL_KEYS {
-            let mut next = [0u8; std::mem::size_of::<FailKey>()];
-            if !self
-                .fails
-                .next_key(cur.as_ref().map(|k| &k[..]), &mut next)?
-            {
-                break;
-            }
-            cur = Some(next);
+        for next in keys_of::<{ std::mem::size_of::<FailKey>() }>(&self.fails, 2 * FAIL_KEYS)? {
             if !self.fails.lookup(&next, &mut values)? {
                 continue;
             }
@@ -275,18 +280,11 @@ impl Probe {
         if ifindexes.is_empty() {
             return Ok(0);
         }
-        let mut dead: Vec<[u8; std::mem::size_of::<AggKeyRaw>()]> = Vec::new();
-        let mut cur: Option<[u8; std::mem::size_of::<AggKeyRaw>()]> = None;
-        for _ in 0..2 * (AGG_KEYS + AGG_RESERVE) {
-            let mut next = [0u8; std::mem::size_of::<AggKeyRaw>()];
-            if !self.agg.next_key(cur.as_ref().map(|k| &k[..]), &mut next)? {
-                break;
-            }
-            if from_bytes::<AggKeyRaw>(&next).is_some_and(|k| ifindexes.contains(&k.ifindex)) {
-                dead.push(next);
-            }
-            cur = Some(next);
-        }
+        let mut dead = keys_of::<{ std::mem::size_of::<AggKeyRaw>() }>(
+            &self.agg,
+            2 * (AGG_KEYS + AGG_RESERVE),
+        )?;
+        dead.retain(|k| from_bytes::<AggKeyRaw>(k).is_some_and(|k| ifindexes.contains(&k.ifindex)));
         let mut capped = 0u32;
         let mut gone = 0;
         for k in &dead {
@@ -306,21 +304,8 @@ impl Probe {
                 Some(n.saturating_sub(capped))
             });
         }
-        let mut dead: Vec<[u8; std::mem::size_of::<FailKey>()]> = Vec::new();
-        let mut cur: Option<[u8; std::mem::size_of::<FailKey>()]> = None;
-        for _ in 0..2 * FAIL_KEYS {
-            let mut next = [0u8; std::mem::size_of::<FailKey>()];
-            if !self
-                .fails
-                .next_key(cur.as_ref().map(|k| &k[..]), &mut next)?
-            {
-                break;
-            }
-            if from_bytes::<FailKey>(&next).is_some_and(|k| ifindexes.contains(&k.ifindex)) {
-                dead.push(next);
-            }
-            cur = Some(next);
-        }
+        let mut dead = keys_of::<{ std::mem::size_of::<FailKey>() }>(&self.fails, 2 * FAIL_KEYS)?;
+        dead.retain(|k| from_bytes::<FailKey>(k).is_some_and(|k| ifindexes.contains(&k.ifindex)));
         for k in &dead {
             if self.fails.delete(k)? {
                 gone += 1;
@@ -379,19 +364,14 @@ impl Probe {
     /// [`Probe::aggregates`] the way kernels before Linux 5.6 allow: one
     /// lookup per key (public to compare the two in tests).
     pub fn aggregates_walked(&self) -> Result<Vec<(AggKey, AggValue)>, BpfError> {
-        let map = &self.agg;
         let mut values = vec![0u8; self.agg_stride()];
-        let mut cur: Option<[u8; std::mem::size_of::<AggKeyRaw>()]> = None;
         let mut out = Vec::new();
-        for _ in 0..AGG_KEYS + AGG_RESERVE {
-            let mut next = [0u8; std::mem::size_of::<AggKeyRaw>()];
-            if !map.next_key(cur.as_ref().map(|k| &k[..]), &mut next)? {
-                break;
-            }
-            if map.lookup(&next, &mut values)? {
+        for next in
+            keys_of::<{ std::mem::size_of::<AggKeyRaw>() }>(&self.agg, AGG_KEYS + AGG_RESERVE)?
+        {
+            if self.agg.lookup(&next, &mut values)? {
                 out.extend(self.agg_entry(&next, &values));
             }
-            cur = Some(next);
         }
         self.with_cached(out)
     }

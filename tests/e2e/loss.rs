@@ -17,8 +17,7 @@
 //! the server's end must report as `abandoned`, reason `client-reset`.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use kit::capture::{tcp_segments, Capture, Segment, ACK, RST, SYN};
@@ -151,7 +150,7 @@ fn under_loss(v6: bool) {
             k.stderr
         );
     }
-    let metrics = scrape(&net.b, metrics_at);
+    let metrics = kit::run::scrape(&net.b, metrics_at);
     let (ra, rb, rm) = (fa.stop(), fb.stop(), fm.stop());
     for r in [&ra, &rb, &rm] {
         kit::run::assert_clean_stop(r);
@@ -276,24 +275,6 @@ fn under_loss(v6: bool) {
 
 fn parse(addr: &str) -> IpAddr {
     addr.parse().expect("an address")
-}
-
-/// `GET /metrics` inside `ns`: the body.
-fn scrape(ns: &kit::net::NetNs, addr: SocketAddr) -> String {
-    ns.enter(move || {
-        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).expect("connect");
-        s.set_read_timeout(Some(Duration::from_secs(5)))
-            .expect("timeout");
-        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
-            .expect("send");
-        let mut reply = String::new();
-        let _ = s.read_to_string(&mut reply);
-        assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
-        reply
-            .split_once("\r\n\r\n")
-            .map(|(_, body)| body.to_string())
-            .unwrap_or_default()
-    })
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]

@@ -6,7 +6,6 @@
 //! measured from the pod's side and named by its workload.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -296,23 +295,6 @@ fn the_node_view_keeps_each_veth_as_it_is() {
     );
 }
 
-/// `GET /metrics` in `ns`: the body.
-fn scrape(ns: &NetNs, addr: SocketAddr) -> String {
-    ns.enter(move || {
-        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).expect("connect");
-        s.set_read_timeout(Some(Duration::from_secs(5)))
-            .expect("timeout");
-        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
-            .expect("send");
-        let mut reply = String::new();
-        let _ = s.read_to_string(&mut reply);
-        reply
-            .split_once("\r\n\r\n")
-            .map(|(_, body)| body.to_string())
-            .unwrap_or_default()
-    })
-}
-
 #[test]
 fn metrics_by_workload_equal_the_records_and_gone_pods_leave_the_scrape() {
     let node = Node::new();
@@ -367,7 +349,7 @@ fn metrics_by_workload_equal_the_records_and_gone_pods_leave_the_scrape() {
     let refused = connect(&stay.ns, &up.net.b4, 81, Duration::from_secs(2));
     assert!(refused.is_err());
     std::thread::sleep(Duration::from_millis(500));
-    let first = scrape(ns, at);
+    let first = kit::run::scrape(ns, at);
     let stopped = records.stop();
     kit::run::assert_clean_stop(&stopped);
     let s = kit::run::exposition_samples(&first);
@@ -415,7 +397,7 @@ fn metrics_by_workload_equal_the_records_and_gone_pods_leave_the_scrape() {
     let started = Instant::now();
     let later = loop {
         std::thread::sleep(Duration::from_millis(500));
-        let text = scrape(ns, at);
+        let text = kit::run::scrape(ns, at);
         let left = names
             .iter()
             .any(|w| text.contains(&format!("workload=\"{w}\"")));

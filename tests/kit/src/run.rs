@@ -274,6 +274,27 @@ pub fn assert_clean_stop(stopped: &Stopped) {
     );
 }
 
+/// `GET /metrics` from `addr` inside `ns`: the body of a 200 answer
+/// (panics on any other).
+pub fn scrape(ns: &NetNs, addr: SocketAddr) -> String {
+    use std::io::{Read, Write};
+    ns.enter(move || {
+        let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+            .expect("connect to the metrics endpoint");
+        s.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            .expect("send");
+        let mut reply = String::new();
+        let _ = s.read_to_string(&mut reply);
+        assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+        reply
+            .split_once("\r\n\r\n")
+            .map(|(_, body)| body.to_string())
+            .unwrap_or_default()
+    })
+}
+
 /// The samples of a Prometheus text exposition: `name{labels}` -> value.
 pub fn exposition_samples(text: &str) -> HashMap<String, f64> {
     text.lines()
