@@ -6,7 +6,7 @@ use std::os::fd::BorrowedFd;
 use rtnetlink::Handle;
 
 use crate::error::Error;
-use crate::host::ifaces::{Pattern, Patterns, Side};
+use crate::host::ifaces::{Patterns, Side};
 use crate::host::owner::{self, Cleanup, Owner};
 use crate::netlink::link::{self, Link, LinkLayer};
 use crate::netlink::tc::{self, Attachment};
@@ -120,13 +120,8 @@ pub async fn detach_left(ifaces: &[String], note: &mut dyn FnMut(&str)) -> bool 
     if patterns.any_glob() {
         match link::dump(&handle).await {
             Ok(all) => {
-                let globs: Vec<Pattern> = ifaces
-                    .iter()
-                    .map(|a| Pattern::parse(a))
-                    .filter(|p| matches!(p, Pattern::Glob(_)))
-                    .collect();
                 for l in all {
-                    if globs.iter().any(|g| g.matches(&l.name)) && !names.contains(&l.name) {
+                    if patterns.matches(&l.name) && !names.contains(&l.name) {
                         names.push(l.name);
                     }
                 }

@@ -27,6 +27,11 @@ pub(super) fn list_names(links: &[(Link, Side)]) -> String {
 
 /// The interfaces to attach to at start: every plain name (an error if one
 /// is missing or of a link type flowlat cannot read, as ever), and every
+/// The note for an interface a pattern matches that flowlat cannot read.
+fn unreadable(name: &str) -> String {
+    format!("{name} matches but has a link type flowlat cannot read; passed over")
+}
+
 /// interface a pattern matches (passed over with a note if unreadable).
 pub(super) async fn initial_links(
     handle: &Handle,
@@ -56,10 +61,7 @@ pub(super) async fn initial_links(
         }
         let l = state.link();
         if framing(&l).is_none() {
-            sink.note(&format!(
-                "{} matches but has a link type flowlat cannot read; passed over",
-                l.name
-            ));
+            sink.note(&unreadable(&l.name));
             continue;
         }
         links.push(l);
@@ -165,15 +167,13 @@ impl Session<'_> {
                 ));
             }
         }
-        // A pair's far end moved to or from another namespace after we
-        // attached (`ip link add` makes both ends here; a CNI then moves one):
-        // measured from the other side from now on.
-        // Only the move that makes a pod (its end moved into its namespace)
-        // is followed: a peer seen no more is mostly a pair being deleted,
+        // A pair's far end moved into another namespace after we attached
+        // (`ip link add` makes both ends here; a CNI then moves one): it is
+        // measured from the peer's side from now on. Only that move is
+        // followed: a peer seen no more is mostly a pair being deleted,
         // whose own deletion comes next.
-        let side = side_of(&state.link(), self.node_view);
-        if side == Side::Far && w.side == Side::Here {
-            let (ifname, old) = (w.att.ifname.clone(), w.side);
+        if w.side == Side::Here && side_of(&state.link(), self.node_view) == Side::Far {
+            let ifname = w.att.ifname.clone();
             let pos = self
                 .watched
                 .iter()
@@ -184,31 +184,17 @@ impl Session<'_> {
                     sink.note(&format!("{ifname}: {e}"));
                 }
             }
-            match self.attach(state, side).await {
+            match self.attach(state, Side::Far).await {
                 Ok(()) => sink.note(&format!(
-                    "{ifname}: its peer moved {}; measured from {} now{}",
-                    if side == Side::Far {
-                        "to another network namespace"
-                    } else {
-                        "back to this one"
-                    },
-                    if side == Side::Far {
-                        "the peer's side"
-                    } else {
-                        "this side"
-                    },
+                    "{ifname}: its peer moved to another network namespace; measured from the \
+                     peer's side now{}",
                     self.workload_note(state.index)
                 )),
                 Err(e) => {
                     self.fanout.iface_gone(state.index, monotonic_ns());
                     sink.note(&format!(
                         "{ifname}: could not attach again after its peer moved (was measured \
-                         from {}), so it is not measured any more: {e}",
-                        if old == Side::Far {
-                            "the peer's side"
-                        } else {
-                            "this side"
-                        }
+                         from this side), so it is not measured any more: {e}"
                     ));
                 }
             }
@@ -243,10 +229,7 @@ impl Session<'_> {
     async fn appeared(&mut self, state: &LinkState, sink: &mut dyn Sink) {
         let l = state.link();
         if framing(&l).is_none() {
-            sink.note(&format!(
-                "{} matches but has a link type flowlat cannot read; passed over",
-                l.name
-            ));
+            sink.note(&unreadable(&l.name));
             return;
         }
         let side = side_of(&l, self.node_view);

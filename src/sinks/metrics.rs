@@ -187,9 +187,6 @@ pub struct Metrics {
     /// The workload behind each interface measured from its peer's side:
     /// its series from the start carry it.
     iface_workloads: HashMap<u32, Arc<str>>,
-    /// Interfaces that are gone, since when (ns): their series are served
-    /// until [`Metrics::forget_ifaces`].
-    gone: HashMap<u32, u64>,
     /// A cgroup id's label, fixed when first named, so that the counts filed
     /// under it stay there when the cgroup is removed.
     cgroup_labels: HashMap<u64, Arc<str>>,
@@ -255,7 +252,6 @@ impl Metrics {
             workloads: Bounded::new(cfg.max_series),
             kernel_workloads: HashMap::new(),
             iface_workloads: HashMap::new(),
-            gone: HashMap::new(),
             cgroup_labels: HashMap::new(),
             unnamed: HashMap::new(),
             name_grace: NAME_GRACE,
@@ -281,7 +277,6 @@ impl Metrics {
     /// An interface attached later: it has its series from now on.
     pub fn add_iface(&mut self, ifindex: u32, name: String) {
         self.names.insert(ifindex, name);
-        self.gone.remove(&ifindex);
         if !self.watched.contains(&ifindex) {
             self.watched.push(ifindex);
         }
@@ -289,9 +284,8 @@ impl Metrics {
 
     /// An interface is gone: no zero series for it any more; what it
     /// counted is served until [`Metrics::forget_ifaces`].
-    pub fn iface_gone(&mut self, ifindex: u32, now_ns: u64) {
+    pub fn iface_gone(&mut self, ifindex: u32) {
         self.watched.retain(|i| *i != ifindex);
-        self.gone.insert(ifindex, now_ns);
     }
 
     /// Drops every series of these interfaces (gone for the TTL), and the
@@ -309,7 +303,6 @@ impl Metrics {
         self.user_fails.retain(|f, _| !dead(&f.0));
         for i in ifindexes {
             self.names.remove(i);
-            self.gone.remove(i);
         }
         self.watched.retain(|i| !dead(i));
         self.kernel_workloads.retain(|(i, _), _| !dead(i));
@@ -1388,7 +1381,7 @@ mod tests {
             "{text}"
         );
         // Gone, then forgotten after the TTL: no series of it is left.
-        m.iface_gone(7, 1);
+        m.iface_gone(7);
         assert!(render(&mut m).contains("vethweb"));
         m.forget_ifaces(&[7]);
         m.set_iface_workloads(HashMap::new());

@@ -231,7 +231,7 @@ impl Fanout {
     pub fn iface_gone(&mut self, ifindex: u32, now_ns: u64) {
         self.names.iface_gone(ifindex, now_ns);
         if let Some(m) = self.metrics.as_mut() {
-            m.iface_gone(ifindex, now_ns);
+            m.iface_gone(ifindex);
         }
     }
 
