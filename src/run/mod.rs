@@ -322,6 +322,7 @@ async fn run_privileged(
         fanout,
         scrapes: scrape_rx,
         pending: 0,
+        in_table: 0,
         listeners,
         filter,
     };
@@ -415,6 +416,10 @@ struct Session<'a> {
     scrapes: mpsc::Receiver<Scrape>,
     /// Attempts in progress at the last sweep (the metrics gauge).
     pending: u64,
+    /// Entries in the table at the last sweep: attempts in progress and the
+    /// tombstones of reported ones, which the eviction count must not take
+    /// for evicted attempts.
+    in_table: u64,
     /// Names the listeners' processes the kernel could not (`None` with
     /// `--no-process`).
     listeners: Option<ListenerProcesses>,
@@ -502,6 +507,7 @@ impl Session<'_> {
                 _ = tick.tick() => {
                     let sweep = self.probe.sweep(monotonic_ns(), s.syn_timeout)?;
                     self.pending = sweep.pending;
+                    self.in_table = sweep.pending + sweep.tombstones;
                     let mut expired = sweep.expired;
                     self.recheck_workloads(&expired).await;
                     match self.consume(&mut expired, Origin::Sweep, sink.out()) {
@@ -573,7 +579,7 @@ impl Session<'_> {
         let ps = self.perf.stats();
         let gauges = Gauges {
             records_lost: self.probe.records_lost(&ks, &ps),
-            evictions: self.probe.evicted(&ks, self.pending),
+            evictions: self.probe.evicted(&ks, self.in_table),
             filtered: ks.filtered,
             pending: self.pending,
         };

@@ -214,13 +214,30 @@ fn under_loss(v6: bool) {
             .filter(|r| r.opt_s(key) == Some(value))
             .count() as f64
     };
+    // Each failed attempt of the records, for a count that disagrees.
+    let failed: Vec<String> = rb
+        .records
+        .iter()
+        .filter(|r| r.s("result") != "ok")
+        .map(|r| {
+            format!(
+                "port {} {} {} at {}",
+                r.n("client_port").unwrap_or(0),
+                r.s("result"),
+                r.opt_s("reason").unwrap_or("-"),
+                r.s("ts")
+            )
+        })
+        .collect();
+    let failed = failed.join("\n");
     for result in ["ok", "refused", "timeout", "abandoned", "unreachable"] {
         let key = format!("flowlat_handshakes_total{{iface=\"b\",dir=\"in\",result=\"{result}\"}}");
         let m = s.get(&key).copied().unwrap_or(0.0);
         let n = count("result", result);
         assert!(
             (m - n).abs() <= ambiguous,
-            "{family}: {key} = {m}, records {n} ({ambiguous} attempts ambiguous)\n{metrics}"
+            "{family}: {key} = {m}, records {n} ({ambiguous} attempts ambiguous)\n{metrics}\n\
+             the failed attempts' records:\n{failed}"
         );
     }
     assert!(s.contains_key("flowlat_handshakes_total{iface=\"b\",dir=\"in\",result=\"ok\"}"));
@@ -232,9 +249,17 @@ fn under_loss(v6: bool) {
         let n = count("reason", reason);
         assert!(
             (m - n).abs() <= ambiguous,
-            "{family}: {key} = {m}, records {n} ({ambiguous} attempts ambiguous)\n{metrics}"
+            "{family}: {key} = {m}, records {n} ({ambiguous} attempts ambiguous)\n{metrics}\n\
+             the failed attempts' records:\n{failed}"
         );
     }
+    // Tombstones of reported attempts are no evictions; the table is far
+    // from full.
+    assert_eq!(
+        s.get("flowlat_pending_evictions_total").copied(),
+        Some(0.0),
+        "{family}: evictions\n{metrics}"
+    );
 
     let results = |recs: &[Rec]| {
         let mut by: BTreeMap<String, usize> = BTreeMap::new();
