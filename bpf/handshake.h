@@ -120,8 +120,11 @@ static __always_inline void on_syn(struct __sk_buff *skb, const int egress,
 	}
 	struct table_ref ref;
 	struct flowlat_pending *p = table_find(key, &ref);
+	/* Removed in between by the other hook or the sweep, or being rewritten
+	 * there (see bucket_holds()): the attempt has ended, and a SYN that
+	 * crossed its end is a copy of its own. */
 	if (!p)
-		return; /* removed in between by the other hook or the sweep */
+		return;
 	if (p->client_isn == isn) {
 		p->syns += 1;
 		if (len > p->syn_len)

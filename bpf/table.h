@@ -176,7 +176,22 @@ static __always_inline void bucket_words(const struct flowlat_bucket *b, __u64 *
 		w[i] = *(volatile __u64 *)&b->word[i];
 }
 
-/* Whether bucket b holds key (hash h); its words in w. */
+/* Whether way i of b, whose word is w, holds the attempt of key (hash h), or
+ * is rewriting it: an attempt that ended on another CPU becoming its
+ * tombstone, or one the sweep is timing out (busy, and still live: the key
+ * stays while the rest is written). A way being filled from free is no
+ * one's yet. */
+static __always_inline int slot_keeps(const struct flowlat_bucket *b, int i, __u64 w, __u32 h,
+				      const struct flowlat_key *key)
+{
+	return (w & FLOWLAT_SLOT_LIVE) && (__u32)(w >> 32) == h && key_eq(&b->e[i].key, key);
+}
+
+/* Whether bucket b holds key (hash h), or is rewriting its entry; its
+ * words in w. A SYN must not start a second attempt beside an entry being
+ * rewritten: a client's copy of its SYN that crossed the answer arrives on
+ * another CPU as the answer ends the attempt there, and a second entry of
+ * the key would then take the answers meant for neither and time out. */
 static __always_inline int bucket_holds(const struct flowlat_bucket *b, __u64 *w, __u32 h,
 					const struct flowlat_key *key)
 {
@@ -184,7 +199,7 @@ static __always_inline int bucket_holds(const struct flowlat_bucket *b, __u64 *w
 	int held = 0;
 #pragma unroll
 	for (int i = 0; i < FLOWLAT_WAYS; i++)
-		if (slot_holds(b, i, w[i], h, key))
+		if (slot_keeps(b, i, w[i], h, key))
 			held = 1;
 	return held;
 }

@@ -33,6 +33,23 @@ impl Probe {
         }
     }
 
+    /// Runs `f` while every entry of the slot table is busy, as an entry is
+    /// while another CPU turns its ended attempt into a tombstone, or while
+    /// the sweep times it out (tests); then gives each back as it was, a
+    /// new generation. Runs `f` alone for the LRU table.
+    #[cfg(any(test, feature = "testing"))]
+    pub fn with_entries_busy<R>(&self, f: impl FnOnce() -> R) -> R {
+        let TableMap::Slots(t) = &self.table else {
+            return f();
+        };
+        let held: Vec<_> = t.entries().into_iter().filter(|e| t.claim(e)).collect();
+        let r = f();
+        for e in &held {
+            t.replace(e, &e.p);
+        }
+        r
+    }
+
     /// Each front bucket's count of attempts waiting in their main buckets,
     /// for the slot table (tests); empty for the LRU table.
     #[cfg(any(test, feature = "testing"))]

@@ -333,3 +333,27 @@ fn attempts_well_below_the_room_are_all_kept() {
     let ks = rig.probe.kernel_stats().expect("stats");
     assert_eq!(rig.probe.evicted(&ks, 2000), 0);
 }
+
+/// A client's copy of its SYN that crossed the answer can arrive on one CPU
+/// while the answer ends the attempt on another, where its entry is busy
+/// becoming a tombstone (or while the sweep times it out): the copy is the
+/// ended attempt's, and starts no second attempt beside it, which would
+/// take no answer and time out.
+#[test]
+fn a_syn_that_comes_while_its_entry_is_rewritten_starts_no_second_attempt() {
+    let mut rig = rig(Table::Slots, 1024);
+    let c = "10.4.0.1";
+    rig.run(Hook::Egress, &syn_from(c, 42000, 77));
+    rig.probe
+        .with_entries_busy(|| rig.run(Hook::Egress, &syn_from(c, 42000, 77)));
+    let ks = rig.probe.kernel_stats().expect("stats");
+    assert_eq!(ks.created, 1, "one attempt, in one entry");
+    rig.run(Hook::Ingress, &synack_to(c, 42000, 77));
+    let recs = rig.records();
+    assert_eq!(recs.len(), 1);
+    assert_eq!(recs[0].outcome, Outcome::Ok);
+    assert_eq!(rig.pending(), 0, "no second attempt is left to time out");
+    // A new attempt on the same ports, once the entry is whole again, starts.
+    rig.run(Hook::Egress, &syn_from(c, 42000, 5000));
+    assert_eq!(rig.in_progress(), 1);
+}
