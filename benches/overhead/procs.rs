@@ -83,8 +83,9 @@ struct Connects {
 }
 
 /// Storms, each of `STORM` connects and `STORM_PROCESSES` short-lived
-/// processes that connect once, hooks on.
-const STORMS: usize = 3;
+/// processes that connect once, hooks on: a million connects in all, and
+/// the memory after each storm, to show it flat.
+const STORMS: usize = 10;
 const STORM: usize = 100_000;
 const STORM_PROCESSES: usize = 1_000;
 
