@@ -7,7 +7,8 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-use flowlat::bpf::link::Link;
+use flowlat::bpf::insn::{Insn, BPF_EXIT};
+use flowlat::bpf::link::{Link, BPF_CGROUP_INET4_CONNECT, BPF_CGROUP_INET6_CONNECT};
 use flowlat::bpf::map::{Map, MapAttr, Update};
 use flowlat::bpf::sys;
 use flowlat::probe::{Comm, Hook, Probe, ProbeConfig};
@@ -24,9 +25,13 @@ pub struct ProcsResult {
     /// the hooks, rounds alternating.
     pub connect_without_ns: f64,
     pub connect_with_ns: f64,
+    /// The same with an empty program (return 1) on each connect hook in
+    /// flowlat's place: what the kernel's call of any cgroup program costs.
+    pub connect_empty_ns: f64,
     /// The connect program's own time per run, from the kernel's run-time
-    /// statistics.
+    /// statistics, and the empty program's.
     pub hook_run_ns: f64,
+    pub empty_run_ns: f64,
     /// The SYN class (a SYN whose socket has a process, through a classifier
     /// that gives it one and tail-calls flowlat's) with the copy off and on.
     pub syn_off_ns: f64,
@@ -77,7 +82,9 @@ fn fdinfo(fd: &impl AsRawFd, field: &str) -> u64 {
 struct Connects {
     without: Vec<f64>,
     with: Vec<f64>,
+    empty: Vec<f64>,
     hook_run_ns: f64,
+    empty_run_ns: f64,
     slab_kib: Vec<u64>,
     rss_kib: Vec<u64>,
 }
@@ -89,9 +96,25 @@ const STORMS: usize = 10;
 const STORM: usize = 100_000;
 const STORM_PROCESSES: usize = 1_000;
 
+/// A connect program that does nothing and lets the call go on.
+fn empty_connect_program(attach_type: u32) -> OwnedFd {
+    let insns = [
+        Insn::new(0xb7, 0, 0, 0, 1), // r0 = 1
+        Insn::new(BPF_EXIT, 0, 0, 0, 0),
+    ];
+    sys::prog_load_with_attach_type(
+        sys::BPF_PROG_TYPE_CGROUP_SOCK_ADDR,
+        attach_type,
+        &insns,
+        "GPL",
+        "bench_empty",
+    )
+    .unwrap_or_else(|e| panic!("an empty connect program: {e}"))
+}
+
 fn connects_in_namespace(progs: Vec<(u32, OwnedFd)>, rounds: usize) -> Connects {
     let own = std::fs::File::open(kit::cgroup::own()).expect("open this process's cgroup");
-    let link_all = || -> Vec<Link> {
+    let link = |progs: &[(u32, OwnedFd)]| -> Vec<Link> {
         progs
             .iter()
             .map(|(t, p)| {
@@ -99,33 +122,51 @@ fn connects_in_namespace(progs: Vec<(u32, OwnedFd)>, rounds: usize) -> Connects 
             })
             .collect()
     };
+    let link_all = || link(&progs);
+    let empties: Vec<(u32, OwnedFd)> = [BPF_CGROUP_INET4_CONNECT, BPF_CGROUP_INET6_CONNECT]
+        .into_iter()
+        .map(|t| (t, empty_connect_program(t)))
+        .collect();
     let at = closed_port();
     connects(at, CONNECTS); // warm up
-    let (mut without, mut with) = (Vec::new(), Vec::new());
-    for i in 0..rounds.max(3) * 2 {
-        if i % 2 == 0 {
-            without.push(connects(at, CONNECTS));
-        } else {
-            let links = link_all();
-            with.push(connects(at, CONNECTS));
-            drop(links);
+    let (mut without, mut with, mut empty) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..rounds.max(3) * 3 {
+        match i % 3 {
+            0 => without.push(connects(at, CONNECTS)),
+            1 => {
+                let links = link(&empties);
+                empty.push(connects(at, CONNECTS));
+                drop(links);
+            }
+            _ => {
+                let links = link_all();
+                with.push(connects(at, CONNECTS));
+                drop(links);
+            }
         }
     }
-    // The connect program's own time, with the kernel's statistics on.
-    let links = link_all();
+    // A connect program's own time, with the kernel's statistics on: the
+    // empty one's is what the statistics themselves read.
     let stats = sys::enable_run_time_stats().expect("run-time statistics");
-    let connect4 = &progs[0].1;
-    let (t0, c0) = (
-        fdinfo(connect4, "run_time_ns:"),
-        fdinfo(connect4, "run_cnt:"),
-    );
-    connects(at, CONNECTS * 5);
-    let (t1, c1) = (
-        fdinfo(connect4, "run_time_ns:"),
-        fdinfo(connect4, "run_cnt:"),
-    );
+    let own_run = |progs: &[(u32, OwnedFd)]| {
+        let links = link(progs);
+        let connect4 = &progs[0].1;
+        let (t0, c0) = (
+            fdinfo(connect4, "run_time_ns:"),
+            fdinfo(connect4, "run_cnt:"),
+        );
+        connects(at, CONNECTS * 5);
+        let (t1, c1) = (
+            fdinfo(connect4, "run_time_ns:"),
+            fdinfo(connect4, "run_cnt:"),
+        );
+        drop(links);
+        (t1 - t0) as f64 / (c1 - c0).max(1) as f64
+    };
+    let empty_run_ns = own_run(&empties);
+    let hook_run_ns = own_run(&progs);
     drop(stats);
-    let hook_run_ns = (t1 - t0) as f64 / (c1 - c0).max(1) as f64;
+    let links = link_all();
     let pid = std::process::id() as i32;
     let (mut slab_kib, mut rss_kib) = (
         vec![meminfo("SUnreclaim:")],
@@ -151,7 +192,9 @@ fn connects_in_namespace(progs: Vec<(u32, OwnedFd)>, rounds: usize) -> Connects 
     Connects {
         without,
         with,
+        empty,
         hook_run_ns,
+        empty_run_ns,
         slab_kib,
         rss_kib,
     }
@@ -203,7 +246,9 @@ pub fn measure(rounds: usize, repeat: u32) -> ProcsResult {
     ProcsResult {
         connect_without_ns: median_f64(&c.without),
         connect_with_ns: median_f64(&c.with),
+        connect_empty_ns: median_f64(&c.empty),
         hook_run_ns: c.hook_run_ns,
+        empty_run_ns: c.empty_run_ns,
         syn_off_ns: median_f64(&off),
         syn_on_ns: median_f64(&on),
         slab_kib: c.slab_kib,
@@ -224,7 +269,8 @@ pub fn table(r: &ProcsResult) -> String {
          | what | without | with | added | target |\n\
          |---|---:|---:|---:|---|\n\
          | connect() on loopback, refused (socket, connect, close; median of rounds, {CONNECTS} each) | {:.0} ns | {:.0} ns | {:+.0} ns | ≤ 150 ns |\n\
-         | the connect hook's own run (kernel run-time statistics) | | | {:.0} ns | |\n\
+         | the same with an empty program on each connect hook instead (the kernel's call of one) | {:.0} ns | {:.0} ns | {:+.0} ns | |\n\
+         | the connect hook's own run (kernel run-time statistics; an empty program's: {:.0} ns) | | | {:.0} ns | |\n\
          | SYN whose socket has a process (copy off / on, test run) | {:.0} ns | {:.0} ns | {:+.0} ns | ≤ 20 ns |\n\
          \n{STORMS} storms, each of {STORM} connects and {STORM_PROCESSES} short-lived processes \
          connecting once, hooks on: the kernel's unreclaimable slab before and after each, \
@@ -232,6 +278,10 @@ pub fn table(r: &ProcsResult) -> String {
         r.connect_without_ns,
         r.connect_with_ns,
         r.connect_with_ns - r.connect_without_ns,
+        r.connect_without_ns,
+        r.connect_empty_ns,
+        r.connect_empty_ns - r.connect_without_ns,
+        r.empty_run_ns,
         r.hook_run_ns,
         r.syn_off_ns,
         r.syn_on_ns,
@@ -246,7 +296,9 @@ pub fn json(r: &ProcsResult) -> J {
     J::obj(vec![
         ("connect_without_ns", J::Num(r.connect_without_ns)),
         ("connect_with_ns", J::Num(r.connect_with_ns)),
+        ("connect_empty_program_ns", J::Num(r.connect_empty_ns)),
         ("hook_run_ns", J::Num(r.hook_run_ns)),
+        ("empty_program_run_ns", J::Num(r.empty_run_ns)),
         ("syn_copy_off_ns", J::Num(r.syn_off_ns)),
         ("syn_copy_on_ns", J::Num(r.syn_on_ns)),
         ("storm_slab_kib", ints(&r.slab_kib)),
