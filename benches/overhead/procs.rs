@@ -7,7 +7,6 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-use flowlat::bpf::insn::{Insn, BPF_EXIT};
 use flowlat::bpf::link::{Link, BPF_CGROUP_INET4_CONNECT, BPF_CGROUP_INET6_CONNECT};
 use flowlat::bpf::map::{Map, MapAttr, Update};
 use flowlat::bpf::sys;
@@ -96,22 +95,6 @@ const STORMS: usize = 10;
 const STORM: usize = 100_000;
 const STORM_PROCESSES: usize = 1_000;
 
-/// A connect program that does nothing and lets the call go on.
-fn empty_connect_program(attach_type: u32) -> OwnedFd {
-    let insns = [
-        Insn::new(0xb7, 0, 0, 0, 1), // r0 = 1
-        Insn::new(BPF_EXIT, 0, 0, 0, 0),
-    ];
-    sys::prog_load_with_attach_type(
-        sys::BPF_PROG_TYPE_CGROUP_SOCK_ADDR,
-        attach_type,
-        &insns,
-        "GPL",
-        "bench_empty",
-    )
-    .unwrap_or_else(|e| panic!("an empty connect program: {e}"))
-}
-
 fn connects_in_namespace(progs: Vec<(u32, OwnedFd)>, rounds: usize) -> Connects {
     let own = std::fs::File::open(kit::cgroup::own()).expect("open this process's cgroup");
     let link = |progs: &[(u32, OwnedFd)]| -> Vec<Link> {
@@ -125,7 +108,11 @@ fn connects_in_namespace(progs: Vec<(u32, OwnedFd)>, rounds: usize) -> Connects 
     let link_all = || link(&progs);
     let empties: Vec<(u32, OwnedFd)> = [BPF_CGROUP_INET4_CONNECT, BPF_CGROUP_INET6_CONNECT]
         .into_iter()
-        .map(|t| (t, empty_connect_program(t)))
+        .map(|t| {
+            let p = kit::asm::connect_program(t, None)
+                .unwrap_or_else(|e| panic!("an empty connect program: {e}"));
+            (t, p)
+        })
         .collect();
     let at = closed_port();
     connects(at, CONNECTS); // warm up

@@ -10,12 +10,10 @@ use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use flowlat::bpf::insn::{Insn, BPF_EXIT};
 use flowlat::bpf::link::{
     self, Link, QueryScope, BPF_CGROUP_INET4_CONNECT, BPF_CGROUP_INET4_POST_BIND,
     BPF_CGROUP_INET6_CONNECT, BPF_CGROUP_INET6_POST_BIND,
 };
-use flowlat::bpf::sys::{self, BPF_PROG_TYPE_CGROUP_SOCK_ADDR};
 use kit::json::Rec;
 use kit::net::VethPair;
 use kit::procs::{Conn, Named};
@@ -238,31 +236,13 @@ fn attached_flowlat(net: &VethPair, args: &[&str]) -> (Flowlat, BTreeSet<u32>) {
     (f, ours)
 }
 
-/// A cgroup/connect4 program that refuses connects to `port`.
-fn refusing(port: u16) -> std::os::fd::OwnedFd {
-    let insns = [
-        Insn::new(0x61, 2, 1, 24, 0), // r2 = user_port (network order)
-        Insn::new(0xb7, 0, 0, 0, 1),  // r0 = 1
-        Insn::new(0x55, 2, 0, 1, i32::from(port.to_be())),
-        Insn::new(0xb7, 0, 0, 0, 0), // r0 = 0
-        Insn::new(BPF_EXIT, 0, 0, 0, 0),
-    ];
-    sys::prog_load_with_attach_type(
-        BPF_PROG_TYPE_CGROUP_SOCK_ADDR,
-        BPF_CGROUP_INET4_CONNECT,
-        &insns,
-        "GPL",
-        "flt_test_refuse",
-    )
-    .unwrap_or_else(|e| panic!("{e}"))
-}
-
 #[test]
 fn other_cgroup_programs_still_decide_and_nothing_of_flowlat_stays_attached() {
     // Declared first, dropped last: the processes moved into it are gone by then.
     let tree = kit::cgroup::Tree::new("procs", &["refuse"]);
     let dir = File::open(tree.path("refuse")).expect("open the test cgroup");
-    let prog = refusing(8083);
+    let prog = kit::asm::connect_program(BPF_CGROUP_INET4_CONNECT, Some(8083))
+        .unwrap_or_else(|e| panic!("{e}"));
     let _theirs = Link::create(prog.as_fd(), dir.as_fd(), BPF_CGROUP_INET4_CONNECT)
         .unwrap_or_else(|e| panic!("{e}"));
     let net = VethPair::new("procl");

@@ -1,6 +1,7 @@
 //! Hand-assembled classifiers the benches compare flowlat with: an empty one,
 //! and one that only sends a record, to load the perf reader; and one that
 //! gives the packet's socket a process before flowlat's classifier runs.
+//! And a connect program of the tests' own, to stand beside flowlat's hooks.
 
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 
@@ -13,6 +14,8 @@ const MOV32_IMM: u8 = 0xb4;
 const ADD64_IMM: u8 = 0x07;
 const ST_DW: u8 = 0x7a;
 const ST_B: u8 = 0x72;
+const LDX_W: u8 = 0x61;
+const JNE_IMM: u8 = 0x55;
 const BPF_FUNC_PERF_EVENT_OUTPUT: i32 = 25;
 const R0: u8 = 0;
 const R1: u8 = 1;
@@ -43,6 +46,31 @@ pub fn empty_classifier() -> Result<OwnedFd, BpfError> {
     a.insn(MOV64_IMM, R0, 0, 0, TC_ACT_UNSPEC)
         .insn(BPF_EXIT, 0, 0, 0, 0);
     sys::prog_load(sys::BPF_PROG_TYPE_SCHED_CLS, &a.0, "GPL", "bench_empty")
+}
+
+/// A cgroup connect program for `attach_type` (connect4 or connect6) that
+/// refuses connects to `refuse` and lets every other go on; with `None`,
+/// one that only lets them go on (`r0 = 1; exit`): what the kernel's call of
+/// any connect program costs.
+pub fn connect_program(attach_type: u32, refuse: Option<u16>) -> Result<OwnedFd, BpfError> {
+    let mut a = Asm::default();
+    if let Some(port) = refuse {
+        // r2 = bpf_sock_addr.user_port (network order); r0 = 1; if r2 == port, r0 = 0.
+        a.insn(LDX_W, R2, R1, 24, 0)
+            .insn(MOV64_IMM, R0, 0, 0, 1)
+            .insn(JNE_IMM, R2, 0, 1, i32::from(port.to_be()))
+            .insn(MOV64_IMM, R0, 0, 0, 0);
+    } else {
+        a.insn(MOV64_IMM, R0, 0, 0, 1);
+    }
+    a.insn(BPF_EXIT, 0, 0, 0, 0);
+    sys::prog_load_with_attach_type(
+        sys::BPF_PROG_TYPE_CGROUP_SOCK_ADDR,
+        attach_type,
+        &a.0,
+        "GPL",
+        "flt_test_connect",
+    )
 }
 
 /// A classifier that sends one `size`-byte record (zeros, with `marks` bytes
