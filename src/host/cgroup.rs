@@ -291,12 +291,7 @@ impl Cgroups {
     /// tree larger than a walk indexes may not be searched whole.
     pub fn id_of(&mut self, path: &str) -> Option<u64> {
         let mount = self.mount.as_ref()?;
-        let parts: Vec<&str> = path
-            .split('/')
-            .filter(|p| !p.is_empty() && *p != ".")
-            .collect();
-        let climbs = parts.iter().take_while(|p| **p == "..").count();
-        let rest = &parts[climbs..];
+        let (climbs, rest) = climbs_and_rest(path);
         // The kernel writes `..` only first; one later is no path it made.
         if rest.contains(&"..") {
             return None;
@@ -608,6 +603,20 @@ pub fn shorten(path: &str) -> String {
         return "/".to_string();
     }
     within(&parts, SHORT_WIDTH)
+}
+
+/// A cgroup path as `/proc/PID/cgroup` writes it, in components: how many
+/// `..` it starts with (the cgroup lies outside the reader's cgroup
+/// namespace, whose root the kernel writes as `/`), then the rest. Empty
+/// and `.` components are dropped.
+pub(crate) fn climbs_and_rest(path: &str) -> (usize, Vec<&str>) {
+    let mut parts: Vec<&str> = path
+        .split('/')
+        .filter(|p| !p.is_empty() && *p != ".")
+        .collect();
+    let climbs = parts.iter().take_while(|p| **p == "..").count();
+    parts.drain(..climbs);
+    (climbs, parts)
 }
 
 /// The runtime prefix (if any) and the 64 hex digits of a container's cgroup.

@@ -55,7 +55,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::cache::Bounded;
-use super::cgroup::{container_id, SHORT_ID};
+use super::cgroup::{climbs_and_rest, container_id, SHORT_ID};
 use super::netns::{self, NsId, Processes};
 
 /// How many container names a [`Namer`] remembers (found or not); the
@@ -219,12 +219,7 @@ pub struct Named {
 /// it) belongs to, and its cgroup, by the rules of this module's
 /// documentation.
 pub fn classify(path: &str) -> Classified {
-    let all: Vec<&str> = path
-        .split('/')
-        .filter(|p| !p.is_empty() && *p != ".")
-        .collect();
-    let climbs = all.iter().take_while(|p| **p == "..").count();
-    let parts = &all[climbs..];
+    let (climbs, parts) = climbs_and_rest(path);
     let prefix = |end: usize| {
         let mut prefix = "/..".repeat(climbs);
         for part in &parts[..end] {
