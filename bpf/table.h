@@ -91,12 +91,23 @@ static __always_inline int key_eq(const struct flowlat_key *a, const struct flow
 	return d == 0;
 }
 
-/* Whether way i of b, whose word is w, holds the attempt of key (hash h). */
+/* Whether way i of b, whose word is w, holds the attempt of key (hash h), or
+ * is rewriting it: an attempt that ended on another CPU becoming its
+ * tombstone, or one the sweep is timing out (busy, and still live: the key
+ * stays while the rest is written). A way being filled from free is no
+ * one's yet. */
+static __always_inline int slot_keeps(const struct flowlat_bucket *b, int i, __u64 w, __u32 h,
+				      const struct flowlat_key *key)
+{
+	return (w & FLOWLAT_SLOT_LIVE) && (__u32)(w >> 32) == h && key_eq(&b->e[i].key, key);
+}
+
+/* Whether way i of b, whose word is w, holds the attempt of key (hash h),
+ * not busy: one to find. */
 static __always_inline int slot_holds(const struct flowlat_bucket *b, int i, __u64 w, __u32 h,
 				      const struct flowlat_key *key)
 {
-	return (w & SLOT_STATE) == FLOWLAT_SLOT_LIVE && (__u32)(w >> 32) == h &&
-	       key_eq(&b->e[i].key, key);
+	return !(w & FLOWLAT_SLOT_BUSY) && slot_keeps(b, i, w, h, key);
 }
 
 /* A word's next owner's: the generation moved on, the hash and state given. */
@@ -176,16 +187,6 @@ static __always_inline void bucket_words(const struct flowlat_bucket *b, __u64 *
 		w[i] = *(volatile __u64 *)&b->word[i];
 }
 
-/* Whether way i of b, whose word is w, holds the attempt of key (hash h), or
- * is rewriting it: an attempt that ended on another CPU becoming its
- * tombstone, or one the sweep is timing out (busy, and still live: the key
- * stays while the rest is written). A way being filled from free is no
- * one's yet. */
-static __always_inline int slot_keeps(const struct flowlat_bucket *b, int i, __u64 w, __u32 h,
-				      const struct flowlat_key *key)
-{
-	return (w & FLOWLAT_SLOT_LIVE) && (__u32)(w >> 32) == h && key_eq(&b->e[i].key, key);
-}
 
 /* Whether bucket b holds key (hash h), or is rewriting its entry; its
  * words in w. A SYN must not start a second attempt beside an entry being
